@@ -1,0 +1,192 @@
+"""Domain values shared by every layer: databases, S3 keys, version ids, records, results.
+
+Everything here is pure: no I/O, no boto3, no chromadb.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, NewType
+
+from snapmerge.errors import InvalidEventError
+
+VersionId = NewType("VersionId", str)
+"""A snapshot version: ``YYYYMMDD_HHMMSS`` (the original) or that plus ``_ffffff_<hex8>`` (ours)."""
+
+S3Key = NewType("S3Key", str)
+
+DEFAULT_DIMENSION = 1536
+
+
+class Database(StrEnum):
+    WORDS = "words"
+    LINES = "lines"
+
+    @classmethod
+    def parse(cls, value: object) -> Database:
+        try:
+            return cls(str(value))
+        except ValueError:
+            raise InvalidEventError(
+                f"unknown database {value!r}: expected one of {[d.value for d in cls]}"
+            ) from None
+
+    @property
+    def collection_names(self) -> tuple[str, str]:
+        """Both spellings a delta may use for this database's collection."""
+        return (self.value, f"receipt_{self.value}")
+
+    @classmethod
+    def from_collection(cls, name: str) -> Database:
+        """``words`` and ``receipt_words`` both mean WORDS (the original ignored one spelling)."""
+        for db in cls:
+            if name in db.collection_names:
+                return db
+        raise InvalidEventError(f"collection {name!r} belongs to no known database")
+
+
+class MergePath(StrEnum):
+    LEGACY = "legacy"
+    TWO_PHASE = "two_phase"
+    SHADOW = "shadow"
+
+
+class LockScope(StrEnum):
+    """Which lock id a final merge takes (DESIGN §1)."""
+
+    COLLECTION = "collection"  # chroma-{collection}-update: shared by every writer (default)
+    PER_BATCH = "per_batch"  # chroma-final-merge-{batch_id}: compatibility only
+
+
+def lock_id_for(collection: str, batch_id: str, scope: LockScope = LockScope.COLLECTION) -> str:
+    if scope is LockScope.PER_BATCH:
+        return f"chroma-final-merge-{batch_id}"
+    return f"chroma-{collection}-update"
+
+
+def new_version_id(now: datetime | None = None) -> VersionId:
+    """A version id that keeps the original ``YYYYMMDD_HHMMSS`` prefix, sorts by time and is unique.
+
+    The microseconds keep ids from one second in order; the random suffix keeps two publishers in
+    the same microsecond (or with skewed clocks) from ever sharing a prefix.
+    """
+    now = now or datetime.now(UTC)
+    return VersionId(f"{now:%Y%m%d_%H%M%S}_{now:%f}_{secrets.token_hex(4)}")
+
+
+class Keys:
+    """Every S3 key of the original layout, in one place (DESIGN §1)."""
+
+    @staticmethod
+    def pointer(db: Database) -> S3Key:
+        return S3Key(f"{db.value}/snapshot/latest-pointer.txt")
+
+    @staticmethod
+    def versions_prefix(db: Database) -> str:
+        return f"{db.value}/snapshot/timestamped/"
+
+    @staticmethod
+    def version_prefix(db: Database, version: VersionId) -> str:
+        return f"{db.value}/snapshot/timestamped/{version}/"
+
+    @staticmethod
+    def legacy_latest_prefix(db: Database) -> str:
+        return f"{db.value}/snapshot/latest/"
+
+    @staticmethod
+    def delta_prefix(db: Database, name: str) -> str:
+        return f"{db.value}/delta/{name}/"
+
+    @staticmethod
+    def intermediate_prefix(batch_id: str, index: int) -> str:
+        return f"intermediate/{batch_id}/chunk-{index}/"
+
+    @staticmethod
+    def group_prefix(batch_id: str, group: int) -> str:
+        return f"intermediate/{batch_id}-group-{group}/merged/"
+
+    @staticmethod
+    def chunks_list(batch_id: str) -> S3Key:
+        return S3Key(f"chunks/{batch_id}/chunks.json")
+
+    @staticmethod
+    def groups_list(batch_id: str) -> S3Key:
+        return S3Key(f"chunk_groups/{batch_id}/groups.json")
+
+    @staticmethod
+    def inflight_prefix(db: Database) -> str:
+        """Markers of merges in flight, by base version; retention spares those bases."""
+        return f"{db.value}/snapshot/inflight/"
+
+    @staticmethod
+    def receipt(db: Database, batch_id: str) -> S3Key:
+        """What a batch's publish returned; a retried final merge answers from it."""
+        return S3Key(f"{db.value}/snapshot/receipts/{batch_id}.json")
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """The pointer object's value and the ETag it was read with (the CAS token)."""
+
+    version: VersionId
+    etag: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Chroma record. ``embedding`` is float32 values as a tuple (hashable, comparable)."""
+
+    id: str
+    embedding: tuple[float, ...]
+    document: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class MergeStats:
+    """What one merge of intermediates into a base did."""
+
+    base_count: int
+    new_ids: int
+    changed_vectors: int
+    metadata_only: int
+    unchanged: int
+    final_count: int
+    dimension: int
+    records_merged: int
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FinalMergeResult:
+    """What either final-merge path returns; the handler shapes it into the event response."""
+
+    path: MergePath
+    batch_id: str
+    database: Database
+    version: VersionId
+    base_version: VersionId | None
+    snapshot_key: str
+    total_embeddings: int
+    processing_time_seconds: float
+    chunk_count: int
+    delta_count: int
+    records_merged: int
+    lock_wait_ms: float
+    lock_hold_ms: float
+    lock_phases_ms: dict[str, float] = field(default_factory=dict)
+    lock_contention: int = 0
+    cas_failures: int = 0
+    cas_retries: int = 0
+    fallback_to_legacy: bool = False
+    replayed: bool = False
+    digest: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in self.__dict__.items():
+            out[key] = value.value if isinstance(value, StrEnum) else value
+        return out

@@ -1,0 +1,70 @@
+"""One exception tree for everything snapmerge raises.
+
+Adapters translate their library's exceptions into these (botocore's ``ClientError`` with
+``ConditionalCheckFailedException`` becomes :class:`LockBusyError`, an S3 412 becomes
+:class:`PointerConflictError`, a Chroma ``InternalError`` on a corrupt database becomes
+:class:`MergeInputError`) so callers never catch a library type.
+
+``SnapmergeError``
+  ├── ``InvalidEventError``      an event or option that cannot be acted on (missing field, unknown op)
+  ├── ``MergeInputError``        an input that cannot be merged (not a Chroma dir, corrupt, bad tarball,
+  │                              wrong dimension, missing intermediate)
+  ├── ``SnapshotError``          the pointer names a missing or incomplete version
+  ├── ``LockError``              the lock table failed (throttled past retries, no table, no access)
+  │     ├── ``LockBusyError``    somebody else holds the lease (the only "try later" answer)
+  │     └── ``LeaseLostError``   our lease expired or was taken; we must not publish
+  ├── ``PointerConflictError``   the conditional pointer write lost (someone published first)
+  └── ``StoreError``             the object store failed for another reason
+"""
+
+from __future__ import annotations
+
+
+class SnapmergeError(Exception):
+    """Base of every error snapmerge raises on purpose."""
+
+
+class InvalidEventError(SnapmergeError, ValueError):
+    """An event, option or configuration value that cannot be acted on."""
+
+
+class MergeInputError(SnapmergeError):
+    """An input to a merge is unusable; nothing was published and nothing deleted."""
+
+
+class SnapshotError(SnapmergeError):
+    """The pointer names a version that is missing or incomplete."""
+
+
+class LockError(SnapmergeError):
+    """The lock table failed for a reason other than contention."""
+
+
+class LockBusyError(LockError):
+    """The lease is held by another owner."""
+
+    def __init__(self, lock_id: str, holder: str | None = None, expires: str | None = None):
+        self.lock_id = lock_id
+        self.holder = holder
+        self.expires = expires
+        super().__init__(f"lock {lock_id!r} is held by {holder or 'another owner'} until {expires}")
+
+
+class LeaseLostError(LockError):
+    """Our lease expired or was taken over: the holder must stop before publishing."""
+
+
+class PointerConflictError(SnapmergeError):
+    """The conditional pointer write was refused: the pointer moved since we read it."""
+
+    def __init__(self, key: str, expected: str | None, current: str | None = None):
+        self.key = key
+        self.expected = expected
+        self.current = current
+        super().__init__(
+            f"pointer {key!r} moved: expected ETag {expected}, now names {current or 'unknown'}"
+        )
+
+
+class StoreError(SnapmergeError):
+    """The object store failed (not a precondition failure)."""

@@ -1,0 +1,127 @@
+"""Ports: the narrow interfaces the core needs from the outside world.
+
+Each has a real adapter (``snapmerge/adapters/s3_store.py``, ``dynamodb_lock.py``,
+``chroma_index.py``) and an in-memory one shipped in the package (``adapters/memory*.py``); the
+contract tests in ``tests/contract/`` run one suite against both so a fake cannot drift.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from snapmerge.domain import MergeStats, Record
+
+
+@dataclass(frozen=True)
+class Blob:
+    body: bytes
+    etag: str
+    metadata: Mapping[str, str]
+
+
+class BlobStore(Protocol):
+    """An S3 bucket, reduced to what snapmerge uses.
+
+    ``put`` with ``if_match``/``if_none_match`` is the only way the pointer is written; a refused
+    precondition (S3 412, or 409 for a concurrent conditional write) raises
+    :class:`~snapmerge.errors.PointerConflictError`; any other failure raises
+    :class:`~snapmerge.errors.StoreError`.
+    """
+
+    bucket: str
+
+    def get(self, key: str) -> Blob | None: ...
+
+    def put(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Write ``body``; return the new ETag."""
+        ...
+
+    def upload_file(self, key: str, path: Path) -> None: ...
+
+    def download_file(self, key: str, path: Path) -> None:
+        """Raise :class:`~snapmerge.errors.StoreError` if the key does not exist."""
+        ...
+
+    def list(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (all pages), sorted."""
+        ...
+
+    def delete(self, keys: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class LeaseGrant:
+    """One grant of a lease: who holds it, until when, and its fencing number.
+
+    ``fence`` rises by one on every grant of the same lock id, so a later holder always carries a
+    larger number than any earlier one.
+    """
+
+    lock_id: str
+    collection: str
+    owner: str
+    fence: int
+    expires: datetime
+
+
+class LeaseTable(Protocol):
+    """The lock row store (DynamoDB in production)."""
+
+    def try_acquire(
+        self, lock_id: str, collection: str, owner: str, duration: timedelta
+    ) -> LeaseGrant:
+        """Grant if the row is missing or expired; else raise ``LockBusyError``."""
+        ...
+
+    def renew(self, grant: LeaseGrant, duration: timedelta) -> LeaseGrant:
+        """Extend our lease; raise ``LeaseLostError`` if the row is no longer ours or expired."""
+        ...
+
+    def release(self, grant: LeaseGrant) -> None:
+        """Delete the row only if it is still ours (a no-op if it is not)."""
+        ...
+
+    def read(self, lock_id: str) -> LeaseGrant | None:
+        """Strongly consistent read of the current row."""
+        ...
+
+
+class IndexEngine(Protocol):
+    """A vector index stored as a directory (a Chroma PersistentClient directory in production)."""
+
+    def read_records(self, directory: Path, page_size: int = 1000) -> Iterator[list[Record]]:
+        """Every record of the directory's first collection, page by page."""
+        ...
+
+    def count(self, directory: Path) -> int: ...
+
+    def merge(
+        self,
+        target: Path,
+        sources: Sequence[Path],
+        *,
+        collection: str,
+        dimension: int | None = None,
+    ) -> MergeStats:
+        """Fold ``sources`` in order (later wins) and write the result into ``target``.
+
+        ``target`` may be empty (a new index is created) or hold the base. Validates the record
+        count (base + new unique ids) and the embedding dimension; raises ``MergeInputError``.
+        """
+        ...
+
+    def digest(self, directory: Path) -> str:
+        """A content digest (ids, embeddings, documents, metadata) independent of insert order."""
+        ...
