@@ -190,3 +190,20 @@ class FinalMergeResult:
         for key, value in self.__dict__.items():
             out[key] = value.value if isinstance(value, StrEnum) else value
         return out
+
+
+@dataclass(frozen=True)
+class FinalMergeRequest:
+    """The inputs of a final merge, parsed from the ``final_merge`` event (DESIGN §1)."""
+
+    batch_id: str
+    database: Database
+    intermediate_keys: tuple[str, ...]
+    poll_results_s3_key: str | None = None
+    poll_results_s3_bucket: str | None = None
+    execution_id: str | None = None
+    delta_count: int = 0
+
+    @property
+    def collection(self) -> str:
+        return self.database.value

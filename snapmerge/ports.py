@@ -13,7 +13,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from snapmerge.domain import MergeStats, Record
+from snapmerge.domain import (
+    FinalMergeRequest,
+    FinalMergeResult,
+    MergePath,
+    MergeStats,
+    Record,
+    VersionId,
+)
 
 
 @dataclass(frozen=True)
@@ -125,3 +132,20 @@ class IndexEngine(Protocol):
     def digest(self, directory: Path) -> str:
         """A content digest (ids, embeddings, documents, metadata) independent of insert order."""
         ...
+
+
+class FinalMerger(Protocol):
+    """A final-merge path (legacy or two-phase): publishes, or raises."""
+
+    @property
+    def path(self) -> MergePath: ...
+
+    def run(self, request: FinalMergeRequest, *, defer_cleanup: bool = False) -> FinalMergeResult:
+        """Merge and publish; with ``defer_cleanup`` the intermediates are kept for a shadow run."""
+        ...
+
+
+class DryRunner(Protocol):
+    """A path that can compute its result on a given base without publishing anything."""
+
+    def dry_run(self, request: FinalMergeRequest, base: VersionId | None) -> FinalMergeResult: ...

@@ -1,0 +1,71 @@
+"""The composition root: the one place that builds adapters from the environment.
+
+Handlers call :func:`app` (cached per process, so a warm Lambda reuses clients, the snapshot
+cache and the flag provider); nothing but cheap setup happens at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from legacy.final_merge import LegacyFinalMerge
+from snapmerge.adapters.chroma_index import ChromaIndex
+from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
+from snapmerge.adapters.s3_store import S3BlobStore
+from snapmerge.config import Settings
+from snapmerge.merging import MergeKit
+from snapmerge.ports import BlobStore, IndexEngine, LeaseTable
+from snapmerge.workflow import WorkflowContext
+
+
+@dataclass
+class App:
+    settings: Settings
+    blobs: BlobStore
+    engine: IndexEngine
+    leases: LeaseTable
+    kit: MergeKit
+    workflow: WorkflowContext
+    legacy: LegacyFinalMerge
+
+
+def build(
+    settings: Settings,
+    *,
+    blobs: BlobStore | None = None,
+    engine: IndexEngine | None = None,
+    leases: LeaseTable | None = None,
+) -> App:
+    """Wire an :class:`App`; tests pass in-memory adapters, production gets the real ones."""
+    blobs = blobs or S3BlobStore(settings.bucket)
+    engine = engine or ChromaIndex()
+    leases = leases or DynamoLeaseTable(settings.table)
+    kit = MergeKit(blobs, engine, leases, settings)
+    workflow = WorkflowContext(blobs, engine, settings, settings.chroma_root / "work")
+    return App(settings, blobs, engine, leases, kit, workflow, LegacyFinalMerge(kit))
+
+
+_installed: App | None = None
+_guard = threading.Lock()
+
+
+def app() -> App:
+    """The process's app: the installed one, else built once from the environment."""
+    global _installed
+    with _guard:
+        if _installed is None:
+            os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+            settings = Settings.from_env()
+            Path(settings.chroma_root).mkdir(parents=True, exist_ok=True)
+            _installed = build(settings)
+        return _installed
+
+
+def install(instance: App | None) -> None:
+    """Use ``instance`` for every following invocation (tests, the demo); None forgets it."""
+    global _installed
+    with _guard:
+        _installed = instance

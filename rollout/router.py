@@ -1,0 +1,141 @@
+"""The router: runs the path a decision names, and in shadow mode compares the two.
+
+``legacy`` and ``two_phase`` run their path. ``shadow`` runs legacy, which publishes, then the
+two-phase merge as a dry run on exactly the same base and intermediates (it never publishes:
+only a candidate that writes nothing may be run beside the real one), compares the two results by
+content digest, and reports matched / mismatched / skipped. A shadow that would not finish within
+the Lambda's remaining time is skipped and counted, never failed.
+
+The paths are injected (the router may not import ``legacy``): any objects with the
+``FinalMerger`` / ``DryRunner`` shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from snapmerge.domain import FinalMergeRequest, FinalMergeResult, MergePath
+from snapmerge.errors import InvalidEventError
+from snapmerge.ports import DryRunner, FinalMerger
+
+
+class ShadowOutcome(StrEnum):
+    MATCHED = "matched"
+    MISMATCHED = "mismatched"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Routed:
+    result: FinalMergeResult
+    shadow: ShadowOutcome | None = None
+    shadow_result: FinalMergeResult | None = None
+    shadow_reason: str | None = None
+
+
+class MetricsSink(Protocol):
+    """What the router reports to (``rollout.metrics.MergeMetrics`` in production)."""
+
+    def record_result(
+        self, result: FinalMergeResult, *, execution_id: str | None, decision: Mapping[str, Any]
+    ) -> None: ...
+
+    def record_error(
+        self,
+        path: MergePath,
+        collection: str,
+        error: BaseException,
+        *,
+        execution_id: str | None,
+        batch_id: str | None,
+    ) -> None: ...
+
+    def record_shadow(
+        self, collection: str, outcome: str, *, execution_id: str | None, batch_id: str | None
+    ) -> None: ...
+
+
+class Router:
+    def __init__(
+        self,
+        paths: Mapping[MergePath, FinalMerger],
+        candidate: DryRunner,
+        metrics: MetricsSink,
+        *,
+        cleanup: Callable[[FinalMergeRequest], None],
+        shadow_budget_ms: int = 60_000,
+    ) -> None:
+        self.paths = paths
+        self.candidate = candidate
+        self.metrics = metrics
+        self.cleanup = cleanup
+        self.shadow_budget_ms = shadow_budget_ms
+
+    def run(
+        self,
+        request: FinalMergeRequest,
+        path: MergePath,
+        *,
+        decision: Mapping[str, Any],
+        remaining_ms: Callable[[], int] | None = None,
+    ) -> Routed:
+        runner = MergePath.LEGACY if path is MergePath.SHADOW else path
+        merger = self.paths.get(runner)
+        if merger is None:
+            raise InvalidEventError(f"no implementation registered for path {runner}")
+        try:
+            result = merger.run(request, defer_cleanup=path is MergePath.SHADOW)
+        except BaseException as exc:
+            self.metrics.record_error(
+                runner,
+                request.collection,
+                exc,
+                execution_id=request.execution_id,
+                batch_id=request.batch_id,
+            )
+            raise
+        self.metrics.record_result(result, execution_id=request.execution_id, decision=decision)
+        if path is not MergePath.SHADOW:
+            return Routed(result)
+        try:
+            return self._shadow(request, result, remaining_ms)
+        finally:
+            self.cleanup(request)
+
+    def _shadow(
+        self,
+        request: FinalMergeRequest,
+        published: FinalMergeResult,
+        remaining_ms: Callable[[], int] | None,
+    ) -> Routed:
+        def skipped(reason: str) -> Routed:
+            self._report(request, ShadowOutcome.SKIPPED)
+            return Routed(published, ShadowOutcome.SKIPPED, None, reason)
+
+        if published.replayed:
+            return skipped("legacy replayed an earlier publish; its inputs are gone")
+        if remaining_ms is not None and remaining_ms() < self.shadow_budget_ms:
+            return skipped(f"less than {self.shadow_budget_ms} ms of Lambda time left")
+        try:
+            candidate = self.candidate.dry_run(request, published.base_version)
+        except Exception as exc:  # the candidate failing is a finding, not a failed merge
+            self._report(request, ShadowOutcome.MISMATCHED)
+            return Routed(published, ShadowOutcome.MISMATCHED, None, f"candidate raised: {exc!r}")
+        same = candidate.digest == published.digest and (
+            candidate.total_embeddings == published.total_embeddings
+        )
+        outcome = ShadowOutcome.MATCHED if same else ShadowOutcome.MISMATCHED
+        self._report(request, outcome)
+        reason = None if same else f"digest {candidate.digest[:12]} != {published.digest[:12]}"
+        return Routed(published, outcome, candidate, reason)
+
+    def _report(self, request: FinalMergeRequest, outcome: ShadowOutcome) -> None:
+        self.metrics.record_shadow(
+            request.collection,
+            outcome.value,
+            execution_id=request.execution_id,
+            batch_id=request.batch_id,
+        )
