@@ -97,10 +97,10 @@ class LeaseTable(Protocol):
         ...
 
     def release(self, grant: LeaseGrant) -> None:
-        """Delete the row only if it is still ours (a no-op if it is not)."""
+        """Release the row (owner removed, fence kept) only if it is still ours; else a no-op."""
         ...
 
-    def read(self, lock_id: str) -> LeaseGrant | None:
+    def read(self, lock_id: str, collection: str | None = None) -> LeaseGrant | None:
         """Strongly consistent read of the current row."""
         ...
 
