@@ -40,7 +40,7 @@ from snapmerge.domain import (
 from snapmerge.errors import MergeInputError, SnapshotError
 from snapmerge.lock import Lease, LeaseLock
 from snapmerge.ports import BlobStore, IndexEngine, LeaseTable
-from snapmerge.snapshots import SnapshotStore, VersionManifest
+from snapmerge.snapshots import SnapshotStore, VersionManifest, scan_files
 
 # How far back a retried batch looks along the published chain for its own publish.
 REPLAY_DEPTH = 8
@@ -226,7 +226,7 @@ class MergeKit:
             record_count=stats.final_count,
             dimension=stats.dimension,
             path=path.value,
-            files=_file_list(target),
+            files=scan_files(target),
             created_at=datetime.now(UTC).isoformat(),
             digest=self.engine.digest(target),
         )
@@ -293,14 +293,6 @@ class MergeKit:
             keys = self.blobs.list(prefix)
             if keys:
                 self.blobs.delete(keys)
-
-
-def _file_list(directory: Path) -> tuple[tuple[str, int], ...]:
-    return tuple(
-        (str(p.relative_to(directory)), p.stat().st_size)
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    )
 
 
 def result_from_json(data: dict[str, Any]) -> FinalMergeResult:
