@@ -11,13 +11,19 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from flags.client import FlagClient
+from flags.client import bootstrap as flags_bootstrap
 from legacy.final_merge import LegacyFinalMerge
+from rollout.metrics import MergeMetrics
+from rollout.router import Router
+from snapmerge.domain import MergePath
 from snapmerge.adapters.chroma_index import ChromaIndex
 from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
 from snapmerge.adapters.s3_store import S3BlobStore
 from snapmerge.config import Settings
 from snapmerge.merging import MergeKit
 from snapmerge.ports import BlobStore, IndexEngine, LeaseTable
+from snapmerge.two_phase import TwoPhaseFinalMerge
 from snapmerge.workflow import WorkflowContext
 
 
@@ -30,6 +36,10 @@ class App:
     kit: MergeKit
     workflow: WorkflowContext
     legacy: LegacyFinalMerge
+    two_phase: TwoPhaseFinalMerge
+    router: Router
+    metrics: MergeMetrics
+    flags: FlagClient
 
 
 def build(
@@ -38,6 +48,8 @@ def build(
     blobs: BlobStore | None = None,
     engine: IndexEngine | None = None,
     leases: LeaseTable | None = None,
+    flags: FlagClient | None = None,
+    metrics: MergeMetrics | None = None,
 ) -> App:
     """Wire an :class:`App`; tests pass in-memory adapters, production gets the real ones."""
     blobs = blobs or S3BlobStore(settings.bucket)
@@ -45,7 +57,18 @@ def build(
     leases = leases or DynamoLeaseTable(settings.table)
     kit = MergeKit(blobs, engine, leases, settings)
     workflow = WorkflowContext(blobs, engine, settings, settings.chroma_root / "work")
-    return App(settings, blobs, engine, leases, kit, workflow, LegacyFinalMerge(kit))
+    legacy, two_phase = LegacyFinalMerge(kit), TwoPhaseFinalMerge(kit)
+    metrics = metrics or MergeMetrics()
+    router = Router(
+        {MergePath.LEGACY: legacy, MergePath.TWO_PHASE: two_phase},
+        two_phase,
+        metrics,
+        cleanup=kit.delete_intermediates,
+    )
+    flags = flags or flags_bootstrap()
+    return App(
+        settings, blobs, engine, leases, kit, workflow, legacy, two_phase, router, metrics, flags
+    )
 
 
 _installed: App | None = None

@@ -1,7 +1,12 @@
 """The compaction Lambda: one entry point dispatching on ``operation`` (DESIGN §1).
 
-Thin on purpose: parse, delegate to the core, shape the response. Every failure raises, so Step
-Functions sees it (the original returned ``{"statusCode": 500}`` bodies it took for success).
+Thin on purpose: parse, delegate, shape the response. Every failure raises, so Step Functions
+sees it (the original returned ``{"statusCode": 500}`` bodies it took for success).
+
+Routing: the split step evaluates ``final-merge-path`` once and pins the decision in the
+execution's state (``routing``); ``final_merge`` reuses it unless the kill switch is on now. A
+step whose event carries no pinned decision evaluates the flags itself. Metrics are flushed as EMF
+once per invocation, failures included.
 """
 
 from __future__ import annotations
@@ -12,19 +17,70 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aws_lambda_powertools import Logger, Tracer
+
+from flags.decision import PathDecision, resolve_pinned
 from handlers import bootstrap
 from snapmerge import workflow
+from snapmerge.domain import Database
 from snapmerge.errors import InvalidEventError
+
+logger = Logger(service="snapmerge")
+tracer = Tracer(service="snapmerge")
 
 Handler = Callable[[bootstrap.App, dict[str, Any], Any], dict[str, Any]]
 
 
+def _log_decision(decision: PathDecision, event: dict[str, Any], step: str) -> None:
+    logger.info(
+        "final-merge path decision",
+        extra={
+            "step": step,
+            "batch_id": event.get("batch_id"),
+            "execution_id": event.get("execution_id"),
+            **{f"decision_{k}": v for k, v in decision.to_event().items()},
+        },
+    )
+
+
+def _flag_errors(app: bootstrap.App, decision: PathDecision, event: dict[str, Any]) -> None:
+    if decision.error:
+        app.metrics.record_flag_error(
+            "final-merge-path",
+            decision.error,
+            collection=str(event.get("database") or ""),
+            execution_id=event.get("execution_id"),
+        )
+
+
 def _split(app: bootstrap.App, event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return workflow.split_into_chunks(app.workflow, event)
+    flags, settings = app.flags, app.settings
+    defaults = workflow.default_chunk_size(settings)
+
+    def chunk_size(db: Database | None) -> int:
+        return flags.chunk_size(db, defaults(db)) if db is not None else defaults(None)
+
+    out = workflow.split_into_chunks(
+        app.workflow,
+        event,
+        chunk_size=chunk_size,
+        group_size=flags.group_size(settings.group_size),
+        fast_path=flags.single_chunk_fast_path(),
+    )
+    decision = flags.decide_path(
+        targeting_key=str(event["batch_id"]),
+        collection=str(event["database"]),
+        batch_id=str(event["batch_id"]),
+    )
+    _log_decision(decision, event, "split_into_chunks")
+    _flag_errors(app, decision, event)
+    out["routing"] = decision.to_event()
+    out["execution_id"] = event.get("execution_id")
+    return out
 
 
 def _with_workdir(
-    step: Callable[[workflow.WorkflowContext, dict[str, Any], Any], dict[str, Any]],
+    step: Callable[[workflow.WorkflowContext, dict[str, Any], Path], dict[str, Any]],
 ) -> Handler:
     def run(app: bootstrap.App, event: dict[str, Any], context: Any) -> dict[str, Any]:
         app.workflow.workdir.mkdir(parents=True, exist_ok=True)
@@ -37,9 +93,20 @@ def _with_workdir(
     return run
 
 
+@tracer.capture_method
 def _final_merge(app: bootstrap.App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = workflow.parse_final_merge(event)
-    result = app.legacy.run(request)
+    decision = resolve_pinned(event, app.flags)
+    _log_decision(decision, event, "final_merge")
+    _flag_errors(app, decision, event)
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    try:
+        routed = app.router.run(
+            request, decision.path, decision=decision.to_event(), remaining_ms=remaining
+        )
+    finally:
+        app.metrics.flush()
+    result = routed.result
     return {
         "batch_id": result.batch_id,
         "database": result.database.value,
@@ -48,10 +115,17 @@ def _final_merge(app: bootstrap.App, event: dict[str, Any], context: Any) -> dic
         "total_embeddings": result.total_embeddings,
         "processing_time_seconds": result.processing_time_seconds,
         "merge_path": result.path.value,
+        "decided_path": decision.path.value,
+        "fallback_to_legacy": result.fallback_to_legacy,
+        "shadow": routed.shadow.value if routed.shadow else None,
         "replayed": result.replayed,
         "poll_results_s3_key": event.get("poll_results_s3_key"),
         "poll_results_s3_bucket": event.get("poll_results_s3_bucket"),
     }
+
+
+def _operation(event: object) -> str | None:
+    return str(event.get("operation")) if isinstance(event, dict) else None
 
 
 OPERATIONS: dict[str, Handler] = {
@@ -63,6 +137,9 @@ OPERATIONS: dict[str, Handler] = {
 
 
 def lambda_handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    logger.append_keys(
+        request_id=getattr(context, "aws_request_id", None), operation=_operation(event)
+    )
     if not isinstance(event, dict):
         raise InvalidEventError(f"event must be an object, got {type(event).__name__}")
     operation = event.get("operation")

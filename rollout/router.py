@@ -54,7 +54,14 @@ class MetricsSink(Protocol):
     ) -> None: ...
 
     def record_shadow(
-        self, collection: str, outcome: str, *, execution_id: str | None, batch_id: str | None
+        self,
+        collection: str,
+        outcome: str,
+        *,
+        execution_id: str | None,
+        batch_id: str | None,
+        candidate: FinalMergeResult | None,
+        detail: Mapping[str, Any] | None,
     ) -> None: ...
 
 
@@ -112,7 +119,7 @@ class Router:
         remaining_ms: Callable[[], int] | None,
     ) -> Routed:
         def skipped(reason: str) -> Routed:
-            self._report(request, ShadowOutcome.SKIPPED)
+            self._report(request, ShadowOutcome.SKIPPED, None, reason)
             return Routed(published, ShadowOutcome.SKIPPED, None, reason)
 
         if published.replayed:
@@ -122,20 +129,29 @@ class Router:
         try:
             candidate = self.candidate.dry_run(request, published.base_version)
         except Exception as exc:  # the candidate failing is a finding, not a failed merge
-            self._report(request, ShadowOutcome.MISMATCHED)
-            return Routed(published, ShadowOutcome.MISMATCHED, None, f"candidate raised: {exc!r}")
+            reason = f"candidate raised: {exc!r}"
+            self._report(request, ShadowOutcome.MISMATCHED, None, reason)
+            return Routed(published, ShadowOutcome.MISMATCHED, None, reason)
         same = candidate.digest == published.digest and (
             candidate.total_embeddings == published.total_embeddings
         )
         outcome = ShadowOutcome.MATCHED if same else ShadowOutcome.MISMATCHED
-        self._report(request, outcome)
         reason = None if same else f"digest {candidate.digest[:12]} != {published.digest[:12]}"
+        self._report(request, outcome, candidate, reason)
         return Routed(published, outcome, candidate, reason)
 
-    def _report(self, request: FinalMergeRequest, outcome: ShadowOutcome) -> None:
+    def _report(
+        self,
+        request: FinalMergeRequest,
+        outcome: ShadowOutcome,
+        candidate: FinalMergeResult | None,
+        reason: str | None,
+    ) -> None:
         self.metrics.record_shadow(
             request.collection,
             outcome.value,
             execution_id=request.execution_id,
             batch_id=request.batch_id,
+            candidate=candidate,
+            detail={"reason": reason} if reason else None,
         )

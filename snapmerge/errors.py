@@ -14,7 +14,8 @@ Adapters translate their library's exceptions into these (botocore's ``ClientErr
   │     ├── ``LockBusyError``    somebody else holds the lease (the only "try later" answer)
   │     └── ``LeaseLostError``   our lease expired or was taken; we must not publish
   ├── ``PointerConflictError``   the conditional pointer write lost (someone published first)
-  └── ``StoreError``             the object store failed for another reason
+  ├── ``StoreError``             the object store failed for another reason
+  └── ``FlagDocumentConflictError`` a conditional save of a flag document lost (it changed)
 """
 
 from __future__ import annotations
@@ -68,3 +69,19 @@ class PointerConflictError(SnapmergeError):
 
 class StoreError(SnapmergeError):
     """The object store failed (not a precondition failure)."""
+
+
+class FlagDocumentConflictError(SnapmergeError):
+    """A conditional save of a flag document was refused: the stored version is not the expected.
+
+    The rollout controller re-reads the document, re-applies its change and saves again.
+    """
+
+    def __init__(self, where: str, expected: str | None, current: str | None = None):
+        self.where = where
+        self.expected = expected
+        self.current = current
+        found = current or "unknown"
+        super().__init__(
+            f"flag document {where} changed: expected version {expected}, found {found}"
+        )

@@ -1,0 +1,140 @@
+"""The path decision of one workflow execution, pinned in its state (DESIGN §4).
+
+The split step calls :meth:`~flags.client.FlagClient.decide_path` once per execution and puts
+``decision.to_event()`` into ``event["routing"]``; every later step calls :func:`resolve_pinned`,
+which reuses that decision — so one execution never mixes paths even if the rollout moves on —
+except that the kill switch, read fresh, still overrides it. A step whose event carries no
+decision (an execution started before the upgrade, a direct invocation) evaluates the flags now.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any, Final, Protocol
+
+from flags.keys import DEFAULT_PATH, DecisionReason
+from snapmerge.domain import MergePath
+from snapmerge.errors import InvalidEventError
+
+log = logging.getLogger("snapmerge.flags")
+
+ROUTING_KEY: Final = "routing"
+_FIELDS: Final = ("path", "variant", "reason", "flag_version", "kill_switch", "pinned", "error")
+
+
+@dataclass(frozen=True)
+class PathDecision:
+    """Which final-merge path runs, and the evidence: flag variant, reason, document version.
+
+    ``pinned`` is True when the decision came from the execution's state rather than a fresh
+    evaluation; ``error`` says why a decision fell back to legacy, if it did.
+    """
+
+    path: MergePath
+    variant: str
+    reason: str
+    flag_version: str | None = None
+    kill_switch: bool = False
+    pinned: bool = False
+    error: str | None = None
+
+    @classmethod
+    def fail_closed(cls, error: str, *, flag_version: str | None = None) -> PathDecision:
+        return cls(
+            DEFAULT_PATH, DEFAULT_PATH.value, DecisionReason.ERROR.value, flag_version, error=error
+        )
+
+    def to_event(self) -> dict[str, Any]:
+        """A JSON-ready dict for the execution state (``event["routing"]``)."""
+        return {
+            "path": self.path.value,
+            "variant": self.variant,
+            "reason": self.reason,
+            "flag_version": self.flag_version,
+            "kill_switch": self.kill_switch,
+            "pinned": self.pinned,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_event(cls, d: object) -> PathDecision:
+        """Parse :meth:`to_event` output; InvalidEventError on an unknown path or a bad field."""
+        if not isinstance(d, dict):
+            raise InvalidEventError(f"routing decision must be an object, got {type(d).__name__}")
+        try:
+            path = MergePath(str(d.get("path")))
+        except ValueError:
+            raise InvalidEventError(
+                f"routing decision names unknown path {d.get('path')!r}"
+            ) from None
+        variant, reason = d.get("variant", path.value), d.get("reason", "")
+        version, error = d.get("flag_version"), d.get("error")
+        if not isinstance(variant, str) or not isinstance(reason, str):
+            raise InvalidEventError(f"routing decision has a non-string variant or reason: {d!r}")
+        if not (version is None or isinstance(version, str)) or not (
+            error is None or isinstance(error, str)
+        ):
+            raise InvalidEventError(f"routing decision has a non-string version or error: {d!r}")
+        kill, pinned = d.get("kill_switch", False), d.get("pinned", False)
+        if not isinstance(kill, bool) or not isinstance(pinned, bool):
+            raise InvalidEventError(f"routing decision has non-boolean flags: {d!r}")
+        return cls(path, variant, reason, version, kill, pinned, error)
+
+
+class PathDecider(Protocol):
+    """What :func:`resolve_pinned` needs of :class:`~flags.client.FlagClient` (kept structural so
+    this module, which handlers import, does not pull in the OpenFeature SDK)."""
+
+    def decide_path(
+        self, *, targeting_key: str, collection: str, batch_id: str
+    ) -> PathDecision: ...
+
+    def read_kill_switch(self) -> tuple[bool, str | None]: ...
+
+    def count(self, name: str) -> None: ...
+
+
+def resolve_pinned(
+    event: dict[str, Any],
+    client: PathDecider,
+    *,
+    targeting_key: str | None = None,
+    collection: str | None = None,
+    batch_id: str | None = None,
+) -> PathDecision:
+    """The decision for this step of an execution; never raises.
+
+    A pinned ``event["routing"]`` is reused (``pinned=True``) unless the kill switch is on now,
+    which turns it into legacy with reason ``KILL_SWITCH``. A pinned value that cannot be parsed
+    fails closed to legacy. With nothing pinned, the flags are evaluated now; the targeting key
+    defaults to the batch id (stable across retries of the same batch), the collection to the
+    event's ``database``.
+    """
+    batch = batch_id if batch_id is not None else str(event.get("batch_id") or "")
+    pinned_raw = event.get(ROUTING_KEY) if isinstance(event, dict) else None
+    if pinned_raw is None:
+        coll = collection if collection is not None else str(event.get("database") or "")
+        return client.decide_path(
+            targeting_key=targeting_key or batch, collection=coll, batch_id=batch
+        )
+    try:
+        decision = replace(PathDecision.from_event(pinned_raw), pinned=True)
+    except InvalidEventError as exc:
+        log.error("pinned routing decision unusable, failing closed to legacy: %s", exc)
+        client.count("pinned_decision_invalid")
+        decision = replace(PathDecision.fail_closed(str(exc)), pinned=True)
+    if decision.path is MergePath.LEGACY:
+        return decision
+    kill, error = client.read_kill_switch()
+    if not kill:
+        return decision
+    reason = DecisionReason.KILL_SWITCH if error is None else DecisionReason.ERROR
+    return replace(
+        decision,
+        path=MergePath.LEGACY,
+        variant=DEFAULT_PATH.value,
+        reason=reason.value,
+        kill_switch=True,
+        error=error,
+    )

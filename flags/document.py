@@ -1,0 +1,300 @@
+"""Flag documents: Powertools' schema, our stricter checks, and a compiled form that evaluates fast.
+
+A document is a Powertools FeatureFlags configuration (one object per flag: ``default``, optional
+``boolean_type: false`` for non-boolean values, optional ordered ``rules`` of ``when_match`` +
+``conditions``). It is valid when Powertools' :class:`SchemaValidator` accepts it *and*:
+
+* every value of a known flag (``default`` and each ``when_match``) has that flag's type —
+  ``final-merge-path`` one of the :class:`~snapmerge.domain.MergePath` values, the sizes integers
+  ≥ 1, the switches booleans — so an unknown variant is refused at load, never at merge time;
+* a condition on the reserved ``bucket`` key is ``KEY_LESS_THAN_VALUE`` with an integer
+  0..10000 (the only form whose meaning is "the first P % of buckets", which keeps rollouts
+  monotonic; see :mod:`flags.bucketing`);
+* an optional ``salt`` next to ``default`` is a string.
+
+Rules are tried in document order and the first whose conditions all hold wins, exactly as
+Powertools evaluates them (a context key that is absent never matches; a comparison that raises
+does not match). We evaluate ourselves because ``FeatureFlags.evaluate`` does not say which rule
+matched, and the reason (STATIC / TARGETING_MATCH / SPLIT / DEFAULT) depends on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final
+
+from aws_lambda_powertools.utilities.feature_flags.exceptions import SchemaValidationError
+from aws_lambda_powertools.utilities.feature_flags.feature_flags import RULE_ACTION_MAPPING
+from aws_lambda_powertools.utilities.feature_flags.schema import RuleAction, SchemaValidator
+
+from flags.bucketing import BUCKETS, bucket_of, threshold_for
+from flags.keys import SALT_FIELD, ContextKey, FlagKey
+from snapmerge.domain import MergePath
+from snapmerge.errors import InvalidEventError
+
+_SCHEDULE_ACTIONS: Final = frozenset(
+    {
+        RuleAction.SCHEDULE_BETWEEN_TIME_RANGE.value,
+        RuleAction.SCHEDULE_BETWEEN_DATETIME_RANGE.value,
+        RuleAction.SCHEDULE_BETWEEN_DAYS_OF_WEEK.value,
+    }
+)
+_BUCKET_ACTION: Final = RuleAction.KEY_LESS_THAN_VALUE.value
+
+
+class FlagDocumentError(InvalidEventError):
+    """A flag document that must not be served (malformed, wrong type, unknown variant).
+
+    ``version`` is the store's version of the refused document when known, so a document that
+    stays bad is counted once, not on every re-read.
+    """
+
+    def __init__(self, message: str, version: str | None = None):
+        super().__init__(message)
+        self.version = version
+
+
+class TargetingKeyMissing(Exception):
+    """A percentage rule was reached for an evaluation without a targeting key."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_known_value(flag: FlagKey, value: object) -> str | None:
+    """Why ``value`` is not a legal value of ``flag`` (None when it is)."""
+    if flag is FlagKey.FINAL_MERGE_PATH:
+        if value not in {p.value for p in MergePath}:
+            return f"unknown variant {value!r} (expected one of {[p.value for p in MergePath]})"
+    elif flag in (FlagKey.KILL_SWITCH, FlagKey.SINGLE_CHUNK_FAST_PATH):
+        if not isinstance(value, bool):
+            return f"{value!r} is not a boolean"
+    elif not _is_int(value) or int(value) < 1:  # type: ignore[call-overload]
+        return f"{value!r} is not an integer >= 1"
+    return None
+
+
+def _check_feature(name: str, feature: dict[str, Any]) -> None:
+    salt = feature.get(SALT_FIELD, "")
+    if not isinstance(salt, str):
+        raise FlagDocumentError(f"flag {name!r}: salt must be a string, got {salt!r}")
+    rules = feature.get("rules") or {}
+    values = [("default", feature.get("default"))]
+    for rule_name, rule in rules.items():
+        values.append((f"rule {rule_name!r}", rule.get("when_match")))
+        for cond in rule.get("conditions", []):
+            if cond.get("key") != ContextKey.BUCKET.value:
+                continue
+            bound = cond.get("value")
+            if (
+                cond.get("action") != _BUCKET_ACTION
+                or not _is_int(bound)
+                or not 0 <= bound <= BUCKETS
+            ):
+                raise FlagDocumentError(
+                    f"flag {name!r} rule {rule_name!r}: a 'bucket' condition must be "
+                    f"{_BUCKET_ACTION} with an integer 0..{BUCKETS}, got {cond!r}"
+                )
+    if name in FlagKey.__members__.values():
+        for where, value in values:
+            problem = _check_known_value(FlagKey(name), value)
+            if problem:
+                raise FlagDocumentError(f"flag {name!r} {where}: {problem}")
+
+
+def validate_document(doc: object) -> dict[str, Any]:
+    """Return ``doc`` if it may be served, else raise :class:`FlagDocumentError` saying why."""
+    if not isinstance(doc, dict):
+        raise FlagDocumentError(f"a flag document is a JSON object, got {type(doc).__name__}")
+    try:
+        SchemaValidator(doc).validate()
+    except SchemaValidationError as exc:
+        raise FlagDocumentError(f"not a Powertools feature-flag document: {exc}") from None
+    except Exception as exc:  # the validator indexes into whatever it is given
+        raise FlagDocumentError(f"not a Powertools feature-flag document: {exc!r}") from None
+    for name, feature in doc.items():
+        _check_feature(name, feature)
+    return doc
+
+
+# -- compiled form ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one flag evaluated to, and why; built once per outcome when a document is compiled.
+
+    ``metadata`` is the OpenFeature flag metadata of this outcome (``flag_version``, ``rule``),
+    read only, so every evaluation can hand out the same object.
+    """
+
+    value: Any
+    reason: str  # STATIC | TARGETING_MATCH | SPLIT | DEFAULT
+    variant: str
+    rule: str | None = None
+    metadata: Mapping[str, bool | int | float | str] = field(default_factory=dict)
+
+
+def _outcome(value: Any, reason: str, rule: str | None, version: str) -> Evaluation:
+    meta: dict[str, bool | int | float | str] = {"flag_version": version}
+    if rule is not None:
+        meta["rule"] = rule
+    return Evaluation(value, reason, variant_of(value, rule), rule, MappingProxyType(meta))
+
+
+@dataclass(frozen=True)
+class _Condition:
+    key: str
+    action: str
+    value: Any
+    test: Callable[[Any, Any], bool]
+
+
+@dataclass(frozen=True)
+class _Rule:
+    name: str
+    conditions: tuple[_Condition, ...]
+    result: Evaluation
+
+
+def variant_of(value: Any, rule: str | None) -> str:
+    """A semantic name for a value: the value itself for scalars, else the rule (or 'default')."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    return rule or "default"
+
+
+@dataclass(frozen=True)
+class CompiledFlag:
+    key: str
+    rules: tuple[_Rule, ...]
+    salt: str
+    fallback: Evaluation  # STATIC when there are no rules, else DEFAULT
+
+    def evaluate(self, targeting_key: str | None, attributes: Mapping[str, Any]) -> Evaluation:
+        if not self.rules:
+            return self.fallback
+        bucket: list[int] = []  # computed at most once, only if a rule asks for it
+        for rule in self.rules:
+            if self._matches(rule, targeting_key, attributes, bucket):
+                return rule.result
+        return self.fallback
+
+    def _matches(
+        self,
+        rule: _Rule,
+        targeting_key: str | None,
+        attributes: Mapping[str, Any],
+        bucket: list[int],
+    ) -> bool:
+        for cond in rule.conditions:
+            if cond.key == ContextKey.BUCKET:
+                if targeting_key is None:
+                    raise TargetingKeyMissing(f"flag {self.key!r} rule {rule.name!r} splits by key")
+                if not bucket:
+                    bucket.append(bucket_of(self.key, self.salt, targeting_key))
+                actual: Any = bucket[0]
+            elif cond.action in _SCHEDULE_ACTIONS:
+                actual = cond.key
+            elif cond.key in attributes:
+                actual = attributes[cond.key]
+            else:
+                return False
+            try:
+                if not cond.test(actual, cond.value):
+                    return False
+            except Exception:  # Powertools semantics: a comparison that raises does not match
+                return False
+        return True
+
+
+def _never(_a: Any, _b: Any) -> bool:
+    return False
+
+
+def _compile_flag(key: str, feature: dict[str, Any], version: str) -> CompiledFlag:
+    boolean = bool(feature.get("boolean_type", True))
+    rules = []
+    for name, rule in (feature.get("rules") or {}).items():
+        conds = tuple(
+            _Condition(
+                c["key"], c["action"], c["value"], RULE_ACTION_MAPPING.get(c["action"], _never)
+            )
+            for c in rule["conditions"]
+        )
+        split = any(c.key == ContextKey.BUCKET for c in conds)
+        value = bool(rule.get("when_match")) if boolean else rule.get("when_match")
+        reason = "SPLIT" if split else "TARGETING_MATCH"
+        rules.append(_Rule(name, conds, _outcome(value, reason, name, version)))
+    fallback = _outcome(feature["default"], "DEFAULT" if rules else "STATIC", None, version)
+    return CompiledFlag(key, tuple(rules), feature.get(SALT_FIELD, ""), fallback)
+
+
+@dataclass(frozen=True)
+class CompiledDocument:
+    """A validated document, ready to evaluate; ``version`` is the store's version of it."""
+
+    version: str
+    raw: dict[str, Any]
+    flags: dict[str, CompiledFlag]
+
+
+def compile_document(doc: object, version: str) -> CompiledDocument:
+    """Validate ``doc`` and compile it; raises :class:`FlagDocumentError`."""
+    valid = validate_document(doc)
+    flags = {k: _compile_flag(k, f, version) for k, f in valid.items()}
+    return CompiledDocument(version, valid, flags)
+
+
+def encode_document(doc: Mapping[str, Any], *, compact: bool = False) -> bytes:
+    """The stored bytes of a document. Keys keep their order: rule order is significant."""
+    if compact:
+        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+    return (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def decode_document(body: bytes | str, version: str | None = None) -> dict[str, Any]:
+    """Parse stored bytes; anything but a JSON object is a :class:`FlagDocumentError`."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FlagDocumentError(f"flag document is not JSON: {exc}", version) from None
+    if not isinstance(doc, dict):
+        raise FlagDocumentError(f"flag document is a {type(doc).__name__}, not an object", version)
+    return doc
+
+
+def content_version(doc: Mapping[str, Any]) -> str:
+    """A version for stores that have none of their own: sha256 of the compact JSON.
+
+    Keys are not sorted: reordering rules changes what a document means, so it changes the version.
+    """
+    canonical = json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def flags_changed(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[str]:
+    """Keys whose definition differs between two documents (added, removed or edited)."""
+    old = old or {}
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def rollout_rule(percent: float | str, value: Any) -> dict[str, Any]:
+    """A rule serving ``value`` to the first ``percent`` % of buckets (:mod:`flags.bucketing`)."""
+    return {
+        "when_match": value,
+        "conditions": [
+            {
+                "action": _BUCKET_ACTION,
+                "key": ContextKey.BUCKET.value,
+                "value": threshold_for(percent),
+            }
+        ],
+    }

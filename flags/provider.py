@@ -1,0 +1,287 @@
+"""An OpenFeature provider over Powertools-schema flag documents (none exists for Python).
+
+The provider asks its :class:`~flags.stores.FlagDocumentStore` for the document at most once per
+TTL (a shorter one for the kill switch), validates and compiles it, and evaluates flags itself so
+it can say *why* a value was chosen:
+
+* ``STATIC`` — the flag has no rules; ``TARGETING_MATCH`` — a rule on context attributes
+  (``collection``, ``batch_id``, ...) matched; ``SPLIT`` — a percentage rule (a ``bucket``
+  condition) matched; ``DEFAULT`` — rules exist, none matched;
+* ``ERROR`` with the caller's default — no valid document yet (``PROVIDER_NOT_READY``), an
+  unknown flag (``FLAG_NOT_FOUND``), a value of the wrong type (``TYPE_MISMATCH``), a percentage
+  rule without a targeting key (``TARGETING_KEY_MISSING``).
+
+``flag_metadata`` carries ``flag_version`` (the store's version of the document served) and, when
+a rule matched, ``rule``. A bad document or a failing store never raises into a caller: the last
+good document keeps serving, the failure is logged and counted in :attr:`errors`, and the status
+moves to STALE (or ERROR if nothing was ever loaded) until a good read brings it back to READY.
+A new document version emits ``PROVIDER_CONFIGURATION_CHANGED`` with the changed flag keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+from openfeature.evaluation_context import EvaluationContext
+from openfeature.event import ProviderEventDetails
+from openfeature.exception import ErrorCode, ProviderNotReadyError
+from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
+from openfeature.provider import AbstractProvider, Metadata
+
+from flags.document import (
+    CompiledDocument,
+    FlagDocumentError,
+    TargetingKeyMissing,
+    compile_document,
+    flags_changed,
+)
+from flags.keys import FlagKey
+from flags.stores import CacheSettings, FlagDocumentStore
+
+log = logging.getLogger("snapmerge.flags")
+
+PROVIDER_NAME: Final = "snapmerge-powertools-documents"
+T = TypeVar("T")
+_EMPTY: Final[Mapping[str, Any]] = {}
+
+
+def _is_bool(v: object) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_str(v: object) -> bool:
+    return isinstance(v, str)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _is_object(v: object) -> bool:
+    return isinstance(v, dict | list)
+
+
+class DocumentProvider(AbstractProvider):
+    """OpenFeature provider serving one store's documents; see the module docstring."""
+
+    def __init__(
+        self,
+        store: FlagDocumentStore,
+        cache: CacheSettings | None = None,
+        *,
+        clock: Any = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.store = store
+        self.cache = cache or CacheSettings.for_store(store)
+        self.errors: Counter[str] = Counter()
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._document: CompiledDocument | None = None
+        self._rejected: str | None = None
+        self._checked_at = float("-inf")
+        self._state = "ready"
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def get_metadata(self) -> Metadata:
+        return Metadata(name=PROVIDER_NAME)
+
+    def initialize(self, evaluation_context: EvaluationContext) -> None:
+        """Load the first document; raising lets the SDK mark the provider ERROR (not FATAL)."""
+        self.refresh(emit=False)
+        if self._document is None:
+            raise ProviderNotReadyError(f"no valid flag document from {self.store!r}")
+
+    @property
+    def version(self) -> str | None:
+        doc = self._document
+        return doc.version if doc else None
+
+    def refresh(self, *, emit: bool = True) -> None:
+        """Ask the store now; swap in a new valid document; count and log any failure."""
+        events: list[tuple[str, ProviderEventDetails]] = []
+        with self._lock:
+            self._checked_at = self._clock()
+            try:
+                raw, version = self.store.load()
+            except FlagDocumentError as exc:
+                self._reject(exc.version, exc, events)
+            except Exception as exc:  # any store failure, whatever the backend raised
+                self.errors["store_error"] += 1
+                log.warning("flag store %r failed: %s", self.store, exc)
+                self._degrade(f"flag store failed: {exc}", events)
+            else:
+                self._accept(raw, version, events)
+        if emit:
+            self._emit_all(events)
+
+    def _accept(
+        self, raw: dict[str, Any], version: str, events: list[tuple[str, ProviderEventDetails]]
+    ) -> None:
+        current = self._document
+        if current is not None and current.version == version:
+            self._recover(events)
+            return
+        if version == self._rejected:
+            return  # still the same bad document: counted and logged once
+        try:
+            compiled = compile_document(raw, version)
+        except FlagDocumentError as exc:
+            self._reject(version, exc, events)
+            return
+        self._document = compiled
+        self._rejected = None
+        log.info("flag document %s loaded from %r", version, self.store)
+        self._recover(events)
+        if current is not None:
+            changed = flags_changed(current.raw, compiled.raw)
+            details = ProviderEventDetails(
+                flags_changed=changed, metadata={"flag_version": version}
+            )
+            events.append(("configuration_changed", details))
+
+    def _reject(
+        self,
+        version: str | None,
+        exc: Exception,
+        events: list[tuple[str, ProviderEventDetails]],
+    ) -> None:
+        if version is not None and version == self._rejected:
+            return
+        self._rejected = version
+        self.errors["invalid_document"] += 1
+        serving = self.version or "defaults"
+        log.error(
+            "flag document %s from %r refused (serving %s): %s", version, self.store, serving, exc
+        )
+        self._degrade(f"flag document refused: {exc}", events)
+
+    def _degrade(self, message: str, events: list[tuple[str, ProviderEventDetails]]) -> None:
+        state = "stale" if self._document is not None else "error"
+        if state != self._state:
+            self._state = state
+            events.append(
+                (state, ProviderEventDetails(message=message, error_code=ErrorCode.GENERAL))
+            )
+
+    def _recover(self, events: list[tuple[str, ProviderEventDetails]]) -> None:
+        if self._state != "ready":
+            self._state = "ready"
+            events.append(("ready", ProviderEventDetails(message="flag document readable again")))
+
+    def _emit_all(self, events: list[tuple[str, ProviderEventDetails]]) -> None:
+        emitters = {
+            "ready": self.emit_provider_ready,
+            "stale": self.emit_provider_stale,
+            "error": self.emit_provider_error,
+            "configuration_changed": self.emit_provider_configuration_changed,
+        }
+        for kind, details in events:
+            try:
+                emitters[kind](details)
+            except Exception:  # a misbehaving event handler must not break evaluation
+                log.exception("flag event handler failed on %s", kind)
+
+    # -- resolution ----------------------------------------------------------------------------
+    def _current(self, flag_key: str) -> CompiledDocument | None:
+        ttl = (
+            self.cache.kill_switch_ttl_seconds
+            if flag_key == FlagKey.KILL_SWITCH
+            else self.cache.ttl_seconds
+        )
+        if self._clock() - self._checked_at >= ttl:
+            self.refresh()
+        return self._document
+
+    def _resolve(
+        self,
+        flag_key: str,
+        default: T,
+        context: EvaluationContext | None,
+        accepts: Any,
+        kind: str,
+    ) -> FlagResolutionDetails[T]:
+        doc = self._current(flag_key)
+        if doc is None:
+            return self._error(
+                default, ErrorCode.PROVIDER_NOT_READY, "no valid flag document", "no_document"
+            )
+        flag = doc.flags.get(flag_key)
+        if flag is None:
+            return self._error(
+                default, ErrorCode.FLAG_NOT_FOUND, f"no flag {flag_key!r}", "flag_not_found", doc
+            )
+        ctx = context or EvaluationContext()
+        try:
+            result = flag.evaluate(ctx.targeting_key, ctx.attributes or _EMPTY)
+        except TargetingKeyMissing as exc:
+            return self._error(
+                default, ErrorCode.TARGETING_KEY_MISSING, str(exc), "targeting_key_missing", doc
+            )
+        if not accepts(result.value):
+            message = f"flag {flag_key!r} is {type(result.value).__name__}, asked for {kind}"
+            return self._error(default, ErrorCode.TYPE_MISMATCH, message, "type_mismatch", doc)
+        value: Any = float(result.value) if kind == "float" else result.value
+        return FlagResolutionDetails(
+            value=value, reason=result.reason, variant=result.variant, flag_metadata=result.metadata
+        )
+
+    def _error(
+        self,
+        default: T,
+        code: ErrorCode,
+        message: str,
+        counter: str,
+        doc: CompiledDocument | None = None,
+    ) -> FlagResolutionDetails[T]:
+        self.errors[counter] += 1
+        return FlagResolutionDetails(
+            value=default,
+            reason=Reason.ERROR,
+            error_code=code,
+            error_message=message,
+            flag_metadata={"flag_version": doc.version} if doc else {},
+        )
+
+    def resolve_boolean_details(
+        self,
+        flag_key: str,
+        default_value: bool,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[bool]:
+        return self._resolve(flag_key, default_value, evaluation_context, _is_bool, "boolean")
+
+    def resolve_string_details(
+        self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[str]:
+        return self._resolve(flag_key, default_value, evaluation_context, _is_str, "string")
+
+    def resolve_integer_details(
+        self, flag_key: str, default_value: int, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[int]:
+        return self._resolve(flag_key, default_value, evaluation_context, _is_int, "integer")
+
+    def resolve_float_details(
+        self,
+        flag_key: str,
+        default_value: float,
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[float]:
+        return self._resolve(flag_key, default_value, evaluation_context, _is_number, "float")
+
+    def resolve_object_details(
+        self,
+        flag_key: str,
+        default_value: Sequence[FlagValueType] | Mapping[str, FlagValueType],
+        evaluation_context: EvaluationContext | None = None,
+    ) -> FlagResolutionDetails[Sequence[FlagValueType] | Mapping[str, FlagValueType]]:
+        return self._resolve(flag_key, default_value, evaluation_context, _is_object, "object")
