@@ -129,9 +129,9 @@ class Router:
         try:
             candidate = self.candidate.dry_run(request, published.base_version)
         except Exception as exc:  # the candidate failing is a finding, not a failed merge
-            reason = f"candidate raised: {exc!r}"
-            self._report(request, ShadowOutcome.MISMATCHED, None, reason)
-            return Routed(published, ShadowOutcome.MISMATCHED, None, reason)
+            failure = f"candidate raised: {exc!r}"
+            self._report(request, ShadowOutcome.MISMATCHED, None, failure)
+            return Routed(published, ShadowOutcome.MISMATCHED, None, failure)
         same = candidate.digest == published.digest and (
             candidate.total_embeddings == published.total_embeddings
         )

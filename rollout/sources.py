@@ -1,0 +1,220 @@
+"""Raw per-execution metric records, read back from EMF (issue 5 item 2).
+
+The judge works on raw records, one per (invocation, path), never on CloudWatch statistics:
+percentiles are not available from moto, and raw records are what a rank test needs anyway.
+Two sources return the same :class:`MetricRecord`:
+
+* :class:`EmfFileSource` — the JSON-lines file :class:`rollout.metrics.MergeMetrics` appends to in
+  the embedded mode. A malformed line raises :class:`MalformedMetricsError` naming the file and
+  line; with ``strict=False`` it is skipped and counted in :attr:`EmfFileSource.skipped`.
+* :class:`CloudWatchLogsSource` — the Lambda's log group, through ``FilterLogEvents`` (every
+  page). Log groups hold other lines too (Logger output, platform reports): only EMF blobs of our
+  namespace with a ``MergePath`` dimension count; everything else is ignored, not an error.
+
+An EMF value may be a list (Powertools writes ``[v]``); the record holds its sum, which is what a
+count or a total time means when one invocation recorded the same name twice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from rollout.metric_names import DEFAULT_NAMESPACE, Dimension
+from snapmerge import aws
+from snapmerge.domain import MergePath
+from snapmerge.errors import InvalidEventError, StoreError
+
+EMF_FILTER_PATTERN = '{ $._aws.CloudWatchMetrics[0].Namespace = "%s" }'
+
+
+class MalformedMetricsError(InvalidEventError):
+    """A metrics line that is not a usable EMF record of ours."""
+
+    def __init__(self, where: str, line: int, problem: str) -> None:
+        self.where = where
+        self.line = line
+        self.problem = problem
+        super().__init__(f"{where}:{line}: {problem}")
+
+
+@dataclass(frozen=True)
+class MetricRecord:
+    """One EMF blob: one path's numbers for one invocation on one collection."""
+
+    path: MergePath
+    collection: str
+    timestamp_ms: int
+    values: dict[str, float]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class MetricSource(Protocol):
+    def records(
+        self, since_ms: int | None = None, until_ms: int | None = None
+    ) -> list[MetricRecord]:
+        """Records with ``since_ms <= timestamp_ms < until_ms`` (either bound optional), by time."""
+        ...
+
+
+def parse_emf(blob: Any, namespace: str | None = DEFAULT_NAMESPACE) -> MetricRecord:
+    """Turn one decoded EMF object into a record; raise ``ValueError`` saying what is wrong.
+
+    ``namespace=None`` accepts any namespace.
+    """
+    if not isinstance(blob, dict):
+        raise ValueError(f"expected a JSON object, got {type(blob).__name__}")
+    directives = (blob.get("_aws") or {}).get("CloudWatchMetrics")
+    if not isinstance(directives, list) or not directives:
+        raise ValueError("not an EMF object (no _aws.CloudWatchMetrics)")
+    ns = directives[0].get("Namespace")
+    if namespace is not None and ns != namespace:
+        raise ValueError(f"namespace {ns!r} is not {namespace!r}")
+    try:
+        path = MergePath(str(blob[Dimension.MERGE_PATH.value]))
+        collection = str(blob[Dimension.COLLECTION.value])
+        timestamp = int(blob["_aws"]["Timestamp"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"missing or invalid MergePath/Collection/Timestamp: {exc}") from None
+    names = [m["Name"] for d in directives for m in d.get("Metrics", [])]
+    values = {name: _number(name, blob.get(name)) for name in names}
+    reserved = {"_aws", Dimension.MERGE_PATH.value, Dimension.COLLECTION.value, *names}
+    metadata = {k: v for k, v in blob.items() if k not in reserved}
+    return MetricRecord(path, collection, timestamp, values, metadata)
+
+
+def _number(name: str, raw: Any) -> float:
+    items = raw if isinstance(raw, list) else [raw]
+    try:
+        total = math.fsum(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise ValueError(f"metric {name!r} has a non-numeric value {raw!r}") from None
+    if not math.isfinite(total):
+        raise ValueError(f"metric {name!r} is not finite: {raw!r}")
+    return total
+
+
+def _window(
+    records: Iterable[MetricRecord], since_ms: int | None, until_ms: int | None
+) -> list[MetricRecord]:
+    kept = [
+        r
+        for r in records
+        if (since_ms is None or r.timestamp_ms >= since_ms)
+        and (until_ms is None or r.timestamp_ms < until_ms)
+    ]
+    return sorted(kept, key=lambda r: r.timestamp_ms)
+
+
+class EmfFileSource:
+    """EMF blobs, one JSON object per line (blank lines are ignored)."""
+
+    def __init__(
+        self, path: Path | str, *, strict: bool = True, namespace: str | None = DEFAULT_NAMESPACE
+    ) -> None:
+        self.path = Path(path)
+        self.strict = strict
+        self.namespace = namespace
+        self.skipped = 0
+        self.skipped_lines: list[int] = []
+
+    def records(
+        self, since_ms: int | None = None, until_ms: int | None = None
+    ) -> list[MetricRecord]:
+        self.skipped, self.skipped_lines = 0, []
+        if not self.path.exists():
+            return []
+        out: list[MetricRecord] = []
+        with self.path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    out.append(parse_emf(json.loads(line), self.namespace))
+                except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                    if self.strict:
+                        raise MalformedMetricsError(str(self.path), number, str(exc)) from None
+                    self.skipped += 1
+                    self.skipped_lines.append(number)
+        return _window(out, since_ms, until_ms)
+
+
+class CloudWatchLogsSource:
+    """EMF lines of a log group (the Lambda's), read with ``FilterLogEvents`` page by page.
+
+    The filter pattern narrows the scan on AWS; every event is still parsed here, so a backend
+    that ignores the pattern (moto) gives the same answer. ``page_size`` exists for tests.
+    """
+
+    def __init__(
+        self,
+        log_group: str,
+        client: Any = None,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        page_size: int | None = None,
+    ) -> None:
+        self.log_group = log_group
+        self.namespace = namespace
+        self.page_size = page_size
+        self._client = client if client is not None else aws.client("logs")
+        self.ignored = 0
+
+    def records(
+        self, since_ms: int | None = None, until_ms: int | None = None
+    ) -> list[MetricRecord]:
+        self.ignored = 0
+        out: list[MetricRecord] = []
+        for message in self._messages(since_ms, until_ms):
+            record = self._parse(message)
+            if record is None:
+                self.ignored += 1
+            else:
+                out.append(record)
+        return _window(out, since_ms, until_ms)
+
+    def _messages(self, since_ms: int | None, until_ms: int | None) -> Iterable[str]:
+        kwargs: dict[str, Any] = {
+            "logGroupName": self.log_group,
+            "filterPattern": EMF_FILTER_PATTERN % self.namespace,
+        }
+        if since_ms is not None:
+            kwargs["startTime"] = since_ms
+        if until_ms is not None:
+            kwargs["endTime"] = until_ms
+        if self.page_size is not None:
+            kwargs["limit"] = self.page_size
+        while True:
+            page = self._call(kwargs)
+            for event in page.get("events", []):
+                yield str(event.get("message", ""))
+            token = page.get("nextToken")
+            if not token or not page.get("events"):
+                return
+            kwargs["nextToken"] = token
+
+    def _call(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """One page; a missing log group is an empty page, any other AWS error a StoreError."""
+        try:
+            page: dict[str, Any] = self._client.filter_log_events(**kwargs)
+        except Exception as exc:  # botocore's ClientError: rollout/ may not import botocore
+            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+            if code == "ResourceNotFoundException":
+                return {"events": []}
+            if code is None:
+                raise
+            raise StoreError(f"FilterLogEvents on {self.log_group!r} failed: {code}") from exc
+        return page
+
+    def _parse(self, message: str) -> MetricRecord | None:
+        start = message.find("{")
+        if start < 0:
+            return None
+        try:
+            return parse_emf(json.loads(message[start:]), self.namespace)
+        except ValueError:
+            return None

@@ -1,0 +1,212 @@
+"""The canary judge on synthetic samples whose answer is known."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from rollout.judge import DEFAULT_GUARDRAILS, Guardrail, Verdict, judge
+from rollout.metric_names import MetricName
+from rollout.sources import MetricRecord
+from snapmerge.domain import MergePath
+from snapmerge.errors import InvalidEventError
+
+LEGACY, TWO = MergePath.LEGACY, MergePath.TWO_PHASE
+HOLD = Guardrail(MetricName.LOCK_HOLD_TIME, "latency", "higher", 0.25, critical=True)
+WAIT = Guardrail(MetricName.LOCK_WAIT_TIME, "latency", "higher", 0.5, critical=False)
+CAS = Guardrail(MetricName.CAS_FAILURES, "rate", "higher", 0.01, critical=True)
+CHUNKS = Guardrail(MetricName.CHUNK_COUNT, "invariant", "higher", 0.0, critical=True)
+MISMATCH = Guardrail(MetricName.SHADOW_MISMATCHED, "rate", "higher", 0.0, critical=True)
+
+
+def records(
+    path: MergePath, metric: str, values: Sequence[float], **meta: object
+) -> list[MetricRecord]:
+    return [
+        MetricRecord(path, "words", 1000 + i, {metric: float(v)}, {"batch_id": f"b{i}", **meta})
+        for i, v in enumerate(values)
+    ]
+
+
+def lognormal(seed: int, median: float, n: int, sigma: float = 0.5) -> list[float]:
+    return list(np.random.default_rng(seed).lognormal(np.log(median), sigma, n))
+
+
+def assert_json(verdict: Verdict) -> None:
+    json.dumps(verdict.to_json(), allow_nan=False)  # the audit log stores it as is
+
+
+def test_doubled_hold_time_against_the_previous_stage_rolls_back() -> None:
+    legacy = records(LEGACY, "LockHoldTime", lognormal(1, 120_000, 200))
+    now = records(TWO, "LockHoldTime", lognormal(2, 120, 60))
+    before = records(TWO, "LockHoldTime", lognormal(3, 60, 60))
+
+    verdict = judge(legacy + now, [HOLD], min_samples=30, reference=before)
+
+    assert verdict.decision == "rollback"
+    ev = verdict.evidence["guardrails"]["LockHoldTime"]
+    assert ev["comparisons"]["baseline"]["status"] == "pass"  # still far below legacy
+    ref = ev["comparisons"]["reference"]
+    assert ref["status"] == "fail" and ref["p_value"] < 0.01 and ref["effect"] > 0.25
+    assert "LockHoldTime" in verdict.reasons[0]
+    assert_json(verdict)
+
+
+def test_the_same_distribution_promotes() -> None:
+    same = lognormal(4, 60, 50)
+    stage = records(LEGACY, "LockHoldTime", lognormal(5, 120_000, 50)) + records(
+        TWO, "LockHoldTime", same
+    )
+    verdict = judge(stage, [HOLD], min_samples=30, reference=records(TWO, "LockHoldTime", same))
+    assert verdict.decision == "promote"
+    assert verdict.evidence["guardrails"]["LockHoldTime"]["passed"] is True
+    assert_json(verdict)
+
+
+def test_significant_but_tiny_change_stays_within_tolerance() -> None:
+    base = lognormal(6, 100, 3000, sigma=0.2)
+    slower = [v * 1.05 for v in lognormal(7, 100, 3000, sigma=0.2)]
+    verdict = judge(records(LEGACY, "LockHoldTime", base) + records(TWO, "LockHoldTime", slower),
+                    [HOLD], min_samples=30)  # fmt: skip
+    cmp = verdict.evidence["guardrails"]["LockHoldTime"]["comparisons"]["baseline"]
+    assert cmp["p_value"] < 1e-6 and cmp["effect"] < 0.25
+    assert verdict.decision == "promote"
+
+
+def test_too_few_samples_holds() -> None:
+    stage = records(LEGACY, "LockHoldTime", [1, 2, 3] * 20) + records(TWO, "LockHoldTime", [9] * 5)
+    verdict = judge(stage, [HOLD], min_samples=30)
+    assert verdict.decision == "hold"
+    assert any("too few candidate executions: 5 < 30" in r for r in verdict.reasons)
+    assert verdict.evidence["guardrails"]["LockHoldTime"]["status"] == "insufficient"
+
+
+def test_a_failing_non_critical_guardrail_holds_a_critical_one_rolls_back() -> None:
+    slow_wait = records(LEGACY, "LockWaitTime", lognormal(8, 50, 40)) + records(
+        TWO, "LockWaitTime", lognormal(9, 500, 40)
+    )
+    assert judge(slow_wait, [WAIT], min_samples=30).decision == "hold"
+    critical = Guardrail(MetricName.LOCK_WAIT_TIME, "latency", "higher", 0.5, critical=True)
+    assert judge(slow_wait, [critical], min_samples=30).decision == "rollback"
+
+
+def test_lower_is_worse_is_judged_the_other_way() -> None:
+    drop = Guardrail(MetricName.RECORDS_MERGED, "latency", "lower", 0.1, critical=True)
+    stage = records(LEGACY, "RecordsMerged", lognormal(10, 1000, 40)) + records(
+        TWO, "RecordsMerged", lognormal(11, 400, 40)
+    )
+    assert judge(stage, [drop], min_samples=30).decision == "rollback"
+    higher = Guardrail(MetricName.RECORDS_MERGED, "latency", "higher", 0.1, critical=True)
+    assert judge(stage, [higher], min_samples=30).decision == "promote"
+
+
+def test_cas_failure_rate_regression_rolls_back_and_normal_rate_promotes() -> None:
+    legacy = records(LEGACY, "CASFailures", [0] * 400)
+    bad = records(TWO, "CASFailures", [1] * 30 + [0] * 70)
+    ok = records(TWO, "CASFailures", [1] + [0] * 99)
+    verdict = judge(legacy + bad, [CAS], min_samples=30)
+    assert verdict.decision == "rollback"
+    cmp = verdict.evidence["guardrails"]["CASFailures"]["comparisons"]["baseline"]
+    assert (cmp["events_candidate"], cmp["rate_candidate"]) == (30, 0.3)
+    assert judge(legacy + ok, [CAS], min_samples=30).decision == "promote"
+    assert_json(verdict)
+
+
+def test_shadow_mismatch_is_judged_alone_any_mismatch_fails() -> None:
+    legacy = records(LEGACY, "LockHoldTime", [1.0] * 40)  # legacy never reports shadow numbers
+    clean = records(TWO, "ShadowMismatched", [0] * 40)
+    one_bad = records(TWO, "ShadowMismatched", [0] * 39 + [1])
+    assert judge(legacy + clean, [MISMATCH], min_samples=30).decision == "promote"
+    verdict = judge(legacy + one_bad, [MISMATCH], min_samples=30)
+    assert verdict.decision == "rollback"
+    assert (
+        verdict.evidence["guardrails"]["ShadowMismatched"]["comparisons"]["baseline"]["test"]
+        == "any-event"
+    )
+
+
+def test_chunk_count_invariant_on_batches_seen_by_both_paths() -> None:
+    legacy = records(LEGACY, "ChunkCount", [3] * 40)
+    same = records(TWO, "ChunkCount", [3] * 40)
+    differs = records(TWO, "ChunkCount", [3] * 39 + [4])
+    assert judge(legacy + same, [CHUNKS], min_samples=30).decision == "promote"
+    verdict = judge(legacy + differs, [CHUNKS], min_samples=30)
+    assert verdict.decision == "rollback"
+    ev = verdict.evidence["guardrails"]["ChunkCount"]["comparisons"]["pairs"]
+    assert (ev["n_pairs"], ev["mismatches"], ev["examples"]) == (40, 1, [[3.0, 4.0]])
+
+
+def test_metrics_a_stage_does_not_produce_do_not_block_it() -> None:
+    """Outside shadow stages there are no pairs and no shadow numbers: not evaluated, no hold."""
+    stage = records(LEGACY, "LockHoldTime", lognormal(12, 120_000, 40)) + [
+        MetricRecord(TWO, "words", 1, {"LockHoldTime": v}, {"batch_id": f"x{i}"})
+        for i, v in enumerate(lognormal(13, 60, 40))
+    ]
+    verdict = judge(stage, [HOLD, CHUNKS, MISMATCH], min_samples=30)
+    assert verdict.decision == "promote"
+    statuses = {k: g["status"] for k, g in verdict.evidence["guardrails"].items()}
+    assert statuses == {"LockHoldTime": "pass", "ChunkCount": "n/a", "ShadowMismatched": "n/a"}
+
+
+def test_replayed_records_are_left_out() -> None:
+    stage = records(LEGACY, "LockHoldTime", [100.0] * 40) + records(
+        TWO, "LockHoldTime", [10_000.0] * 40, replayed=True
+    )
+    verdict = judge(stage, [HOLD], min_samples=30)
+    assert verdict.decision == "hold"
+    assert (
+        verdict.evidence["guardrails"]["LockHoldTime"]["comparisons"]["baseline"]["n_candidate"]
+        == 0
+    )
+
+
+def test_default_guardrails_on_a_healthy_stage_promote_with_serialisable_evidence() -> None:
+    rng = np.random.default_rng(14)
+    stage: list[MetricRecord] = []
+    for path, hold in ((LEGACY, 120_000.0), (TWO, 60.0)):
+        for i in range(60):
+            values = {
+                "LockHoldTime": float(rng.lognormal(np.log(hold), 0.5)),
+                "FinalMergeDuration": float(rng.lognormal(np.log(120_000), 0.3)),
+                "LockWaitTime": 0.0,
+                "CASFailures": 0.0,
+                "MergeErrors": 0.0,
+                "FallbackToLegacy": 0.0,
+                "ChunkCount": 3.0,
+            }
+            stage.append(MetricRecord(path, "words", i, values, {"batch_id": f"b{i}"}))
+    verdict = judge(stage, DEFAULT_GUARDRAILS, min_samples=30)
+    assert verdict.decision == "promote", verdict.reasons
+    assert verdict.evidence["counts"] == {"candidate": 60, "baseline": 60, "reference": None}
+    assert_json(verdict)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"kind": "percentile"},
+        {"worse": "sideways"},
+        {"tolerance": -0.1},
+        {"kind": "rate", "tolerance": 1.5},
+        {"alpha": 0.0},
+    ],
+)
+def test_guardrail_values_are_checked(bad: dict[str, object]) -> None:
+    fields: dict[str, object] = {
+        "metric": "LockHoldTime",
+        "kind": "latency",
+        "worse": "higher",
+        "tolerance": 0.2,
+        "critical": True,
+        **bad,
+    }
+    with pytest.raises(InvalidEventError):
+        Guardrail(**fields)  # type: ignore[arg-type]
+
+
+def test_min_samples_must_be_positive() -> None:
+    with pytest.raises(InvalidEventError):
+        judge([], [HOLD], min_samples=0)
