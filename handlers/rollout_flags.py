@@ -9,7 +9,8 @@ two things in the document (docs/flags.md describes the format):
   ``two_phase`` is set back to ``legacy`` so that P means P. Read back: the rule's threshold, or
   100 when the default is ``two_phase`` and there is no rule, else 0.
 * ``final-merge-kill-switch`` — its ``default``. Turning it on drops any rules it had, so the
-  switch is on for every execution; turning it off keeps them.
+  switch is on for every execution; turning it off keeps them. Read back, a switch that is
+  missing or not ``false`` counts as on, as the flag clients treat it (fail safe).
 
 Both change in one conditional save, so a rollback (0 % and the kill switch) is one write.
 """
@@ -24,7 +25,7 @@ from typing import Any, Final
 
 from flags.bucketing import percent_of
 from flags.document import rollout_rule
-from flags.keys import DEFAULTS, ContextKey, FlagKey
+from flags.keys import ContextKey, FlagKey
 from flags.store_aws import S3Store, SSMStore
 from flags.stores import (
     DEFAULT_DOCUMENT,
@@ -61,8 +62,9 @@ def rollout_state_of(doc: Mapping[str, Any]) -> RolloutFlagState:
         percent = float(percent_of(threshold))
     else:
         percent = 100.0 if path.get("default") == MergePath.TWO_PHASE.value else 0.0
-    kill = doc.get(FlagKey.KILL_SWITCH.value, {}).get("default", DEFAULTS[FlagKey.KILL_SWITCH])
-    return RolloutFlagState(percent, bool(kill))
+    kill = doc.get(FlagKey.KILL_SWITCH.value, {}).get("default")
+    # the flag clients fail safe: a kill switch that is missing or not a boolean counts as on
+    return RolloutFlagState(percent, kill is not False)
 
 
 def with_rollout(doc: Mapping[str, Any], state: RolloutFlagState) -> dict[str, Any]:

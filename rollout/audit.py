@@ -1,0 +1,233 @@
+"""The rollout audit log: append-only, one entry per controller transition.
+
+Each entry says who (``user@host``), when, what (``action``), from → to (percentage and status),
+why (``reason``) and on what evidence (the judge's :class:`~rollout.judge.Verdict` evidence). There
+is no API to change or remove an entry: a log offers :meth:`AuditLog.append` and
+:meth:`AuditLog.history` only.
+
+* :class:`JsonlAuditLog` — one JSON line per entry (the embedded default). Appends hold an
+  ``fcntl`` lock on ``<file>.lock``; every entry carries the sha256 ``digest`` of its content
+  chained to the previous entry's, so :meth:`~JsonlAuditLog.history` detects an edited, removed
+  or reordered line and raises :class:`AuditIntegrityError`.
+* :class:`S3AuditLog` — one object per entry at ``<prefix><seq:010d>.json``, written with
+  ``If-None-Match: *``: two writers can never take one slot; the loser moves to the next one.
+* DynamoDB is not implemented: S3 conditional writes already give one writer per slot.
+
+``append`` is idempotent per ``transition_id``: a controller resuming after a crash re-appends
+the transition it was applying and gets the entry already written, not a duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from snapmerge.errors import PointerConflictError, SnapmergeError, StoreError
+from snapmerge.ports import BlobStore
+
+GENESIS: Final = "0" * 64
+_SLOT_ATTEMPTS: Final = 20
+_RECENT: Final = 50  # entries scanned for a transition id already written
+
+
+class AuditIntegrityError(SnapmergeError):
+    """The stored log is not what was appended (an entry edited, removed or out of order)."""
+
+
+class AuditSlotTakenError(SnapmergeError):
+    """A slot (sequence number) of an S3 audit log is already written: entries are immutable."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"audit slot {key} is already written; entries cannot be replaced")
+
+
+def default_actor() -> str:
+    """``SNAPMERGE_ACTOR`` when set, else ``user@host``."""
+    explicit = os.environ.get("SNAPMERGE_ACTOR")
+    if explicit:
+        return explicit
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One transition of the rollout. ``seq`` and ``digest`` are set by the log on append."""
+
+    transition_id: str
+    action: str
+    from_percent: float
+    to_percent: float
+    from_status: str
+    to_status: str
+    reason: str
+    who: str = field(default_factory=default_actor)
+    at: str = field(default_factory=now_iso)
+    plan_digest: str = ""
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    seq: int = -1
+    prev_digest: str = ""
+    digest: str = ""
+
+    def content_digest(self, prev: str) -> str:
+        body = {k: v for k, v in self.to_json().items() if k not in ("digest", "prev_digest")}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256((prev + canonical).encode()).hexdigest()
+
+    def sealed(self, seq: int, prev: str) -> AuditEntry:
+        placed = replace(self, seq=seq, prev_digest=prev, digest="")
+        return replace(placed, digest=placed.content_digest(prev))
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["evidence"] = json.loads(json.dumps(dict(self.evidence), default=str))
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AuditEntry:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class AuditLog(Protocol):
+    def append(self, entry: AuditEntry) -> AuditEntry:
+        """Write ``entry`` at the end (or return the entry already written for its transition)."""
+        ...
+
+    def history(self) -> list[AuditEntry]:
+        """Every entry, oldest first."""
+        ...
+
+
+def _verify(entries: list[AuditEntry], where: str) -> list[AuditEntry]:
+    prev = GENESIS
+    for index, entry in enumerate(entries):
+        if entry.seq != index or entry.prev_digest != prev:
+            raise AuditIntegrityError(f"{where}: entry {index} is out of sequence")
+        if entry.content_digest(prev) != entry.digest:
+            raise AuditIntegrityError(f"{where}: entry {index} was modified after it was written")
+        prev = entry.digest
+    return entries
+
+
+def _already(entries: list[AuditEntry], transition_id: str) -> AuditEntry | None:
+    for entry in reversed(entries[-_RECENT:]):
+        if entry.transition_id == transition_id:
+            return entry
+    return None
+
+
+class JsonlAuditLog:
+    """A local JSON-lines file (see the module docstring)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"JsonlAuditLog({str(self.path)!r})"
+
+    def history(self) -> list[AuditEntry]:
+        if not self.path.exists():
+            return []
+        entries: list[AuditEntry] = []
+        with self.path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    entries.append(AuditEntry.from_json(json.loads(line)))
+                except (ValueError, TypeError) as exc:
+                    raise AuditIntegrityError(f"{self.path}:{number}: unreadable: {exc}") from None
+        return _verify(entries, str(self.path))
+
+    def append(self, entry: AuditEntry) -> AuditEntry:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            entries = self.history()
+            done = _already(entries, entry.transition_id)
+            if done is not None:
+                return done
+            prev = entries[-1].digest if entries else GENESIS
+            sealed = entry.sealed(len(entries), prev)
+            line = json.dumps(sealed.to_json(), separators=(",", ":"), default=str) + "\n"
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        return sealed
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.path.with_name(self.path.name + ".lock"), "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class S3AuditLog:
+    """One object per entry under ``prefix`` in a :class:`~snapmerge.ports.BlobStore` bucket."""
+
+    def __init__(self, blobs: BlobStore, prefix: str = "rollout/audit/") -> None:
+        self.blobs = blobs
+        self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+
+    def __repr__(self) -> str:
+        return f"S3AuditLog('s3://{self.blobs.bucket}/{self.prefix}')"
+
+    def slot_key(self, seq: int) -> str:
+        return f"{self.prefix}{seq:010d}.json"
+
+    def history(self) -> list[AuditEntry]:
+        entries: list[AuditEntry] = []
+        for key in self.blobs.list(self.prefix):
+            blob = self.blobs.get(key)
+            if blob is None:
+                raise AuditIntegrityError(f"s3://{self.blobs.bucket}/{key} vanished")
+            try:
+                entries.append(AuditEntry.from_json(json.loads(blob.body)))
+            except (ValueError, TypeError) as exc:
+                raise AuditIntegrityError(f"{key}: unreadable: {exc}") from None
+        return _verify(entries, f"s3://{self.blobs.bucket}/{self.prefix}")
+
+    def write_slot(self, entry: AuditEntry) -> AuditEntry:
+        """Write a sealed entry into its own slot, only if the slot is empty."""
+        key = self.slot_key(entry.seq)
+        body = json.dumps(entry.to_json(), sort_keys=True, default=str).encode()
+        try:
+            self.blobs.put(key, body, if_none_match=True)
+        except PointerConflictError:
+            raise AuditSlotTakenError(key) from None
+        return entry
+
+    def append(self, entry: AuditEntry) -> AuditEntry:
+        for _ in range(_SLOT_ATTEMPTS):
+            entries = self.history()
+            done = _already(entries, entry.transition_id)
+            if done is not None:
+                return done
+            prev = entries[-1].digest if entries else GENESIS
+            try:
+                return self.write_slot(entry.sealed(len(entries), prev))
+            except AuditSlotTakenError:
+                continue  # another writer took this slot: re-read and take the next one
+        raise StoreError(f"{self!r}: no free slot after {_SLOT_ATTEMPTS} attempts")

@@ -1,0 +1,300 @@
+"""``snapmerge rollout | dashboard | report``: registrars for the core CLI's entry-point group.
+
+``register_rollout`` needs a factory for the flag writer, because the flag document format lives
+in ``flags`` and ``rollout`` may not import it: ``handlers.cli.register_rollout`` passes
+:func:`handlers.rollout_flags.flag_writer_for`. ``register_dashboard`` and ``register_report``
+need nothing from above and are wired directly.
+
+Local defaults live under ``.snapmerge/`` in the working directory; each has an environment
+variable, and the state and audit log may be on S3 instead (``s3://bucket/key`` for the state,
+``s3://bucket/prefix/`` for the audit log):
+
+====================  ==============================  ====================================
+option                env                             default
+====================  ==============================  ====================================
+``--state``           ``SNAPMERGE_ROLLOUT_STATE``     ``.snapmerge/rollout-state.json``
+``--audit``           ``SNAPMERGE_AUDIT``             ``.snapmerge/audit.jsonl``
+``--emf``             ``SNAPMERGE_EMF_FILE``          ``.snapmerge/emf.jsonl``
+``--log-group``       ``SNAPMERGE_LOG_GROUP``         (read EMF from the file)
+====================  ==============================  ====================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rollout import dashboard
+from rollout.audit import AuditLog, JsonlAuditLog, S3AuditLog
+from rollout.controller import FlagWriter, RolloutController, TickResult, Timing
+from rollout.metric_names import EMF_FILE_ENV, default_namespace
+from rollout.plan import FlagStoreSpec, RolloutPlan, load_plan, parse_plan
+from rollout.report import build_report
+from rollout.sources import CloudWatchLogsSource, EmfFileSource, MetricSource
+from rollout.state import BlobStateStore, FileStateStore, RolloutState, StateStore
+from snapmerge.errors import InvalidEventError
+
+FlagWriterFactory = Callable[[FlagStoreSpec], FlagWriter]
+Subparsers = Any  # argparse's _SubParsersAction is private
+
+HOME = Path(".snapmerge")
+
+
+def _env_or(name: str, default: Path) -> str:
+    return os.environ.get(name) or str(default)
+
+
+def _split_s3(url: str) -> tuple[str, str]:
+    bucket, _, key = url[len("s3://") :].partition("/")
+    if not bucket:
+        raise InvalidEventError(f"{url!r} is not s3://bucket/key")
+    return bucket, key
+
+
+def _blobs(bucket: str) -> Any:
+    from snapmerge.adapters.s3_store import S3BlobStore  # only when S3 is asked for
+
+    return S3BlobStore(bucket)
+
+
+def open_state(where: str) -> StateStore:
+    if where.startswith("s3://"):
+        bucket, key = _split_s3(where)
+        return BlobStateStore(_blobs(bucket), key or "rollout/state.json")
+    return FileStateStore(where)
+
+
+def open_audit(where: str) -> AuditLog:
+    if where.startswith("s3://"):
+        bucket, prefix = _split_s3(where)
+        return S3AuditLog(_blobs(bucket), prefix or "rollout/audit/")
+    return JsonlAuditLog(where)
+
+
+def open_source(args: argparse.Namespace) -> MetricSource:
+    if getattr(args, "log_group", None):
+        return CloudWatchLogsSource(args.log_group, namespace=args.namespace)
+    return EmfFileSource(args.emf, strict=not args.skip_malformed, namespace=args.namespace)
+
+
+def _source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--emf", default=_env_or(EMF_FILE_ENV, HOME / "emf.jsonl"))
+    parser.add_argument("--log-group", default=os.environ.get("SNAPMERGE_LOG_GROUP"))
+    parser.add_argument("--namespace", default=default_namespace())
+    parser.add_argument(
+        "--skip-malformed", action="store_true", help="skip malformed EMF lines (else an error)"
+    )
+
+
+def _print(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+# -- rollout ----------------------------------------------------------------------------------
+def _describe(state: RolloutState, flags: str) -> str:
+    plan = parse_plan(state.plan)
+    stages = " → ".join(
+        f"[{s.percent:g}]" if i == state.stage_index else f"{s.percent:g}"
+        for i, s in enumerate(plan.stages)
+    )
+    lines = [
+        f"plan      {plan.name} ({state.plan_digest[:12]})",
+        f"status    {state.status}",
+        f"percent   {state.percent:g} % two_phase   stages: {stages}",
+        f"flags     {flags}",
+    ]
+    if state.last_action:
+        lines.append(
+            f"last      {state.last_action.get('action')}: {state.last_action.get('reason')}"
+        )
+    if state.pending:
+        lines.append(
+            f"pending   {state.pending.action} ({state.pending.id}): finished on next command"
+        )
+    return "\n".join(lines)
+
+
+def _run_rollout(args: argparse.Namespace, factory: FlagWriterFactory) -> int:
+    states = open_state(args.state)
+    if args.action == "history":
+        return _history(open_audit(args.audit), args)
+    if args.action == "init":
+        plan: RolloutPlan | None = load_plan(args.plan)
+    else:
+        current, _ = states.read()
+        plan = parse_plan(current.plan) if current else None
+    if plan is None:
+        raise InvalidEventError("no rollout state: run `snapmerge rollout init --plan P` first")
+    timing = Timing(
+        speed=getattr(args, "speed", 1.0),
+        bake_seconds=getattr(args, "bake_seconds", None),
+        poll_seconds=getattr(args, "poll_seconds", 30.0),
+    )
+    ctl = RolloutController(
+        states, factory(plan.flag_store), open_audit(args.audit), open_source(args), timing=timing
+    )
+    return _ACTIONS[args.action](ctl, args, plan)
+
+
+def _show(ctl: RolloutController, args: argparse.Namespace, state: RolloutState) -> int:
+    if getattr(args, "json", False):
+        _print(state.to_json())
+        return 0
+    try:
+        flags, version = ctl.flags.read()
+        text = f"{flags.percent:g} % two_phase, kill switch {'ON' if flags.kill_switch else 'off'}"
+        text += f" (document {version[:12]})"
+    except Exception as exc:  # status must work when the flag store does not
+        text = f"unreadable: {exc}"
+    print(_describe(state, text))
+    return 0
+
+
+def _history(audit: AuditLog, args: argparse.Namespace) -> int:
+    entries = audit.history()
+    if args.json:
+        _print([e.to_json() for e in entries])
+        return 0
+    for e in entries:
+        print(
+            f"{e.seq:>4} {e.at} {e.who:<24} {e.action:<9} {e.from_percent:g}→{e.to_percent:g} % "
+            f"{e.from_status}→{e.to_status}  {e.reason}"
+        )
+    return 0
+
+
+def _progress(result: TickResult) -> None:
+    """One line per action of ``rollout run`` (baking is silent)."""
+    if result.action == "baking":
+        return
+    state = result.state
+    reasons = "; ".join(result.verdict.reasons) if result.verdict else ""
+    print(f"{result.action:<9} {state.percent:g} % {state.status}  {reasons}", flush=True)
+
+
+def _judge(ctl: RolloutController, args: argparse.Namespace) -> int:
+    verdict = ctl.judge()
+    if args.json:
+        _print(verdict.to_json())
+    else:
+        print(f"verdict: {verdict.decision}")
+        for reason in verdict.reasons:
+            print(f"  - {reason}")
+    return 0
+
+
+_ACTIONS: dict[str, Callable[[RolloutController, argparse.Namespace, RolloutPlan], int]] = {
+    "init": lambda c, a, p: _show(
+        c, a, c.init(p, force=a.force, clear_kill_switch=a.clear_kill_switch)
+    ),
+    "status": lambda c, a, p: _show(c, a, c.recover() or c.status()),
+    "advance": lambda c, a, p: _show(c, a, c.advance(a.to, reason=a.reason)),
+    "rollback": lambda c, a, p: _show(c, a, c.rollback(a.reason)),
+    "pause": lambda c, a, p: _show(c, a, c.pause(a.reason)),
+    "resume": lambda c, a, p: _show(c, a, c.resume(a.reason)),
+    "judge": lambda c, a, p: _judge(c, a),
+    "run": lambda c, a, p: _show(c, a, c.run(a.max_ticks, _progress)),
+}
+
+
+def register_rollout(subparsers: Subparsers, flag_writer_factory: FlagWriterFactory) -> None:
+    parser = subparsers.add_parser("rollout", help="drive the staged rollout of two_phase")
+    parser.add_argument(
+        "--state", default=_env_or("SNAPMERGE_ROLLOUT_STATE", HOME / "rollout-state.json")
+    )
+    parser.add_argument("--audit", default=_env_or("SNAPMERGE_AUDIT", HOME / "audit.jsonl"))
+    _source_options(parser)
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = sub.add_parser("init", help="validate a plan and start its first stage")
+    init.add_argument("--plan", type=Path, default=None, help="YAML/JSON plan (default: packaged)")
+    init.add_argument("--force", action="store_true", help="replace a live rollout")
+    init.add_argument("--clear-kill-switch", action="store_true")
+    sub.add_parser("status", help="where the rollout is").add_argument(
+        "--json", action="store_true"
+    )
+    adv = sub.add_parser("advance", help="go to the next (or --to) stage now")
+    adv.add_argument("--to", type=float, default=None, metavar="PCT")
+    adv.add_argument("--reason", default="manual advance")
+    for name, default in (
+        ("rollback", "manual rollback"),
+        ("pause", "manual pause"),
+        ("resume", "manual resume"),
+    ):
+        sub.add_parser(name, help=f"{name} the rollout").add_argument("--reason", default=default)
+    sub.add_parser("judge", help="the verdict on the current stage").add_argument(
+        "--json", action="store_true"
+    )
+    run = sub.add_parser("run", help="the automatic loop: bake, judge, act, repeat")
+    run.add_argument("--bake-seconds", type=float, default=None, help="override every stage's bake")
+    run.add_argument("--speed", type=float, default=1.0, help="divide every wait by this")
+    run.add_argument("--poll-seconds", type=float, default=30.0)
+    run.add_argument("--max-ticks", type=int, default=None)
+    sub.add_parser("history", help="the audit log").add_argument("--json", action="store_true")
+    parser.set_defaults(func=lambda args: _run_rollout(args, flag_writer_factory))
+
+
+# -- dashboard --------------------------------------------------------------------------------
+def _dashboard(args: argparse.Namespace) -> int:
+    plan = load_plan(args.plan)
+    collections = [c for c in args.collections.split(",") if c]
+    body = dashboard.render(args.namespace, collections, args.region, plan)
+    alarms = dashboard.alarms(plan, namespace=args.namespace, collections=collections)
+    if args.dash_action == "render":
+        text = json.dumps({"dashboard": body, "alarms": alarms}, indent=2)
+        if args.out:
+            Path(args.out).write_text(text + "\n", encoding="utf-8")
+            print(f"wrote {args.out}: {len(body['widgets'])} widgets, {len(alarms)} alarms")
+        else:
+            print(text)
+        return 0
+    _print(dashboard.deploy(body, alarms, args.name))
+    return 0
+
+
+def register_dashboard(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("dashboard", help="the A/B CloudWatch dashboard and alarms")
+    sub = parser.add_subparsers(dest="dash_action", metavar="ACTION", required=True)
+    for name in ("render", "deploy"):
+        p = sub.add_parser(name, help=f"{name} the dashboard body and the guardrail alarms")
+        p.add_argument("--plan", type=Path, default=None, help="plan (default: packaged)")
+        p.add_argument("--namespace", default=default_namespace())
+        p.add_argument("--collections", default="words,lines")
+        p.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+        p.add_argument("--name", default="snapmerge-final-merge")
+        if name == "render":
+            p.add_argument("--out", default=None, help="file (default: stdout)")
+    parser.set_defaults(func=_dashboard)
+
+
+# -- report -----------------------------------------------------------------------------------
+def _report(args: argparse.Namespace) -> int:
+    out = build_report(open_source(args), open_audit(args.audit), Path(args.out))
+    print(f"wrote {out}")
+    return 0
+
+
+def register_report(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("report", help="one self-contained HTML report")
+    _source_options(parser)
+    parser.add_argument("--audit", default=_env_or("SNAPMERGE_AUDIT", HOME / "audit.jsonl"))
+    parser.add_argument("--out", default=str(HOME / "report.html"))
+    parser.set_defaults(func=_report)
+
+
+def main(argv: list[str] | None = None, factory: FlagWriterFactory | None = None) -> int:
+    """Run these commands without the core CLI (tests); ``factory`` enables ``rollout``."""
+    parser = argparse.ArgumentParser(prog="snapmerge")
+    sub = parser.add_subparsers(dest="command", required=True)
+    if factory is not None:
+        register_rollout(sub, factory)
+    register_dashboard(sub)
+    register_report(sub)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    sys.stdout.flush()
+    return result

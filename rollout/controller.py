@@ -1,0 +1,388 @@
+"""The rollout controller: bake, judge, act — one conditional state write ahead of every action.
+
+Every change is a :class:`~rollout.state.Transition` applied in three steps:
+
+1. **intent** — the current state plus ``pending=transition`` is written conditionally on the
+   version just read. Of two controllers acting on one state exactly one write succeeds; the
+   other raises :class:`RolloutConflictError` having touched nothing.
+2. **act** — the flag document is set to the transition's target (percentage of ``two_phase``
+   and, for a rollback, the kill switch: one write), then the audit entry is appended. Both are
+   idempotent for a transition id: the flag write is skipped when the document already has the
+   target, and the audit log returns the entry already written for that id.
+3. **commit** — the state after the transition replaces the intent (again conditionally).
+
+A controller that crashes after step 1 leaves ``pending`` behind; every operation first finishes
+it (:meth:`RolloutController.recover`). When the flag store *refuses* the write (not a lost race
+— that is re-read and retried) the intent is withdrawn and :class:`FlagWriteRefusedError` is
+raised: the flag document and the audit log are left as they were.
+
+The flag document itself is reached through :class:`FlagWriter`, a Protocol: ``rollout`` may not
+import ``flags``, and the document format lives with the adapter in ``handlers/rollout_flags.py``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from rollout.audit import AuditEntry, AuditLog, default_actor
+from rollout.flag_writer import FlagWriter, FlagWriteRefusedError, RolloutFlagState, set_flags
+from rollout.judge import Guardrail, Verdict, judge
+from rollout.plan import RolloutPlan, Stage, parse_plan
+from rollout.sources import MetricRecord, MetricSource
+from rollout.state import RolloutState, StateConflictError, StateStore, Status, Transition
+from snapmerge.errors import InvalidEventError
+
+JudgeFn = Callable[..., Verdict]
+_RECOVER_ATTEMPTS = 5
+MIN_RECHECK_SECONDS = 1.0
+_LIVE = (Status.RUNNING, Status.PAUSED)
+__all__ = [
+    "FlagWriteRefusedError",
+    "FlagWriter",
+    "NotInitialisedError",
+    "RolloutConflictError",
+    "RolloutController",
+    "RolloutFlagState",
+    "TickResult",
+    "Timing",
+]
+
+
+class RolloutConflictError(StateConflictError):
+    """Another controller changed the state between our read and our write."""
+
+
+class NotInitialisedError(InvalidEventError):
+    """No rollout state yet: run ``snapmerge rollout init --plan P`` first."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How fast the loop runs: ``speed`` divides every wait; ``bake_seconds`` overrides stages'."""
+
+    speed: float = 1.0
+    bake_seconds: float | None = None
+    poll_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not self.speed > 0 or (self.bake_seconds is not None and self.bake_seconds < 0):
+            raise InvalidEventError("speed must be > 0 and bake_seconds >= 0")
+
+    def bake(self, stage: Stage) -> float:
+        return (
+            self.bake_seconds if self.bake_seconds is not None else stage.bake_seconds / self.speed
+        )
+
+    def recheck(self, stage: Stage) -> float:
+        """After a hold; never under a second, so a zero bake cannot spin writing holds."""
+        wait = stage.recheck_seconds / self.speed
+        wait = min(wait, self.bake_seconds) if self.bake_seconds is not None else wait
+        return max(wait, MIN_RECHECK_SECONDS)
+
+
+@dataclass(frozen=True)
+class TickResult:
+    action: str  # idle | baking | promote | hold | rollback | complete
+    state: RolloutState
+    verdict: Verdict | None = None
+    wait_seconds: float = 0.0
+
+
+class RolloutController:
+    def __init__(
+        self,
+        states: StateStore,
+        flags: FlagWriter,
+        audit: AuditLog,
+        source: MetricSource | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        timing: Timing | None = None,
+        actor: str | None = None,
+        judge_fn: JudgeFn = judge,
+    ) -> None:
+        self.states, self.flags, self.audit, self.source = states, flags, audit, source
+        self.clock, self.sleep = clock, sleep
+        self.timing = timing or Timing()
+        self.actor = actor or default_actor()
+        self.judge_fn = judge_fn
+
+    # -- reading ----------------------------------------------------------------------------------
+    def status(self) -> RolloutState:
+        state, _ = self.states.read()
+        if state is None:
+            raise NotInitialisedError("no rollout state: run `snapmerge rollout init --plan P`")
+        return state
+
+    def plan(self) -> RolloutPlan:
+        return parse_plan(self.status().plan)
+
+    def recover(self) -> RolloutState | None:
+        """Finish a transition a crashed controller left pending; return the current state."""
+        return self._current_or_none()[0]
+
+    # -- operations ---------------------------------------------------------------------------
+    def init(
+        self, plan: RolloutPlan, *, force: bool = False, clear_kill_switch: bool = False
+    ) -> RolloutState:
+        """Start ``plan`` at its first stage (refused while another rollout is live)."""
+        state, version = self._current_or_none()
+        live = state is not None and state.stage_index >= 0  # -1: an init that never applied
+        if state is not None and live and state.status in _LIVE and not force:
+            raise InvalidEventError(
+                f"a rollout is {state.status} at {state.percent:g} %: finish or roll it back "
+                "first, or pass --force"
+            )
+        flags, _ = self.flags.read()
+        if flags.kill_switch and not clear_kill_switch:
+            raise InvalidEventError(
+                "the kill switch is on: pass --clear-kill-switch to start a rollout anyway"
+            )
+        base = RolloutState(plan.raw, plan.digest, -1, flags.percent, Status.PAUSED, self._now())
+        base = replace(base, seq=state.seq if state else 0)
+        first = plan.stages[0]
+        t = self._transition(base, "init", 0, first.percent, Status.RUNNING, "start rollout", False)
+        t = replace(t, from_status=state.status.value if state else "none")
+        return self._apply(base, version, t, restore=state)
+
+    def advance(self, to_pct: float | None = None, reason: str = "manual advance") -> RolloutState:
+        state, version = self._current()
+        plan = parse_plan(state.plan)
+        if state.status in (Status.ROLLED_BACK, Status.COMPLETE):
+            raise InvalidEventError(f"the rollout is {state.status}: run init to start again")
+        if to_pct is None:
+            target = state.stage_index + 1
+        else:
+            found = plan.stage_index(to_pct)
+            stages = [s.percent for s in plan.stages]
+            if found is None or found <= state.stage_index:
+                raise InvalidEventError(
+                    f"--to {to_pct:g} is not a later stage of the plan {stages} "
+                    f"(now at {state.percent:g} %)"
+                )
+            target = found
+        if target >= len(plan.stages):
+            t = self._transition(
+                state, "complete", state.stage_index, state.percent, Status.COMPLETE, reason
+            )
+        else:
+            pct = plan.stages[target].percent
+            t = self._transition(state, "advance", target, pct, Status.RUNNING, reason)
+        return self._apply(state, version, t)
+
+    def rollback(
+        self, reason: str = "manual rollback", evidence: dict[str, Any] | None = None
+    ) -> RolloutState:
+        """Percentage 0 and the kill switch on, in one flag-document write."""
+        state, version = self._current()
+        t = self._transition(
+            state, "rollback", state.stage_index, 0.0, Status.ROLLED_BACK, reason, True, evidence
+        )
+        return self._apply(state, version, t)
+
+    def pause(self, reason: str = "manual pause") -> RolloutState:
+        state, version = self._current()
+        self._require_status(state, Status.RUNNING)
+        t = self._transition(
+            state, "pause", state.stage_index, state.percent, Status.PAUSED, reason
+        )
+        return self._apply(state, version, t)
+
+    def resume(self, reason: str = "manual resume") -> RolloutState:
+        state, version = self._current()
+        self._require_status(state, Status.PAUSED)
+        t = self._transition(
+            state, "resume", state.stage_index, state.percent, Status.RUNNING, reason
+        )
+        return self._apply(state, version, t)
+
+    def judge(self) -> Verdict:
+        """The judge's verdict on the current stage's records (no action taken)."""
+        state = self.status()
+        if self.source is None:
+            raise InvalidEventError("no metric source configured (--emf or --log-group)")
+        plan = parse_plan(state.plan)
+        stage = plan.stages[max(state.stage_index, 0)]
+        until = self._now() + 1
+        records = self.source.records(since_ms=state.stage_started_ms, until_ms=until)
+        reference: Sequence[MetricRecord] | None = None
+        if state.previous_stage_started_ms is not None:
+            reference = self.source.records(state.previous_stage_started_ms, state.stage_started_ms)
+        guards: Sequence[Guardrail] = plan.guardrails
+        return self.judge_fn(
+            records, guards, min_samples=stage.min_samples, reference=reference or None
+        )
+
+    def tick(self) -> TickResult:
+        """One step of the loop: wait out the bake, else judge and act on the verdict."""
+        state, version = self._current()
+        if state.status is not Status.RUNNING:
+            return TickResult("idle", state)
+        plan = parse_plan(state.plan)
+        stage = plan.stages[state.stage_index]
+        due = state.next_judge_ms or state.stage_started_ms + int(self.timing.bake(stage) * 1000)
+        now = self._now()
+        if now < due:
+            return TickResult("baking", state, wait_seconds=(due - now) / 1000)
+        verdict = self.judge()
+        evidence = {"verdict": verdict.to_json()}
+        reason = "; ".join(verdict.reasons)
+        if verdict.decision == "rollback":
+            return TickResult("rollback", self.rollback(f"judge: {reason}", evidence), verdict)
+        if verdict.decision == "hold":
+            recheck = now + int(self.timing.recheck(stage) * 1000)
+            t = self._transition(
+                state,
+                "hold",
+                state.stage_index,
+                state.percent,
+                Status.RUNNING,
+                reason,
+                None,
+                evidence,
+            )
+            new = self._apply(state, version, replace(t, recheck_ms=recheck))
+            return TickResult("hold", new, verdict, (recheck - now) / 1000)
+        if state.stage_index + 1 >= len(plan.stages):
+            t = self._transition(
+                state,
+                "complete",
+                state.stage_index,
+                state.percent,
+                Status.COMPLETE,
+                reason,
+                None,
+                evidence,
+            )
+            return TickResult("complete", self._apply(state, version, t), verdict)
+        target = state.stage_index + 1
+        pct = plan.stages[target].percent
+        t = self._transition(state, "promote", target, pct, Status.RUNNING, reason, None, evidence)
+        return TickResult("promote", self._apply(state, version, t), verdict)
+
+    def run(
+        self,
+        max_ticks: int | None = None,
+        on_tick: Callable[[TickResult], None] | None = None,
+    ) -> RolloutState:
+        """Tick until the rollout is complete, rolled back or paused (or ``max_ticks``)."""
+        ticks = 0
+        while max_ticks is None or ticks < max_ticks:
+            result = self.tick()
+            ticks += 1
+            if on_tick is not None:
+                on_tick(result)
+            if result.state.status is not Status.RUNNING:
+                return result.state
+            if result.action in ("baking", "hold"):
+                self.sleep(
+                    max(0.0, min(result.wait_seconds, self.timing.poll_seconds / self.timing.speed))
+                )
+        return self.status()
+
+    # -- machinery ----------------------------------------------------------------------------
+    def _now(self) -> int:
+        return int(self.clock() * 1000)
+
+    def _current(self) -> tuple[RolloutState, str | None]:
+        state, version = self._current_or_none()
+        if state is None:
+            raise NotInitialisedError("no rollout state: run `snapmerge rollout init --plan P`")
+        return state, version
+
+    def _current_or_none(self) -> tuple[RolloutState | None, str | None]:
+        """One read of the state and its version, with no transition pending in it."""
+        for _ in range(_RECOVER_ATTEMPTS):
+            state, version = self.states.read()
+            if state is None or state.pending is None:
+                return state, version
+            self._act_and_commit(state, version, state.pending)
+        raise RolloutConflictError(repr(self.states), None, "a transition still pending")
+
+    @staticmethod
+    def _require_status(state: RolloutState, wanted: Status) -> None:
+        if state.status is not wanted:
+            raise InvalidEventError(f"the rollout is {state.status}, not {wanted}")
+
+    def _transition(
+        self,
+        state: RolloutState,
+        action: str,
+        stage: int,
+        percent: float,
+        status: Status,
+        reason: str,
+        kill_switch: bool | None = None,
+        evidence: dict[str, Any] | None = None,
+    ) -> Transition:
+        return Transition(
+            id=f"{state.seq + 1:06d}-{action}-{uuid.uuid4().hex[:12]}",
+            action=action,
+            from_percent=state.percent,
+            to_percent=percent,
+            from_status=state.status.value,
+            to_status=status.value,
+            to_stage=stage,
+            kill_switch=kill_switch,
+            reason=reason,
+            at_ms=self._now(),
+            evidence=evidence or {},
+        )
+
+    def _apply(
+        self,
+        state: RolloutState,
+        version: str | None,
+        t: Transition,
+        restore: RolloutState | None = None,
+    ) -> RolloutState:
+        """Intent, act, commit; on a refused flag write put back ``restore`` (else ``state``)."""
+        if state.pending is not None:  # only ever built from _current_or_none's answer
+            raise RolloutConflictError(repr(self.states), version, "a transition pending")
+        intent = replace(state, pending=t)
+        try:
+            intent_version = self.states.write(intent, version)
+        except StateConflictError as exc:
+            raise RolloutConflictError(exc.where, exc.expected, exc.current) from None
+        try:
+            return self._act_and_commit(intent, intent_version, t)
+        except FlagWriteRefusedError:
+            self.states.write(restore or state, intent_version)  # withdraw the intent
+
+            raise
+
+    def _act_and_commit(
+        self, intent: RolloutState, version: str | None, t: Transition
+    ) -> RolloutState:
+        if t.touches_flags:
+            set_flags(self.flags, t.to_percent, t.kill_switch, f"{t.action} ({t.id})")
+        self.audit.append(
+            AuditEntry(
+                transition_id=t.id,
+                action=t.action,
+                from_percent=t.from_percent,
+                to_percent=t.to_percent,
+                from_status=t.from_status,
+                to_status=t.to_status,
+                reason=t.reason,
+                who=self.actor,
+                at=datetime.fromtimestamp(t.at_ms / 1000, UTC).isoformat(timespec="milliseconds"),
+                plan_digest=intent.plan_digest,
+                evidence=t.evidence,
+            )
+        )
+        done = intent.after(t)
+        try:
+            self.states.write(done, version)
+        except StateConflictError:
+            current, _ = self.states.read()
+            if current is None or current.seq != done.seq or current.pending is not None:
+                raise
+            return current  # another controller finished the same transition
+        return done

@@ -1,0 +1,222 @@
+"""The controller's state and where it lives: conditional writes, so two controllers never both act.
+
+A :class:`StateStore` returns the state with an opaque version and writes only if the stored
+version is still the expected one (``None``: only if there is no state yet); otherwise it raises
+:class:`StateConflictError`. The controller persists what it is *about* to do (``pending``) with
+such a write before it touches the flag document, so exactly one of two racing controllers gets
+to act, and a controller that crashes mid-transition is finished by the next one.
+
+* :class:`FileStateStore` — a local JSON file; writes hold an ``fcntl`` lock on ``<file>.lock``,
+  compare the sha256 of the current bytes, and rename a temporary file into place.
+* :class:`BlobStateStore` — one object in a :class:`~snapmerge.ports.BlobStore` (S3 through
+  :class:`~snapmerge.adapters.s3_store.S3BlobStore`), written with ``If-Match`` on its ETag, or
+  ``If-None-Match: *`` to create.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from snapmerge.errors import PointerConflictError, SnapmergeError, StoreError
+from snapmerge.ports import BlobStore
+
+
+class StateConflictError(SnapmergeError):
+    """The rollout state changed since it was read: another controller acted first."""
+
+    def __init__(self, where: str, expected: str | None, current: str | None) -> None:
+        self.where = where
+        self.expected = expected
+        self.current = current
+        super().__init__(
+            f"rollout state {where} changed (expected version {expected}, found {current}): "
+            "another controller acted first; run `snapmerge rollout status`"
+        )
+
+
+class Status(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    ROLLED_BACK = "rolled_back"
+    COMPLETE = "complete"
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One change the controller makes: recorded in the state before it is applied."""
+
+    id: str
+    action: str  # init | advance | promote | hold | rollback | complete | pause | resume
+    from_percent: float
+    to_percent: float
+    from_status: str
+    to_status: str
+    to_stage: int
+    kill_switch: bool | None  # None: leave the kill switch as it is
+    reason: str
+    at_ms: int
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+    recheck_ms: int = 0  # holds: when to judge again
+
+    @property
+    def touches_flags(self) -> bool:
+        return self.action in ("init", "advance", "promote", "rollback")
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    plan: Mapping[str, Any]
+    plan_digest: str
+    stage_index: int  # -1 before init applied
+    percent: float
+    status: Status
+    stage_started_ms: int
+    previous_stage_started_ms: int | None = None
+    next_judge_ms: int = 0  # 0: when the stage's bake time is over
+    seq: int = 0
+    pending: Transition | None = None
+    last_action: Mapping[str, Any] | None = None  # action, reason, at_ms, judged
+
+    def after(self, t: Transition) -> RolloutState:
+        """The state once ``t`` is applied (pure: a resumed controller computes the same)."""
+        new_stage = t.to_stage != self.stage_index or t.action == "init"
+        last = {
+            "action": t.action,
+            "reason": t.reason,
+            "at_ms": t.at_ms,
+            "judged": bool(t.evidence),
+        }
+        return replace(
+            self,
+            stage_index=t.to_stage,
+            percent=t.to_percent,
+            status=Status(t.to_status),
+            stage_started_ms=t.at_ms if new_stage else self.stage_started_ms,
+            previous_stage_started_ms=(
+                self.stage_started_ms
+                if new_stage and self.stage_index >= 0
+                else self.previous_stage_started_ms
+            ),
+            next_judge_ms=t.recheck_ms if t.action == "hold" else 0,
+            seq=self.seq + 1,
+            pending=None,
+            last_action=last,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["status"] = self.status.value
+        return json.loads(json.dumps(out, default=str))  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RolloutState:
+        pending = data.get("pending")
+        return cls(
+            **{
+                **{k: v for k, v in data.items() if k in cls.__dataclass_fields__},
+                "status": Status(data["status"]),
+                "pending": Transition(**pending) if pending else None,
+            }
+        )
+
+
+class StateStore(Protocol):
+    def read(self) -> tuple[RolloutState | None, str | None]:
+        """The state and its version, or (None, None) when there is none."""
+        ...
+
+    def write(self, state: RolloutState, expected_version: str | None) -> str:
+        """Write if the version is still ``expected_version``; return the new version."""
+        ...
+
+
+def _encode(state: RolloutState) -> bytes:
+    return (json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n").encode()
+
+
+def _decode(body: bytes, where: str) -> RolloutState:
+    try:
+        return RolloutState.from_json(json.loads(body))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise StoreError(f"rollout state {where} is unreadable: {exc!r}") from None
+
+
+class FileStateStore:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"FileStateStore({str(self.path)!r})"
+
+    def read(self) -> tuple[RolloutState | None, str | None]:
+        try:
+            body = self.path.read_bytes()
+        except FileNotFoundError:
+            return None, None
+        return _decode(body, str(self.path)), hashlib.sha256(body).hexdigest()
+
+    def write(self, state: RolloutState, expected_version: str | None) -> str:
+        body = _encode(state)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            try:
+                current: str | None = hashlib.sha256(self.path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                current = None
+            if current != expected_version:
+                raise StateConflictError(str(self.path), expected_version, current)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(body)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        return hashlib.sha256(body).hexdigest()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.path.with_name(self.path.name + ".lock"), "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+class BlobStateStore:
+    def __init__(self, blobs: BlobStore, key: str = "rollout/state.json") -> None:
+        self.blobs = blobs
+        self.key = key
+
+    def __repr__(self) -> str:
+        return f"BlobStateStore('s3://{self.blobs.bucket}/{self.key}')"
+
+    def read(self) -> tuple[RolloutState | None, str | None]:
+        blob = self.blobs.get(self.key)
+        if blob is None:
+            return None, None
+        return _decode(blob.body, self.key), blob.etag
+
+    def write(self, state: RolloutState, expected_version: str | None) -> str:
+        try:
+            if expected_version is None:
+                return self.blobs.put(self.key, _encode(state), if_none_match=True)
+            return self.blobs.put(self.key, _encode(state), if_match=expected_version)
+        except PointerConflictError:
+            _, current = self.read()
+            raise StateConflictError(repr(self), expected_version, current) from None

@@ -1,0 +1,126 @@
+"""The A/B dashboard shows every declared metric for both paths; alarms watch two_phase only;
+deploy puts both on the embedded CloudWatch and they read back unchanged."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rollout import dashboard
+from rollout.dashboard import DASHBOARD_METRICS, LATENCY, PATHS
+from rollout.metric_names import MetricName
+from rollout.plan import RolloutPlan, load_plan
+from snapmerge.domain import MergePath
+
+
+def _lines(body: dict[str, Any]) -> list[list[Any]]:
+    return [
+        line
+        for w in body["widgets"]
+        if w["type"] == "metric"
+        for line in w["properties"]["metrics"]
+    ]
+
+
+def test_every_declared_metric_for_both_paths_and_every_collection() -> None:
+    body = dashboard.render("NS", ["words", "lines"], "eu-west-1")
+    seen = {(line[1], line[3], line[5], line[6]["stat"]) for line in _lines(body)}
+    for metric, stats in DASHBOARD_METRICS.items():
+        for path in PATHS:
+            for collection in ("words", "lines"):
+                for stat in stats:
+                    assert (metric.value, path.value, collection, stat) in seen
+    assert all(
+        line[0] == "NS" and line[2] == "MergePath" and line[4] == "Collection"
+        for line in _lines(body)
+    )
+    for metric in LATENCY:
+        assert DASHBOARD_METRICS[metric] == ("p50", "p95", "p99")
+    for metric in (
+        "CASFailures",
+        "CASRetries",
+        "FallbackToLegacy",
+        "MergeErrors",
+        "LockContention",
+        "ShadowMatched",
+        "ShadowMismatched",
+        "ChunkCount",
+    ):
+        assert MetricName(metric) in DASHBOARD_METRICS
+    assert all(
+        w["properties"]["region"] == "eu-west-1" for w in body["widgets"] if w["type"] == "metric"
+    )
+
+
+def test_widgets_do_not_overlap_and_the_rollout_text_names_the_stages() -> None:
+    body = dashboard.render(plan=load_plan())
+    cells = set()
+    for w in body["widgets"]:
+        for x in range(w["x"], w["x"] + w["width"]):
+            for y in range(w["y"], w["y"] + w["height"]):
+                assert (x, y) not in cells
+                cells.add((x, y))
+        assert w["x"] + w["width"] <= 24
+    text = body["widgets"][0]["properties"]["markdown"]
+    assert "1 % → 5 % → 25 % → 50 % → 100 %" in text and "snapmerge rollout status" in text
+    json.dumps(body)  # serialisable as PutDashboard needs
+
+
+def _returned(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    return [q for q in alarm["Metrics"] if q["ReturnData"]]
+
+
+def _path_of(query: dict[str, Any]) -> str:
+    dims = {d["Name"]: d["Value"] for d in query["MetricStat"]["Metric"]["Dimensions"]}
+    return dims["MergePath"]
+
+
+def test_alarms_only_on_two_phase_guardrails() -> None:
+    plan = load_plan()
+    alarms = dashboard.alarms(plan, collections=["words"])
+    expected = {g.metric for g in plan.guardrails if g.kind != "invariant"}
+    assert {a["Metrics"][0]["MetricStat"]["Metric"]["MetricName"] for a in alarms} == expected
+    for alarm in alarms:
+        assert "two_phase" in alarm["AlarmName"]
+        stats = [q for q in alarm["Metrics"] if "MetricStat" in q]
+        candidate = [q for q in stats if _path_of(q) == MergePath.TWO_PHASE.value]
+        assert len(candidate) == 1, alarm  # every alarm watches the two_phase series
+        for q in stats:  # legacy only ever appears as the comparison, never as the alarm
+            if _path_of(q) == MergePath.LEGACY.value:
+                assert not q["ReturnData"]
+        [out] = _returned(alarm)
+        assert out is candidate[0] or "cand" in out["Expression"]
+
+
+def test_absolute_and_relative_thresholds(plan: RolloutPlan) -> None:
+    alarms = {
+        a["Metrics"][0]["MetricStat"]["Metric"]["MetricName"]: a
+        for a in dashboard.alarms(load_plan(), collections=["words"])
+    }
+    hold = alarms["LockHoldTime"]  # alarm_threshold 1000 ms in the packaged plan
+    assert hold["Threshold"] == 1000 and len(hold["Metrics"]) == 1
+    assert hold["Metrics"][0]["MetricStat"]["Stat"] == "p95"
+    cas = alarms["CASFailures"]
+    assert cas["Threshold"] == 0.01 and _returned(cas)[0]["Expression"] == "cand - FILL(base, 0)"
+    assert "ChunkCount" not in alarms  # invariants need per-batch pairs: the judge checks them
+
+
+def test_deploy_against_the_embedded_cloudwatch(aws: Any) -> None:
+    from snapmerge import aws as aws_clients
+
+    plan = load_plan()
+    body = dashboard.render("ChromaCompaction", ["words"], "us-east-1", plan)
+    alarms = dashboard.alarms(plan, collections=["words"], prefix="t")
+    result = dashboard.deploy(body, alarms, "snapmerge-test")
+    assert result["dashboard"] == "snapmerge-test" and len(result["alarms"]) == len(alarms)
+    cw = aws_clients.client("cloudwatch")
+    back = json.loads(cw.get_dashboard(DashboardName="snapmerge-test")["DashboardBody"])
+    assert back == body
+    found = cw.describe_alarms(AlarmNamePrefix="t-")["MetricAlarms"]
+    assert {a["AlarmName"] for a in found} == set(result["alarms"])
+    by_name = {a["AlarmName"]: a for a in found}
+    for request in alarms:
+        stored = by_name[request["AlarmName"]]
+        assert stored["Threshold"] == request["Threshold"]
+        assert stored["ComparisonOperator"] == request["ComparisonOperator"]
+        assert [m["Id"] for m in stored["Metrics"]] == [m["Id"] for m in request["Metrics"]]
