@@ -6,9 +6,10 @@ Adapters translate their library's exceptions into these (botocore's ``ClientErr
 :class:`MergeInputError`) so callers never catch a library type.
 
 ``SnapmergeError``
-  ├── ``InvalidEventError``      an event or option that cannot be acted on (missing field, unknown op)
-  ├── ``MergeInputError``        an input that cannot be merged (not a Chroma dir, corrupt, bad tarball,
-  │                              wrong dimension, missing intermediate)
+  ├── ``InvalidEventError``      an event or option that cannot be acted on (missing field,
+  │                              unknown operation)
+  ├── ``MergeInputError``        an input that cannot be merged (not a Chroma dir, corrupt,
+  │                              bad tarball, wrong dimension, missing intermediate)
   ├── ``SnapshotError``          the pointer names a missing or incomplete version
   ├── ``LockError``              the lock table failed (throttled past retries, no table, no access)
   │     ├── ``LockBusyError``    somebody else holds the lease (the only "try later" answer)

@@ -2,8 +2,8 @@
 
 Legacy and two-phase differ only in *when* they hold the lock around these steps:
 
-    replay? ─► read pointer ─► fetch intermediates ─► build (base + chunks) ─► upload ─► publish ─► finish
-                                                                                (CAS)     (receipt, cleanup)
+    replay? ─► read pointer ─► fetch intermediates ─► build (base + chunks) ─► upload
+            ─► publish (the CAS) ─► finish (receipt, cleanup, retention)
 
 Each step is a method of :class:`MergeKit`; none of them takes or releases a lock. The paths own
 the locking, so the difference between them is visible in a few lines each.
@@ -254,7 +254,7 @@ class MergeKit:
         self.hook("after_upload")
 
     def publish(self, db: Database, built: BuiltVersion, lease: Lease | None) -> Pointer:
-        """The fenced CAS: confirm our lease, then write the pointer only if it still names our base."""
+        """The fenced CAS: confirm our lease, then write the pointer if it still names our base."""
         self.hook("before_swap")
         if lease is not None:
             lease.verify(self.verify_margin)

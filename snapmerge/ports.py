@@ -114,6 +114,10 @@ class IndexEngine(Protocol):
 
     def count(self, directory: Path) -> int: ...
 
+    def write(self, directory: Path, records: Sequence[Record], collection: str) -> None:
+        """Create an index at ``directory`` holding exactly ``records`` (producers, tests)."""
+        ...
+
     def merge(
         self,
         target: Path,

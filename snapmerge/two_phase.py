@@ -1,0 +1,259 @@
+"""The two-phase final merge: the lock only around a check and a pointer swap (DESIGN §2).
+
+    phase 1 (lock) ── read pointer + ETag, base complete? ── release
+    phase 2 (none) ── pin base ─ fetch intermediates ─ build ─ validate ─ upload to a fresh prefix
+    phase 3 (lock) ── lease.verify ─ pointer CAS (If-Match: phase-1 ETag) ── release
+                          │ refused (someone published since phase 1)
+                          └─► discard our upload, back off, phase 1 again, REBASE (same
+                              intermediates onto the new base), phase 3 again … after
+                              ``max_rebases`` refusals: hold the lock across the whole merge.
+
+The lock only keeps writers from wasting work; the conditional pointer write is what keeps a
+publish from overwriting another (and what refuses a holder whose lease lapsed after its
+``verify``). A refused CAS is never a skip: nothing redelivers a skipped batch.
+
+Every step is a :class:`~snapmerge.merging.MergeKit` step, as in the legacy path; the two paths
+differ only in where the lock is held.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from snapmerge.domain import (
+    FinalMergeRequest,
+    FinalMergeResult,
+    Keys,
+    MergePath,
+    Pointer,
+    VersionId,
+)
+from snapmerge.errors import MergeInputError, PointerConflictError
+from snapmerge.lock import Lease
+from snapmerge.merging import BuiltVersion, MergeKit, make_result
+
+
+@dataclass
+class LockMeter:
+    """Lock figures summed over every short lock a run takes (phase 1 may repeat on a rebase)."""
+
+    wait_ms: float = 0.0
+    hold_ms: float = 0.0
+    contention: int = 0
+    phases_ms: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def held(self, kit: MergeKit, request: FinalMergeRequest, phase: str) -> Iterator[Lease]:
+        lease = kit.acquire(request)  # waits up to settings.lock_wait_timeout on a busy lock
+        try:
+            yield lease
+        finally:
+            hold = lease.release()
+            self.wait_ms += lease.wait_ms
+            self.hold_ms += hold
+            self.contention += lease.contention
+            self.phases_ms[phase] = self.phases_ms.get(phase, 0.0) + hold
+
+    def stats(self, cas_failures: int, fallback: bool) -> dict[str, Any]:
+        return {
+            "lock_wait_ms": self.wait_ms,
+            "lock_hold_ms": self.hold_ms,
+            "lock_phases_ms": dict(self.phases_ms),
+            "lock_contention": self.contention,
+            "cas_failures": cas_failures,
+            "cas_retries": cas_failures,  # every refusal is followed by one more attempt
+            "fallback_to_legacy": fallback,
+        }
+
+
+class TwoPhaseFinalMerge:
+    """``run`` publishes; ``dry_run`` computes the result on a given base and writes nothing."""
+
+    path = MergePath.TWO_PHASE
+
+    def __init__(
+        self,
+        kit: MergeKit,
+        *,
+        max_rebases: int = 3,
+        backoff_base_s: float = 0.05,
+        backoff_cap_s: float = 1.0,
+        rng: random.Random | None = None,
+        upload_in_phase3: bool = False,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if max_rebases < 0:
+            raise ValueError("max_rebases must be >= 0")
+        self.kit = kit
+        self.max_rebases = max_rebases
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.upload_in_phase3 = upload_in_phase3
+        self._rng = rng or random.Random()
+        self._sleep = sleep
+
+    # -- the published path --------------------------------------------------------------------
+    def run(self, request: FinalMergeRequest, *, defer_cleanup: bool = False) -> FinalMergeResult:
+        replayed = self.kit.replay(request)
+        if replayed is not None:
+            return replayed
+        started = time.monotonic()
+        meter = LockMeter()
+        failures = 0
+        with self.kit.workspace() as work:
+            sources: list[Path] | None = None
+            built: BuiltVersion | None = None
+            for attempt in range(self.max_rebases + 1):
+                with ExitStack() as pins:
+                    # each retry is a rebase: phase 1 again, onto what was published meanwhile
+                    base = self._phase1(request, meter, pins)
+                    if sources is None:
+                        sources = self.kit.fetch_sources(request, work / "sources")
+                    candidate = self._phase2(request, base, sources, work / f"v{attempt}")
+                    try:
+                        self._phase3(request, candidate, meter)
+                    except PointerConflictError:
+                        failures += 1
+                        if attempt < self.max_rebases:
+                            self._sleep(self._backoff(attempt))
+                        continue
+                built = candidate
+                break
+            fallback = built is None
+            if built is None:
+                assert sources is not None
+                built, more = self._fallback(request, sources, work, meter)
+                failures += more
+        result = make_result(
+            request, built, self.path, started=started, lease_stats=meter.stats(failures, fallback)
+        )
+        self.kit.finish(request, result, cleanup=not defer_cleanup)
+        return result
+
+    def _phase1(
+        self, request: FinalMergeRequest, meter: LockMeter, pins: ExitStack
+    ) -> Pointer | None:
+        """Under a short lock: no writer is mid-publish; read the pointer; its version is whole.
+
+        The base is pinned (an in-flight marker) before the lock goes, so retention cannot take
+        it between this read and the end of the merge.
+        """
+        db = request.database
+        with meter.held(self.kit, request, "phase1") as lease:
+            lease.check()
+            base = self.kit.store(db).read_pointer()
+            self.kit.check_base(db, base)
+            pins.enter_context(self.kit.pin_base(db, base))
+        return base
+
+    def _phase2(
+        self, request: FinalMergeRequest, base: Pointer | None, sources: list[Path], dest: Path
+    ) -> BuiltVersion:
+        """No lock: build on ``base``, validate, upload (unless the upload belongs to phase 3)."""
+        built = self.kit.build(request, base, sources, self.path, dest)
+        self._validate(request, built)
+        if not self.upload_in_phase3:
+            self.kit.upload(request.database, built)
+        return built
+
+    def _phase3(self, request: FinalMergeRequest, built: BuiltVersion, meter: LockMeter) -> None:
+        """Under a short lock: verify the lease, then the conditional pointer write.
+
+        Whatever refuses the publish, our upload is an orphan and goes (``discard`` re-reads the
+        pointer first, so an ambiguous failure never deletes a version that did land).
+        """
+        db = request.database
+        try:
+            with meter.held(self.kit, request, "phase3") as lease:
+                if self.upload_in_phase3:
+                    self.kit.upload(db, built)
+                self.kit.publish(db, built, lease)
+        except BaseException:
+            self.kit.discard(db, built.version)
+            raise
+
+    def _fallback(
+        self, request: FinalMergeRequest, sources: list[Path], work: Path, meter: LockMeter
+    ) -> tuple[BuiltVersion, int]:
+        """After ``max_rebases`` lost CASes: hold the lock across read, build, upload and publish.
+
+        Every writer takes the same collection lock, so the CAS under it only loses to a writer
+        outside the lock (a per-batch lock id, a holder racing its expiry); each such loss is
+        rebased once more, with the same bound.
+        """
+        db = request.database
+        failures = 0
+        with meter.held(self.kit, request, "fallback") as lease:
+            for attempt in range(self.max_rebases + 1):
+                lease.check()
+                base = self.kit.store(db).read_pointer()
+                with self.kit.pin_base(db, base):
+                    built = self.kit.build(request, base, sources, self.path, work / f"f{attempt}")
+                    self._validate(request, built)
+                    lease.check()
+                    self.kit.upload(db, built)
+                    try:
+                        self.kit.publish(db, built, lease)
+                    except PointerConflictError:
+                        self.kit.discard(db, built.version)
+                        failures += 1
+                        continue
+                    except BaseException:
+                        self.kit.discard(db, built.version)
+                        raise
+                return built, failures
+        raise PointerConflictError(
+            Keys.pointer(db), expected=None, current=f"moved on each of {failures} fallback tries"
+        )
+
+    # -- shadow mode ---------------------------------------------------------------------------
+    def dry_run(self, request: FinalMergeRequest, base: VersionId | None) -> FinalMergeResult:
+        """Build on exactly ``base`` from the same intermediates; upload and publish nothing.
+
+        No replay check (in shadow mode the legacy publish of this batch already exists) and no
+        in-flight marker (that would be a write). The result's ``digest`` is what a real publish
+        on the same base would hold.
+        """
+        started = time.monotonic()
+        pointer = Pointer(base, etag="") if base is not None else None
+        with self.kit.workspace() as work:
+            sources = self.kit.fetch_sources(request, work / "sources")
+            built = self.kit.build(request, pointer, sources, self.path, work / "dry")
+            self._validate(request, built)
+        stats = LockMeter().stats(0, False)
+        return make_result(request, built, self.path, started=started, lease_stats=stats)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _validate(self, request: FinalMergeRequest, built: BuiltVersion) -> None:
+        """Count = base + new unique ids; dimension = the base's (the engine checks both too)."""
+        stats = built.stats
+        if stats.final_count != stats.base_count + stats.new_ids:
+            raise MergeInputError(
+                f"batch {request.batch_id}: merged {stats.final_count} records, expected "
+                f"{stats.base_count} + {stats.new_ids} new ids"
+            )
+        if built.base is None:
+            return
+        base = self.kit.store(request.database).manifest(built.base.version)
+        if base is None:  # an original-format version: no manifest to compare with
+            return
+        if base.record_count != stats.base_count:
+            raise MergeInputError(
+                f"batch {request.batch_id}: base {base.version} holds {stats.base_count} records,"
+                f" its manifest says {base.record_count}"
+            )
+        if base.dimension and stats.dimension != base.dimension:
+            raise MergeInputError(
+                f"batch {request.batch_id}: dimension {stats.dimension}, base has {base.dimension}"
+            )
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2 ** min(attempt, 20))
+        return self._rng.uniform(0.0, ceiling)

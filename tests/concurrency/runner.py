@@ -1,0 +1,225 @@
+"""Run one planned history on the serialised embedded server; collect what the checker needs.
+
+Each worker is a thread with its own MergeKit, cache directory and (for the victim) its own boto3
+clients, wrapped as: kit → FaultyBlobStore → RecordingBlobStore → S3BlobStore (and the same for
+the lease table). A failed attempt is retried, as Step Functions retries a failed task; only an
+attempt whose ``run`` returned counts as "reported successful".
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import boto3
+from botocore.config import Config
+
+from legacy.final_merge import LegacyFinalMerge
+from snapmerge import synth
+from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
+from snapmerge.adapters.s3_store import S3BlobStore
+from snapmerge.config import Settings
+from snapmerge.domain import Database, FinalMergeRequest, Keys, MergePath
+from snapmerge.embedded import EmbeddedAWS
+from snapmerge.lock import Backoff, LeaseLock
+from snapmerge.merging import BuiltVersion, MergeKit
+from snapmerge.ports import IndexEngine
+from snapmerge.seeding import seed_snapshot
+from snapmerge.snapshots import SnapshotStore
+from snapmerge.transfer import upload_directory
+from snapmerge.two_phase import TwoPhaseFinalMerge
+from tests.concurrency.generator import BatchPlan, HistoryPlan, WorkerPlan
+from tests.concurrency.history import History, RecordingBlobStore, RecordingLeaseTable
+from tests.concurrency.invariants import FinalState
+from tests.concurrency.nemesis import Fault, FaultyBlobStore, FaultyLeaseTable, Nemesis
+
+DB = Database.WORDS
+LEASE = timedelta(seconds=1.0)
+HEARTBEAT = timedelta(seconds=0.2)
+MAX_ATTEMPTS = 6
+# One retry by the SDK: a single injected fault is absorbed, two surface (and the task retries).
+_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 2}, max_pool_connections=32)
+_SESSION = boto3.session.Session()  # loads the service models once, not per client
+
+
+def _client(service: str) -> Any:
+    """A client on the environment's endpoint (the embedded server), from the shared session."""
+    region = os.environ.get("AWS_REGION", "us-east-1")
+    return _SESSION.client(service, region_name=region, config=_CLIENT_CONFIG)  # type: ignore[call-overload]
+
+
+class Engine(IndexEngine, synth.IndexWriter, Protocol):
+    """MemoryIndex or ChromaIndex: merges, and writes the inputs."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How the system under test is (mis)built: the correct one, or a negative control."""
+
+    unconditional_pointer: bool = False  # strip If-Match: the checker must catch it
+    skip_verify: bool = False  # publish without lease.verify: fencing check must catch it
+    race_step: str | None = None  # all two-phase workers meet here before any swaps
+
+
+class UnverifiedKit(MergeKit):
+    """Negative control: publishes without confirming the lease (no fencing at all)."""
+
+    def publish(self, db: Database, built: BuiltVersion, lease: Any) -> Any:
+        return super().publish(db, built, None)
+
+
+def run_history(
+    plan: HistoryPlan,
+    cloud: EmbeddedAWS,
+    engine: Engine,
+    workdir: Path,
+    variant: Variant = Variant(),
+) -> tuple[History, FinalState]:
+    bucket, table = f"h-{uuid.uuid4().hex[:12]}", f"h-{uuid.uuid4().hex[:12]}"
+    cloud.create_bucket(bucket)
+    cloud.create_table(table)
+    shared = (_client("s3"), _client("dynamodb"))
+    raw = S3BlobStore(bucket, shared[0])
+    seed = seed_snapshot(raw, engine, DB, list(plan.seed_rows), workdir=_mk(workdir / "seed"))
+    requests = {b.batch_id: _upload_batch(raw, engine, b, workdir) for b in plan.batches}
+    history = History(seed.version)
+    two_phase = sum(b.path is MergePath.TWO_PHASE for b in plan.batches)
+    barrier = threading.Barrier(two_phase) if variant.race_step else None
+    threads = []
+    for worker in plan.workers:
+        fault = plan.fault if worker.worker == plan.victim else Fault.NONE
+        clients = shared if fault is Fault.NONE else (_client("s3"), _client("dynamodb"))
+        ctx = _Worker(plan, worker, history, Nemesis(fault, LEASE), barrier, variant)
+        kit = ctx.kit(bucket, table, clients, engine, workdir / f"w{worker.worker}")
+        threads.append(threading.Thread(target=ctx.run, args=(kit, requests), daemon=True))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    return history, _final_state(raw, engine, workdir / "final")
+
+
+class _Worker:
+    def __init__(
+        self,
+        plan: HistoryPlan,
+        worker: WorkerPlan,
+        history: History,
+        nemesis: Nemesis,
+        barrier: threading.Barrier | None,
+        variant: Variant,
+    ) -> None:
+        self.plan, self.worker, self.history = plan, worker, history
+        self.nemesis, self.barrier, self.variant = nemesis, barrier, variant
+        self.rng = random.Random(plan.seed * 31 + worker.worker)
+        self.raced = False
+
+    def hook(self, step: str) -> None:
+        if self.barrier is not None and step == self.variant.race_step and not self.raced:
+            self.raced = True
+            self.barrier.wait(timeout=60)
+        self.nemesis.hook(step)
+
+    def kit(
+        self, bucket: str, table: str, clients: tuple[Any, Any], engine: Engine, root: Path
+    ) -> MergeKit:
+        self.nemesis.install(*clients)
+        leases = RecordingLeaseTable(
+            FaultyLeaseTable(DynamoLeaseTable(table, clients[1]), self.nemesis)
+        )
+        pointer = Keys.pointer(DB)
+        recorded = RecordingBlobStore(
+            S3BlobStore(bucket, clients[0]), self.history, self.worker.worker, leases, pointer
+        )
+        blobs = FaultyBlobStore(
+            recorded, self.nemesis, pointer, unconditional=self.variant.unconditional_pointer
+        )
+        settings = Settings(
+            bucket=bucket,
+            table=table,
+            lock_duration=LEASE,
+            heartbeat_interval=HEARTBEAT,
+            max_heartbeat_failures=2,
+            chroma_root=root,
+            lock_wait_timeout=timedelta(seconds=120),
+        )
+        lock = LeaseLock(
+            leases,
+            duration=LEASE,
+            heartbeat_interval=HEARTBEAT,
+            max_heartbeat_failures=2,
+            rng=self.rng,
+            backoff=Backoff(
+                base=timedelta(milliseconds=20), cap=timedelta(milliseconds=300), error_attempts=2
+            ),
+        )
+        cls = UnverifiedKit if self.variant.skip_verify else MergeKit
+        return cls(
+            blobs,
+            engine,
+            leases,
+            settings,
+            lock=lock,
+            hooks=self.hook,
+            verify_margin=timedelta(milliseconds=100),
+        )
+
+    def run(self, kit: MergeKit, requests: dict[str, FinalMergeRequest]) -> None:
+        for n, batch in enumerate(self.worker.batches):
+            merger = self._merger(kit, batch)
+            for attempt in range(MAX_ATTEMPTS):
+                self.nemesis.arm(self.worker.worker == self.plan.victim and n == 0 and attempt == 0)
+                try:
+                    result = merger.run(requests[batch.batch_id])
+                except Exception as exc:  # the workflow sees it, and retries the task
+                    self.history.add_outcome(self.worker.worker, batch.batch_id, attempt, None, exc)
+                    time.sleep(0.02 * (attempt + 1))
+                    continue
+                finally:
+                    self.nemesis.arm(False)
+                self.history.add_outcome(self.worker.worker, batch.batch_id, attempt, result, None)
+                break
+
+    def _merger(self, kit: MergeKit, batch: BatchPlan) -> LegacyFinalMerge | TwoPhaseFinalMerge:
+        if batch.path is MergePath.LEGACY:
+            return LegacyFinalMerge(kit)
+        return TwoPhaseFinalMerge(kit, rng=self.rng, backoff_base_s=0.02, backoff_cap_s=0.2)
+
+
+def _mk(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _upload_batch(
+    raw: S3BlobStore, engine: Engine, batch: BatchPlan, workdir: Path
+) -> FinalMergeRequest:
+    keys = []
+    for i, rows in enumerate(batch.chunks):
+        local = workdir / "inputs" / batch.batch_id / f"chunk-{i}"
+        synth.write_index(engine, local, list(rows), f"receipt_{DB.value}")
+        prefix = Keys.intermediate_prefix(batch.batch_id, i)
+        upload_directory(raw, local, prefix)
+        keys.append(prefix)
+    return FinalMergeRequest(batch_id=batch.batch_id, database=DB, intermediate_keys=tuple(keys))
+
+
+def _final_state(raw: S3BlobStore, engine: Engine, dest: Path) -> FinalState:
+    store = SnapshotStore(raw, DB)
+    pointer = store.read_pointer()
+    if pointer is None:
+        return FinalState(None, False, {})
+    try:
+        manifest = store.download_version(pointer.version, dest)
+        records = {r.id: r for page in engine.read_records(dest) for r in page}
+    except Exception:  # anything unreadable is a violation of invariant 2, reported by the checker
+        return FinalState(pointer.version, False, {})
+    complete = manifest is not None and manifest.record_count == len(records)
+    return FinalState(pointer.version, complete, records)
