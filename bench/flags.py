@@ -173,8 +173,19 @@ def run(n: int = 20000) -> dict[str, float]:
     return results
 
 
-def main() -> None:
-    results = run()
+def main(argv: list[str] | None = None) -> int:
+    """``--json`` prints the figures as JSON; ``-n N`` sets the evaluations per measurement."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(prog="snapmerge bench flags")
+    parser.add_argument("-n", type=int, default=20000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    results = run(args.n)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(
@@ -188,6 +199,7 @@ def main() -> None:
     )
     median = results["kill_switch_on_median_s"]
     print(f"target: kill switch < 1 s on the local file (median {median:.3f} s)")
+    return 0
 
 
 if __name__ == "__main__":

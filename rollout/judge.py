@@ -54,8 +54,17 @@ class Guardrail:
     tolerance: float
     critical: bool
     alpha: float = 0.01
+    # Which side the candidate must not be worse than: this stage's legacy records
+    # ("baseline"), the previous stage's two-phase records ("reference"), or both. CAS
+    # failures are judged against the reference only: legacy serialises on the lock, so it
+    # structurally has none, and a contended two-phase stage would always "lose" to it.
+    against: Literal["both", "baseline", "reference"] = "both"
 
     def __post_init__(self) -> None:
+        if self.against not in ("both", "baseline", "reference"):
+            raise InvalidEventError(
+                f"guardrail {self.metric}: against must be both, baseline or reference"
+            )
         if self.kind not in ("latency", "rate", "invariant"):
             raise InvalidEventError(f"guardrail {self.metric}: unknown kind {self.kind!r}")
         if self.worse not in ("higher", "lower"):
@@ -94,7 +103,7 @@ DEFAULT_GUARDRAILS: tuple[Guardrail, ...] = (
     Guardrail(MetricName.LOCK_HOLD_TIME, "latency", "higher", 0.25, critical=True),
     Guardrail(MetricName.FINAL_MERGE_DURATION, "latency", "higher", 0.25, critical=True),
     Guardrail(MetricName.LOCK_WAIT_TIME, "latency", "higher", 0.50, critical=False),
-    Guardrail(MetricName.CAS_FAILURES, "rate", "higher", 0.01, critical=True),
+    Guardrail(MetricName.CAS_FAILURES, "rate", "higher", 0.01, critical=True, against="reference"),
     Guardrail(MetricName.MERGE_ERRORS, "rate", "higher", 0.01, critical=True),
     Guardrail(MetricName.FALLBACK_TO_LEGACY, "rate", "higher", 0.02, critical=False),
     Guardrail(MetricName.SHADOW_MISMATCHED, "rate", "higher", 0.0, critical=True),
@@ -255,13 +264,17 @@ def _guardrail(s: Samples, g: Guardrail, min_n: int) -> dict[str, Any]:
     if g.kind == "invariant":
         sides["pairs"] = _invariant(s.pairs.get(g.metric, []), g)
     elif g.kind == "latency":
-        sides["baseline"] = _latency(cand, s.baseline.get(g.metric, empty), g, min_n)
-        if s.reference is not None:
+        if g.against != "reference":
+            sides["baseline"] = _latency(cand, s.baseline.get(g.metric, empty), g, min_n)
+        if s.reference is not None and g.against != "baseline":
             sides["reference"] = _latency(cand, s.reference.get(g.metric, empty), g, min_n)
     else:
-        sides["baseline"] = _rate(cand, s.baseline.get(g.metric), g, min_n)
-        if s.reference is not None and g.metric in s.reference:
+        if g.against != "reference":
+            sides["baseline"] = _rate(cand, s.baseline.get(g.metric), g, min_n)
+        if s.reference is not None and g.metric in s.reference and g.against != "baseline":
             sides["reference"] = _rate(cand, s.reference[g.metric], g, min_n)
+    if not sides:  # judged against the previous stage only, and this is the first stage
+        return {**asdict(g), "status": "n/a", "passed": True, "comparisons": {}}
     statuses = [side["status"] for side in sides.values()]
     status: Status
     if "fail" in statuses:

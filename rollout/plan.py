@@ -173,7 +173,17 @@ def _stages(raw: object, defaults: Mapping[str, Any]) -> tuple[Stage, ...]:
     return tuple(out)
 
 
-_GUARD_FIELDS = {"metric", "kind", "worse", "tolerance", "critical", "alpha", "alarm_threshold"}
+_GUARD_FIELDS = {
+    "metric",
+    "kind",
+    "worse",
+    "tolerance",
+    "critical",
+    "alpha",
+    "alarm_threshold",
+    "against",
+}
+_AGAINST = ("both", "baseline", "reference")
 
 
 def _guardrail(index: int, raw: object) -> Guardrail:
@@ -210,7 +220,10 @@ def _guardrail(index: int, raw: object) -> Guardrail:
         raise PlanError(f"{where}.alpha", f"{alpha:g} is outside (0, 0.5)")
     if "alarm_threshold" in data:
         _number(f"{where}.alarm_threshold", data["alarm_threshold"])
-    return Guardrail(metric.value, kind, worse, tolerance, critical, alpha)
+    against = data.get("against", "both")
+    if against not in _AGAINST:
+        raise PlanError(f"{where}.against", f"{against!r} is not one of {list(_AGAINST)}")
+    return Guardrail(metric.value, kind, worse, tolerance, critical, alpha, against)
 
 
 def _guardrails(raw: object) -> tuple[Guardrail, ...]:

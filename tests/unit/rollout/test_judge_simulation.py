@@ -32,7 +32,9 @@ def test_doubled_hold_time_is_invisible_against_legacy_alone() -> None:
 
 def test_a_5_percent_cas_failure_rate_needs_more_than_30_samples() -> None:
     assert rollback_rate("cas_5pct", 50, 30, 14) < 0.5
-    assert rollback_rate("cas_5pct", 50, 400, 15) >= 0.95
+    # judged against the previous stage only (legacy has no CAS failures by construction), the
+    # reference is a sample too: 600 executions reach 95 % (300: ~87 %, 400: ~92 %)
+    assert rollback_rate("cas_5pct", 50, 600, 15) >= 0.95
 
 
 def test_run_reports_every_stage_and_scenario() -> None:
