@@ -257,6 +257,22 @@ def _invariant(pairs: list[tuple[float, float]], g: Guardrail) -> dict[str, Any]
     }
 
 
+def _drop_thin_sides(sides: dict[str, dict[str, Any]], min_n: int) -> None:
+    """A side with too few samples of its own does not block a verdict another side gives.
+
+    At the 100 % stage legacy runs only stragglers (an execution pinned just before the
+    promotion): its one or two records must not hold the stage forever when the previous
+    stage's two-phase records give a full comparison. The candidate's own shortage still holds.
+    """
+    decided = any(side["status"] in ("pass", "fail") for side in sides.values())
+    for side in sides.values():
+        thin_other = side.get("n_other", min_n) < min_n
+        enough_candidate = side.get("n_candidate", 0) >= min_n
+        if decided and side["status"] == "insufficient" and thin_other and enough_candidate:
+            side["status"] = "n/a"
+            side["note"] = "too few samples on this side; judged on the other comparison"
+
+
 def _guardrail(s: Samples, g: Guardrail, min_n: int) -> dict[str, Any]:
     empty: Floats = np.zeros(0)
     cand = s.candidate.get(g.metric, empty)
@@ -275,6 +291,7 @@ def _guardrail(s: Samples, g: Guardrail, min_n: int) -> dict[str, Any]:
             sides["reference"] = _rate(cand, s.reference[g.metric], g, min_n)
     if not sides:  # judged against the previous stage only, and this is the first stage
         return {**asdict(g), "status": "n/a", "passed": True, "comparisons": {}}
+    _drop_thin_sides(sides, min_n)
     statuses = [side["status"] for side in sides.values()]
     status: Status
     if "fail" in statuses:

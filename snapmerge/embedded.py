@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any
 
@@ -91,7 +91,7 @@ class EmbeddedAWS:
         )
         from werkzeug.serving import make_server
 
-        class QuietHandler(MotoRequestHandler):  # type: ignore[misc]
+        class QuietHandler(MotoRequestHandler):
             def log_request(self, *args: Any, **kwargs: Any) -> None:
                 return None
 
@@ -169,15 +169,13 @@ class EmbeddedAWS:
     # -- resources -----------------------------------------------------------------------------
     def create_bucket(self, name: str) -> None:
         s3 = aws.client("s3")
-        try:
+        with suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=name)
-        except s3.exceptions.BucketAlreadyOwnedByYou:
-            pass
 
     def create_table(self, name: str) -> None:
         """The original lock table: ``PK``/``SK`` strings, GSI1 on ``GSI1PK``/``GSI1SK``."""
         ddb = aws.client("dynamodb")
-        try:
+        with suppress(ddb.exceptions.ResourceInUseException):
             ddb.create_table(
                 TableName=name,
                 BillingMode="PAY_PER_REQUEST",
@@ -200,11 +198,11 @@ class EmbeddedAWS:
                     }
                 ],
             )
-        except ddb.exceptions.ResourceInUseException:
-            pass
 
 
-def serve_forever(bucket: str = DEFAULT_BUCKET, table: str = DEFAULT_TABLE, port: int = 4566) -> None:
+def serve_forever(
+    bucket: str = DEFAULT_BUCKET, table: str = DEFAULT_TABLE, port: int = 4566
+) -> None:
     """``snapmerge serve``: run an embedded server in the foreground until interrupted."""
     with EmbeddedAWS(bucket, table, port=port) as cloud:
         print("embedded AWS (moto, serialised) listening; export these to use it:", flush=True)

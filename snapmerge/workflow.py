@@ -58,6 +58,12 @@ def default_chunk_size(settings: Settings) -> ChunkSizer:
 def _delta_keys(ctx: WorkflowContext, event: Mapping[str, Any]) -> list[dict[str, Any]]:
     deltas = event.get("delta_results")
     if deltas is None and event.get("poll_results_s3_key"):
+        bucket = event.get("poll_results_s3_bucket")
+        if bucket and bucket != ctx.blobs.bucket:
+            raise InvalidEventError(
+                f"poll results are in bucket {bucket!r}, but this function reads "
+                f"{ctx.blobs.bucket!r} (CHROMADB_BUCKET); pass delta_results inline instead"
+            )
         blob = ctx.blobs.get(str(event["poll_results_s3_key"]))
         if blob is None:
             raise InvalidEventError(f"poll results {event['poll_results_s3_key']} do not exist")
@@ -85,8 +91,12 @@ def _collection_db(entry: Mapping[str, Any], fallback: Database) -> Database | N
 
 
 def split_into_chunks(
-    ctx: WorkflowContext, event: Mapping[str, Any], *, chunk_size: ChunkSizer | None = None,
-    group_size: int | None = None, fast_path: bool = False,
+    ctx: WorkflowContext,
+    event: Mapping[str, Any],
+    *,
+    chunk_size: ChunkSizer | None = None,
+    group_size: int | None = None,
+    fast_path: bool = False,
 ) -> dict[str, Any]:
     """Cut the batch's deltas into chunks; with ``fast_path`` a single chunk skips process_chunk.
 
@@ -119,13 +129,18 @@ def split_into_chunks(
         key = Keys.chunks_list(batch_id)
         ctx.blobs.put(key, json.dumps(chunks).encode())
         chunks = [
-            {"batch_id": batch_id, "database": db.value, "chunk_index": c["chunk_index"],
-             "chunks_s3_key": key}
+            {
+                "batch_id": batch_id,
+                "database": db.value,
+                "chunk_index": c["chunk_index"],
+                "chunks_s3_key": key,
+            }
             for c in chunks
         ]
         out["chunks_s3_key"] = key
     out["chunks"] = chunks
-    out["fast_path"] = fast_path and len(chunks) == 1
+    # Only an inline chunk list may travel as the final merge's input (Step Functions' 256 KiB).
+    out["fast_path"] = fast_path and len(chunks) == 1 and "chunks_s3_key" not in out
     if out["fast_path"]:
         out["chunk_results"] = [
             {"intermediate_key": k, "chunk_index": i, "delta_count": 1} for i, k in enumerate(keys)
@@ -134,8 +149,9 @@ def split_into_chunks(
     out["group_size"] = groups_of
     out["groups"] = list(range(math.ceil(len(chunks) / groups_of))) if out["use_groups"] else []
     if out["use_groups"]:
-        plan = [list(range(g * groups_of, min(len(chunks), (g + 1) * groups_of)))
-                for g in out["groups"]]
+        plan = [
+            list(range(g * groups_of, min(len(chunks), (g + 1) * groups_of))) for g in out["groups"]
+        ]
         ctx.blobs.put(Keys.groups_list(batch_id), json.dumps(plan).encode())
     return out
 
@@ -163,8 +179,9 @@ def _chunk_deltas(ctx: WorkflowContext, event: Mapping[str, Any]) -> list[str]:
         if blob is None:
             raise InvalidEventError(f"chunk list {event['chunks_s3_key']} does not exist")
         index = int(event["chunk_index"])
-        deltas = next((c["deltas"] for c in json.loads(blob.body) if c["chunk_index"] == index),
-                      None)
+        deltas = next(
+            (c["deltas"] for c in json.loads(blob.body) if c["chunk_index"] == index), None
+        )
         if deltas is None:
             raise InvalidEventError(f"chunk {index} is not in {event['chunks_s3_key']}")
     else:
@@ -176,8 +193,10 @@ def _chunk_deltas(ctx: WorkflowContext, event: Mapping[str, Any]) -> list[str]:
 
 def process_chunk(ctx: WorkflowContext, event: Mapping[str, Any], work: Path) -> dict[str, Any]:
     require(event, "batch_id", "database", "chunk_index")
-    batch_id, db, index = str(event["batch_id"]), Database.parse(event["database"]), int(
-        event["chunk_index"]
+    batch_id, db, index = (
+        str(event["batch_id"]),
+        Database.parse(event["database"]),
+        int(event["chunk_index"]),
     )
     deltas = _chunk_deltas(ctx, event)
     out = _merge_to_prefix(ctx, deltas, db, Keys.intermediate_prefix(batch_id, index), work)

@@ -210,3 +210,30 @@ def test_guardrail_values_are_checked(bad: dict[str, object]) -> None:
 def test_min_samples_must_be_positive() -> None:
     with pytest.raises(InvalidEventError):
         judge([], [HOLD], min_samples=0)
+
+
+def test_legacy_stragglers_at_the_full_stage_do_not_hold_it_forever() -> None:
+    """At 100 % legacy runs only an execution pinned just before the promotion."""
+    now = records(TWO, "LockHoldTime", lognormal(20, 60, 40))
+    before = records(TWO, "LockHoldTime", lognormal(21, 60, 40))
+    straggler = records(LEGACY, "LockHoldTime", [120_000.0])
+
+    verdict = judge(now + straggler, [HOLD], min_samples=30, reference=before)
+
+    assert verdict.decision == "promote", verdict.reasons
+    sides = verdict.evidence["guardrails"]["LockHoldTime"]["comparisons"]
+    assert sides["baseline"]["status"] == "n/a" and sides["reference"]["status"] == "pass"
+
+
+def test_a_thin_baseline_still_holds_when_nothing_else_decides() -> None:
+    now = records(TWO, "LockHoldTime", lognormal(22, 60, 40))
+    straggler = records(LEGACY, "LockHoldTime", [120_000.0])
+    assert judge(now + straggler, [HOLD], min_samples=30).decision == "hold"
+
+
+def test_a_regression_is_still_caught_beside_a_thin_baseline() -> None:
+    now = records(TWO, "LockHoldTime", lognormal(23, 240, 40))
+    before = records(TWO, "LockHoldTime", lognormal(24, 60, 40))
+    straggler = records(LEGACY, "LockHoldTime", [120_000.0])
+    verdict = judge(now + straggler, [HOLD], min_samples=30, reference=before)
+    assert verdict.decision == "rollback"

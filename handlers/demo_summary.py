@@ -1,0 +1,65 @@
+"""The demo's A/B table, computed from the raw EMF records both paths wrote."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rollout.sources import MetricRecord
+from snapmerge.domain import MergePath
+
+PATHS = (MergePath.LEGACY, MergePath.TWO_PHASE)
+LATENCIES = (
+    ("lock hold (ms)", "LockHoldTime"),
+    ("lock wait (ms)", "LockWaitTime"),
+    ("merge duration (ms)", "FinalMergeDuration"),
+)
+COUNTS = (
+    ("CAS failures", "CASFailures"),
+    ("CAS retries", "CASRetries"),
+    ("fallbacks to lock-held", "FallbackToLegacy"),
+    ("merge errors", "MergeErrors"),
+)
+
+
+def _values(records: Sequence[MetricRecord], path: MergePath, metric: str) -> list[float]:
+    return [r.values[metric] for r in records if r.path == path and metric in r.values]
+
+
+def _executions(records: Sequence[MetricRecord], path: MergePath) -> list[MetricRecord]:
+    """One record per final merge (shadow-only and flag-error records carry no hold time)."""
+    return [r for r in records if r.path == path and "LockHoldTime" in r.values]
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:,.1f}"
+
+
+def ab_table(records: Sequence[MetricRecord]) -> str:
+    runs = {p: _executions(records, p) for p in PATHS}
+    head = f"{'':<28}{'legacy':>30}{'two_phase':>30}{'legacy / two_phase':>22}"
+    lines = [head, f"{'executions':<28}" + "".join(f"{len(runs[p]):>30}" for p in PATHS)]
+    for label, metric in LATENCIES:
+        cells, p50 = [], {}
+        for p in PATHS:
+            v = _values(runs[p], p, metric)
+            if v:
+                a = np.asarray(v)
+                p50[p] = float(np.median(a))
+                stats = (p50[p], float(np.percentile(a, 95)), float(a.max()))
+                cells.append(" / ".join(_fmt(x) for x in stats))
+            else:
+                cells.append("-")
+        ratio = "-"
+        if len(p50) == 2 and p50[MergePath.TWO_PHASE] > 0:
+            ratio = f"{p50[MergePath.LEGACY] / p50[MergePath.TWO_PHASE]:,.1f}x (p50)"
+        lines.append(f"{label + ' p50/p95/max':<28}{cells[0]:>30}{cells[1]:>30}{ratio:>22}")
+    for label, metric in COUNTS:
+        sums = [sum(_values(runs[p], p, metric)) for p in PATHS]
+        lines.append(f"{label:<28}" + "".join(f"{_fmt(s):>30}" for s in sums))
+    chunks = [np.mean(_values(runs[p], p, "ChunkCount") or [0.0]) for p in PATHS]
+    lines.append(f"{'chunk count (mean)':<28}" + "".join(f"{c:>30.1f}" for c in chunks))
+    return "\n".join(lines)
