@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"snapmerge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = sub.add_parser("serve", help="run the embedded AWS (moto, serialised) in the foreground")
+    serve = sub.add_parser(
+        "serve", help="run the embedded AWS (moto, serialised) in the foreground"
+    )
     serve.add_argument("--port", type=int, default=4566)
     serve.add_argument("--bucket", default="snapmerge-local")
     serve.add_argument("--table", default="snapmerge-locks")

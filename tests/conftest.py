@@ -11,7 +11,7 @@ import pytest
 
 os.environ["ANONYMIZED_TELEMETRY"] = "False"
 
-from snapmerge.embedded import EmbeddedAWS  # noqa: E402
+from snapmerge.embedded import EmbeddedAWS
 
 
 @pytest.fixture(scope="session")

@@ -75,7 +75,10 @@ def test_every_delta_lands_with_its_last_write(
     app: bootstrap.App, tmp_path: Path, n_deltas: int
 ) -> None:
     seed_snapshot(
-        app.blobs, app.engine, Database.WORDS, synth.records(99, 20, DIM, id_prefix="base"),
+        app.blobs,
+        app.engine,
+        Database.WORDS,
+        synth.records(99, 20, DIM, id_prefix="base"),
         workdir=tmp_path,
     )
     writes = _writes(n_deltas)
@@ -123,7 +126,7 @@ def test_chunk_size_applies_to_both_spellings(
         app.workflow, {"batch_id": "b", "database": "words", "delta_results": deltas}
     )
     assert out["chunk_size"] == expected
-    assert [len(c["deltas"]) for c in out["chunks"]][0] == expected
+    assert next(len(c["deltas"]) for c in out["chunks"]) == expected
     assert sum(len(c["deltas"]) for c in out["chunks"]) == 11
 
 
@@ -145,8 +148,9 @@ def test_retry_after_publish_returns_the_same_result(app: bootstrap.App, tmp_pat
     first = run_execution({"batch_id": "again", "database": "words", "delta_results": deltas})
     versions = SnapshotStore(app.blobs, Database.WORDS).list_versions()
     # Step Functions retries the final merge after a timeout: its intermediates are gone by now.
-    retry = lambda_handler({**first["split"], "operation": "final_merge",
-                            "chunk_results": first["chunk_results"]})
+    retry = lambda_handler(
+        {**first["split"], "operation": "final_merge", "chunk_results": first["chunk_results"]}
+    )
     assert retry["replayed"] is True
     assert retry["version"] == first["final"]["version"]
     assert SnapshotStore(app.blobs, Database.WORDS).list_versions() == versions
@@ -157,11 +161,25 @@ def test_retry_after_publish_returns_the_same_result(app: bootstrap.App, tmp_pat
     [
         ({"operation": "nope"}, "unknown operation"),
         ({"operation": "final_merge", "database": "words"}, "batch_id"),
-        ({"operation": "split_into_chunks", "batch_id": "b", "database": "images",
-          "delta_results": []}, "unknown database"),
+        (
+            {
+                "operation": "split_into_chunks",
+                "batch_id": "b",
+                "database": "images",
+                "delta_results": [],
+            },
+            "unknown database",
+        ),
         ({"operation": "process_chunk", "batch_id": "b", "database": "words"}, "chunk_index"),
-        ({"operation": "final_merge", "batch_id": "b", "database": "words",
-          "chunk_results": [{"chunk_index": 0}]}, "intermediate_key"),
+        (
+            {
+                "operation": "final_merge",
+                "batch_id": "b",
+                "database": "words",
+                "chunk_results": [{"chunk_index": 0}],
+            },
+            "intermediate_key",
+        ),
     ],
 )
 def test_bad_events_raise_a_named_error(app: bootstrap.App, event: dict, message: str) -> None:
@@ -169,15 +187,26 @@ def test_bad_events_raise_a_named_error(app: bootstrap.App, event: dict, message
         lambda_handler(event)
 
 
-def test_missing_intermediate_raises_and_changes_nothing(app: bootstrap.App, tmp_path: Path) -> None:
+def test_missing_intermediate_raises_and_changes_nothing(
+    app: bootstrap.App, tmp_path: Path
+) -> None:
     seed_snapshot(app.blobs, app.engine, Database.WORDS, synth.records(1, 5, DIM), workdir=tmp_path)
     deltas = _deltas(app, tmp_path, _writes(2))
-    chunk = lambda_handler({"operation": "process_chunk", "batch_id": "lost", "database": "words",
-                            "chunk_index": 0, "deltas": [d["delta_key"] for d in deltas]})
+    chunk = lambda_handler(
+        {
+            "operation": "process_chunk",
+            "batch_id": "lost",
+            "database": "words",
+            "chunk_index": 0,
+            "deltas": [d["delta_key"] for d in deltas],
+        }
+    )
     store = SnapshotStore(app.blobs, Database.WORDS)
     before = (store.read_pointer(), sorted(app.blobs.list("")))
     event = {
-        "operation": "final_merge", "batch_id": "lost", "database": "words",
+        "operation": "final_merge",
+        "batch_id": "lost",
+        "database": "words",
         "chunk_results": [
             {"chunk_index": 0, "intermediate_key": chunk["intermediate_key"]},
             {"chunk_index": 1, "intermediate_key": "intermediate/lost/chunk-1/"},
@@ -190,7 +219,7 @@ def test_missing_intermediate_raises_and_changes_nothing(app: bootstrap.App, tmp
 
 def test_wrong_dimension_is_refused_before_publishing(app: bootstrap.App, tmp_path: Path) -> None:
     seed_snapshot(app.blobs, app.engine, Database.WORDS, synth.records(1, 5, DIM), workdir=tmp_path)
-    wrong = [replace(r, embedding=r.embedding + (0.0,)) for r in synth.records(2, 3, DIM)]
+    wrong = [replace(r, embedding=(*r.embedding, 0.0)) for r in synth.records(2, 3, DIM)]
     deltas = _deltas(app, tmp_path, [wrong])
     pointer = SnapshotStore(app.blobs, Database.WORDS).read_pointer()
     with pytest.raises(MergeInputError, match="dimension"):
