@@ -1,0 +1,208 @@
+"""Routing through the handler: pinned decisions, the kill switch, shadow mode, EMF per path."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flags.client import bootstrap as flags_bootstrap
+from flags.client import reset as flags_reset
+from flags.stores import MemoryStore
+from handlers import bootstrap
+from handlers.compaction import lambda_handler
+from handlers.local import run_execution
+from rollout.metrics import MergeMetrics
+from snapmerge import synth
+from snapmerge.adapters.memory import MemoryBlobStore
+from snapmerge.adapters.memory_index import MemoryIndex
+from snapmerge.adapters.memory_lock import MemoryLeaseTable
+from snapmerge.config import Settings
+from snapmerge.domain import Database, FinalMergeRequest, FinalMergeResult, VersionId
+from snapmerge.seeding import seed_snapshot, upload_delta
+from tests.unit.flags.helpers import DEFAULT_DOC
+
+DIM = 8
+
+
+def _doc(path: str = "legacy", kill: bool = False) -> dict[str, Any]:
+    doc = json.loads(json.dumps(DEFAULT_DOC))
+    doc["final-merge-path"]["default"] = path
+    doc["final-merge-kill-switch"]["default"] = kill
+    return doc
+
+
+@pytest.fixture
+def flags_store() -> MemoryStore:
+    return MemoryStore(_doc())
+
+
+@pytest.fixture
+def app(tmp_path: Path, flags_store: MemoryStore) -> Iterator[bootstrap.App]:
+    flags_reset()
+    settings = Settings(bucket="mem", table="mem", chroma_root=tmp_path / "c", chunk_size_words=2)
+    instance = bootstrap.build(
+        settings,
+        blobs=MemoryBlobStore(),
+        engine=MemoryIndex(),
+        leases=MemoryLeaseTable(),
+        flags=flags_bootstrap(flags_store),
+        metrics=MergeMetrics(emf_file=tmp_path / "emf.jsonl", stdout=False),
+    )
+    bootstrap.install(instance)
+    seed_snapshot(
+        instance.blobs, instance.engine, Database.WORDS, synth.records(1, 10, DIM, "base-"),
+        workdir=tmp_path,
+    )  # fmt: skip
+    yield instance
+    bootstrap.install(None)
+    flags_reset()
+
+
+def _event(app: bootstrap.App, tmp_path: Path, batch: str) -> dict[str, Any]:
+    keys = [
+        upload_delta(app.blobs, app.engine, Database.WORDS, f"{batch}-{i}",
+                     synth.records(hash(batch) % 1000 + i, 4, DIM, f"{batch}-"), workdir=tmp_path)
+        for i in range(3)
+    ]  # fmt: skip
+    return {"batch_id": batch, "database": "words", "delta_results": keys}
+
+
+def _emf(tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in (tmp_path / "emf.jsonl").read_text().splitlines()]
+
+
+def _set(store: MemoryStore, doc: dict[str, Any]) -> None:
+    store.save(doc, store.load()[1])
+
+
+def test_the_decision_is_pinned_at_split_and_the_kill_switch_still_overrides_it(
+    app: bootstrap.App, tmp_path: Path, flags_store: MemoryStore
+) -> None:
+    _set(flags_store, _doc("two_phase"))
+    event = _event(app, tmp_path, "pin")
+    split = lambda_handler({**event, "operation": "split_into_chunks"})
+    assert split["routing"]["path"] == "two_phase"
+
+    # the percentage drops to legacy mid-execution: the pinned decision still holds ...
+    _set(flags_store, _doc("legacy"))
+    chunks = [lambda_handler({**c, "operation": "process_chunk"}) for c in split["chunks"]]
+    final_event = {**split, "operation": "final_merge", "chunk_results": chunks}
+    assert lambda_handler(final_event)["merge_path"] == "two_phase"
+
+    # ... but the kill switch overrides it at the next step
+    _set(flags_store, _doc("two_phase", kill=True))
+    again = _event(app, tmp_path, "pin2")
+    split2 = lambda_handler({**again, "operation": "split_into_chunks"})
+    _set(flags_store, _doc("two_phase", kill=False))
+    pinned_two_phase = {**split2["routing"], "path": "two_phase"}
+    _set(flags_store, _doc("two_phase", kill=True))
+    chunks2 = [lambda_handler({**c, "operation": "process_chunk"}) for c in split2["chunks"]]
+    out = lambda_handler(
+        {**split2, "routing": pinned_two_phase, "operation": "final_merge",
+         "chunk_results": chunks2}
+    )  # fmt: skip
+    assert out["merge_path"] == "legacy" and out["decided_path"] == "legacy"
+
+
+def test_an_event_without_a_pinned_decision_evaluates_the_flags(
+    app: bootstrap.App, tmp_path: Path, flags_store: MemoryStore
+) -> None:
+    _set(flags_store, _doc("two_phase"))
+    split = lambda_handler({**_event(app, tmp_path, "old"), "operation": "split_into_chunks"})
+    chunks = [lambda_handler({**c, "operation": "process_chunk"}) for c in split["chunks"]]
+    started_before_upgrade = {k: v for k, v in split.items() if k != "routing"}
+    out = lambda_handler(
+        {**started_before_upgrade, "operation": "final_merge", "chunk_results": chunks}
+    )
+    assert out["merge_path"] == "two_phase"
+
+
+def test_shadow_publishes_legacy_and_reports_a_match_under_each_path(
+    app: bootstrap.App, tmp_path: Path, flags_store: MemoryStore
+) -> None:
+    _set(flags_store, _doc("shadow"))
+    out = run_execution(_event(app, tmp_path, "sh"))["final"]
+    assert (out["merge_path"], out["shadow"]) == ("legacy", "matched")
+    blobs = _emf(tmp_path)
+    by_path = {b["MergePath"]: b for b in blobs}
+    assert by_path["legacy"]["LockHoldTime"] and by_path["two_phase"]["ShadowMatched"] == [1.0]
+    for blob in blobs:
+        (dims,) = blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+        assert dims == ["MergePath", "Collection"]
+    assert app.blobs.list("intermediate/sh") == []  # cleaned after the comparison
+
+
+class Divergent:
+    """A candidate that drops a record: the shadow comparison must see it."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def dry_run(self, request: FinalMergeRequest, base: VersionId | None) -> FinalMergeResult:
+        result = self.real.dry_run(request, base)
+        return replace(result, digest="0" * 64, total_embeddings=result.total_embeddings - 1)
+
+
+def test_shadow_catches_a_divergent_candidate(
+    app: bootstrap.App, tmp_path: Path, flags_store: MemoryStore
+) -> None:
+    _set(flags_store, _doc("shadow"))
+    app.router.candidate = Divergent(app.two_phase)
+    out = run_execution(_event(app, tmp_path, "div"))["final"]
+    assert out["shadow"] == "mismatched" and out["merge_path"] == "legacy"
+    two_phase = [b for b in _emf(tmp_path) if b["MergePath"] == "two_phase"]
+    assert two_phase[-1]["ShadowMismatched"] == [1.0]
+
+
+def test_shadow_without_lambda_time_is_skipped_and_counted(app: bootstrap.App) -> None:
+    request = FinalMergeRequest("late", Database.WORDS, ("x",))
+    published = replace(_fake_result(), batch_id="late")
+    routed = app.router._shadow(request, published, remaining_ms=lambda: 1_000)
+    assert routed.shadow is not None and routed.shadow.value == "skipped"
+    assert "Lambda time" in (routed.shadow_reason or "")
+
+
+def _fake_result() -> FinalMergeResult:
+    from snapmerge.domain import MergePath
+
+    return FinalMergeResult(
+        MergePath.LEGACY, "b", Database.WORDS, VersionId("v"), None, "k", 1, 0.1, 1, 1, 1, 0, 0
+    )
+
+
+def test_a_failing_merge_raises_and_is_counted_under_its_path(
+    app: bootstrap.App, tmp_path: Path, flags_store: MemoryStore
+) -> None:
+    _set(flags_store, _doc("two_phase"))
+    event = {
+        "operation": "final_merge", "batch_id": "gone", "database": "words",
+        "chunk_results": [{"chunk_index": 0, "intermediate_key": "intermediate/gone/chunk-0/"}],
+    }  # fmt: skip
+    with pytest.raises(Exception, match="gone"):
+        lambda_handler(event)
+    (blob,) = [b for b in _emf(tmp_path) if b.get("MergeErrors") == [1.0]]
+    assert blob["MergePath"] == "two_phase" and blob["batch_id"] == "gone"
+
+
+def test_a_broken_flag_store_fails_closed_to_legacy(
+    app: bootstrap.App, tmp_path: Path, flags_store: MemoryStore
+) -> None:
+    _set(flags_store, _doc("two_phase"))
+    assert app.flags.decide_path(
+        targeting_key="k", collection="words", batch_id="k"
+    ).path.value == ("two_phase")  # the good document is loaded
+    flags_store.raw = {"final-merge-path": {"default": "warp-speed", "boolean_type": False}}
+    out = run_execution(_event(app, tmp_path, "bad"))["final"]
+    # the last good document named two_phase and keeps serving; with none, legacy
+    assert out["merge_path"] == "two_phase"
+    assert sum(v for k, v in app.flags.counters().items() if k.startswith("errors.")) >= 1
+    flags_reset()
+    flags_store.raw = {"final-merge-path": {"default": "warp-speed", "boolean_type": False}}
+    cold = flags_bootstrap(flags_store)
+    decision = cold.decide_path(targeting_key="k", collection="words", batch_id="k")
+    assert decision.path.value == "legacy" and decision.error
