@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("snapmerge", "legacy", "flags", "rollout", "handlers")
+PACKAGES = ("snapmerge", "legacy", "flags", "rollout", "handlers", "bench")
 DATA_SUFFIXES = (".json", ".html", ".yaml")  # pyproject's package-data globs
 NETWORK_MARKERS = (
     "No matching distribution found",
