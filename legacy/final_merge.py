@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import time
 
-from snapmerge.domain import FinalMergeRequest, FinalMergeResult, Keys, MergePath
-from snapmerge.errors import PointerConflictError
+from snapmerge.domain import FinalMergeRequest, FinalMergeResult, MergePath
 from snapmerge.lock import Lease
 from snapmerge.merging import BuiltVersion, MergeKit, make_result
 
@@ -37,7 +36,8 @@ class LegacyFinalMerge:
         started = time.monotonic()
         lease = self.kit.acquire(request)
         try:
-            built, cas_failures = self._merge_and_publish(request, lease)
+            # a shadowed run (defer_cleanup) needs the content digest the candidate is held to
+            built, cas_failures = self._merge_and_publish(request, lease, digest=defer_cleanup)
             hold_ms = lease.hold_ms
             result = make_result(
                 request,
@@ -59,32 +59,16 @@ class LegacyFinalMerge:
             lease.release()
 
     def _merge_and_publish(
-        self, request: FinalMergeRequest, lease: Lease
+        self, request: FinalMergeRequest, lease: Lease, *, digest: bool
     ) -> tuple[BuiltVersion, int]:
-        db = request.database
-        store = self.kit.store(db)
         with self.kit.workspace() as work:
             sources = self.kit.fetch_sources(request, work / "sources")
-            failures = 0
-            for attempt in range(self.max_rebases + 1):
-                lease.check()
-                base = store.read_pointer()
-                with self.kit.pin_base(db, base):
-                    built = self.kit.build(request, base, sources, self.path, work / f"v{attempt}")
-                    lease.check()
-                    self.kit.upload(db, built)
-                    try:
-                        self.kit.publish(db, built, lease)
-                    except PointerConflictError:
-                        # Somebody published without our lock (a per-batch lock id, or a stale
-                        # holder racing its expiry). Never skip: rebase onto the new pointer.
-                        self.kit.discard(db, built.version)
-                        failures += 1
-                        continue
-                    except BaseException:
-                        self.kit.discard(db, built.version)
-                        raise
-                return built, failures
-        raise PointerConflictError(
-            Keys.pointer(db), expected=None, current=f"moved on each of {failures} rebases"
-        )
+            return self.kit.merge_under_lease(
+                request,
+                lease,
+                sources,
+                self.path,
+                work,
+                max_rebases=self.max_rebases,
+                digest=digest,
+            )

@@ -29,7 +29,6 @@ from typing import Any
 from snapmerge.domain import (
     FinalMergeRequest,
     FinalMergeResult,
-    Keys,
     MergePath,
     Pointer,
     VersionId,
@@ -187,30 +186,16 @@ class TwoPhaseFinalMerge:
         outside the lock (a per-batch lock id, a holder racing its expiry); each such loss is
         rebased once more, with the same bound.
         """
-        db = request.database
-        failures = 0
         with meter.held(self.kit, request, "fallback") as lease:
-            for attempt in range(self.max_rebases + 1):
-                lease.check()
-                base = self.kit.store(db).read_pointer()
-                with self.kit.pin_base(db, base):
-                    built = self.kit.build(request, base, sources, self.path, work / f"f{attempt}")
-                    self._validate(request, built)
-                    lease.check()
-                    self.kit.upload(db, built)
-                    try:
-                        self.kit.publish(db, built, lease)
-                    except PointerConflictError:
-                        self.kit.discard(db, built.version)
-                        failures += 1
-                        continue
-                    except BaseException:
-                        self.kit.discard(db, built.version)
-                        raise
-                return built, failures
-        raise PointerConflictError(
-            Keys.pointer(db), expected=None, current=f"moved on each of {failures} fallback tries"
-        )
+            return self.kit.merge_under_lease(
+                request,
+                lease,
+                sources,
+                self.path,
+                work,
+                max_rebases=self.max_rebases,
+                validate=lambda built: self._validate(request, built),
+            )
 
     # -- shadow mode ---------------------------------------------------------------------------
     def dry_run(self, request: FinalMergeRequest, base: VersionId | None) -> FinalMergeResult:
