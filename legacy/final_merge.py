@@ -1,7 +1,7 @@
 """The legacy single-phase final merge: everything under the collection lock, as today.
 
-    acquire ─► read pointer ─► download base ─► merge chunks ─► upload ─► CAS pointer ─► receipt,
-    cleanup, retention ─► release                       (the lock is held for all of it)
+    acquire ─► read pointer ─► download base ─► merge chunks ─► upload ─► CAS pointer ─► release
+    (the lock is held for all of it) ─► receipt, cleanup, retention
 
 Kept faithful to the original's shape (lock hold time grows with snapshot size and chunk count)
 and made safe beside a second writer: the lock is the collection's shared one by default, the
@@ -38,7 +38,9 @@ class LegacyFinalMerge:
         try:
             # a shadowed run (defer_cleanup) needs the content digest the candidate is held to
             built, cas_failures = self._merge_and_publish(request, lease, digest=defer_cleanup)
-            hold_ms = lease.hold_ms
+            # The original released right after the swap; the receipt, the clean-up and
+            # retention follow outside the lock, so the hold reported is the hold there was.
+            hold_ms = lease.release()
             result = make_result(
                 request,
                 built,
