@@ -9,8 +9,12 @@ from __future__ import annotations
 import gc
 import os
 import threading
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
+
+from aws_lambda_powertools import Tracer
 
 from flags.client import FlagClient
 from flags.client import bootstrap as flags_bootstrap
@@ -22,7 +26,7 @@ from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
 from snapmerge.adapters.s3_store import S3BlobStore
 from snapmerge.config import Settings
 from snapmerge.domain import MergePath
-from snapmerge.merging import Hook, MergeKit
+from snapmerge.merging import Hook, MergeKit, Span
 from snapmerge.ports import BlobStore, IndexEngine, LeaseTable
 from snapmerge.two_phase import TwoPhaseFinalMerge
 from snapmerge.workflow import WorkflowContext
@@ -57,13 +61,14 @@ def build(
     blobs = blobs or S3BlobStore(settings.bucket)
     engine = engine or ChromaIndex()
     leases = leases or DynamoLeaseTable(settings.table)
-    kit = MergeKit(blobs, engine, leases, settings)
+    span = _xray_span()
+    kit = MergeKit(blobs, engine, leases, settings, span=span)
     workflow = WorkflowContext(blobs, engine, settings, settings.chroma_root / "work")
     # The two-phase path may get its own hooks (fault injection in the demo and tests); it
     # shares every adapter with legacy, so both still take the same lock and the same pointer.
     two_phase_kit = kit
     if two_phase_hooks is not None:
-        two_phase_kit = MergeKit(blobs, engine, leases, settings, hooks=two_phase_hooks)
+        two_phase_kit = MergeKit(blobs, engine, leases, settings, hooks=two_phase_hooks, span=span)
     legacy, two_phase = LegacyFinalMerge(kit), TwoPhaseFinalMerge(two_phase_kit)
     metrics = metrics or MergeMetrics()
     router = Router(
@@ -76,6 +81,16 @@ def build(
     return App(
         settings, blobs, engine, leases, kit, workflow, legacy, two_phase, router, metrics, flags
     )
+
+
+def _xray_span() -> Span:
+    """Each phase as an X-Ray subsegment (a no-op outside Lambda, where the Tracer is off)."""
+    tracer = Tracer(service="snapmerge")
+
+    def span(name: str) -> AbstractContextManager[object]:
+        return cast(AbstractContextManager[object], tracer.provider.in_subsegment(f"## {name}"))
+
+    return span
 
 
 _installed: App | None = None

@@ -63,7 +63,7 @@ class LegacyFinalMerge:
     def _merge_and_publish(
         self, request: FinalMergeRequest, lease: Lease, *, digest: bool
     ) -> tuple[BuiltVersion, int]:
-        with self.kit.workspace() as work:
+        with self.kit.span("single_phase"), self.kit.workspace() as work:
             sources = self.kit.fetch_sources(request, work / "sources")
             return self.kit.merge_under_lease(
                 request,

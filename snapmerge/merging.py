@@ -16,7 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +46,14 @@ from snapmerge.snapshots import SnapshotStore, VersionManifest, scan_files
 REPLAY_DEPTH = 8
 
 Hook = Callable[[str], None]
+Span = Callable[[str], AbstractContextManager[object]]
+"""A named span around a phase (an X-Ray subsegment in the Lambda; nothing by default)."""
+
+
+def _no_span(name: str) -> AbstractContextManager[object]:
+    return nullcontext()
+
+
 """Called with a step name as a merge passes it (see :data:`HOOK_STEPS`); fault tests raise or
 pause from it. Production passes none."""
 
@@ -86,9 +94,11 @@ class MergeKit:
         lock: LeaseLock | None = None,
         hooks: Hook | None = None,
         verify_margin: timedelta = DEFAULT_VERIFY_MARGIN,
+        span: Span | None = None,
     ) -> None:
         self.blobs = blobs
         self.hooks = hooks
+        self.span: Span = span or _no_span
         self.verify_margin = verify_margin
         self.engine = engine
         self.settings = settings

@@ -49,15 +49,19 @@ class LockMeter:
 
     @contextmanager
     def held(self, kit: MergeKit, request: FinalMergeRequest, phase: str) -> Iterator[Lease]:
-        lease = kit.acquire(request)  # waits up to settings.lock_wait_timeout on a busy lock
-        try:
-            yield lease
-        finally:
-            hold = lease.release()
-            self.wait_ms += lease.wait_ms
-            self.hold_ms += hold
-            self.contention += lease.contention
-            self.phases_ms[phase] = self.phases_ms.get(phase, 0.0) + hold
+        with kit.span(phase):
+            lease = kit.acquire(request)  # waits up to settings.lock_wait_timeout when busy
+            try:
+                yield lease
+            finally:
+                self._release(lease, phase)
+
+    def _release(self, lease: Lease, phase: str) -> None:
+        hold = lease.release()
+        self.wait_ms += lease.wait_ms
+        self.hold_ms += hold
+        self.contention += lease.contention
+        self.phases_ms[phase] = self.phases_ms.get(phase, 0.0) + hold
 
     def stats(self, cas_failures: int, fallback: bool) -> dict[str, Any]:
         return {
@@ -114,7 +118,8 @@ class TwoPhaseFinalMerge:
                     base = self._phase1(request, meter, pins)
                     if sources is None:
                         sources = self.kit.fetch_sources(request, work / "sources")
-                    candidate = self._phase2(request, base, sources, work / f"v{attempt}")
+                    with self.kit.span("phase2"):
+                        candidate = self._phase2(request, base, sources, work / f"v{attempt}")
                     try:
                         self._phase3(request, candidate, meter)
                     except PointerConflictError:
