@@ -67,10 +67,10 @@ class Options:
             return (quick_default if quick else default) if value is None else value
 
         sizes = Sizes(
-            snapshot_records=pick(a.snapshot_records, 400, 3000),
-            deltas_per_batch=pick(a.deltas, 3, 10),
-            records_per_delta=pick(a.records_per_delta, 8, 20),
-            dimension=pick(a.dimension, 32, 384),
+            snapshot_records=pick(a.snapshot_records, 400, 2000),
+            deltas_per_batch=pick(a.deltas, 3, 6),
+            records_per_delta=pick(a.records_per_delta, 8, 12),
+            dimension=pick(a.dimension, 32, 256),
         )
         opts = cls(
             out=Path(a.out),
