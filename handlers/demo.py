@@ -152,6 +152,7 @@ class Demo:
     def __init__(self, opts: Options, cloud: EmbeddedAWS, files: Files) -> None:
         self.opts, self.files = opts, files
         self.regressed = threading.Event()
+        self.windows: list[tuple[int, int]] = []  # (start, end) ms of each act
         settings = Settings.from_env()
         flags_reset()
         self.app = bootstrap.build(
@@ -198,6 +199,7 @@ class Demo:
 
     def act(self, title: str, plan: RolloutPlan, inject_at_stage: int | None) -> list[str]:
         """Run waves and let the controller judge between them until the rollout ends."""
+        self.windows.append((int(time.time() * 1000), 0))
         self.controller.init(plan, force=True, clear_kill_switch=True)
         log: list[str] = [f"{title}: stages {' → '.join(f'{p:g} %' for p in self.opts.stages)}"]
         bar = tqdm(desc=title, unit="exec", leave=False, dynamic_ncols=True)
@@ -225,6 +227,7 @@ class Demo:
             self.regressed.clear()
         final = self.controller.status()
         log.append(f"  ended: {final.status} at {final.percent:g} % two_phase")
+        self.windows[-1] = (self.windows[-1][0], int(time.time() * 1000) + 1)
         return log
 
 
@@ -268,9 +271,12 @@ def _story(opts: Options, cloud: EmbeddedAWS, files: Files, started: float) -> i
     act1 = demo.act("Act 1: rollout", demo_plan(opts, "demo-act-1"), None)
     act2 = demo.act("Act 2: regression", demo_plan(opts, "demo-act-2"), 1)
     print("\n".join(act1 + act2))
-    records = EmfFileSource(files.emf, strict=False).records()
-    print("\nA/B, from the EMF records of every final merge (p50 / p95 / max):")
-    print(ab_table(records))
+    source = EmfFileSource(files.emf, strict=False)
+    for title, (since, until) in zip(
+        ("act 1, healthy", "act 2, regressed"), demo.windows, strict=True
+    ):
+        print(f"\nA/B {title}: every final merge's EMF record (p50 / p95 / max)")
+        print(ab_table(source.records(since, until)))
     verdict = check_conservation(
         demo.app.blobs, demo.app.engine, demo.workload.ledger, files.chroma
     )

@@ -127,6 +127,7 @@ class Lease:
         self._lock = lock
         self._grant = grant
         self._deadline = sent_at + lock.duration.total_seconds()
+        self._confirmed_at = sent_at  # when the table last confirmed the grant (send time)
         self._granted_at = lock.clock()
         self._released_ms: float | None = None
         self._renewing = threading.Lock()  # heartbeat and verify renew one at a time
@@ -171,13 +172,28 @@ class Lease:
         if self._lock.clock() >= self._deadline:
             raise LeaseLostError(f"lease {self._grant.lock_id!r} passed its local deadline")
 
-    def verify(self, min_remaining: timedelta = timedelta(seconds=30)) -> None:
+    def verify(
+        self,
+        min_remaining: timedelta = timedelta(seconds=30),
+        *,
+        trust_recent: timedelta = timedelta(0),
+    ) -> None:
         """Renew right now and require ``min_remaining`` left; else :class:`LeaseLostError`.
+
+        With ``trust_recent``, a grant the table confirmed less than that long ago (by our
+        monotonic clock, from the request's send time) is not renewed again: nobody can take a
+        lease before it expires, so a conditional write that granted it a moment ago proves as
+        much as a renewal would. This keeps a two-phase publish at one table write (the acquire)
+        plus the pointer PUT; a lease held for minutes is always renewed.
 
         A table failure also refuses (we cannot prove we still hold the lease) but does not set
         ``lost``: the heartbeat may still recover.
         """
         self.check()
+        now = self._lock.clock()
+        fresh = now - self._confirmed_at < trust_recent.total_seconds()
+        if fresh and self._deadline - now >= min_remaining.total_seconds():
+            return
         try:
             self._renew()
         except LeaseLostError:
@@ -228,6 +244,7 @@ class Lease:
             sent = self._lock.clock()
             self._grant = self._lock.table.renew(self._grant, self._lock.duration)
             self._deadline = sent + self._lock.duration.total_seconds()
+            self._confirmed_at = sent
 
     def _heartbeat(self) -> None:
         failures = 0

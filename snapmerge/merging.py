@@ -45,6 +45,10 @@ from snapmerge.snapshots import SnapshotStore, VersionManifest, scan_files
 # How far back a retried batch looks along the published chain for its own publish.
 REPLAY_DEPTH = 8
 
+# A lease the table granted or renewed less than this long ago is not renewed again before the
+# pointer write (see Lease.verify): the two-phase path's phase-3 lock is milliseconds old.
+TRUST_RECENT_GRANT = timedelta(seconds=1)
+
 Hook = Callable[[str], None]
 Span = Callable[[str], AbstractContextManager[object]]
 """A named span around a phase (an X-Ray subsegment in the Lambda; nothing by default)."""
@@ -274,7 +278,7 @@ class MergeKit:
         """The fenced CAS: confirm our lease, then write the pointer if it still names our base."""
         self.hook("before_swap")
         if lease is not None:
-            lease.verify(self.verify_margin)
+            lease.verify(self.verify_margin, trust_recent=TRUST_RECENT_GRANT)
         pointer = self.store(db).write_pointer(built.version, built.base)
         self.hook("after_swap")
         return pointer

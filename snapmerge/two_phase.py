@@ -33,7 +33,7 @@ from snapmerge.domain import (
     Pointer,
     VersionId,
 )
-from snapmerge.errors import MergeInputError, PointerConflictError
+from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError
 from snapmerge.lock import Lease
 from snapmerge.merging import BuiltVersion, MergeKit, make_result
 
@@ -114,13 +114,13 @@ class TwoPhaseFinalMerge:
             built: BuiltVersion | None = None
             for attempt in range(self.max_rebases + 1):
                 with ExitStack() as pins:
-                    # each retry is a rebase: phase 1 again, onto what was published meanwhile
-                    base = self._phase1(request, meter, pins)
-                    if sources is None:
-                        sources = self.kit.fetch_sources(request, work / "sources")
-                    with self.kit.span("phase2"):
-                        candidate = self._phase2(request, base, sources, work / f"v{attempt}")
                     try:
+                        # each retry is a rebase: phase 1 again, onto what was published meanwhile
+                        base = self._phase1(request, meter, pins)
+                        if sources is None:
+                            sources = self.kit.fetch_sources(request, work / "sources")
+                        with self.kit.span("phase2"):
+                            candidate = self._phase2(request, base, sources, work / f"v{attempt}")
                         self._phase3(request, candidate, meter)
                     except PointerConflictError:
                         failures += 1
@@ -143,17 +143,29 @@ class TwoPhaseFinalMerge:
     def _phase1(
         self, request: FinalMergeRequest, meter: LockMeter, pins: ExitStack
     ) -> Pointer | None:
-        """Under a short lock: no writer is mid-publish; read the pointer; its version is whole.
+        """Under a short lock: no writer is mid-publish; read the pointer (value and ETag).
 
-        The base is pinned (an in-flight marker) before the lock goes, so retention cannot take
-        it between this read and the end of the merge.
+        Only the read is under the lock. Then, off it, the base is pinned (an in-flight marker
+        retention spares) and checked to be whole. Retention never deletes the pointer's
+        version, so the base can be gone here only if the pointer moved on (and enough newer
+        versions were published to push it out) in that instant: that is a conflict and we
+        rebase. A pointer that still names a missing or incomplete version is a SnapshotError.
         """
         db = request.database
+        store = self.kit.store(db)
         with meter.held(self.kit, request, "phase1") as lease:
             lease.check()
-            base = self.kit.store(db).read_pointer()
+            base = store.read_pointer()
+        pins.enter_context(self.kit.pin_base(db, base))
+        try:
             self.kit.check_base(db, base)
-            pins.enter_context(self.kit.pin_base(db, base))
+        except SnapshotError:
+            current = store.read_pointer()
+            if current == base:
+                raise
+            raise PointerConflictError(
+                store.pointer_key, base.etag if base else None, str(current)
+            ) from None
         return base
 
     def _phase2(

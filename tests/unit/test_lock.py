@@ -426,3 +426,25 @@ def test_negative_control_the_checker_catches_a_lock_without_its_condition() -> 
 
     assert violations(recorder.intervals) == ["fence 2 entered while fence 1 held"]
     assert recorder.counter == 1  # one increment lost
+
+
+def test_verify_trusts_a_grant_the_table_confirmed_a_moment_ago(
+    table: MemoryLeaseTable, fake: FakeTime
+) -> None:
+    lease = make_lock(table, fake).acquire(LOCK, COLLECTION)
+    renews = table.calls["renew"]
+    fake.advance(0.2)
+    lease.verify(timedelta(seconds=30), trust_recent=timedelta(seconds=1))
+    assert table.calls["renew"] == renews  # the grant itself was the conditional write
+
+    fake.advance(1.0)  # no longer recent: the table is asked again
+    lease.verify(timedelta(seconds=30), trust_recent=timedelta(seconds=1))
+    assert table.calls["renew"] == renews + 1
+    lease.release()
+
+
+def test_a_trusted_grant_still_needs_the_time_left(table: MemoryLeaseTable, fake: FakeTime) -> None:
+    lease = make_lock(table, fake, duration=timedelta(seconds=20)).acquire(LOCK, COLLECTION)
+    with pytest.raises(LeaseLostError):  # 20 s lease cannot leave the 30 s margin, fresh or not
+        lease.verify(timedelta(seconds=30), trust_recent=timedelta(seconds=1))
+    lease.release()
