@@ -21,15 +21,12 @@ Stores raise :class:`~snapmerge.errors.StoreError` when they cannot read,
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import fcntl
 import hashlib
 import json
 import os
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
@@ -42,6 +39,7 @@ from flags.document import (
 )
 from flags.store_aws import AppConfigFlagStore, S3Store, SSMStore
 from snapmerge.errors import FlagDocumentConflictError, InvalidEventError, StoreError
+from snapmerge.localfiles import atomic_write, locked
 
 DEFAULT_DOCUMENT: Final = Path(__file__).with_name("default_flags.json")
 ENV_FILE: Final = "SNAPMERGE_FLAGS_FILE"
@@ -167,42 +165,12 @@ class FileStore:
     def save(self, doc: dict[str, Any], expected_version: str | None) -> str:
         validate_document(doc)
         body = encode_document(doc)
-        with self._locked():
+        with locked(self.path):
             current = self.current_version()
             if current != expected_version:
                 raise FlagDocumentConflictError(str(self.path), expected_version, current)
-            self._replace(body)
+            atomic_write(self.path, body)
         return _sha256(body)
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        with open(lock_path, "a+b") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-    def _replace(self, body: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(body)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 class MemoryStore:

@@ -19,20 +19,19 @@ the transition it was applying and gets the entry already written, not a duplica
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import getpass
 import hashlib
 import json
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
 from snapmerge.errors import PointerConflictError, SnapmergeError, StoreError
+from snapmerge.localfiles import locked
 from snapmerge.ports import BlobStore
 
 GENESIS: Final = "0" * 64
@@ -160,7 +159,7 @@ class JsonlAuditLog:
 
     def append(self, entry: AuditEntry) -> AuditEntry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._locked():
+        with locked(self.path):
             entries = self.history()
             done = _already(entries, entry.transition_id)
             if done is not None:
@@ -173,15 +172,6 @@ class JsonlAuditLog:
                 fh.flush()
                 os.fsync(fh.fileno())
         return sealed
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.path.with_name(self.path.name + ".lock"), "a+b") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 class S3AuditLog:

@@ -15,19 +15,16 @@ to act, and a controller that crashes mid-transition is finished by the next one
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from snapmerge.errors import PointerConflictError, SnapmergeError, StoreError
+from snapmerge.localfiles import atomic_write, locked
 from snapmerge.ports import BlobStore
 
 
@@ -168,34 +165,15 @@ class FileStateStore:
     def write(self, state: RolloutState, expected_version: str | None) -> str:
         body = _encode(state)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._locked():
+        with locked(self.path):
             try:
                 current: str | None = hashlib.sha256(self.path.read_bytes()).hexdigest()
             except FileNotFoundError:
                 current = None
             if current != expected_version:
                 raise StateConflictError(str(self.path), expected_version, current)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(body)
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            atomic_write(self.path, body)
         return hashlib.sha256(body).hexdigest()
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with open(self.path.with_name(self.path.name + ".lock"), "a+b") as handle:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 class BlobStateStore:
