@@ -41,9 +41,12 @@ from tests.concurrency.invariants import FinalState
 from tests.concurrency.nemesis import Fault, FaultyBlobStore, FaultyLeaseTable, Nemesis
 
 DB = Database.WORDS
-LEASE = timedelta(seconds=1.0)
+# Short enough that a pause past the lease costs a couple of seconds; long enough (10 heartbeats)
+# that a heartbeat thread starved of CPU by Chroma merges on a loaded 2-core machine does not lose
+# a healthy holder's lease every attempt (at 1 s, one 100-history run saw a batch fail 6 times).
+LEASE = timedelta(seconds=2.0)
 HEARTBEAT = timedelta(seconds=0.2)
-MAX_ATTEMPTS = 6
+MAX_ATTEMPTS = 8
 # One retry by the SDK: a single injected fault is absorbed, two surface (and the task retries).
 _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 2}, max_pool_connections=32)
 _SESSION = boto3.session.Session()  # loads the service models once, not per client
