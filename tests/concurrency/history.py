@@ -14,11 +14,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from snapmerge.domain import FinalMergeResult, VersionId
-from snapmerge.ports import Blob, BlobStore, LeaseGrant, LeaseTable
+from snapmerge.ports import BlobStore, LeaseGrant, LeaseTable
 from snapmerge.snapshots import MANIFEST_NAME, VersionManifest
+from tests.concurrency.delegate import DelegatingBlobStore
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class RecordingLeaseTable:
         return self.inner.read(lock_id, collection)
 
 
-class RecordingBlobStore:
+class RecordingBlobStore(DelegatingBlobStore):
     """A worker's view of the bucket: records manifests, landed pointer writes, deletes."""
 
     def __init__(
@@ -125,15 +125,11 @@ class RecordingBlobStore:
         leases: RecordingLeaseTable,
         pointer_key: str,
     ) -> None:
-        self.inner = inner
-        self.bucket = inner.bucket
+        super().__init__(inner)
         self.history = history
         self.worker = worker
         self.leases = leases
         self.pointer_key = pointer_key
-
-    def get(self, key: str) -> Blob | None:
-        return self.inner.get(key)
 
     def put(
         self,
@@ -170,15 +166,6 @@ class RecordingBlobStore:
                 )
             )
             return etag
-
-    def upload_file(self, key: str, path: Path) -> None:
-        self.inner.upload_file(key, path)
-
-    def download_file(self, key: str, path: Path) -> None:
-        self.inner.download_file(key, path)
-
-    def list(self, prefix: str) -> list[str]:
-        return self.inner.list(prefix)
 
     def delete(self, keys: Sequence[str]) -> None:
         self.inner.delete(keys)

@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
 from snapmerge.errors import LockError
-from snapmerge.ports import Blob, BlobStore, LeaseGrant, LeaseTable
+from snapmerge.ports import BlobStore, LeaseGrant, LeaseTable
+from tests.concurrency.delegate import DelegatingBlobStore
 
 
 class Fault(StrEnum):
@@ -175,7 +175,7 @@ class FaultyLeaseTable:
         return self.inner.read(lock_id, collection)
 
 
-class FaultyBlobStore:
+class FaultyBlobStore(DelegatingBlobStore):
     """The victim's bucket: a lost reply to its pointer write; optionally UNCONDITIONAL writes.
 
     ``unconditional=True`` is the negative control: the pointer write drops ``If-Match`` and
@@ -185,8 +185,7 @@ class FaultyBlobStore:
     def __init__(
         self, inner: BlobStore, nemesis: Nemesis, pointer_key: str, *, unconditional: bool = False
     ) -> None:
-        self.inner = inner
-        self.bucket = inner.bucket
+        super().__init__(inner)
         self.nemesis = nemesis
         self.pointer_key = pointer_key
         self.unconditional = unconditional
@@ -212,18 +211,3 @@ class FaultyBlobStore:
             # the SDK's retry of a write that landed: same condition, now refused (412)
             self.inner.put(key, body, if_match=if_match, if_none_match=if_none_match)
         return etag
-
-    def get(self, key: str) -> Blob | None:
-        return self.inner.get(key)
-
-    def upload_file(self, key: str, path: Path) -> None:
-        self.inner.upload_file(key, path)
-
-    def download_file(self, key: str, path: Path) -> None:
-        self.inner.download_file(key, path)
-
-    def list(self, prefix: str) -> list[str]:
-        return self.inner.list(prefix)
-
-    def delete(self, keys: Sequence[str]) -> None:
-        self.inner.delete(keys)
