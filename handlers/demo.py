@@ -149,7 +149,7 @@ def demo_plan(opts: Options, name: str) -> RolloutPlan:
 
 
 class Demo:
-    def __init__(self, opts: Options, cloud: EmbeddedAWS, files: Files) -> None:
+    def __init__(self, opts: Options, files: Files) -> None:
         self.opts, self.files = opts, files
         self.regressed = threading.Event()
         self.windows: list[tuple[int, int]] = []  # (start, end) ms of each act
@@ -262,7 +262,7 @@ def run(opts: Options) -> int:
 
 
 def _story(opts: Options, cloud: EmbeddedAWS, files: Files, started: float) -> int:
-    demo = Demo(opts, cloud, files)
+    demo = Demo(opts, files)
     s = opts.sizes
     print(f"snapmerge demo — embedded AWS at {cloud.endpoint}, ChromaDB, {s.dimension}-d vectors")
     print(f"seeding two collections with {s.snapshot_records} records each …", flush=True)
