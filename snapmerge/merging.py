@@ -83,6 +83,7 @@ class BuiltVersion:
     manifest: VersionManifest
     stats: MergeStats
     base: Pointer | None
+    base_manifest: VersionManifest | None = None  # as read when the build started
 
 
 class MergeKit:
@@ -205,12 +206,21 @@ class MergeKit:
         self.hook("after_fetch")
         return paths
 
-    def check_base(self, db: Database, base: Pointer | None) -> None:
-        """A pointer naming a missing or incomplete version is an error, never a base."""
-        if base is not None and not self.store(db).is_complete(base.version):
+    def check_base(self, db: Database, base: Pointer | None) -> VersionManifest | None:
+        """A pointer naming a missing or incomplete version is an error, never a base.
+
+        Returns the base's manifest (None for the original pipeline's versions, which have
+        none), read once: the caller needs its dimension too.
+        """
+        if base is None:
+            return None
+        store = self.store(db)
+        manifest = store.manifest(base.version)
+        if manifest is None and not store.is_complete(base.version):
             raise SnapshotError(
                 f"{Keys.pointer(db)} names version {base.version}, which is missing or incomplete"
             )
+        return manifest
 
     def build(
         self,
@@ -231,11 +241,10 @@ class MergeKit:
         db = request.database
         target = dest / "target"
         dimension = None
+        base_manifest = self.check_base(db, base)
         if base is not None:
-            self.check_base(db, base)
             self.cache(db).working_copy(base.version, target)
-            manifest = self.store(db).manifest(base.version)
-            dimension = manifest.dimension if manifest and manifest.dimension else None
+            dimension = (base_manifest.dimension or None) if base_manifest else None
         else:
             target.mkdir(parents=True)
         stats = self.engine.merge(target, sources, collection=db.value, dimension=dimension)
@@ -252,7 +261,7 @@ class MergeKit:
             digest=self.engine.digest(target) if digest else "",
         )
         self.hook("after_build")
-        return BuiltVersion(version, target, manifest, stats, base)
+        return BuiltVersion(version, target, manifest, stats, base, base_manifest)
 
     @contextmanager
     def pin_base(self, db: Database, base: Pointer | None) -> Iterator[None]:

@@ -240,10 +240,8 @@ class TwoPhaseFinalMerge:
                 f"batch {request.batch_id}: merged {stats.final_count} records, expected "
                 f"{stats.base_count} + {stats.new_ids} new ids"
             )
-        if built.base is None:
-            return
-        base = self.kit.store(request.database).manifest(built.base.version)
-        if base is None:  # an original-format version: no manifest to compare with
+        base = built.base_manifest
+        if base is None:  # no base, or an original-format version: no manifest to compare with
             return
         if base.record_count != stats.base_count:
             raise MergeInputError(
