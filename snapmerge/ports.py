@@ -7,7 +7,7 @@ contract tests in ``tests/contract/`` run one suite against both so a fake canno
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -57,8 +57,15 @@ class BlobStore(Protocol):
 
     def upload_file(self, key: str, path: Path) -> None: ...
 
-    def download_file(self, key: str, path: Path) -> None:
-        """Raise :class:`~snapmerge.errors.StoreError` if the key does not exist."""
+    def download_file(
+        self, key: str, path: Path, *, progress: Callable[[int], None] | None = None
+    ) -> None:
+        """Raise :class:`~snapmerge.errors.StoreError` if the key does not exist.
+
+        ``progress`` is called with each number of bytes as they arrive, before the file is
+        complete; an exception it raises aborts the download, removes the partial file and
+        propagates unchanged (how a size cap is enforced while downloading).
+        """
         ...
 
     def list(self, prefix: str) -> list[str]:

@@ -3,10 +3,15 @@
 A Chroma directory is a handful of files (``chroma.sqlite3`` plus one folder of HNSW segment
 files per collection); copying them one after another leaves bandwidth unused, so each file is
 its own task on a thread pool. The first failure is raised after the pool drains.
+
+A download with a cap (an untrusted input: a delta, an intermediate) counts bytes as they arrive
+and aborts once the total passes the cap, so a 20 MiB delta under a 1 MiB cap writes about 1 MiB
+(plus one transfer chunk per file in flight), not 20 MiB.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -59,6 +64,28 @@ def _local_target(dest: Path, prefix: str, key: str) -> Path | None:
     return dest.joinpath(*parts)
 
 
+class ByteBudget:
+    """A cap on the bytes a download may write, shared by its threads.
+
+    :meth:`take` is the blob store's ``progress`` callback: it counts what arrived and raises
+    :class:`MergeInputError` naming ``what`` (an S3 key, never a scratch path) once the total
+    passes ``cap``; the store then aborts that transfer and removes its partial file.
+    """
+
+    def __init__(self, cap: int, what: str) -> None:
+        self.cap, self.what, self.used = cap, what, 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> None:
+        with self._lock:
+            self.used += n
+        self.check()
+
+    def check(self) -> None:
+        if self.used > self.cap:
+            raise MergeInputError(f"{self.what} is larger than the cap of {self.cap} bytes")
+
+
 def download_prefix(
     blobs: BlobStore,
     prefix: str,
@@ -66,8 +93,12 @@ def download_prefix(
     workers: int = 8,
     *,
     skip: Collection[str] = (),
+    budget: ByteBudget | None = None,
 ) -> int:
-    """Download every object under ``prefix`` into ``dest``; return the bytes downloaded."""
+    """Download every object under ``prefix`` into ``dest``; return the bytes downloaded.
+
+    With a ``budget`` the downloads stop once their total passes its cap (``MergeInputError``).
+    """
     prefix = _as_prefix(prefix)
     dest.mkdir(parents=True, exist_ok=True)
     targets: list[tuple[str, Path]] = []
@@ -78,7 +109,15 @@ def download_prefix(
         if target is not None:
             targets.append((key, target))
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="download") as pool:
-        futures = [pool.submit(blobs.download_file, key, target) for key, target in targets]
+        futures = [pool.submit(_download, blobs, key, target, budget) for key, target in targets]
     for future in futures:
         future.result()
     return sum(target.stat().st_size for _, target in targets)
+
+
+def _download(blobs: BlobStore, key: str, target: Path, budget: ByteBudget | None) -> None:
+    if budget is None:
+        blobs.download_file(key, target)
+        return
+    budget.check()  # another file passed the cap already: do not start this one
+    blobs.download_file(key, target, progress=budget.take)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snapmerge import events
 from snapmerge.config import Settings
 from snapmerge.deltas import fetch_delta
 from snapmerge.domain import Database, FinalMergeRequest, Keys
@@ -21,8 +22,14 @@ from snapmerge.errors import InvalidEventError, MergeInputError
 from snapmerge.ports import BlobStore, IndexEngine
 from snapmerge.transfer import upload_directory
 
-# Step Functions payloads are capped at 256 KiB; above this the chunk list goes to S3.
-INLINE_CHUNKS_LIMIT_BYTES = 128 * 1024
+# Step Functions caps a state's data at 256 KiB, and the split answer *is* the execution's state
+# (the chunk results are added to it later). Above this the chunk list goes to S3.
+INLINE_CHUNKS_LIMIT_BYTES = 64 * 1024
+# At most this many chunks: the chunk size rises above the configured one when a batch has more
+# deltas than MAX_CHUNKS chunks would hold, so the split answer and the chunk results stay far
+# below 256 KiB whatever the batch size (50,000 deltas included). The Map runs at most 10 chunks
+# at once anyway, so fewer, larger chunks cost no parallelism.
+MAX_CHUNKS = 256
 GROUPING_THRESHOLD = 4  # more chunks than this are merged in groups first
 
 ChunkSizer = Callable[[Database | None], int]
@@ -55,33 +62,23 @@ def default_chunk_size(settings: Settings) -> ChunkSizer:
     return size
 
 
-def _delta_keys(ctx: WorkflowContext, event: Mapping[str, Any]) -> list[dict[str, Any]]:
-    deltas = event.get("delta_results")
-    if deltas is None and event.get("poll_results_s3_key"):
-        bucket = event.get("poll_results_s3_bucket")
-        if bucket and bucket != ctx.blobs.bucket:
-            raise InvalidEventError(
-                f"poll results are in bucket {bucket!r}, but this function reads "
-                f"{ctx.blobs.bucket!r} (CHROMADB_BUCKET); pass delta_results inline instead"
-            )
-        blob = ctx.blobs.get(str(event["poll_results_s3_key"]))
-        if blob is None:
-            raise InvalidEventError(f"poll results {event['poll_results_s3_key']} do not exist")
-        deltas = json.loads(blob.body)
-    if not isinstance(deltas, list):
+def _split_entries(ctx: WorkflowContext, event: Mapping[str, Any]) -> tuple[list[Any], str]:
+    """The batch's delta entries (inline, or the poll-result list on S3) and where from."""
+    if event.get("delta_results") is not None:
+        where = "event.delta_results"
+        return events.object_list(event["delta_results"], where, allow_empty=True), where
+    key = events.optional_text(event, "poll_results_s3_key")
+    if key is None:
         raise InvalidEventError("event needs 'delta_results' (a list) or 'poll_results_s3_key'")
-    out = []
-    for i, item in enumerate(deltas):
-        entry = {"delta_key": item} if isinstance(item, str) else dict(item)
-        if not entry.get("delta_key"):
-            raise InvalidEventError(f"delta_results[{i}] has no delta_key")
-        out.append(entry)
-    return out
+    events.same_bucket(event, "poll_results_s3_bucket", ctx.blobs.bucket)
+    where = "event.poll_results_s3_key"
+    return events.stored_json_list(ctx.blobs, events.s3_key(key, where), where), where
 
 
-def _collection_db(entry: Mapping[str, Any], fallback: Database) -> Database | None:
-    """The database a delta belongs to: its first collection counts, in either spelling."""
-    name = entry.get("collection")
+def _sizing_db(entries: list[Any], fallback: Database) -> Database | None:
+    """The database that sets the chunk size: the first delta's collection, in either spelling."""
+    first = entries[0] if entries else None
+    name = first.get("collection") if isinstance(first, Mapping) else None
     if not name:
         return fallback
     try:
@@ -103,15 +100,16 @@ def split_into_chunks(
     The fast path (the proposal's phase 3) hands the deltas themselves to the final merge as its
     intermediates, in order, so one chunk costs no extra intermediate merge.
     """
-    require(event, "batch_id", "database")
-    batch_id, db = str(event["batch_id"]), Database.parse(event["database"])
-    deltas = _delta_keys(ctx, event)
-    sizer = chunk_size or default_chunk_size(ctx.settings)
-    size = sizer(_collection_db(deltas[0], db) if deltas else db)
+    batch_id, db = events.text(event, "batch_id"), events.database(event)
+    entries, where = _split_entries(ctx, event)
+    keys = events.delta_keys(entries, where)
+    requested = (chunk_size or default_chunk_size(ctx.settings))(_sizing_db(entries, db))
     groups_of = group_size or ctx.settings.group_size
-    if size < 1 or groups_of < 1:
-        raise InvalidEventError(f"chunk size {size} and group size {groups_of} must be positive")
-    keys = [d["delta_key"] for d in deltas]
+    if requested < 1 or groups_of < 1:
+        raise InvalidEventError(
+            f"chunk size {requested} and group size {groups_of} must be positive"
+        )
+    size = max(requested, math.ceil(len(keys) / MAX_CHUNKS))
     chunks = [
         {"batch_id": batch_id, "database": db.value, "chunk_index": i, "deltas": keys[o : o + size]}
         for i, o in enumerate(range(0, len(keys), size))
@@ -121,9 +119,10 @@ def split_into_chunks(
         "database": db.value,
         "total_chunks": len(chunks),
         "chunk_size": size,
+        "requested_chunk_size": requested,
         "delta_count": len(keys),
-        "poll_results_s3_key": event.get("poll_results_s3_key"),
-        "poll_results_s3_bucket": event.get("poll_results_s3_bucket"),
+        "poll_results_s3_key": events.optional_text(event, "poll_results_s3_key"),
+        "poll_results_s3_bucket": events.optional_text(event, "poll_results_s3_bucket"),
     }
     if len(json.dumps(chunks)) > INLINE_CHUNKS_LIMIT_BYTES:
         key = Keys.chunks_list(batch_id)
@@ -159,89 +158,189 @@ def split_into_chunks(
 def _merge_to_prefix(
     ctx: WorkflowContext, sources: Sequence[str], db: Database, prefix: str, work: Path
 ) -> dict[str, Any]:
-    """Fetch ``sources`` in order, fold them (later wins) into a new index, upload to ``prefix``."""
-    paths = [
-        fetch_delta(ctx.blobs, key, work / f"src-{i:04d}", max_bytes=ctx.settings.max_tarball_bytes)
-        for i, key in enumerate(sources)
-    ]
+    """Fetch ``sources`` in order, fold them (later wins) into a new index, upload to ``prefix``.
+
+    An error of the engine names local scratch directories; it is re-raised naming the S3 keys
+    they were fetched from.
+    """
+    names: dict[Path, str] = {}
+    paths = []
+    for i, key in enumerate(sources):
+        local = work / f"src-{i:04d}"
+        names[local] = key
+        paths.append(fetch_delta(ctx.blobs, key, local, max_bytes=ctx.settings.max_tarball_bytes))
     target = work / "merged"
+    names[target] = f"the merge into {prefix}"
     target.mkdir(parents=True)
-    stats = ctx.engine.merge(target, paths, collection=db.value)
+    try:
+        stats = ctx.engine.merge(target, paths, collection=db.value)
+    except MergeInputError as exc:
+        raise named_after_keys(exc, names) from exc
     upload_directory(ctx.blobs, target, prefix)
     return {"intermediate_key": prefix, "record_count": stats.final_count}
 
 
-def _chunk_deltas(ctx: WorkflowContext, event: Mapping[str, Any]) -> list[str]:
-    if event.get("deltas") is not None:
-        deltas = event["deltas"]
-    elif event.get("chunks_s3_key"):
-        blob = ctx.blobs.get(str(event["chunks_s3_key"]))
-        if blob is None:
-            raise InvalidEventError(f"chunk list {event['chunks_s3_key']} does not exist")
-        index = int(event["chunk_index"])
-        deltas = next(
-            (c["deltas"] for c in json.loads(blob.body) if c["chunk_index"] == index), None
-        )
-        if deltas is None:
-            raise InvalidEventError(f"chunk {index} is not in {event['chunks_s3_key']}")
-    else:
-        raise InvalidEventError("process_chunk needs 'deltas' or 'chunks_s3_key'")
-    if not isinstance(deltas, list) or not deltas:
-        raise MergeInputError(f"chunk {event.get('chunk_index')} has no deltas")
-    return [str(d) for d in deltas]
+def named_after_keys(exc: MergeInputError, names: Mapping[Path, str]) -> MergeInputError:
+    """``exc`` with every local scratch path in its message replaced by what it holds."""
+    message = str(exc)
+    for local in sorted(names, key=lambda p: len(str(p)), reverse=True):
+        message = message.replace(str(local), names[local])
+    return MergeInputError(message)
+
+
+def _stored_chunk(
+    ctx: WorkflowContext, event: Mapping[str, Any], batch_id: str, index: int
+) -> tuple[list[Any], str]:
+    """Chunk ``index`` of the chunk list ``chunks_s3_key`` names: its delta entries.
+
+    Items carry ``deltas`` (ours) or ``delta_results`` (the original's ``chunks.json``).
+    """
+    key = events.s3_key(event.get("chunks_s3_key"), "event.chunks_s3_key")
+    events.same_bucket(event, "chunks_s3_bucket", ctx.blobs.bucket)
+    for i, item in enumerate(events.stored_json_list(ctx.blobs, key, "event.chunks_s3_key")):
+        at = f"{key}[{i}]"
+        if not isinstance(item, Mapping):
+            raise InvalidEventError(f"{at} must be an object, got {type(item).__name__}")
+        if events.index(item, "chunk_index", where=at) != index:
+            continue
+        owner = item.get("batch_id")
+        if owner is not None and owner != batch_id:
+            raise InvalidEventError(f"{at} belongs to batch {owner!r}, not {batch_id!r}")
+        field = "deltas" if item.get("deltas") is not None else "delta_results"
+        return events.object_list(item.get(field), f"{at}.{field}"), f"{at}.{field}"
+    raise InvalidEventError(f"chunk {index} is not in {key}")
+
+
+def _chunk_deltas(
+    ctx: WorkflowContext, event: Mapping[str, Any], batch_id: str, index: int
+) -> list[str]:
+    """A chunk's delta keys: inline ``deltas`` (ours) or ``delta_results`` (the original's), or
+    chunk ``index`` of the list at ``chunks_s3_key`` (the original sends ``delta_results: null``
+    with it; an empty inline list with a chunk list also means the stored one, as it did there).
+    """
+    for field in ("deltas", "delta_results"):
+        value = event.get(field)
+        if value is not None and value != []:
+            where = f"event.{field}"
+            return events.delta_keys(events.object_list(value, where), where)
+    if event.get("chunks_s3_key") is not None:
+        entries, where = _stored_chunk(ctx, event, batch_id, index)
+        return events.delta_keys(entries, where)
+    if any(event.get(field) == [] for field in ("deltas", "delta_results")):
+        raise InvalidEventError(f"chunk {index} of batch {batch_id} has no deltas")
+    raise InvalidEventError("process_chunk needs 'deltas', 'delta_results' or 'chunks_s3_key'")
 
 
 def process_chunk(ctx: WorkflowContext, event: Mapping[str, Any], work: Path) -> dict[str, Any]:
-    require(event, "batch_id", "database", "chunk_index")
-    batch_id, db, index = (
-        str(event["batch_id"]),
-        Database.parse(event["database"]),
-        int(event["chunk_index"]),
-    )
-    deltas = _chunk_deltas(ctx, event)
+    batch_id, db = events.text(event, "batch_id"), events.database(event)
+    index = events.index(event, "chunk_index")
+    deltas = _chunk_deltas(ctx, event, batch_id, index)
     out = _merge_to_prefix(ctx, deltas, db, Keys.intermediate_prefix(batch_id, index), work)
     return {"batch_id": batch_id, "chunk_index": index, "delta_count": len(deltas), **out}
 
 
-def _ordered(results: Sequence[Mapping[str, Any]], field: str) -> list[Mapping[str, Any]]:
-    for i, r in enumerate(results):
-        if not isinstance(r, Mapping) or not r.get("intermediate_key"):
-            raise InvalidEventError(f"chunk_results[{i}] has no intermediate_key")
-    return sorted(results, key=lambda r: int(r.get(field, 0)))
+@dataclass(frozen=True)
+class _Result:
+    """One chunk or group result of an event: where it was, its intermediate, its item."""
+
+    where: str
+    key: str
+    item: Mapping[str, Any]
+
+
+def _results(pairs: Sequence[tuple[int, object]], where: str) -> list[_Result]:
+    """Chunk or group results in merge order: by ``group_index`` when every result has one,
+    else by ``chunk_index`` when every one has that, else as listed (the original's results
+    carry neither: a Map answers in item order)."""
+    out = []
+    for i, item in pairs:
+        at = f"{where}[{i}]"
+        key = events.intermediate_key(item, at)
+        out.append(_Result(at, key, item if isinstance(item, Mapping) else {}))
+    for field in ("group_index", "chunk_index"):
+        if out and all(r.item.get(field) is not None for r in out):
+            return sorted(out, key=lambda r: events.index(r.item, field, where=r.where))
+    return out
+
+
+def _delta_count(results: Sequence[_Result]) -> int:
+    return sum(events.optional_count(r.item, "delta_count", 0, where=r.where) for r in results)
+
+
+def _strip_group_suffix(batch_id: str, group: int) -> str:
+    """The original's group events carry ``{batch_id}-group-{g}`` as their batch id."""
+    suffix = f"-group-{group}"
+    return batch_id[: -len(suffix)] if batch_id.endswith(suffix) else batch_id
+
+
+def _group_members(
+    ctx: WorkflowContext, event: Mapping[str, Any], group: int
+) -> tuple[list[_Result], bool]:
+    """The results group ``group`` merges, and whether the event has the original's shape."""
+    if event.get("chunk_group") is not None:
+        where = "event.chunk_group"
+        members = events.object_list(event["chunk_group"], where)
+        return _results(list(enumerate(members)), where), True
+    if event.get("groups_s3_key") is not None:
+        key = events.s3_key(event["groups_s3_key"], "event.groups_s3_key")
+        events.same_bucket(event, "groups_s3_bucket", ctx.blobs.bucket)
+        groups = events.stored_json_list(ctx.blobs, key, "event.groups_s3_key")
+        if group >= len(groups):
+            raise InvalidEventError(f"group {group} is not in {key} ({len(groups)} groups)")
+        where = f"{key}[{group}]"
+        members = events.object_list(groups[group], where)
+        return _results(list(enumerate(members)), where), True
+    if event.get("chunk_results") is None:
+        raise InvalidEventError(
+            "merge_chunk_group needs 'chunk_results' (with group_index and group_size), "
+            "'chunk_group' or 'groups_s3_key'"
+        )
+    where = "event.chunk_results"
+    results = _results(list(enumerate(events.object_list(event["chunk_results"], where))), where)
+    size = events.optional_count(event, "group_size", ctx.settings.group_size)
+    if size < 1:
+        raise InvalidEventError(f"event.group_size must be positive, got {size}")
+    members_of_group = results[group * size : (group + 1) * size]
+    if not members_of_group:
+        raise InvalidEventError(f"group {group} of size {size} selects no chunk")
+    return members_of_group, False
 
 
 def merge_chunk_group(ctx: WorkflowContext, event: Mapping[str, Any], work: Path) -> dict[str, Any]:
-    require(event, "batch_id", "database", "group_index", "chunk_results")
-    batch_id, db = str(event["batch_id"]), Database.parse(event["database"])
-    group, size = int(event["group_index"]), int(event.get("group_size") or ctx.settings.group_size)
-    ordered = _ordered(event["chunk_results"], "chunk_index")
-    members = ordered[group * size : (group + 1) * size]
-    if not members:
-        raise InvalidEventError(f"group {group} of size {size} selects no chunk")
-    keys = [str(m["intermediate_key"]) for m in members]
+    batch_id, db = events.text(event, "batch_id"), events.database(event)
+    group = events.index(event, "group_index")
+    members, original = _group_members(ctx, event, group)
+    if original:
+        batch_id = _strip_group_suffix(batch_id, group)
+    keys = [m.key for m in members]
     out = _merge_to_prefix(ctx, keys, db, Keys.group_prefix(batch_id, group), work)
     return {
         "batch_id": batch_id,
         "group_index": group,
         "chunk_count": len(members),
-        "delta_count": sum(int(m.get("delta_count", 0)) for m in members),
+        "delta_count": _delta_count(members),
         **out,
     }
 
 
 def parse_final_merge(event: Mapping[str, Any]) -> FinalMergeRequest:
-    require(event, "batch_id", "database", "chunk_results")
-    results = event["chunk_results"]
-    if not isinstance(results, list) or not results:
-        raise InvalidEventError("chunk_results must be a non-empty list")
-    field = "group_index" if all("group_index" in r for r in results) else "chunk_index"
-    ordered = _ordered(results, field)
+    """The final merge's request. The original's empty-chunk and empty-group answers are skipped
+    (they hold nothing); any other result without an intermediate is refused."""
+    batch_id, db = events.text(event, "batch_id"), events.database(event)
+    if event.get("chunk_results") is None:
+        raise InvalidEventError("event is missing required field 'chunk_results'")
+    where = "event.chunk_results"
+    listed = events.object_list(event["chunk_results"], where)
+    kept = [(i, r) for i, r in enumerate(listed) if not events.is_empty_marker(r)]
+    if not kept:
+        raise InvalidEventError(f"{where} holds only empty results: nothing to merge")
+    ordered = _results(kept, where)
     return FinalMergeRequest(
-        batch_id=str(event["batch_id"]),
-        database=Database.parse(event["database"]),
-        intermediate_keys=tuple(str(r["intermediate_key"]) for r in ordered),
-        poll_results_s3_key=event.get("poll_results_s3_key"),
-        poll_results_s3_bucket=event.get("poll_results_s3_bucket"),
-        execution_id=event.get("execution_id"),
-        delta_count=sum(int(r.get("delta_count", 0)) for r in ordered),
+        batch_id=batch_id,
+        database=db,
+        intermediate_keys=tuple(r.key for r in ordered),
+        poll_results_s3_key=events.optional_text(event, "poll_results_s3_key"),
+        poll_results_s3_bucket=events.optional_text(event, "poll_results_s3_bucket"),
+        execution_id=events.optional_text(event, "execution_id"),
+        delta_count=_delta_count(ordered),
     )

@@ -125,12 +125,16 @@ class MemoryBlobStore:
 
         self._run("upload_file", action)
 
-    def download_file(self, key: str, path: Path) -> None:
+    def download_file(
+        self, key: str, path: Path, *, progress: Callable[[int], None] | None = None
+    ) -> None:
         def action() -> None:
             with self._lock:
                 blob = self._objects.get(key)
             if blob is None:
                 raise StoreError(f"memory://{self.bucket}/{key} does not exist")
+            if progress is not None:
+                progress(len(blob.body))  # before writing: a refusal writes nothing
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_name(path.name + ".part")
             partial.write_bytes(blob.body)

@@ -15,7 +15,7 @@ back to ``put(if_match=...)`` unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,10 +95,14 @@ class S3BlobStore:
         except (ClientError, BotoCoreError, Boto3Error, OSError) as exc:
             raise StoreError(f"upload {path} to s3://{self.bucket}/{key} failed: {exc}") from exc
 
-    def download_file(self, key: str, path: Path) -> None:
+    def download_file(
+        self, key: str, path: Path, *, progress: Callable[[int], None] | None = None
+    ) -> None:
+        """A managed transfer; ``progress`` is its Callback (an exception from it aborts the
+        transfer, which removes its temporary file, and propagates unchanged)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._client.download_file(self.bucket, key, str(path))
+            self._client.download_file(self.bucket, key, str(path), Callback=progress)
         except ClientError as exc:
             if _code(exc) in _MISSING_CODES:
                 raise StoreError(f"s3://{self.bucket}/{key} does not exist") from exc

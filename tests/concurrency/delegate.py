@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from snapmerge.ports import Blob, BlobStore
@@ -32,8 +32,10 @@ class DelegatingBlobStore:
     def upload_file(self, key: str, path: Path) -> None:
         self.inner.upload_file(key, path)
 
-    def download_file(self, key: str, path: Path) -> None:
-        self.inner.download_file(key, path)
+    def download_file(
+        self, key: str, path: Path, *, progress: Callable[[int], None] | None = None
+    ) -> None:
+        self.inner.download_file(key, path, progress=progress)
 
     def list(self, prefix: str) -> list[str]:
         return self.inner.list(prefix)
