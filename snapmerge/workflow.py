@@ -258,8 +258,10 @@ def _results(pairs: Sequence[tuple[int, object]], where: str) -> list[_Result]:
         key = events.intermediate_key(item, at)
         out.append(_Result(at, key, item if isinstance(item, Mapping) else {}))
     for field in ("group_index", "chunk_index"):
-        if out and all(r.item.get(field) is not None for r in out):
-            return sorted(out, key=lambda r: events.index(r.item, field, where=r.where))
+        present = [r for r in out if r.item.get(field) is not None]
+        order = {id(r): events.index(r.item, field, where=r.where) for r in present}
+        if out and len(present) == len(out):
+            return sorted(out, key=lambda r: order[id(r)])
     return out
 
 
