@@ -217,17 +217,62 @@ json_values = st.recursive(
     ),
     max_leaves=12,
 )
-events = st.fixed_dictionaries(
+ITEM = {"intermediate_key": "k/", "chunk_index": 0, "delta_count": 1}
+TEMPLATES: list[dict[str, Any]] = [
+    {"operation": "process_chunk", **BASE, "chunk_index": 0, "deltas": ["words/delta/x/"]},
     {
-        "operation": st.sampled_from(
-            ["process_chunk", "merge_chunk_group", "final_merge", "split_into_chunks", "other"]
-        )
+        "operation": "process_chunk",
+        **BASE,
+        "chunk_index": 0,
+        "delta_results": [{"delta_key": "words/delta/x/", "collection": "receipt_words"}],
     },
-    optional={field: json_values for field in FIELDS},
+    {
+        "operation": "process_chunk",
+        **BASE,
+        "chunk_index": 0,
+        "delta_results": None,
+        "chunks_s3_key": "chunks/b/chunks.json",
+        "chunks_s3_bucket": "mem",
+    },
+    {
+        "operation": "merge_chunk_group",
+        **BASE,
+        "group_index": 0,
+        "group_size": 2,
+        "chunk_results": [ITEM],
+    },
+    {
+        "operation": "merge_chunk_group",
+        **BASE,
+        "batch_id": "b-group-0",
+        "group_index": 0,
+        "chunk_group": [ITEM],
+    },
+    {
+        "operation": "merge_chunk_group",
+        **BASE,
+        "group_index": 0,
+        "chunk_group": None,
+        "groups_s3_key": "chunk_groups/b/groups.json",
+        "groups_s3_bucket": "mem",
+    },
+    {"operation": "final_merge", **BASE, "chunk_results": [ITEM]},
+    {
+        "operation": "split_into_chunks",
+        **BASE,
+        "delta_results": [{"delta_key": "words/delta/x/", "collection": "receipt_words"}],
+    },
+    {"operation": "split_into_chunks", **BASE, "poll_results_s3_key": "poll/b.json"},
+]
+DROP = object()
+events = st.builds(
+    lambda template, changes: {k: v for k, v in {**template, **changes}.items() if v is not DROP},
+    st.sampled_from(TEMPLATES),
+    st.dictionaries(st.sampled_from(FIELDS), json_values | st.just(DROP), max_size=3),
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(event=events, stored=json_values)
 def test_malformed_events_raise_only_documented_errors(event: dict, stored: object) -> None:
     with tempfile.TemporaryDirectory() as tmp:
