@@ -160,3 +160,93 @@ def test_an_object_name_escaping_the_prefix_is_refused(tmp_path: Path) -> None:
     with pytest.raises(MergeInputError, match="outside"):
         fetch_delta(blobs, "words/delta/x/", tmp_path / "d" / "dest", max_bytes=CAP)
     assert not (tmp_path / "evil").exists()
+
+
+# -- limits enforced while reading, and errors that name the S3 key ---------------------------
+
+
+def test_a_directory_delta_over_the_cap_stops_downloading(tmp_path: Path) -> None:
+    """Before: all 20 MiB were written, then the total was compared with the cap."""
+    blobs = MemoryBlobStore()
+    upload_directory(blobs, fake_chroma(tmp_path / "src"), "words/delta/huge/")
+    for i in range(20):
+        blobs.put(f"words/delta/huge/seg/part-{i:02d}.bin", b"\0" * 2**20)
+    dest = tmp_path / "dest"
+    with pytest.raises(MergeInputError, match=r"words/delta/huge/ is larger than the cap"):
+        fetch_delta(blobs, "words/delta/huge/", dest, max_bytes=2**20)
+    written = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    assert written <= 2**20
+
+
+def test_a_directory_delta_with_too_many_objects_is_refused_before_download(
+    tmp_path: Path,
+) -> None:
+    blobs = MemoryBlobStore()
+    upload_directory(blobs, fake_chroma(tmp_path / "src"), "words/delta/many/")
+    for i in range(12):
+        blobs.put(f"words/delta/many/seg/{i}", b"")
+    dest = tmp_path / "dest"
+    with pytest.raises(MergeInputError, match=r"words/delta/many/ holds 14 objects.*cap of 10"):
+        fetch_delta(blobs, "words/delta/many/", dest, max_bytes=CAP, max_members=10)
+    assert list(dest.rglob("*")) == []
+
+
+def _many_members(path: Path, count: int, *, then_a_link: bool = False) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for i in range(count):
+            tar.addfile(tarfile.TarInfo(f"seg/{i:05d}"), io.BytesIO(b""))
+        if then_a_link:  # a member that is refused whenever it is read
+            link = tarfile.TarInfo("seg/link")
+            link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tar.addfile(link)
+    return path
+
+
+def test_a_tarball_with_too_many_members_is_refused(tmp_path: Path) -> None:
+    """Before: 30,000 empty members were all read, checked and extracted (14 s)."""
+    tar = _many_members(tmp_path / "many.tar", 11)
+    dest = tmp_path / "dest"
+    with pytest.raises(MergeInputError, match=r"words/delta/r/delta.tar has more than 10 members"):
+        safe_extract(tar, dest, CAP, name="words/delta/r/delta.tar", max_members=10)
+    assert not dest.exists() or list(dest.iterdir()) == []
+    safe_extract(tar, tmp_path / "ok", CAP, max_members=11)  # control: at the cap is fine
+    assert len(list((tmp_path / "ok" / "seg").iterdir())) == 11
+
+
+def test_reading_stops_at_the_first_member_past_the_cap(tmp_path: Path) -> None:
+    """Members after the cap are never read: the link after them goes unnoticed."""
+    tar = _many_members(tmp_path / "g.tar", 11, then_a_link=True)
+    with pytest.raises(MergeInputError, match="'seg/link' is a link"):
+        safe_extract(tar, tmp_path / "control", CAP, max_members=100)  # reading on: it is seen
+    with pytest.raises(MergeInputError, match="more than 10 members"):
+        safe_extract(tar, tmp_path / "dest", CAP, max_members=10)
+
+
+def test_a_compaction_run_prefix_is_read_as_its_tarball(tmp_path: Path) -> None:
+    """The original's CompactionRun producer reports ``{db}/delta/{run}/`` and stores
+    ``delta.tar.gz`` under it, packed from '.'."""
+    blobs = MemoryBlobStore()
+    src = fake_chroma(tmp_path / "src")
+    with tarfile.open(tmp_path / "run.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname=".")
+    blobs.upload_file("words/delta/run9/delta.tar.gz", tmp_path / "run.tar.gz")
+    got = fetch_delta(blobs, "words/delta/run9/", tmp_path / "dest", max_bytes=CAP)
+    assert (got / "seg" / "data_level0.bin").read_bytes() == b"\x07" * 500
+    assert not (got / "delta.tar.gz").exists()
+
+
+def test_a_tarball_over_the_cap_is_not_downloaded_whole(tmp_path: Path) -> None:
+    blobs = MemoryBlobStore()
+    blobs.put("words/delta/r/delta.tar.gz", b"\0" * 5000)
+    with pytest.raises(MergeInputError, match=r"delta words/delta/r/delta.tar.gz is larger"):
+        fetch_delta(blobs, "words/delta/r/delta.tar.gz", tmp_path / "dest", max_bytes=1000)
+
+
+def test_tarball_errors_name_the_s3_key_not_the_scratch_file(tmp_path: Path) -> None:
+    blobs = MemoryBlobStore()
+    tar = tarball(tmp_path / "bad.tar.gz", regular("chroma.sqlite3"), regular("/etc/evil"))
+    blobs.upload_file("lines/delta/run3/delta.tar.gz", tar)
+    with pytest.raises(MergeInputError) as info:
+        fetch_delta(blobs, "lines/delta/run3/delta.tar.gz", tmp_path / "dest", max_bytes=CAP)
+    assert "tarball lines/delta/run3/delta.tar.gz: member '/etc/evil'" in str(info.value)
+    assert str(tmp_path) not in str(info.value)
