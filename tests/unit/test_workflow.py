@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -227,3 +228,64 @@ def test_wrong_dimension_is_refused_before_publishing(app: bootstrap.App, tmp_pa
     assert SnapshotStore(app.blobs, Database.WORDS).read_pointer() == pointer
     assert app.blobs.list("intermediate/dim/")  # kept: nothing consumed them
     assert Keys.pointer(Database.WORDS) in app.blobs.list("words/")
+
+
+def test_a_merge_error_names_the_s3_key_not_the_scratch_path(
+    app: bootstrap.App, tmp_path: Path
+) -> None:
+    good = _deltas(app, tmp_path, _writes(1))[0]["delta_key"]
+    app.blobs.put("words/delta/corrupt/chroma.sqlite3", b"not a database")
+    app.blobs.put("words/delta/corrupt/records.json", b"{}")
+    event = {
+        "operation": "process_chunk",
+        "batch_id": "c",
+        "database": "words",
+        "chunk_index": 0,
+        "deltas": [good, "words/delta/corrupt/"],
+    }
+    with pytest.raises(MergeInputError) as info:
+        lambda_handler(event)
+    assert "words/delta/corrupt/" in str(info.value)
+    assert str(app.settings.chroma_root) not in str(info.value)
+
+
+def _split_event(n: int, batch_id: str) -> dict:
+    deltas = [
+        {"delta_key": f"words/delta/{i:032x}/", "collection": "receipt_words"} for i in range(n)
+    ]
+    return {"batch_id": batch_id, "database": "words", "delta_results": deltas}
+
+
+STEP_FUNCTIONS_LIMIT = 256 * 1024
+
+
+@pytest.mark.parametrize("n_deltas", [1, 15, 16, 3_000, 50_000])
+def test_the_split_answer_and_the_chunk_results_fit_in_a_state(
+    app: bootstrap.App, n_deltas: int
+) -> None:
+    """Before: 50,000 deltas made 3,334 chunk items, a 390 KB answer Step Functions refuses."""
+    from snapmerge.workflow import MAX_CHUNKS, split_into_chunks
+
+    batch_id = "x" * 80  # an execution name at its longest
+    out = split_into_chunks(app.workflow, _split_event(n_deltas, batch_id))
+    assert out["total_chunks"] <= MAX_CHUNKS
+    assert sum(1 for _ in out["chunks"]) == out["total_chunks"]
+    # The state after the chunk Map: the split answer plus one answer per chunk, at its largest.
+    chunk_answer = {
+        "batch_id": batch_id,
+        "chunk_index": MAX_CHUNKS,
+        "delta_count": out["chunk_size"],
+        "intermediate_key": f"intermediate/{batch_id}/chunk-{MAX_CHUNKS}/",
+        "record_count": 10**9,
+    }
+    state = {**out, "chunk_results": [chunk_answer] * out["total_chunks"]}
+    assert len(json.dumps(state)) < STEP_FUNCTIONS_LIMIT
+    # Every delta is in exactly one chunk, in order.
+    if "chunks_s3_key" in out:
+        blob = app.blobs.get(out["chunks_s3_key"])
+        assert blob is not None
+        stored = json.loads(blob.body)
+    else:
+        stored = out["chunks"]
+    keys = [k for c in stored for k in c["deltas"]]
+    assert keys == [d["delta_key"] for d in _split_event(n_deltas, batch_id)["delta_results"]]
