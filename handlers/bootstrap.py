@@ -1,7 +1,8 @@
 """The composition root: the one place that builds adapters from the environment.
 
 Handlers call :func:`app` (cached per process, so a warm Lambda reuses clients, the snapshot
-cache and the flag provider); nothing but cheap setup happens at import time.
+cache and the flag provider); nothing but cheap setup happens at import time. Building the app
+(once per process: a cold start) first sweeps what dead runs left under ``CHROMA_ROOT``.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from rollout.router import Router
 from snapmerge.adapters.chroma_index import ChromaIndex
 from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
 from snapmerge.adapters.s3_store import S3BlobStore
+from snapmerge.cache import sweep_cache
 from snapmerge.config import Settings
 from snapmerge.domain import MergePath
 from snapmerge.merging import Hook, MergeKit, Span
 from snapmerge.ports import BlobStore, IndexEngine, LeaseTable
+from snapmerge.scratch import sweep_dead
 from snapmerge.two_phase import TwoPhaseFinalMerge
 from snapmerge.workflow import WorkflowContext
 
@@ -105,9 +108,19 @@ def app() -> App:
             os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
             settings = Settings.from_env()
             Path(settings.chroma_root).mkdir(parents=True, exist_ok=True)
+            sweep_scratch(settings)
             _installed = build(settings)
             freeze_startup_heap()
         return _installed
+
+
+def sweep_scratch(settings: Settings) -> list[str]:
+    """Remove what dead runs left under ``CHROMA_ROOT``: ``work/`` directories whose owner
+    process is gone or that are older than the lease, and the cache's dead staging directories
+    and pins. Returns the names removed (logged by the caller if it wants)."""
+    root = Path(settings.chroma_root)
+    removed = [p.name for p in sweep_dead(root / "work", settings.lock_duration)]
+    return removed + sweep_cache(root / "cache", settings.lock_duration)
 
 
 def freeze_startup_heap() -> None:

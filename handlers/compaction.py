@@ -11,8 +11,6 @@ once per invocation, failures included.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from handlers import bootstrap
 from snapmerge import workflow
 from snapmerge.domain import Database
 from snapmerge.errors import InvalidEventError
+from snapmerge.scratch import owned_workdir
 
 logger = Logger(service="snapmerge")
 tracer = Tracer(service="snapmerge")
@@ -83,12 +82,9 @@ def _with_workdir(
     step: Callable[[workflow.WorkflowContext, dict[str, Any], Path], dict[str, Any]],
 ) -> Handler:
     def run(app: bootstrap.App, event: dict[str, Any], context: Any) -> dict[str, Any]:
-        app.workflow.workdir.mkdir(parents=True, exist_ok=True)
-        work = tempfile.mkdtemp(prefix="step-", dir=app.workflow.workdir)
-        try:
-            return step(app.workflow, event, Path(work))
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        # Named after its owner, so a start-up sweep can tell a killed step's leftovers.
+        with owned_workdir(app.workflow.workdir, "step") as work:
+            return step(app.workflow, event, work)
 
     return run
 
