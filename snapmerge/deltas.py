@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import tarfile
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from snapmerge.errors import MergeInputError
@@ -68,6 +69,18 @@ def fetch_delta(
         blobs.download_file(key, tar_path, progress=ByteBudget(max_bytes, f"delta {key}").take)
         safe_extract(tar_path, dest, max_bytes, name=key, max_members=max_members)
     return _chroma_dir(dest, key)
+
+
+def named_after_keys(exc: MergeInputError, names: Mapping[Path, str]) -> MergeInputError:
+    """``exc`` with every local scratch path in its message replaced by what it holds.
+
+    An engine's error names the directories it opened (``.../work/step-…/src-0003``); callers
+    that fetched them map each back to its S3 key, so the error says what and where.
+    """
+    message = str(exc)
+    for local in sorted(names, key=lambda p: len(str(p)), reverse=True):
+        message = message.replace(str(local), names[local])
+    return MergeInputError(message)
 
 
 def _packed_tarball(prefix: str, keys: list[str]) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from snapmerge import events
 from snapmerge.config import Settings
-from snapmerge.deltas import fetch_delta
+from snapmerge.deltas import fetch_delta, named_after_keys
 from snapmerge.domain import Database, FinalMergeRequest, Keys
 from snapmerge.errors import InvalidEventError, MergeInputError
 from snapmerge.ports import BlobStore, IndexEngine
@@ -178,14 +178,6 @@ def _merge_to_prefix(
         raise named_after_keys(exc, names) from exc
     upload_directory(ctx.blobs, target, prefix)
     return {"intermediate_key": prefix, "record_count": stats.final_count}
-
-
-def named_after_keys(exc: MergeInputError, names: Mapping[Path, str]) -> MergeInputError:
-    """``exc`` with every local scratch path in its message replaced by what it holds."""
-    message = str(exc)
-    for local in sorted(names, key=lambda p: len(str(p)), reverse=True):
-        message = message.replace(str(local), names[local])
-    return MergeInputError(message)
 
 
 def _stored_chunk(
