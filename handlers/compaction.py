@@ -11,6 +11,7 @@ once per invocation, failures included.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ from aws_lambda_powertools import Logger, Tracer
 from flags.decision import PathDecision, resolve_pinned
 from handlers import bootstrap
 from snapmerge import workflow
-from snapmerge.domain import Database
-from snapmerge.errors import InvalidEventError
+from snapmerge.domain import Database, FinalMergeRequest
+from snapmerge.errors import InvalidEventError, MergeInputError
 from snapmerge.scratch import owned_workdir
 
 logger = Logger(service="snapmerge")
@@ -100,6 +101,8 @@ def _final_merge(app: bootstrap.App, event: dict[str, Any], context: Any) -> dic
         routed = app.router.run(
             request, decision.path, decision=decision.to_event(), remaining_ms=remaining
         )
+    except MergeInputError as exc:
+        raise _named_after_keys(exc, request, app.settings.chroma_root) from exc
     finally:
         app.metrics.flush()
     result = routed.result
@@ -118,6 +121,24 @@ def _final_merge(app: bootstrap.App, event: dict[str, Any], context: Any) -> dic
         "poll_results_s3_key": event.get("poll_results_s3_key"),
         "poll_results_s3_bucket": event.get("poll_results_s3_bucket"),
     }
+
+
+def _named_after_keys(
+    exc: MergeInputError, request: FinalMergeRequest, root: Path
+) -> MergeInputError:
+    """The error with the final merge's scratch paths replaced by what they hold: the i-th
+    fetched source (``…/src-000i``) by the i-th intermediate's S3 key, any other path under
+    ``CHROMA_ROOT`` by a word for it. The operator reads where the bad input is on S3."""
+    scratch = re.escape(str(root)) + r"/[^\s:'\"]*"
+
+    def source(match: re.Match[str]) -> str:
+        index = int(match["i"])
+        keys = request.intermediate_keys
+        return keys[index] if index < len(keys) else match[0]
+
+    message = re.sub(scratch + r"/src-(?P<i>\d{4})(?:/[^\s:'\"]*)?", source, str(exc))
+    message = re.sub(scratch, "(the merge's local scratch copy)", message)
+    return MergeInputError(message)
 
 
 def _operation(event: object) -> str | None:

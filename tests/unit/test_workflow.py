@@ -289,3 +289,27 @@ def test_the_split_answer_and_the_chunk_results_fit_in_a_state(
         stored = out["chunks"]
     keys = [k for c in stored for k in c["deltas"]]
     assert keys == [d["delta_key"] for d in _split_event(n_deltas, batch_id)["delta_results"]]
+
+
+@pytest.mark.parametrize("path", ["legacy", "two_phase"])
+def test_a_final_merge_error_names_the_intermediate_key(
+    app: bootstrap.App, tmp_path: Path, path: str
+) -> None:
+    seed_snapshot(app.blobs, app.engine, Database.WORDS, synth.records(1, 5, DIM), workdir=tmp_path)
+    good = _deltas(app, tmp_path, _writes(1))[0]["delta_key"]
+    app.blobs.put("intermediate/bad/chunk-1/chroma.sqlite3", b"not a database")
+    app.blobs.put("intermediate/bad/chunk-1/records.json", b"{}")
+    event = {
+        "operation": "final_merge",
+        "batch_id": "bad",
+        "database": "words",
+        "chunk_results": [
+            {"chunk_index": 0, "intermediate_key": good},
+            {"chunk_index": 1, "intermediate_key": "intermediate/bad/chunk-1/"},
+        ],
+        "routing": {"path": path},
+    }
+    with pytest.raises(MergeInputError) as info:
+        lambda_handler(event)
+    assert "intermediate/bad/chunk-1/" in str(info.value)
+    assert str(app.settings.chroma_root) not in str(info.value)
