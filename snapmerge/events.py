@@ -10,7 +10,8 @@ subscript: each reader checks the type first and says which field, at which path
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from snapmerge.domain import Database
@@ -155,3 +156,33 @@ def is_empty_marker(item: object) -> bool:
         return False
     message = item.get("message")
     return item.get("empty") is True or (isinstance(message, str) and message.startswith("Empty"))
+
+
+@dataclass(frozen=True)
+class Result:
+    """One chunk or group result of an event: where it was, its intermediate, its item."""
+
+    where: str
+    key: str
+    item: Mapping[str, Any]
+
+
+def ordered_results(pairs: Sequence[tuple[int, object]], where: str) -> list[Result]:
+    """Chunk or group results in merge order: by ``group_index`` when every result has one,
+    else by ``chunk_index`` when every one has that, else as listed (the original's results
+    carry neither: a Map answers in item order)."""
+    out = []
+    for i, item in pairs:
+        at = f"{where}[{i}]"
+        key = intermediate_key(item, at)
+        out.append(Result(at, key, item if isinstance(item, Mapping) else {}))
+    for field in ("group_index", "chunk_index"):
+        present = [r for r in out if r.item.get(field) is not None]
+        order = {id(r): index(r.item, field, where=r.where) for r in present}
+        if out and len(present) == len(out):
+            return sorted(out, key=lambda r: order[id(r)])
+    return out
+
+
+def delta_count(results: Sequence[Result]) -> int:
+    return sum(optional_count(r.item, "delta_count", 0, where=r.where) for r in results)

@@ -43,12 +43,6 @@ class WorkflowContext:
     workdir: Path
 
 
-def require(event: Mapping[str, Any], *fields: str) -> None:
-    missing = [f for f in fields if event.get(f) in (None, "")]
-    if missing:
-        raise InvalidEventError(f"event is missing required field(s): {', '.join(missing)}")
-
-
 def default_chunk_size(settings: Settings) -> ChunkSizer:
     """CHUNK_SIZE_WORDS / CHUNK_SIZE_LINES by database (either spelling), CHUNK_SIZE otherwise."""
 
@@ -231,36 +225,6 @@ def process_chunk(ctx: WorkflowContext, event: Mapping[str, Any], work: Path) ->
     return {"batch_id": batch_id, "chunk_index": index, "delta_count": len(deltas), **out}
 
 
-@dataclass(frozen=True)
-class _Result:
-    """One chunk or group result of an event: where it was, its intermediate, its item."""
-
-    where: str
-    key: str
-    item: Mapping[str, Any]
-
-
-def _results(pairs: Sequence[tuple[int, object]], where: str) -> list[_Result]:
-    """Chunk or group results in merge order: by ``group_index`` when every result has one,
-    else by ``chunk_index`` when every one has that, else as listed (the original's results
-    carry neither: a Map answers in item order)."""
-    out = []
-    for i, item in pairs:
-        at = f"{where}[{i}]"
-        key = events.intermediate_key(item, at)
-        out.append(_Result(at, key, item if isinstance(item, Mapping) else {}))
-    for field in ("group_index", "chunk_index"):
-        present = [r for r in out if r.item.get(field) is not None]
-        order = {id(r): events.index(r.item, field, where=r.where) for r in present}
-        if out and len(present) == len(out):
-            return sorted(out, key=lambda r: order[id(r)])
-    return out
-
-
-def _delta_count(results: Sequence[_Result]) -> int:
-    return sum(events.optional_count(r.item, "delta_count", 0, where=r.where) for r in results)
-
-
 def _strip_group_suffix(batch_id: str, group: int) -> str:
     """The original's group events carry ``{batch_id}-group-{g}`` as their batch id."""
     suffix = f"-group-{group}"
@@ -269,12 +233,12 @@ def _strip_group_suffix(batch_id: str, group: int) -> str:
 
 def _group_members(
     ctx: WorkflowContext, event: Mapping[str, Any], group: int
-) -> tuple[list[_Result], bool]:
+) -> tuple[list[events.Result], bool]:
     """The results group ``group`` merges, and whether the event has the original's shape."""
     if event.get("chunk_group") is not None:
         where = "event.chunk_group"
         members = events.object_list(event["chunk_group"], where)
-        return _results(list(enumerate(members)), where), True
+        return events.ordered_results(list(enumerate(members)), where), True
     if event.get("groups_s3_key") is not None:
         key = events.s3_key(event["groups_s3_key"], "event.groups_s3_key")
         events.same_bucket(event, "groups_s3_bucket", ctx.blobs.bucket)
@@ -283,14 +247,16 @@ def _group_members(
             raise InvalidEventError(f"group {group} is not in {key} ({len(groups)} groups)")
         where = f"{key}[{group}]"
         members = events.object_list(groups[group], where)
-        return _results(list(enumerate(members)), where), True
+        return events.ordered_results(list(enumerate(members)), where), True
     if event.get("chunk_results") is None:
         raise InvalidEventError(
             "merge_chunk_group needs 'chunk_results' (with group_index and group_size), "
             "'chunk_group' or 'groups_s3_key'"
         )
     where = "event.chunk_results"
-    results = _results(list(enumerate(events.object_list(event["chunk_results"], where))), where)
+    results = events.ordered_results(
+        list(enumerate(events.object_list(event["chunk_results"], where))), where
+    )
     size = events.optional_count(event, "group_size", ctx.settings.group_size)
     if size < 1:
         raise InvalidEventError(f"event.group_size must be positive, got {size}")
@@ -312,7 +278,7 @@ def merge_chunk_group(ctx: WorkflowContext, event: Mapping[str, Any], work: Path
         "batch_id": batch_id,
         "group_index": group,
         "chunk_count": len(members),
-        "delta_count": _delta_count(members),
+        "delta_count": events.delta_count(members),
         **out,
     }
 
@@ -328,7 +294,7 @@ def parse_final_merge(event: Mapping[str, Any]) -> FinalMergeRequest:
     kept = [(i, r) for i, r in enumerate(listed) if not events.is_empty_marker(r)]
     if not kept:
         raise InvalidEventError(f"{where} holds only empty results: nothing to merge")
-    ordered = _results(kept, where)
+    ordered = events.ordered_results(kept, where)
     return FinalMergeRequest(
         batch_id=batch_id,
         database=db,
@@ -336,5 +302,5 @@ def parse_final_merge(event: Mapping[str, Any]) -> FinalMergeRequest:
         poll_results_s3_key=events.optional_text(event, "poll_results_s3_key"),
         poll_results_s3_bucket=events.optional_text(event, "poll_results_s3_bucket"),
         execution_id=events.optional_text(event, "execution_id"),
-        delta_count=_delta_count(ordered),
+        delta_count=events.delta_count(ordered),
     )
