@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from snapmerge.adapters.memory_lock import MemoryLeaseTable
-from snapmerge.errors import LeaseLostError, LockBusyError, LockError
+from snapmerge.errors import InvalidEventError, LeaseLostError, LockBusyError, LockError
 from snapmerge.lock import Backoff, Lease, LeaseLock, lease_timings
 from snapmerge.ports import LeaseGrant
 
@@ -448,3 +448,64 @@ def test_a_trusted_grant_still_needs_the_time_left(table: MemoryLeaseTable, fake
     with pytest.raises(LeaseLostError):  # 20 s lease cannot leave the 30 s margin, fresh or not
         lease.verify(timedelta(seconds=30), trust_recent=timedelta(seconds=1))
     lease.release()
+
+
+# -- short phase leases ----------------------------------------------------------------------
+
+PHASE = timedelta(seconds=45)
+
+
+def test_a_duration_override_sets_the_grant_and_every_renewal(
+    table: MemoryLeaseTable, fake: FakeTime
+) -> None:
+    lock = make_lock(table, fake, duration=timedelta(minutes=16), heartbeat=timedelta(seconds=60))
+
+    with lock.acquire(LOCK, COLLECTION, duration=PHASE) as lease:
+        assert lease.grant.expires == fake.wall() + PHASE
+        assert lease.duration == PHASE
+        assert lease.heartbeat_interval == PHASE / 3  # at least three beats per lease
+        fake.advance(20)
+        lease.verify(timedelta(seconds=30))  # 25 s left < 30 s: renews, for 45 s again
+        assert lease.grant.expires == fake.wall() + PHASE
+        fake.advance(46)
+        with pytest.raises(LeaseLostError):
+            lease.check()  # the local deadline follows the phase lease, not the 16 minutes
+
+    with lock.acquire(LOCK, COLLECTION) as lease:
+        assert lease.grant.expires == fake.wall() + timedelta(minutes=16)
+        assert lease.heartbeat_interval == timedelta(seconds=60)
+
+
+def test_a_non_positive_duration_override_is_refused(
+    table: MemoryLeaseTable, fake: FakeTime
+) -> None:
+    with pytest.raises(InvalidEventError):
+        make_lock(table, fake).acquire(LOCK, COLLECTION, duration=timedelta(0))
+    assert table.calls["try_acquire"] == 0
+
+
+@pytest.mark.parametrize(
+    ("lease", "blocked_at_most"),
+    [(PHASE, 45 + 2), (timedelta(minutes=16), 16 * 60 + 2)],
+    ids=["phase-lease", "whole-merge-lease"],
+)
+def test_a_killed_phase_one_holder_blocks_the_collection_for_its_lease_only(
+    table: MemoryLeaseTable, fake: FakeTime, lease: timedelta, blocked_at_most: float
+) -> None:
+    """A Lambda killed inside phase 1 leaves its row; the next writer waits out that lease.
+
+    The holder takes the lock the way phase 1 does and dies (no release, no heartbeat). The
+    waiter's wait is the collection's blocked time: the lease, plus at most one backoff step
+    (2 s cap here). Fake time: no durations are measured.
+    """
+    holder = make_lock(table, fake, duration=timedelta(minutes=16))
+    dead = holder.acquire(LOCK, COLLECTION, duration=lease)
+    dead._stop.set()  # the process is gone: its heartbeat thread with it, and no release
+
+    waiter = make_lock(table, fake).acquire(
+        LOCK, COLLECTION, wait=timedelta(minutes=30), duration=PHASE
+    )
+
+    assert lease.total_seconds() <= waiter.wait_ms / 1000 <= blocked_at_most
+    assert waiter.fence == dead.fence + 1
+    waiter.release()
