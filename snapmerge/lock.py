@@ -13,6 +13,10 @@ writes. So a :class:`Lease` is honest about what it knows:
   checking, so a stale holder took the lock back). A refused renew sets ``lost`` at once;
   ``max_heartbeat_failures`` consecutive errors of another kind set it too.
 
+A grant may carry its own lease (``acquire(duration=...)``): the two-phase path's phase locks
+use seconds, so a holder killed inside a phase blocks its collection for seconds, not for the
+whole-merge lease; the heartbeat then beats at least three times per lease.
+
 Busy and broken stay apart: ``acquire`` retries :class:`LockBusyError` with jittered exponential
 backoff until its deadline, but gives a failing table (:class:`LockError`) only a couple of tries.
 """
