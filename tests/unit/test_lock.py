@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from snapmerge.adapters.lock_rows import RELEASED_OWNER, RowView, parse_expiry
 from snapmerge.adapters.memory_lock import MemoryLeaseTable
 from snapmerge.errors import InvalidEventError, LeaseLostError, LockBusyError, LockError
 from snapmerge.lock import Backoff, Lease, LeaseLock, lease_timings
 from snapmerge.ports import LeaseGrant
+from tests.compat.original_lock import ExpiryFormat
 
 LOCK, COLLECTION = "chroma-words-update", "words"
 HOUR = timedelta(hours=1)
@@ -509,3 +513,38 @@ def test_a_killed_phase_one_holder_blocks_the_collection_for_its_lease_only(
     assert lease.total_seconds() <= waiter.wait_ms / 1000 <= blocked_at_most
     assert waiter.fence == dead.fence + 1
     waiter.release()
+
+
+# -- reading the expiry of any writer's row ----------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    fmt=st.sampled_from(list(ExpiryFormat)),
+)
+def test_every_expiry_text_the_original_writes_reads_back_as_its_instant(
+    moment: datetime, fmt: ExpiryFormat
+) -> None:
+    whole_seconds = fmt in (ExpiryFormat.SPACE, ExpiryFormat.ZULU)
+    expected = moment.replace(microsecond=0) if whole_seconds else moment
+
+    assert parse_expiry(fmt.render(moment)) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "  ", "soon", "12/01/2026 22:01:33", "2026-13-01T00:00:00", "1767225600", "x" * 99]
+)
+def test_an_expiry_text_that_is_no_instant_is_unreadable(text: str) -> None:
+    assert parse_expiry(text) is None
+
+
+def test_a_row_with_both_expiries_counts_the_later() -> None:
+    early, late = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    view = RowView.of("x", late.isoformat(), int(early.timestamp() * 1000), 3)
+    assert view.expires == late
+    with pytest.raises(LockBusyError):
+        view.refuse_if_held(LOCK, early + timedelta(hours=1))
+    assert RowView.of(RELEASED_OWNER, late.isoformat(), None, 3).owner is None
