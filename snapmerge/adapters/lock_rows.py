@@ -35,7 +35,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def parse_expiry(raw: str) -> datetime | None:
     """An ``expires`` value as an aware UTC instant, or ``None`` when it cannot be read.
 
-    Accepts ``T`` or space separators, fractional seconds of any length up to 6 digits,
+    Accepts ``T`` or space separators, fractional seconds of any length (truncated to µs),
     ``Z`` / ``+HH:MM`` / no zone (read as UTC).
     """
     text = raw.strip()
