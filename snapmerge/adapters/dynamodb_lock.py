@@ -35,7 +35,6 @@ Why these choices (ADR 0002):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +42,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from snapmerge import aws
+from snapmerge.adapters.dynamodb_expr import names_for, tx_update, unchanged_since_read
 from snapmerge.adapters.lock_rows import RELEASED_OWNER, RowView, epoch_ms, iso, view_of_item
 from snapmerge.errors import LeaseLostError, LockBusyError, LockError
 from snapmerge.ports import LeaseGrant
@@ -58,22 +58,6 @@ _CONDITION_FAILED = "ConditionalCheckFailedException"
 _CANCELLED = "TransactionCanceledException"
 _LOST_RACE = {"ConditionalCheckFailed", "TransactionConflict"}
 _RACE_ATTEMPTS = 3
-
-# Every attribute goes through a placeholder: TYPE, owner and others are DynamoDB reserved words.
-_NAMES = {
-    "#pk": "PK",
-    "#owner": "owner",
-    "#expires": "expires",
-    "#expires_ms": "expires_ms",
-    "#heartbeat": "heartbeat",
-    "#acquired": "acquired",
-    "#collection": "collection",
-    "#gsi1pk": "GSI1PK",
-    "#gsi1sk": "GSI1SK",
-    "#type": "TYPE",
-    "#fence": "fence",
-    "#ttl": "time_to_live",
-}
 
 
 def row_key(lock_id: str, collection: str) -> dict[str, Any]:
@@ -92,7 +76,6 @@ def fence_key(lock_id: str, collection: str) -> dict[str, Any]:
 #     LOCK:  SET owner, fence, ...  IF the row is still R                (nobody moved first)
 #   a refused condition -> somebody moved between the read and the write -> read again.
 _FENCE_RISES = "attribute_not_exists(#fence) OR #fence < :next"
-_ROW_MISSING = "attribute_not_exists(#pk)"
 
 # Renew: only the same grant (owner AND fence) and only before it expired. An expired holder can
 # never revive its lease, even if nobody took it over: it must acquire again (and get a new fence).
@@ -163,7 +146,7 @@ class DynamoLeaseTable:
         seen: Mapping[str, Any] | None,
     ) -> None:
         """The grant transaction; raises :class:`_LostRace` if either condition was refused."""
-        row_condition, row_values = _unchanged(seen)
+        row_condition, row_values = unchanged_since_read(seen)
         values = {
             ":owner": {"S": owner},
             ":collection": {"S": collection},
@@ -181,14 +164,14 @@ class DynamoLeaseTable:
             "#ttl = :ttl, #fence = :next"
         )
         items = [
-            _tx_update(
+            tx_update(
                 self.table_name,
                 fence_key(lock_id, collection),
                 "SET #fence = :next",
                 _FENCE_RISES,
                 {":next": values[":next"]},
             ),
-            _tx_update(
+            tx_update(
                 self.table_name, row_key(lock_id, collection), row_update, row_condition, values
             ),
         ]
@@ -319,15 +302,13 @@ class DynamoLeaseTable:
         condition: str,
         values: Mapping[str, Any],
     ) -> dict[str, Any]:
-        placeholders = set(re.findall(r"#\w+", f"{update} {condition}"))
-        used = {k: v for k, v in _NAMES.items() if k in placeholders}
         try:
             reply: dict[str, Any] = self._client.update_item(
                 TableName=self.table_name,
                 Key=row_key(lock_id, collection),
                 UpdateExpression=update,
                 ConditionExpression=condition,
-                ExpressionAttributeNames=used,
+                ExpressionAttributeNames=names_for(update, condition),
                 ExpressionAttributeValues=dict(values),
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -365,45 +346,6 @@ class _LostRace(Exception):
     def __init__(self, *, fence_moved: bool) -> None:
         super().__init__("lost the race for the lock row")
         self.fence_moved = fence_moved
-
-
-def _unchanged(seen: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
-    """A condition that holds only while the row is as ``seen`` for every field we decided on."""
-    if not seen:
-        return _ROW_MISSING, {}
-    parts: list[str] = []
-    values: dict[str, Any] = {}
-    for placeholder, name in (
-        ("#owner", "owner"),
-        ("#expires", "expires"),
-        ("#expires_ms", "expires_ms"),
-        ("#fence", "fence"),
-    ):
-        if name in seen:
-            parts.append(f"{placeholder} = :seen_{name}")
-            values[f":seen_{name}"] = seen[name]
-        else:
-            parts.append(f"attribute_not_exists({placeholder})")
-    return " AND ".join(parts), values
-
-
-def _tx_update(
-    table: str, key: Mapping[str, Any], update: str, condition: str, values: Mapping[str, Any]
-) -> dict[str, Any]:
-    placeholders = set(re.findall(r"#\w+", f"{update} {condition}"))
-    used_values = {
-        k: v for k, v in values.items() if re.search(rf"{re.escape(k)}\b", f"{update} {condition}")
-    }
-    return {
-        "Update": {
-            "TableName": table,
-            "Key": dict(key),
-            "UpdateExpression": update,
-            "ConditionExpression": condition,
-            "ExpressionAttributeNames": {k: v for k, v in _NAMES.items() if k in placeholders},
-            "ExpressionAttributeValues": used_values,
-        }
-    }
 
 
 def _s(item: Mapping[str, Any], name: str) -> str | None:
