@@ -125,36 +125,30 @@ class DynamoLeaseTable:
             high = view.fence if view is not None else 0
             if read_fence or high == 0:
                 high = max(high, self.read_fence(lock_id, collection))
-            fence = high + 1
+            grant = LeaseGrant(lock_id, collection, owner, high + 1, now + duration)
             try:
-                self._grant_write(lock_id, collection, owner, fence, now, now + duration, item)
+                self._grant_write(grant, now, item)
             except _LostRace as lost:
                 read_fence = read_fence or lost.fence_moved
                 continue
-            return LeaseGrant(lock_id, collection, owner, fence, now + duration)
+            return grant
         holder = view.owner if view is not None else None
         raise LockBusyError(lock_id, holder, view.raw_expires if view is not None else None)
 
     def _grant_write(
-        self,
-        lock_id: str,
-        collection: str,
-        owner: str,
-        fence: int,
-        now: datetime,
-        expires: datetime,
-        seen: Mapping[str, Any] | None,
+        self, grant: LeaseGrant, now: datetime, seen: Mapping[str, Any] | None
     ) -> None:
         """The grant transaction; raises :class:`_LostRace` if either condition was refused."""
+        lock_id, collection = grant.lock_id, grant.collection
         row_condition, row_values = unchanged_since_read(seen)
         values = {
-            ":owner": {"S": owner},
+            ":owner": {"S": grant.owner},
             ":collection": {"S": collection},
             ":gsi1pk": {"S": f"LOCK#{collection}"},
             ":type": {"S": ROW_TYPE},
-            ":next": {"N": str(fence)},
+            ":next": {"N": str(grant.fence)},
             ":now_iso": {"S": iso(now)},
-            **self._expiry_values(expires),
+            **self._expiry_values(grant.expires),
             **row_values,
         }
         row_update = (
