@@ -1,7 +1,13 @@
-"""Settings read from the original pipeline's environment variables (DESIGN §1)."""
+"""Settings read from the original pipeline's environment variables (DESIGN §1).
+
+:meth:`Settings.from_env` is the start-up check: lease settings that cannot work are refused
+there with a message that names the variables (:meth:`Settings.check_leases`), and the
+``per_batch`` lock scope needs an explicit acknowledgement (docs/compatibility.md).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -11,6 +17,17 @@ from pathlib import Path
 
 from snapmerge.domain import LockScope
 from snapmerge.errors import InvalidEventError
+
+log = logging.getLogger(__name__)
+
+LEASE_SLACK = timedelta(seconds=5)
+"""How much longer than the verify margin a lease must be: the renew inside ``verify`` and the
+phase's own reads happen out of that difference."""
+
+DEFAULT_PHASE_LEASE = timedelta(seconds=45)
+DEFAULT_VERIFY_MARGIN = timedelta(seconds=30)  # merging.DEFAULT_VERIFY_MARGIN's value
+ALLOW_PER_BATCH_ENV = "SNAPMERGE_ALLOW_UNSAFE_PER_BATCH"
+_TRUE = {"1", "true", "yes"}
 
 
 class StorageMode(StrEnum):
@@ -62,6 +79,62 @@ class Settings:
     keep_versions: int = 4
     max_tarball_bytes: int = 2 * 1024**3
     lock_wait_timeout: timedelta = timedelta(minutes=5)
+    phase_lease: timedelta = DEFAULT_PHASE_LEASE
+    """Lease of the two-phase path's short locks (phase 1, phase 3): a holder killed inside one
+    blocks its collection for this long, not for ``lock_duration``."""
+    verify_margin: timedelta = DEFAULT_VERIFY_MARGIN
+    """Lease time ``verify`` demands right before a pointer write."""
+
+    def check_leases(self) -> None:
+        """Refuse lease settings under which no merge can publish, naming the variables.
+
+        ``Lease.verify`` requires ``verify_margin`` of lease left right after renewing, so a lease
+        not longer than the margin (plus :data:`LEASE_SLACK` for the renew itself) fails every
+        publish; a heartbeat not shorter than the lease lets every long merge's lease lapse (the
+        original stream compactor's 1-minute lease with a 2-minute heartbeat).
+        """
+        margin = self.verify_margin
+        floor = margin + LEASE_SLACK
+        problems = []
+        if self.lock_duration < floor:
+            problems.append(
+                f"LOCK_DURATION_MINUTES={_minutes(self.lock_duration)} "
+                f"({self.lock_duration.total_seconds():g} s) is shorter than the verify margin "
+                f"SNAPMERGE_VERIFY_MARGIN_SECONDS={margin.total_seconds():g} plus "
+                f"{LEASE_SLACK.total_seconds():g} s: every publish would fail its lease check"
+            )
+        if self.phase_lease < floor:
+            problems.append(
+                f"SNAPMERGE_PHASE_LEASE_SECONDS={self.phase_lease.total_seconds():g} is shorter "
+                f"than the verify margin SNAPMERGE_VERIFY_MARGIN_SECONDS="
+                f"{margin.total_seconds():g} plus {LEASE_SLACK.total_seconds():g} s: every "
+                "two-phase publish would fail its lease check"
+            )
+        if self.heartbeat_interval >= self.lock_duration:
+            problems.append(
+                f"HEARTBEAT_INTERVAL_SECONDS={self.heartbeat_interval.total_seconds():g} is not "
+                f"shorter than LOCK_DURATION_MINUTES={_minutes(self.lock_duration)}: the lease "
+                "would lapse between two heartbeats"
+            )
+        if problems:
+            raise InvalidEventError("lease settings that cannot work: " + "; ".join(problems))
+
+    def check_lock_scope(self, env: Mapping[str, str]) -> None:
+        """``per_batch`` only with an explicit acknowledgement, and then with a loud warning."""
+        if self.lock_scope is not LockScope.PER_BATCH:
+            return
+        why = (
+            "SNAPMERGE_LOCK_SCOPE=per_batch takes chroma-final-merge-{batch_id}, which excludes "
+            "nobody but the same batch: beside any other writer of the pointer (the original "
+            "stream compactor or final merge, which write it without a condition) a publish can "
+            "be overwritten and its batch lost (docs/compatibility.md)"
+        )
+        if env.get(ALLOW_PER_BATCH_ENV, "").strip().lower() not in _TRUE:
+            raise InvalidEventError(
+                f"{why}; set {ALLOW_PER_BATCH_ENV}=true only if snapmerge is the only writer of "
+                "the pointer, or use SNAPMERGE_LOCK_SCOPE=collection"
+            )
+        log.warning("UNSAFE lock scope: %s (acknowledged by %s)", why, ALLOW_PER_BATCH_ENV)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -77,7 +150,7 @@ class Settings:
             scope = LockScope(env.get("SNAPMERGE_LOCK_SCOPE", "collection").lower())
         except ValueError as exc:
             raise InvalidEventError(str(exc)) from None
-        return cls(
+        settings = cls(
             bucket=bucket,
             table=table,
             lock_duration=timedelta(minutes=_float(env, "LOCK_DURATION_MINUTES", 16)),
@@ -93,4 +166,21 @@ class Settings:
             keep_versions=_int(env, "SNAPMERGE_KEEP_VERSIONS", 4),
             max_tarball_bytes=_int(env, "SNAPMERGE_MAX_TARBALL_BYTES", 2 * 1024**3),
             lock_wait_timeout=timedelta(seconds=_float(env, "SNAPMERGE_LOCK_WAIT_SECONDS", 300)),
+            phase_lease=timedelta(
+                seconds=_float(
+                    env, "SNAPMERGE_PHASE_LEASE_SECONDS", DEFAULT_PHASE_LEASE.total_seconds()
+                )
+            ),
+            verify_margin=timedelta(
+                seconds=_float(
+                    env, "SNAPMERGE_VERIFY_MARGIN_SECONDS", DEFAULT_VERIFY_MARGIN.total_seconds()
+                )
+            ),
         )
+        settings.check_leases()
+        settings.check_lock_scope(env)
+        return settings
+
+
+def _minutes(value: timedelta) -> str:
+    return f"{value.total_seconds() / 60:g}"

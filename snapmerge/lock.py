@@ -13,6 +13,10 @@ writes. So a :class:`Lease` is honest about what it knows:
   checking, so a stale holder took the lock back). A refused renew sets ``lost`` at once;
   ``max_heartbeat_failures`` consecutive errors of another kind set it too.
 
+A grant may carry its own lease (``acquire(duration=...)``): the two-phase path's phase locks
+use seconds, so a holder killed inside a phase blocks its collection for seconds, not for the
+whole-merge lease; the heartbeat then beats at least three times per lease.
+
 Busy and broken stay apart: ``acquire`` retries :class:`LockBusyError` with jittered exponential
 backoff until its deadline, but gives a failing table (:class:`LockError`) only a couple of tries.
 """
@@ -83,12 +87,24 @@ class LeaseLock:
         self._rng = rng or random.Random()
         self._backoff = backoff or Backoff()
 
-    def acquire(self, lock_id: str, collection: str, *, wait: timedelta | None = None) -> Lease:
+    def acquire(
+        self,
+        lock_id: str,
+        collection: str,
+        *,
+        wait: timedelta | None = None,
+        duration: timedelta | None = None,
+    ) -> Lease:
         """Take the lease, waiting up to ``wait`` (``None``: one try, no waiting).
 
+        ``duration`` overrides the lock's lease for this grant and its renewals (the two-phase
+        path's short phase locks); the heartbeat then beats at least three times per lease.
         Raises the last :class:`LockBusyError` when the deadline passes, or :class:`LockError`
         when the table itself fails ``backoff.error_attempts`` times.
         """
+        lease_for = self.duration if duration is None else duration
+        if lease_for <= timedelta(0):
+            raise InvalidEventError(f"lease duration must be positive, got {lease_for}")
         owner = str(uuid.uuid4())  # one owner per acquire: an SDK retry of our write stays ours
         started = self.clock()
         deadline = started + (wait.total_seconds() if wait else 0.0)
@@ -96,7 +112,7 @@ class LeaseLock:
         while True:
             sent = self.clock()
             try:
-                grant = self.table.try_acquire(lock_id, collection, owner, self.duration)
+                grant = self.table.try_acquire(lock_id, collection, owner, lease_for)
             except LockBusyError as busy:
                 contention += 1
                 failure: LockError = busy
@@ -107,7 +123,14 @@ class LeaseLock:
                 failure = broken
             else:
                 wait_ms = (self.clock() - started) * 1000.0
-                return Lease(self, grant, sent_at=sent, wait_ms=wait_ms, contention=contention)
+                return Lease(
+                    self,
+                    grant,
+                    sent_at=sent,
+                    wait_ms=wait_ms,
+                    contention=contention,
+                    duration=lease_for,
+                )
             pause = self._backoff.delay(attempt, self._rng)
             if isinstance(failure, LockBusyError):
                 remaining = deadline - self.clock()
@@ -122,11 +145,20 @@ class Lease:
     """One grant, held until :meth:`release` (or the end of a ``with`` block)."""
 
     def __init__(
-        self, lock: LeaseLock, grant: LeaseGrant, *, sent_at: float, wait_ms: float, contention: int
+        self,
+        lock: LeaseLock,
+        grant: LeaseGrant,
+        *,
+        sent_at: float,
+        wait_ms: float,
+        contention: int,
+        duration: timedelta | None = None,
     ) -> None:
         self._lock = lock
         self._grant = grant
-        self._deadline = sent_at + lock.duration.total_seconds()
+        self.duration = lock.duration if duration is None else duration
+        self.heartbeat_interval = min(lock.heartbeat_interval, self.duration / 3)
+        self._deadline = sent_at + self.duration.total_seconds()
         self._confirmed_at = sent_at  # when the table last confirmed the grant (send time)
         self._granted_at = lock.clock()
         self._released_ms: float | None = None
@@ -242,13 +274,13 @@ class Lease:
     def _renew(self) -> None:
         with self._renewing:
             sent = self._lock.clock()
-            self._grant = self._lock.table.renew(self._grant, self._lock.duration)
-            self._deadline = sent + self._lock.duration.total_seconds()
+            self._grant = self._lock.table.renew(self._grant, self.duration)
+            self._deadline = sent + self.duration.total_seconds()
             self._confirmed_at = sent
 
     def _heartbeat(self) -> None:
         failures = 0
-        interval = self._lock.heartbeat_interval.total_seconds()
+        interval = self.heartbeat_interval.total_seconds()
         while not self._stop.wait(interval):
             try:
                 self._renew()

@@ -104,7 +104,7 @@ class LeaseTable(Protocol):
         ...
 
     def release(self, grant: LeaseGrant) -> None:
-        """Release the row (owner removed, fence kept) only if it is still ours; else a no-op."""
+        """Release the row (expired, owner no holder, fence kept) only if still ours; else no-op."""
         ...
 
     def read(self, lock_id: str, collection: str | None = None) -> LeaseGrant | None:

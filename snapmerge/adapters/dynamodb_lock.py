@@ -1,32 +1,40 @@
-"""The lease table on DynamoDB: one row per lock id, written only by conditional updates.
+"""The lease table on DynamoDB: one row per lock id, beside one fence item per lock id.
 
-Row (DESIGN §1, compatible with the original plus ``fence``, ``expires_ms`` and ``time_to_live``)::
+Rows (DESIGN §1; readable by the original's lock tools at every moment)::
 
     PK=LOCK#{collection}#{lock_id}  SK=LOCK  GSI1PK=LOCK#{collection}  GSI1SK=EXPIRES#{iso}
     TYPE=COMPACTION_LOCK  owner  expires  heartbeat  acquired  collection
-    fence (N)  expires_ms (N, epoch ms)  time_to_live (N, epoch s)
+    fence (N, a copy)  expires_ms (N, epoch ms)  time_to_live (N, epoch s)
 
-Why these choices:
+    PK=LOCK#{collection}#{lock_id}  SK=FENCE  fence (N, the high-water mark)
 
-* **The expiry comparison is numeric** (``expires_ms``): the ISO fields stay for readers of the
-  original schema, but string comparison of ISO timestamps breaks on format drift
-  (``isoformat()`` drops ``.000000`` when microseconds are zero). A row left by the original code
-  has no ``expires_ms``; the condition then falls back to comparing its ISO ``expires``.
-* **Release keeps the row.** It removes ``owner`` and moves ``expires`` to "now", conditionally on
-  owner and fence, so the ``fence`` counter survives: the next grant is ``fence + 1``. The row is
-  only deleted by DynamoDB TTL ``ttl_margin`` (default one day) after its last expiry; a fence
-  restarting at 1 after that is harmless because every lease of the earlier sequence ended long
-  before (the owner check, not the fence, is what refuses a stale renew).
+Why these choices (ADR 0002):
+
+* **The grant decision is made in Python on a strongly consistent read**, then written with a
+  condition that the row is still exactly as read. The original writes ``expires`` in several
+  text formats (``T`` or space separator, with or without zone) and no ``expires_ms``: a
+  DynamoDB string comparison took a live ``2026-12-01 22:01:33`` row for expired. Every format
+  is parsed (:mod:`snapmerge.adapters.lock_rows`); one that cannot be parsed is busy.
+* **The fence lives in its own item** (``SK=FENCE``), which the original never touches: its
+  acquire replaces the whole lock row and its release deletes it, so a fence kept only in the row
+  started again at 1. A grant is one transaction of two conditional updates: the fence item
+  rises to ``next`` (only if it is below ``next``) and the lock row takes ``owner`` and
+  ``fence = next`` (only if it is still as read). Transactions of updates need no IAM action
+  beyond ``dynamodb:UpdateItem``; the code calls only GetItem, UpdateItem and TransactWriteItems.
+* **Release keeps a row the original can parse.** It writes ``owner`` = :data:`RELEASED_OWNER`
+  (a UUIDv4 that is never a holder) and ``expires`` = now, conditionally on owner and fence; the
+  row goes by DynamoDB TTL ``ttl_margin`` after its last expiry, or by the original's
+  ``cleanup_expired_locks``. Attributes we do not know are left as they are (every write is an
+  ``UpdateItem`` ``SET``), never dropped.
 * **Busy and broken never look alike:** a refused condition is :class:`LockBusyError` (acquire) or
   :class:`LeaseLostError` (renew); anything else (throttled after the SDK's retries, missing table,
   access denied, validation, no connection) is :class:`LockError` with the cause chained.
-* **The caller's wall clock is the "now" of every condition**, passed as a value, so an injected
-  clock makes leases expire in tests without sleeping.
+* **The caller's wall clock is the "now" of every decision**, so an injected clock makes leases
+  expire in tests without sleeping.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,60 +42,44 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from snapmerge import aws
+from snapmerge.adapters.dynamodb_expr import names_for, tx_update, unchanged_since_read
+from snapmerge.adapters.lock_rows import RELEASED_OWNER, RowView, epoch_ms, iso, view_of_item
 from snapmerge.errors import LeaseLostError, LockBusyError, LockError
 from snapmerge.ports import LeaseGrant
 
+__all__ = ["RELEASED_OWNER", "DynamoLeaseTable", "collection_of", "epoch_ms", "iso", "row_key"]
+
 ROW_TYPE = "COMPACTION_LOCK"
 SORT_KEY = "LOCK"
+FENCE_SORT_KEY = "FENCE"
 DEFAULT_TTL_MARGIN = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CONDITION_FAILED = "ConditionalCheckFailedException"
-
-# Every attribute goes through a placeholder: TYPE, owner and others are DynamoDB reserved words.
-_NAMES = {
-    "#pk": "PK",
-    "#owner": "owner",
-    "#expires": "expires",
-    "#expires_ms": "expires_ms",
-    "#heartbeat": "heartbeat",
-    "#acquired": "acquired",
-    "#collection": "collection",
-    "#gsi1pk": "GSI1PK",
-    "#gsi1sk": "GSI1SK",
-    "#type": "TYPE",
-    "#fence": "fence",
-    "#ttl": "time_to_live",
-}
-
-
-def iso(moment: datetime) -> str:
-    """The one timestamp format of the row: UTC, always with microseconds (sorts as text)."""
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def epoch_ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+_CANCELLED = "TransactionCanceledException"
+_LOST_RACE = {"ConditionalCheckFailed", "TransactionConflict"}
+_RACE_ATTEMPTS = 3
 
 
 def row_key(lock_id: str, collection: str) -> dict[str, Any]:
     return {"PK": {"S": f"LOCK#{collection}#{lock_id}"}, "SK": {"S": SORT_KEY}}
 
 
-# Acquire: one conditional write, allowed only when nobody holds a live lease.
+def fence_key(lock_id: str, collection: str) -> dict[str, Any]:
+    return {"PK": {"S": f"LOCK#{collection}#{lock_id}"}, "SK": {"S": FENCE_SORT_KEY}}
+
+
+# Acquire: read the row (consistent), decide in Python (RowView.refuse_if_held), then one
+# transaction; either both updates land or neither does:
 #
-#   t0 holder A granted ........ t0+duration (A's expires_ms) ........
-#   |-- B refused (busy) -------|-- B granted (expired), fence+1 -----
-#   A releases early at t1 -> owner removed -> B granted at once.
-_ACQUIRE_ROW_MISSING = "attribute_not_exists(#pk)"
-_ACQUIRE_RELEASED = "attribute_not_exists(#owner)"
-_ACQUIRE_EXPIRED = "#expires_ms <= :now_ms"
-_ACQUIRE_EXPIRED_ORIGINAL_ROW = "(attribute_not_exists(#expires_ms) AND #expires <= :now_iso)"
-_ACQUIRE_CONDITION = " OR ".join(
-    (_ACQUIRE_ROW_MISSING, _ACQUIRE_RELEASED, _ACQUIRE_EXPIRED, _ACQUIRE_EXPIRED_ORIGINAL_ROW)
-)
+#   read row R (owner o, expires e) ... decide: free ... TransactWriteItems
+#     FENCE: SET fence = :next      IF fence is missing or below :next   (never backwards)
+#     LOCK:  SET owner, fence, ...  IF the row is still R                (nobody moved first)
+#   a refused condition -> somebody moved between the read and the write -> read again.
+_FENCE_RISES = "attribute_not_exists(#fence) OR #fence < :next"
 
 # Renew: only the same grant (owner AND fence) and only before it expired. An expired holder can
 # never revive its lease, even if nobody took it over: it must acquire again (and get a new fence).
+# A row replaced by the original's writer has no fence, so the renew is refused.
 _IS_OUR_GRANT = "#owner = :owner AND #fence = :fence"
 _NOT_EXPIRED = "#expires_ms > :now_ms"
 _RENEW_CONDITION = f"{_IS_OUR_GRANT} AND {_NOT_EXPIRED}"
@@ -119,43 +111,89 @@ class DynamoLeaseTable:
         self, lock_id: str, collection: str, owner: str, duration: timedelta
     ) -> LeaseGrant:
         self._collections[lock_id] = collection
-        now = self._now()
-        expires = now + duration
+        read_fence = False
+        view: RowView | None = None
+        for _ in range(_RACE_ATTEMPTS):
+            now = self._now()
+            item = self.read_raw(lock_id, collection)
+            view = view_of_item(item)
+            if view is not None and view.owner == owner and item is not None:
+                # Our own earlier attempt landed and its reply was lost (the SDK retried).
+                return _grant(lock_id, item)
+            if view is not None:
+                view.refuse_if_held(lock_id, now)
+            high = view.fence if view is not None else 0
+            if read_fence or high == 0:
+                high = max(high, self.read_fence(lock_id, collection))
+            grant = LeaseGrant(lock_id, collection, owner, high + 1, now + duration)
+            try:
+                self._grant_write(grant, now, item)
+            except _LostRace as lost:
+                read_fence = read_fence or lost.fence_moved
+                continue
+            return grant
+        holder = view.owner if view is not None else None
+        raise LockBusyError(lock_id, holder, view.raw_expires if view is not None else None)
+
+    def _grant_write(
+        self, grant: LeaseGrant, now: datetime, seen: Mapping[str, Any] | None
+    ) -> None:
+        """The grant transaction; raises :class:`_LostRace` if either condition was refused."""
+        lock_id, collection = grant.lock_id, grant.collection
+        row_condition, row_values = unchanged_since_read(seen)
         values = {
-            ":owner": {"S": owner},
+            ":owner": {"S": grant.owner},
             ":collection": {"S": collection},
             ":gsi1pk": {"S": f"LOCK#{collection}"},
             ":type": {"S": ROW_TYPE},
-            ":one": {"N": "1"},
-            ":now_ms": {"N": str(epoch_ms(now))},
+            ":next": {"N": str(grant.fence)},
             ":now_iso": {"S": iso(now)},
-            **self._expiry_values(expires),
+            **self._expiry_values(grant.expires),
+            **row_values,
         }
+        row_update = (
+            "SET #owner = :owner, #collection = :collection, #gsi1pk = :gsi1pk, "
+            "#type = :type, #acquired = :now_iso, #heartbeat = :now_iso, "
+            "#expires = :expires, #expires_ms = :expires_ms, #gsi1sk = :gsi1sk, "
+            "#ttl = :ttl, #fence = :next"
+        )
+        items = [
+            tx_update(
+                self.table_name,
+                fence_key(lock_id, collection),
+                "SET #fence = :next",
+                _FENCE_RISES,
+                {":next": values[":next"]},
+            ),
+            tx_update(
+                self.table_name, row_key(lock_id, collection), row_update, row_condition, values
+            ),
+        ]
         try:
-            reply = self._update(
-                lock_id,
-                collection,
-                update=(
-                    "SET #owner = :owner, #collection = :collection, #gsi1pk = :gsi1pk, "
-                    "#type = :type, #acquired = :now_iso, #heartbeat = :now_iso, "
-                    "#expires = :expires, #expires_ms = :expires_ms, #gsi1sk = :gsi1sk, "
-                    "#ttl = :ttl ADD #fence :one"
-                ),
-                condition=_ACQUIRE_CONDITION,
-                values=values,
+            self._client.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if _code(exc) != _CANCELLED:
+                raise _lock_error("acquire", lock_id, exc) from exc
+            reasons = [
+                str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])
+            ]
+            if not reasons or any(r not in _LOST_RACE | {"None"} for r in reasons):
+                raise _lock_error("acquire", lock_id, exc) from exc
+            raise _LostRace(fence_moved=reasons[0] != "None") from None
+        except BotoCoreError as exc:
+            raise LockError(f"lock table acquire of {lock_id!r} failed: {exc}") from exc
+
+    def read_fence(self, lock_id: str, collection: str) -> int:
+        """The fence high-water mark (0 if this lock was never granted)."""
+        try:
+            reply = self._client.get_item(
+                TableName=self.table_name, Key=fence_key(lock_id, collection), ConsistentRead=True
             )
         except ClientError as exc:
-            if _code(exc) != _CONDITION_FAILED:
-                raise _lock_error("acquire", lock_id, exc) from exc
-            current: dict[str, Any] | None = exc.response.get("Item")  # type: ignore[assignment]
-            current = current or self.read_raw(lock_id, collection)
-            if current and _s(current, "owner") == owner:
-                # Our own earlier attempt landed and its reply was lost (the SDK retried).
-                return _grant(lock_id, current)
-            holder = _s(current, "owner") if current else None
-            until = _s(current, "expires") if current else None
-            raise LockBusyError(lock_id, holder, until) from None
-        return _grant(lock_id, reply["Attributes"])
+            raise _lock_error("fence read", lock_id, exc) from exc
+        except BotoCoreError as exc:
+            raise LockError(f"lock table fence read of {lock_id!r} failed: {exc}") from exc
+        return int(reply.get("Item", {}).get("fence", {}).get("N", "0"))
 
     def renew(self, grant: LeaseGrant, duration: timedelta) -> LeaseGrant:
         now = self._now()
@@ -191,6 +229,7 @@ class DynamoLeaseTable:
             ":owner": {"S": grant.owner},
             ":fence": {"N": str(grant.fence)},
             ":now_iso": {"S": iso(now)},
+            ":released": {"S": RELEASED_OWNER},
             **self._expiry_values(now),
         }
         try:
@@ -199,7 +238,7 @@ class DynamoLeaseTable:
                 grant.collection,
                 update=(
                     "SET #heartbeat = :now_iso, #expires = :expires, #expires_ms = :expires_ms, "
-                    "#gsi1sk = :gsi1sk, #ttl = :ttl REMOVE #owner"
+                    "#gsi1sk = :gsi1sk, #ttl = :ttl, #owner = :released"
                 ),
                 condition=_RELEASE_CONDITION,
                 values=values,
@@ -220,7 +259,8 @@ class DynamoLeaseTable:
         if not collection:
             raise LockError(f"cannot read {lock_id!r}: its collection is unknown")
         item = self.read_raw(lock_id, collection)
-        if not item or "owner" not in item:
+        view = view_of_item(item)
+        if item is None or view is None or view.owner is None:
             return None
         return _grant(lock_id, item)
 
@@ -256,15 +296,13 @@ class DynamoLeaseTable:
         condition: str,
         values: Mapping[str, Any],
     ) -> dict[str, Any]:
-        placeholders = set(re.findall(r"#\w+", f"{update} {condition}"))
-        used = {k: v for k, v in _NAMES.items() if k in placeholders}
         try:
             reply: dict[str, Any] = self._client.update_item(
                 TableName=self.table_name,
                 Key=row_key(lock_id, collection),
                 UpdateExpression=update,
                 ConditionExpression=condition,
-                ExpressionAttributeNames=used,
+                ExpressionAttributeNames=names_for(update, condition),
                 ExpressionAttributeValues=dict(values),
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -283,19 +321,25 @@ def collection_of(lock_id: str) -> str:
 
 
 def _grant(lock_id: str, item: Mapping[str, Any]) -> LeaseGrant:
-    raw = _s(item, "expires") or ""
-    try:
-        expires = datetime.fromisoformat(raw)
-    except ValueError:
-        raise LockError(f"lock row {lock_id!r} has an unreadable expires {raw!r}") from None
-    expires = expires.replace(tzinfo=UTC) if expires.tzinfo is None else expires.astimezone(UTC)
+    view = view_of_item(item)
+    if view is None or view.expires is None:
+        raw = view.raw_expires if view is not None else ""
+        raise LockError(f"lock row {lock_id!r} has an unreadable expires {raw!r}")
     return LeaseGrant(
         lock_id=lock_id,
         collection=_s(item, "collection") or "",
-        owner=_s(item, "owner") or "",
-        fence=int(item.get("fence", {}).get("N", "0")),
-        expires=expires,
+        owner=view.owner or "",
+        fence=view.fence,
+        expires=view.expires,
     )
+
+
+class _LostRace(Exception):
+    """The grant transaction was refused: the row or the fence moved after our read."""
+
+    def __init__(self, *, fence_moved: bool) -> None:
+        super().__init__("lost the race for the lock row")
+        self.fence_moved = fence_moved
 
 
 def _s(item: Mapping[str, Any], name: str) -> str | None:

@@ -14,10 +14,11 @@ import pytest
 from botocore.stub import Stubber
 
 from snapmerge import aws as aws_clients
-from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
+from snapmerge.adapters.dynamodb_lock import RELEASED_OWNER, DynamoLeaseTable, iso
 from snapmerge.adapters.memory_lock import MemoryLeaseTable
 from snapmerge.errors import LeaseLostError, LockBusyError, LockError
 from snapmerge.ports import LeaseGrant, LeaseTable
+from tests.compat.original_lock import OriginalLockManager
 
 LOCK = "chroma-words-update"
 COLLECTION = "words"
@@ -189,6 +190,139 @@ def test_locks_are_independent(table: LeaseTable) -> None:
     assert (other.owner, other.fence) == ("b", 1)
 
 
+# -- another writer on the same row: the original's lock manager ---------------------------------
+
+
+FOREIGN_OWNER = "5b1f0c1e-2f7a-4c1e-9d3b-0a1b2c3d4e5f"
+
+
+class Foreign:
+    """Does to the row what the original's lock manager does, on either table."""
+
+    def __init__(self, table: LeaseTable, wall: Wall, aws_env: Any | None) -> None:
+        self.table = table
+        self.original = (
+            OriginalLockManager(aws_env.table, clock=wall) if aws_env is not None else None
+        )
+
+    def put(self, expires: str, owner: str = FOREIGN_OWNER, *, heartbeat: bool = False) -> None:
+        """Replace the whole row (its acquire; with ``heartbeat`` only if a row exists)."""
+        if isinstance(self.table, MemoryLeaseTable):
+            self.table.put_foreign_row(LOCK, COLLECTION, owner, expires, if_exists=heartbeat)
+            return
+        assert self.original is not None
+        item = {
+            "PK": {"S": f"LOCK#{COLLECTION}#{LOCK}"},
+            "SK": {"S": "LOCK"},
+            "GSI1PK": {"S": f"LOCK#{COLLECTION}"},
+            "GSI1SK": {"S": f"EXPIRES#{expires}"},
+            "TYPE": {"S": "COMPACTION_LOCK"},
+            "owner": {"S": owner},
+            "expires": {"S": expires},
+            "collection": {"S": COLLECTION},
+            "heartbeat": {"NULL": True},
+        }
+        condition = {"ConditionExpression": "attribute_exists(PK)"} if heartbeat else {}
+        self.original.client.put_item(TableName=self.original.table, Item=item, **condition)
+
+    def delete(self) -> None:
+        if isinstance(self.table, MemoryLeaseTable):
+            self.table.delete_row(LOCK)
+            return
+        assert self.original is not None
+        self.original.client.delete_item(
+            TableName=self.original.table,
+            Key={"PK": {"S": f"LOCK#{COLLECTION}#{LOCK}"}, "SK": {"S": "LOCK"}},
+        )
+
+
+@pytest.fixture
+def foreign(request: pytest.FixtureRequest, table: LeaseTable, wall: Wall) -> Foreign:
+    env = None if isinstance(table, MemoryLeaseTable) else request.getfixturevalue("aws")
+    return Foreign(table, wall, env)
+
+
+# wall.now is 2025-01-02 03:04:05.123456 UTC; each text names 03:10:00 (or 03:10:00.5) UTC.
+LIVE_EXPIRIES = [
+    "2025-01-02 03:10:00",  # str(naive datetime): a space, and sorts below any "T" text
+    "2025-01-02 03:10:00.500000+00:00",
+    "2025-01-02T03:10:00",
+    "2025-01-02T03:10:00.500000",
+    "2025-01-02T03:10:00+00:00",
+    "2025-01-02T03:10:00Z",
+    "2025-01-02T05:10:00+02:00",
+]
+
+
+@pytest.mark.parametrize("expires", LIVE_EXPIRIES)
+def test_a_live_row_of_the_original_is_busy_in_every_format_it_writes(
+    table: LeaseTable, foreign: Foreign, wall: Wall, expires: str
+) -> None:
+    foreign.put(expires)
+
+    with pytest.raises(LockBusyError) as caught:
+        table.try_acquire(LOCK, COLLECTION, "a", MINUTE)
+    assert caught.value.holder == FOREIGN_OWNER
+    held = table.read(LOCK)
+    assert held is not None
+    assert (held.owner, held.fence) == (FOREIGN_OWNER, 0)
+    assert held.expires in (
+        datetime(2025, 1, 2, 3, 10, tzinfo=UTC),
+        datetime(2025, 1, 2, 3, 10, 0, 500000, tzinfo=UTC),
+    )
+
+    wall.now = datetime(2025, 1, 2, 3, 10, 0, 500000, tzinfo=UTC)
+    taken = table.try_acquire(LOCK, COLLECTION, "a", MINUTE)
+    assert taken.owner == "a"
+
+
+@pytest.mark.parametrize("expires", ["soon", "", "12/01/2026 22:01:33", "1767225600"])
+def test_a_row_whose_expiry_cannot_be_read_is_busy_forever(
+    table: LeaseTable, foreign: Foreign, wall: Wall, expires: str
+) -> None:
+    foreign.put(expires)
+    wall.advance(timedelta(days=3650))
+
+    with pytest.raises(LockBusyError) as caught:
+        table.try_acquire(LOCK, COLLECTION, "a", MINUTE)
+    assert "cannot read" in str(caught.value)
+
+
+def test_the_fence_rises_after_the_original_replaces_the_row(
+    table: LeaseTable, foreign: Foreign, wall: Wall
+) -> None:
+    table.release(table.try_acquire(LOCK, COLLECTION, "a", MINUTE))
+    table.release(table.try_acquire(LOCK, COLLECTION, "a", MINUTE))
+    foreign.put("2025-01-02T03:04:06+00:00")  # its acquire replaced our whole row: no fence
+    wall.advance(timedelta(seconds=1))
+
+    assert table.try_acquire(LOCK, COLLECTION, "b", MINUTE).fence == 3
+
+
+def test_the_fence_rises_after_the_original_deletes_the_row(
+    table: LeaseTable, foreign: Foreign
+) -> None:
+    table.release(table.try_acquire(LOCK, COLLECTION, "a", MINUTE))
+    foreign.delete()  # its release or its clean-up tool
+
+    assert table.read(LOCK) is None
+    assert table.try_acquire(LOCK, COLLECTION, "b", MINUTE).fence == 2
+
+
+def test_a_heartbeat_of_the_original_over_our_row_loses_our_lease(
+    table: LeaseTable, foreign: Foreign
+) -> None:
+    """Its heartbeat rewrites the row without an owner check: our renew must then be refused."""
+    grant = table.try_acquire(LOCK, COLLECTION, "a", MINUTE)
+    foreign.put("2025-01-02T03:06:05+00:00", heartbeat=True)
+
+    with pytest.raises(LeaseLostError):
+        table.renew(grant, MINUTE)
+    table.release(grant)  # not ours any more: a no-op
+    with pytest.raises(LockBusyError):
+        table.try_acquire(LOCK, COLLECTION, "b", MINUTE)
+
+
 @pytest.fixture
 def failing_table(request: pytest.FixtureRequest, make_table: Callable[[], LeaseTable]) -> Any:
     """A table whose every operation fails for a reason other than contention."""
@@ -245,13 +379,56 @@ def test_row_schema(dynamo: DynamoLeaseTable, wall: Wall) -> None:
     }
 
 
-def test_released_row_keeps_the_fence_and_drops_the_owner(dynamo: DynamoLeaseTable) -> None:
+def test_released_row_keeps_an_owner_that_is_no_holder_and_the_fence(
+    dynamo: DynamoLeaseTable, wall: Wall
+) -> None:
     dynamo.release(dynamo.try_acquire(LOCK, COLLECTION, "a", MINUTE))
     row = _plain(dynamo.read_raw(LOCK, COLLECTION))
 
-    assert "owner" not in row
+    assert row["owner"] == RELEASED_OWNER  # the original's tools need an owner (a UUIDv4)
+    assert row["expires"] == iso(wall.now)
     assert row["fence"] == "1"
+    assert dynamo.read_fence(LOCK, COLLECTION) == 1
     assert row["TYPE"] == "COMPACTION_LOCK"
+    assert dynamo.read(LOCK) is None
+
+
+def test_a_row_released_by_earlier_snapmerge_code_is_free(
+    aws: Any, dynamo: DynamoLeaseTable
+) -> None:
+    """Releases before this version removed ``owner`` and kept ``fence`` in the row only."""
+    dynamo.release(dynamo.try_acquire(LOCK, COLLECTION, "a", MINUTE))
+    client = aws_dynamodb()
+    client.update_item(
+        TableName=aws.table,
+        Key={"PK": {"S": f"LOCK#{COLLECTION}#{LOCK}"}, "SK": {"S": "LOCK"}},
+        UpdateExpression="REMOVE #o SET #f = :seven",
+        ExpressionAttributeNames={"#o": "owner", "#f": "fence"},
+        ExpressionAttributeValues={":seven": {"N": "7"}},
+    )
+    client.delete_item(
+        TableName=aws.table, Key={"PK": {"S": f"LOCK#{COLLECTION}#{LOCK}"}, "SK": {"S": "FENCE"}}
+    )
+
+    assert dynamo.read(LOCK) is None
+    assert dynamo.try_acquire(LOCK, COLLECTION, "b", MINUTE).fence == 8
+
+
+def test_unknown_attributes_of_a_row_are_kept(aws: Any, dynamo: DynamoLeaseTable) -> None:
+    """We write with UpdateItem SET only: what another program stored in the row stays."""
+    dynamo.release(dynamo.try_acquire(LOCK, COLLECTION, "a", MINUTE))
+    client = aws_dynamodb()
+    client.update_item(
+        TableName=aws.table,
+        Key={"PK": {"S": f"LOCK#{COLLECTION}#{LOCK}"}, "SK": {"S": "LOCK"}},
+        UpdateExpression="SET note = :n",
+        ExpressionAttributeValues={":n": {"S": "written by someone else"}},
+    )
+    grant = dynamo.try_acquire(LOCK, COLLECTION, "b", MINUTE)
+    dynamo.renew(grant, MINUTE)
+    dynamo.release(grant)
+
+    assert _plain(dynamo.read_raw(LOCK, COLLECTION))["note"] == "written by someone else"
 
 
 def test_a_row_left_by_the_original_code_is_honoured(
@@ -280,6 +457,27 @@ def test_a_row_left_by_the_original_code_is_honoured(
     assert (taken.owner, taken.fence) == ("a", 1)
 
 
+@pytest.mark.parametrize("op", ["get_item", "transact_write_items"])
+@pytest.mark.parametrize(
+    "code",
+    ["ProvisionedThroughputExceededException", "AccessDeniedException", "ValidationException"],
+)
+def test_acquire_errors_become_lock_error_with_the_cause(aws: Any, op: str, code: str) -> None:
+    client = aws_dynamodb()
+    table = DynamoLeaseTable(aws.table, client)
+    with Stubber(client) as stub:
+        if op == "transact_write_items":
+            stub.add_response("get_item", {})
+            stub.add_response("get_item", {})
+        stub.add_client_error(op, service_error_code=code, http_status_code=400)
+        with pytest.raises(LockError) as caught:
+            table.try_acquire(LOCK, COLLECTION, "a", MINUTE)
+
+    assert type(caught.value) is LockError
+    assert code in str(caught.value)
+    assert caught.value.__cause__ is not None
+
+
 @pytest.mark.parametrize(
     "code",
     ["ProvisionedThroughputExceededException", "AccessDeniedException", "ValidationException"],
@@ -287,10 +485,11 @@ def test_a_row_left_by_the_original_code_is_honoured(
 def test_service_errors_become_lock_error_with_the_cause(aws: Any, code: str) -> None:
     client = aws_dynamodb()
     table = DynamoLeaseTable(aws.table, client)
+    grant = LeaseGrant(LOCK, COLLECTION, "a", 1, datetime.now(UTC) + MINUTE)
     with Stubber(client) as stub:
         stub.add_client_error("update_item", service_error_code=code, http_status_code=400)
         with pytest.raises(LockError) as caught:
-            table.try_acquire(LOCK, COLLECTION, "a", MINUTE)
+            table.renew(grant, MINUTE)
 
     assert type(caught.value) is LockError
     assert code in str(caught.value)

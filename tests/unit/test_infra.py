@@ -403,3 +403,166 @@ def test_dockerfile_builds_the_project_for_the_lambda_runtime() -> None:
     assert text.rstrip().endswith('CMD ["handlers.compaction.lambda_handler"]')
     for package in ("snapmerge", "legacy", "flags", "rollout", "handlers"):
         assert f"COPY {package} ./{package}" in text
+
+
+# ------------------------------------------------------------------ beside the original system
+def _references(node: Any, under_if: str | None = None) -> Iterator[tuple[str, str | None]]:
+    """Every resource a node refers to (Ref, GetAtt, ${X} in Sub), with the If it sits under."""
+    if isinstance(node, dict):
+        if "Fn::If" in node:
+            condition, *branches = node["Fn::If"]
+            for branch in branches:
+                yield from _references(branch, condition)
+            return
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                yield value, under_if
+            elif key == "Fn::GetAtt":
+                yield (value[0] if isinstance(value, list) else value.split(".")[0]), under_if
+            elif key == "Fn::Sub":
+                text = value if isinstance(value, str) else value[0]
+                for name in re.findall(r"\$\{([A-Za-z0-9]+)[.}]", text):
+                    yield name, under_if
+                if isinstance(value, list):
+                    yield from _references(value[1], under_if)
+            else:
+                yield from _references(value, under_if)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _references(item, under_if)
+
+
+def reuse_problems(tpl: dict[str, Any]) -> list[str]:
+    """A conditional resource may only be named under an If on its own condition."""
+    problems = []
+    for resource, condition in (
+        ("SnapshotBucket", "CreateSnapshotBucket"),
+        ("LockTable", "CreateLockTable"),
+    ):
+        if tpl["Resources"][resource].get("Condition") != condition:
+            problems.append(f"{resource} is created even when an existing one is given")
+        for section in ("Resources", "Outputs"):
+            for name, node in tpl[section].items():
+                if tpl[section][name].get("Condition") == condition:
+                    continue
+                for ref, under in _references(node):
+                    if ref == resource and under != condition:
+                        problems.append(f"{section}.{name} names {resource} unconditionally")
+    return problems
+
+
+def test_the_stack_can_take_the_original_bucket_and_lock_table(template: dict[str, Any]) -> None:
+    params = template["Parameters"]
+    assert params["ExistingSnapshotBucketName"]["Default"] == ""
+    assert params["ExistingLockTableName"]["Default"] == ""
+    assert template["Conditions"]["CreateSnapshotBucket"] == {
+        "Fn::Equals": [{"Ref": "ExistingSnapshotBucketName"}, ""]
+    }
+    assert reuse_problems(template) == []
+    env = template["Resources"]["CompactionFunction"]["Properties"]["Environment"]["Variables"]
+    for name in ("CHROMADB_BUCKET", "S3_BUCKET"):
+        assert env[name] == {
+            "Fn::If": [
+                "CreateSnapshotBucket",
+                {"Ref": "SnapshotBucket"},
+                {"Ref": "ExistingSnapshotBucketName"},
+            ]
+        }
+
+
+def test_the_reuse_checker_catches_an_unconditional_reference(template: dict[str, Any]) -> None:
+    planted = copy.deepcopy(template)
+    env = planted["Resources"]["CompactionFunction"]["Properties"]["Environment"]["Variables"]
+    env["CHROMADB_BUCKET"] = {"Ref": "SnapshotBucket"}
+    assert reuse_problems(planted) == [
+        "Resources.CompactionFunction names SnapshotBucket unconditionally"
+    ]
+
+
+def test_the_pointer_policy_can_wait_for_the_cut_over(template: dict[str, Any]) -> None:
+    policy = template["Resources"]["SnapshotBucketPolicy"]
+    assert policy["Condition"] == "ApplyPointerPolicy"
+    assert template["Parameters"]["EnforceConditionalPointerWrites"]["AllowedValues"] == [
+        "true",
+        "false",
+    ]
+    assert template["Conditions"]["ApplyPointerPolicy"] == {
+        "Fn::Equals": [{"Ref": "EnforceConditionalPointerWrites"}, "true"]
+    }
+
+
+_DDB_CALL = re.compile(r"self\._client\.(\w+)\(")
+_TO_IAM = {
+    "get_item": "GetItem",
+    "update_item": "UpdateItem",
+    "put_item": "PutItem",
+    "delete_item": "DeleteItem",
+    "query": "Query",
+    "scan": "Scan",
+    "batch_write_item": "BatchWriteItem",
+    "batch_get_item": "BatchGetItem",
+}
+
+
+def lock_table_actions_called() -> set[str]:
+    """The IAM actions the lock adapter needs, read from its source."""
+    adapters = sorted((ROOT / "snapmerge" / "adapters").glob("dynamodb_*.py"))
+    source = "\n".join(path.read_text() for path in adapters)
+    actions = set()
+    for method in _DDB_CALL.findall(source):
+        if method == "transact_write_items":
+            kinds = set(re.findall(r'"(Put|Update|Delete|ConditionCheck)": \{', source))
+            actions |= {
+                "ConditionCheckItem" if k == "ConditionCheck" else f"{k}Item" for k in kinds
+            }
+        else:
+            actions.add(_TO_IAM.get(method, method))
+    return {f"dynamodb:{a}" for a in actions}
+
+
+def test_the_role_has_exactly_the_lock_table_actions_the_code_calls(
+    template: dict[str, Any],
+) -> None:
+    (statement,) = [s for _, s in _policy_statements(template) if s.get("Sid") == "LockTable"]
+    assert (
+        set(statement["Action"])
+        == lock_table_actions_called()
+        == {
+            "dynamodb:GetItem",
+            "dynamodb:UpdateItem",
+        }
+    )
+    # No other deployed module talks to DynamoDB (embedded.py creates the local moto table).
+    for path in ROOT.glob("*/**/*.py"):
+        if path.parts[len(ROOT.parts)] in {"tests", ".venv"} or path.name in {
+            "dynamodb_lock.py",
+            "dynamodb_expr.py",
+            "embedded.py",
+        }:
+            continue
+        assert 'client("dynamodb")' not in path.read_text(), path
+
+
+def test_the_role_can_never_delete_the_pointer(template: dict[str, Any]) -> None:
+    denies = [
+        s
+        for _, s in _policy_statements(template)
+        if s["Effect"] == "Deny" and "s3:DeleteObject" in s["Action"]
+    ]
+    assert len(denies) == 1
+    assert "/*/snapshot/latest-pointer.txt" in json.dumps(denies[0]["Resource"])
+
+
+def test_the_phase_lease_parameter_cannot_go_below_what_start_up_accepts(
+    template: dict[str, Any],
+) -> None:
+    from snapmerge.config import DEFAULT_VERIFY_MARGIN, LEASE_SLACK, Settings
+
+    param = template["Parameters"]["PhaseLeaseSeconds"]
+    env = template["Resources"]["CompactionFunction"]["Properties"]["Environment"]["Variables"]
+    assert env["SNAPMERGE_PHASE_LEASE_SECONDS"] == {"Ref": "PhaseLeaseSeconds"}
+    assert float(env["SNAPMERGE_VERIFY_MARGIN_SECONDS"]) == DEFAULT_VERIFY_MARGIN.total_seconds()
+    assert param["MinValue"] == (DEFAULT_VERIFY_MARGIN + LEASE_SLACK).total_seconds()
+    base = {"CHROMADB_BUCKET": "b", "DYNAMODB_TABLE_NAME": "t"}
+    for seconds in (param["MinValue"], param["Default"]):
+        Settings.from_env({**base, "SNAPMERGE_PHASE_LEASE_SECONDS": str(seconds)})

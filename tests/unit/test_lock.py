@@ -15,11 +15,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from snapmerge.adapters.lock_rows import RELEASED_OWNER, RowView, parse_expiry
 from snapmerge.adapters.memory_lock import MemoryLeaseTable
-from snapmerge.errors import LeaseLostError, LockBusyError, LockError
+from snapmerge.errors import InvalidEventError, LeaseLostError, LockBusyError, LockError
 from snapmerge.lock import Backoff, Lease, LeaseLock, lease_timings
 from snapmerge.ports import LeaseGrant
+from tests.compat.original_lock import ExpiryFormat
 
 LOCK, COLLECTION = "chroma-words-update", "words"
 HOUR = timedelta(hours=1)
@@ -448,3 +452,99 @@ def test_a_trusted_grant_still_needs_the_time_left(table: MemoryLeaseTable, fake
     with pytest.raises(LeaseLostError):  # 20 s lease cannot leave the 30 s margin, fresh or not
         lease.verify(timedelta(seconds=30), trust_recent=timedelta(seconds=1))
     lease.release()
+
+
+# -- short phase leases ----------------------------------------------------------------------
+
+PHASE = timedelta(seconds=45)
+
+
+def test_a_duration_override_sets_the_grant_and_every_renewal(
+    table: MemoryLeaseTable, fake: FakeTime
+) -> None:
+    lock = make_lock(table, fake, duration=timedelta(minutes=16), heartbeat=timedelta(seconds=60))
+
+    with lock.acquire(LOCK, COLLECTION, duration=PHASE) as lease:
+        assert lease.grant.expires == fake.wall() + PHASE
+        assert lease.duration == PHASE
+        assert lease.heartbeat_interval == PHASE / 3  # at least three beats per lease
+        fake.advance(20)
+        lease.verify(timedelta(seconds=30))  # 25 s left < 30 s: renews, for 45 s again
+        assert lease.grant.expires == fake.wall() + PHASE
+        fake.advance(46)
+        with pytest.raises(LeaseLostError):
+            lease.check()  # the local deadline follows the phase lease, not the 16 minutes
+
+    with lock.acquire(LOCK, COLLECTION) as lease:
+        assert lease.grant.expires == fake.wall() + timedelta(minutes=16)
+        assert lease.heartbeat_interval == timedelta(seconds=60)
+
+
+def test_a_non_positive_duration_override_is_refused(
+    table: MemoryLeaseTable, fake: FakeTime
+) -> None:
+    with pytest.raises(InvalidEventError):
+        make_lock(table, fake).acquire(LOCK, COLLECTION, duration=timedelta(0))
+    assert table.calls["try_acquire"] == 0
+
+
+@pytest.mark.parametrize(
+    ("lease", "blocked_at_most"),
+    [(PHASE, 45 + 2), (timedelta(minutes=16), 16 * 60 + 2)],
+    ids=["phase-lease", "whole-merge-lease"],
+)
+def test_a_killed_phase_one_holder_blocks_the_collection_for_its_lease_only(
+    table: MemoryLeaseTable, fake: FakeTime, lease: timedelta, blocked_at_most: float
+) -> None:
+    """A Lambda killed inside phase 1 leaves its row; the next writer waits out that lease.
+
+    The holder takes the lock the way phase 1 does and dies (no release, no heartbeat). The
+    waiter's wait is the collection's blocked time: the lease, plus at most one backoff step
+    (2 s cap here). Fake time: no durations are measured.
+    """
+    holder = make_lock(table, fake, duration=timedelta(minutes=16))
+    dead = holder.acquire(LOCK, COLLECTION, duration=lease)
+    dead._stop.set()  # the process is gone: its heartbeat thread with it, and no release
+
+    waiter = make_lock(table, fake).acquire(
+        LOCK, COLLECTION, wait=timedelta(minutes=30), duration=PHASE
+    )
+
+    assert lease.total_seconds() <= waiter.wait_ms / 1000 <= blocked_at_most
+    assert waiter.fence == dead.fence + 1
+    waiter.release()
+
+
+# -- reading the expiry of any writer's row ----------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    moment=st.datetimes(
+        min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    fmt=st.sampled_from(list(ExpiryFormat)),
+)
+def test_every_expiry_text_the_original_writes_reads_back_as_its_instant(
+    moment: datetime, fmt: ExpiryFormat
+) -> None:
+    whole_seconds = fmt in (ExpiryFormat.SPACE, ExpiryFormat.ZULU)
+    expected = moment.replace(microsecond=0) if whole_seconds else moment
+
+    assert parse_expiry(fmt.render(moment)) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "  ", "soon", "12/01/2026 22:01:33", "2026-13-01T00:00:00", "1767225600", "x" * 99]
+)
+def test_an_expiry_text_that_is_no_instant_is_unreadable(text: str) -> None:
+    assert parse_expiry(text) is None
+
+
+def test_a_row_with_both_expiries_counts_the_later() -> None:
+    early, late = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC)
+    view = RowView.of("x", late.isoformat(), int(early.timestamp() * 1000), 3)
+    assert view.expires == late
+    with pytest.raises(LockBusyError):
+        view.refuse_if_held(LOCK, early + timedelta(hours=1))
+    assert RowView.of(RELEASED_OWNER, late.isoformat(), None, 3).owner is None
