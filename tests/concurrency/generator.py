@@ -35,6 +35,7 @@ class BatchPlan:
     path: MergePath
     chunks: tuple[tuple[Record, ...], ...]
     late_upload: bool = False  # inputs uploaded by the worker just before it runs (reused ids)
+    collection: str | None = None  # the collection inside its chunks (None: the request's own)
 
 
 @dataclass(frozen=True)

@@ -252,7 +252,7 @@ def _upload_batch(
     keys = []
     for i, rows in enumerate(batch.chunks):
         local = where / f"chunk-{i}"
-        synth.write_index(engine, local, list(rows), f"receipt_{DB.value}")
+        synth.write_index(engine, local, list(rows), batch.collection or f"receipt_{DB.value}")
         prefix = Keys.intermediate_prefix(batch.batch_id, i)
         upload_directory(raw, local, prefix)
         keys.append(prefix)

@@ -9,6 +9,7 @@ the later one's writes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from snapmerge import synth
 from snapmerge.domain import Database, Keys, MergePath, Record
@@ -133,6 +134,19 @@ def reused_batch_id(path: MergePath) -> tuple[HistoryPlan, Script]:
     script = Script()
     script.at(0, "done", signal("first-done"))
     script.at(1, "start", wait("first-done"))
+    return plan, script
+
+
+def other_collections_intermediate(path: MergePath) -> tuple[HistoryPlan, Script]:
+    """Issue 10 #5: a ``words`` final merge whose intermediate holds a ``receipt_lines`` index."""
+    seed = 10_005
+    rows = _seed(seed)
+    good = _batch(seed, 0, rows, "words-batch", _other(path))
+    bad = _batch(seed, 1, rows, "lines-chunk", path)
+    plan = _plan(seed, rows, [good, replace(bad, collection="receipt_lines")])
+    script = Script()
+    script.at(0, "done", signal("words-done"))
+    script.at(1, "start", wait("words-done"))
     return plan, script
 
 

@@ -17,7 +17,7 @@ import pytest
 from snapmerge import merging, synth
 from snapmerge.adapters.memory_index import MemoryIndex
 from snapmerge.domain import MergePath, VersionId, new_version_id
-from snapmerge.errors import SnapmergeError, SnapshotError
+from snapmerge.errors import MergeInputError, SnapmergeError, SnapshotError
 from snapmerge.snapshots import SnapshotStore
 from tests.concurrency import scenarios
 from tests.concurrency.choreography import Script, do
@@ -103,6 +103,20 @@ def test_a_reused_batch_id_with_new_inputs_is_refused(
     assert len(history.publishes) == 1
     first_rows = {r.id: r for c in plan.workers[0].batches[0].chunks for r in c}
     assert {k: final.records[k] for k in first_rows} == first_rows
+
+
+@NEEDS_CORE
+@PATHS
+def test_an_intermediate_of_another_collection_is_refused(
+    aws: AwsEnv, tmp_path: Path, path: MergePath
+) -> None:
+    plan, script = scenarios.other_collections_intermediate(path)
+    history, final = _run(aws, tmp_path, plan, script)
+    refused = [o for o in history.outcomes if o.worker == 1]
+    assert refused and all(isinstance(o.error, MergeInputError) for o in refused), refused
+    assert [history.manifests[p.version].batch_id for p in history.publishes] == ["words-batch"]
+    good = plan.workers[0].batches[0]
+    assert dict(final.records) == synth.expected_state([plan.seed_rows, *good.chunks])
 
 
 @NEEDS_CORE
