@@ -9,7 +9,7 @@ fire, or in which any attempt failed with an undeclared error type, is a violati
 
 Environment: ``SNAPMERGE_HISTORIES`` (default 26: the coverage set), ``SNAPMERGE_CHROMA_HISTORIES``
 (default 2: one fault on each path), ``SNAPMERGE_HISTORY_OFFSET`` (first index, for shards),
-``SNAPMERGE_MAX_WORKERS`` (default 4), ``SNAPMERGE_HISTORY_SEED`` (shifts the seeds). The long run
+``SNAPMERGE_MAX_WORKERS`` (default 3), ``SNAPMERGE_HISTORY_SEED`` (shifts the seeds). The long run
 is ``make test-long``.
 """
 
@@ -34,7 +34,7 @@ from tests.conftest import AwsEnv
 HISTORIES = int(os.environ.get("SNAPMERGE_HISTORIES", str(len(COVERAGE))))
 CHROMA_HISTORIES = int(os.environ.get("SNAPMERGE_CHROMA_HISTORIES", "2"))
 OFFSET = int(os.environ.get("SNAPMERGE_HISTORY_OFFSET", "0"))
-MAX_WORKERS = int(os.environ.get("SNAPMERGE_MAX_WORKERS", "4"))
+MAX_WORKERS = int(os.environ.get("SNAPMERGE_MAX_WORKERS", "3"))
 BASE_SEED = int(os.environ.get("SNAPMERGE_HISTORY_SEED", "0"))
 
 
