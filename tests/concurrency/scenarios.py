@@ -92,7 +92,8 @@ def concurrent_duplicates(path: MergePath) -> tuple[HistoryPlan, Script]:
         script.at(0, "before_swap", wait("duplicate-past-replay"))
         script.at(0, "after_receipt", wait("duplicate-fetched"))
         script.at(1, "after_fetch", signal("duplicate-fetched"))
-        script.at(1, "done", signal("duplicate-done"))
+        # a core that answers the duplicate from its claim never fetches: release the original
+        script.at(1, "done", signal("duplicate-fetched"), signal("duplicate-done"))
         script.at(2, "start", wait("duplicate-done"))
     script.at(2, "done", signal("between-done"))
     return plan, script
