@@ -1,4 +1,4 @@
-"""The nemesis: the faults a history injects into one victim worker's first attempt.
+"""The nemesis: the faults a history injects into one victim worker's first batch, once.
 
 Each fault is applied at one seam the production code really has:
 
@@ -95,7 +95,8 @@ FAULT_ERRORS: dict[Fault, ErrorTypes] = {
 
 @dataclass
 class Nemesis:
-    """One worker's faults. ``armed`` is true only during the victim's first attempt."""
+    """One worker's faults. ``armed`` is true during the victim's attempts of its first batch
+    until the fault has fired (then never again)."""
 
     fault: Fault
     lease_duration: timedelta

@@ -222,7 +222,9 @@ class _Worker:
             for attempt in range(MAX_ATTEMPTS):
                 if attempt == 1:
                     self.script.step(me, "retry")
-                self.nemesis.arm(me == self.plan.victim and n == 0 and attempt == 0)
+                # the victim's first batch, until the fault fires: an attempt that failed
+                # before reaching the fault's step (a starved heartbeat) does not use it up
+                self.nemesis.arm(me == self.plan.victim and n == 0 and not self.nemesis.fired)
                 try:
                     result = merger.run(request)
                 except Exception as exc:  # the workflow sees it, and retries the task
