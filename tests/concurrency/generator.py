@@ -4,12 +4,17 @@ Everything is a pure function of the history's seed and index, so a failing hist
 exactly by its number (``SNAPMERGE_HISTORY_SEED`` + index). Batches overlap on purpose: each one
 adds new ids and rewrites some of the seed's records, so "the content of its last write" depends
 on the order in which the batches publish.
+
+Coverage is deterministic: history ``i < len(COVERAGE)`` injects fault ``COVERAGE[i]`` into a
+victim whose first batch takes the given path, so any run of ``len(COVERAGE)`` histories or more
+exercises every fault on both paths (and the checker fails a history whose fault did not fire).
+Later histories draw fault and path at random.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from snapmerge import synth
 from snapmerge.domain import MergePath, Record
@@ -18,8 +23,10 @@ from tests.concurrency.nemesis import Fault
 DIMENSION = 8
 SEED_RECORDS = 12
 
-# The nemesis steps through every fault in turn, one per history.
-FAULT_CYCLE: tuple[Fault, ...] = tuple(Fault)
+FAULTS: tuple[Fault, ...] = tuple(f for f in Fault if f is not Fault.NONE)
+PATHS: tuple[MergePath, ...] = (MergePath.LEGACY, MergePath.TWO_PHASE)
+# Every fault on every path, in this order, for the first histories of any run.
+COVERAGE: tuple[tuple[Fault, MergePath], ...] = tuple((f, p) for f in FAULTS for p in PATHS)
 
 
 @dataclass(frozen=True)
@@ -27,6 +34,8 @@ class BatchPlan:
     batch_id: str
     path: MergePath
     chunks: tuple[tuple[Record, ...], ...]
+    late_upload: bool = False  # inputs uploaded by the worker just before it runs (reused ids)
+    collection: str | None = None  # the collection inside its chunks (None: the request's own)
 
 
 @dataclass(frozen=True)
@@ -52,7 +61,11 @@ class HistoryPlan:
 def generate(
     index: int, base_seed: int = 0, *, min_workers: int = 2, max_workers: int = 8
 ) -> HistoryPlan:
-    """History ``index``: 2–8 workers, 1–2 batches each, legacy/two-phase mixed, one fault."""
+    """History ``index``: 2–8 workers, 1–2 batches each, legacy/two-phase mixed, one fault.
+
+    The first ``len(COVERAGE)`` indices take their (fault, victim path) from ``COVERAGE``; later
+    ones draw both (a fault-free history now and then, as a control).
+    """
     seed = base_seed * 100_003 + index
     rng = random.Random(seed)
     seed_rows = tuple(synth.records(seed, SEED_RECORDS, DIMENSION, id_prefix="seed-"))
@@ -65,8 +78,20 @@ def generate(
             batches.append(_batch(rng, seed, counter, seed_rows))
             counter += 1
         workers.append(WorkerPlan(w, tuple(batches)))
-    fault = FAULT_CYCLE[index % len(FAULT_CYCLE)]
-    return HistoryPlan(index, seed, seed_rows, tuple(workers), fault, rng.randrange(n_workers))
+    if index < len(COVERAGE):
+        fault, path = COVERAGE[index]
+    else:
+        fault = rng.choice((Fault.NONE, *FAULTS))
+        path = rng.choice(PATHS)
+    victim = rng.randrange(n_workers)
+    first, *rest = workers[victim].batches
+    workers[victim] = WorkerPlan(victim, (with_path(first, path), *rest))
+    return HistoryPlan(index, seed, seed_rows, tuple(workers), fault, victim)
+
+
+def victim_path(plan: HistoryPlan) -> MergePath:
+    """The path of the batch the fault is injected into (the victim's first)."""
+    return plan.workers[plan.victim].batches[0].path
 
 
 def _batch(rng: random.Random, seed: int, k: int, seed_rows: tuple[Record, ...]) -> BatchPlan:
@@ -87,7 +112,10 @@ def forced_race(seed: int = 424242) -> HistoryPlan:
     """Two two-phase workers that both read the seed as their base before either swaps."""
     seed_rows = tuple(synth.records(seed, SEED_RECORDS, DIMENSION, id_prefix="seed-"))
     rng = random.Random(seed)
-    workers = tuple(WorkerPlan(w, (_two_phase(_batch(rng, seed, w, seed_rows)),)) for w in range(2))
+    workers = tuple(
+        WorkerPlan(w, (with_path(_batch(rng, seed, w, seed_rows), MergePath.TWO_PHASE),))
+        for w in range(2)
+    )
     return HistoryPlan(-1, seed, seed_rows, workers, Fault.NONE, 0)
 
 
@@ -98,9 +126,9 @@ def lone_pause(seed: int = 515151) -> HistoryPlan:
     conditional write still lands (nothing moved the pointer), which the checker must flag.
     """
     seed_rows = tuple(synth.records(seed, SEED_RECORDS, DIMENSION, id_prefix="seed-"))
-    batch = _two_phase(_batch(random.Random(seed), seed, 0, seed_rows))
+    batch = with_path(_batch(random.Random(seed), seed, 0, seed_rows), MergePath.TWO_PHASE)
     return HistoryPlan(-2, seed, seed_rows, (WorkerPlan(0, (batch,)),), Fault.PAUSE_PAST_LEASE, 0)
 
 
-def _two_phase(batch: BatchPlan) -> BatchPlan:
-    return BatchPlan(batch.batch_id, MergePath.TWO_PHASE, batch.chunks)
+def with_path(batch: BatchPlan, path: MergePath) -> BatchPlan:
+    return replace(batch, path=path)

@@ -1,17 +1,20 @@
-"""What a history records: landed pointer writes, manifests, intermediate deletes, outcomes.
+"""What a history records: landed pointer writes, manifests, deleted keys, outcomes.
 
 The recording wrappers sit between each worker and the real adapters (S3BlobStore,
 DynamoLeaseTable on the serialised embedded server). They observe; the nemesis (``nemesis.py``)
 is what interferes. Pointer writes pass one history-wide lock so their landing order is exact;
 the server applies each write atomically anyway, so the lock removes no interleaving that
-matters (which write lands first is still decided by the racing workers).
+matters (which write lands first is still decided by the racing workers). The control with the
+server's serialisation turned off records without that lock (``ordered=False``): there the
+landing order is the order the replies came back, and two writes may race inside the server.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -51,8 +54,9 @@ class History:
     publishes: list[Publish] = field(default_factory=list)
     manifests: dict[VersionId, VersionManifest] = field(default_factory=dict)
     manifest_seq: dict[VersionId, int] = field(default_factory=dict)
-    intermediate_deletes: list[tuple[int, str]] = field(default_factory=list)
+    deleted_keys: list[tuple[int, str]] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
+    fault_fired: bool = False  # set by the runner from the victim's nemesis after the run
     pointer_lock: threading.Lock = field(default_factory=threading.Lock)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -84,14 +88,17 @@ class History:
 class RecordingLeaseTable:
     """A worker's view of the lease table; remembers the grant it holds and its confirmed expiry."""
 
-    def __init__(self, inner: LeaseTable) -> None:
+    def __init__(self, inner: LeaseTable, on_acquire: Callable[[], None] | None = None) -> None:
         self.inner = inner
+        self.on_acquire = on_acquire  # the choreography's "acquire" step
         self.current: LeaseGrant | None = None
         self._lock = threading.Lock()
 
     def try_acquire(
         self, lock_id: str, collection: str, owner: str, duration: timedelta
     ) -> LeaseGrant:
+        if self.on_acquire is not None:
+            self.on_acquire()
         grant = self.inner.try_acquire(lock_id, collection, owner, duration)
         with self._lock:
             self.current = grant
@@ -124,12 +131,15 @@ class RecordingBlobStore(DelegatingBlobStore):
         worker: int,
         leases: RecordingLeaseTable,
         pointer_key: str,
+        *,
+        ordered: bool = True,
     ) -> None:
         super().__init__(inner)
         self.history = history
         self.worker = worker
         self.leases = leases
         self.pointer_key = pointer_key
+        self.ordered = ordered
 
     def put(
         self,
@@ -149,7 +159,7 @@ class RecordingBlobStore(DelegatingBlobStore):
                 self.history.manifests[manifest.version] = manifest
                 self.history.manifest_seq[manifest.version] = self.history.next_seq()
             return etag
-        with self.history.pointer_lock:
+        with self.history.pointer_lock if self.ordered else nullcontext():
             grant = self.leases.current
             sent = datetime.now(UTC)
             etag = self.inner.put(
@@ -169,6 +179,5 @@ class RecordingBlobStore(DelegatingBlobStore):
 
     def delete(self, keys: Sequence[str]) -> None:
         self.inner.delete(keys)
-        batches = {k.split("/")[1] for k in keys if k.startswith("intermediate/")}
-        for batch in sorted(batches):
-            self.history.intermediate_deletes.append((self.history.next_seq(), batch))
+        seq = self.history.next_seq()  # one instant for the call: the checker attributes keys
+        self.history.deleted_keys.extend((seq, key) for key in keys)

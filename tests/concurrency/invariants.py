@@ -1,28 +1,35 @@
 """The checker: every invariant of DESIGN §3 over one recorded history and the final snapshot.
 
-1. Every delta of every batch reported successful is in the pointer's snapshot with the content
-   of its last write — "last" meaning the latest publish along the chain (the expected state is
-   the seed, then each published batch's chunks folded in publish order).
+1. Every batch is applied exactly once, and every record holds its last write: the expected
+   state is the seed, then each published batch's chunks folded in the order of its FIRST
+   publish. A batch published again after later batches would revert their writes, so a second
+   publish is a violation, and so is any record (of any batch, or of the seed) whose content in
+   the pointer's snapshot differs from that expected state, or that should not be there.
 2. The pointer names a complete, readable snapshot, and the chain is linear: each publish's base
    is the version published just before it; each version was complete before it was named.
 3. No publish by an expired holder: every pointer write was sent by a worker holding a lease the
    table had confirmed live at that moment, and fences rise strictly along the chain (a stale
    holder never publishes after a newer one).
 4. Failures are exceptions (a reported success is a result naming a published version of its
-   own batch); a batch's intermediates are deleted only after the publish that consumed them.
+   own batch); a batch's intermediates (the keys under its own chunk prefixes, whoever deleted
+   them) are deleted only after the publish that consumed them.
 
-Plus liveness: every batch eventually succeeded, and no batch published twice.
+And the harness's own honesty: every batch eventually succeeded (liveness); the injected fault
+fired (``nemesis``); every failed attempt raised a declared error type (``errors``) — a retried
+AssertionError, TypeError or KeyError is a bug the retry hid.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from snapmerge import synth
-from snapmerge.domain import FinalMergeResult, Record, VersionId
+from snapmerge.domain import FinalMergeResult, Keys, Record, VersionId
 from tests.concurrency.generator import HistoryPlan
 from tests.concurrency.history import History
+from tests.concurrency.nemesis import CONTENTION_ERRORS, FAULT_ERRORS, Fault
 
 
 @dataclass(frozen=True)
@@ -44,9 +51,14 @@ class Violation:
 def check(plan: HistoryPlan, history: History, final: FinalState) -> list[Violation]:
     out: list[Violation] = []
     out += _chain(history, final)
+    out += _exactly_once(history)
     out += _content(plan, history, final)
     out += _fencing(history)
-    out += _failures_and_cleanup(plan, history)
+    out += _results(history)
+    out += _cleanup(plan, history)
+    out += _liveness(plan, history)
+    out += _nemesis(plan, history)
+    out += _errors(plan, history)
     return out
 
 
@@ -77,6 +89,7 @@ def _chain(history: History, final: FinalState) -> list[Violation]:
 
 
 def _batch_order(history: History) -> list[str]:
+    """Batch ids in the order their versions were published (repeats included)."""
     return [
         history.manifests[p.version].batch_id
         for p in history.publishes
@@ -84,27 +97,44 @@ def _batch_order(history: History) -> list[str]:
     ]
 
 
-def _content(plan: HistoryPlan, history: History, final: FinalState) -> list[Violation]:
-    out = []
-    chunks = {b.batch_id: b.chunks for b in plan.batches}
+def _exactly_once(history: History) -> list[Violation]:
     order = _batch_order(history)
-    writes: list[Sequence[Record]] = [plan.seed_rows]
-    for batch_id in order:
-        writes.extend(chunks.get(batch_id, ()))
-    expected = synth.expected_state(writes)
-    for batch_id in history.successes():
-        if order.count(batch_id) != 1:
-            out.append(Violation("1", f"batch {batch_id} published {order.count(batch_id)} times"))
-        ids = {r.id for chunk in chunks[batch_id] for r in chunk}
-        for record_id in sorted(ids):
-            got = final.records.get(record_id)
-            if got is None:
-                out.append(Violation("1", f"{record_id} of successful {batch_id} is lost"))
-            elif got != expected[record_id]:
-                out.append(Violation("1", f"{record_id} of {batch_id}: not its last write"))
-    missing_seed = [r.id for r in plan.seed_rows if r.id not in final.records]
-    if missing_seed:
-        out.append(Violation("1", f"seed records lost: {missing_seed[:3]}"))
+    return [
+        Violation("1", f"batch {batch_id} applied {n} times: {' → '.join(order)}")
+        for batch_id, n in sorted(Counter(order).items())
+        if n > 1
+    ]
+
+
+def _content(plan: HistoryPlan, history: History, final: FinalState) -> list[Violation]:
+    """Every record against the state of seed + each batch once, in first-publish order."""
+    chunks = {b.batch_id: b.chunks for b in plan.batches}
+    once = list(dict.fromkeys(_batch_order(history)))
+    writes: list[tuple[str, Sequence[Record]]] = [("seed", plan.seed_rows)]
+    writes += [(b, chunk) for b in once for chunk in chunks.get(b, ())]
+    expected = synth.expected_state([rows for _, rows in writes])
+    writer = {r.id: name for name, rows in writes for r in rows}
+    owner = {r.id: b for b, cs in chunks.items() for c in cs for r in c}
+    out = []
+    for record_id in sorted(expected.keys() | final.records.keys()):
+        want, got = expected.get(record_id), final.records.get(record_id)
+        if want == got:
+            continue
+        if want is None:
+            out.append(
+                Violation("1", f"{record_id} (of {owner.get(record_id)}) was never published")
+            )
+        elif got is None:
+            out.append(Violation("1", f"{record_id} of {writer[record_id]} is lost"))
+        else:
+            found = [name for name, rows in writes if got in rows] or ["no write at all"]
+            out.append(
+                Violation(
+                    "1",
+                    f"{record_id}: not its last write (expected {writer[record_id]}'s,"
+                    f" holds {found[-1]}'s)",
+                )
+            )
     return out
 
 
@@ -139,13 +169,8 @@ def _fencing(history: History) -> list[Violation]:
     return out
 
 
-def _failures_and_cleanup(plan: HistoryPlan, history: History) -> list[Violation]:
+def _results(history: History) -> list[Violation]:
     out = []
-    published = {
-        history.manifests[p.version].batch_id: p.seq
-        for p in history.publishes
-        if p.version in history.manifests
-    }
     chain = {p.version for p in history.publishes}
     for outcome in history.outcomes:
         if outcome.error is not None:
@@ -157,10 +182,61 @@ def _failures_and_cleanup(plan: HistoryPlan, history: History) -> list[Violation
             out.append(
                 Violation("4", f"{outcome.batch_id}: result names unpublished {result.version}")
             )
-    for seq, batch_id in history.intermediate_deletes:
-        if batch_id not in published or published[batch_id] > seq:
-            out.append(Violation("4", f"intermediates of {batch_id} deleted before its publish"))
-    for batch in plan.batches:
-        if batch.batch_id not in history.successes():
-            out.append(Violation("liveness", f"batch {batch.batch_id} never succeeded"))
+    return out
+
+
+def _cleanup(plan: HistoryPlan, history: History) -> list[Violation]:
+    """A key under a batch's own chunk prefix deleted before that batch's first publish."""
+    first_publish: dict[str, int] = {}
+    for p in history.publishes:
+        if p.version in history.manifests:
+            first_publish.setdefault(history.manifests[p.version].batch_id, p.seq)
+    prefixes = [
+        (Keys.intermediate_prefix(b.batch_id, i), b.batch_id)
+        for b in plan.batches
+        for i in range(len(b.chunks))
+    ]
+    early: set[str] = set()
+    for seq, key in history.deleted_keys:
+        for prefix, batch_id in prefixes:
+            published = first_publish.get(batch_id)
+            if key.startswith(prefix) and (published is None or published > seq):
+                early.add(batch_id)
+    return [
+        Violation("4", f"intermediates of {batch_id} deleted before its publish")
+        for batch_id in sorted(early)
+    ]
+
+
+def _liveness(plan: HistoryPlan, history: History) -> list[Violation]:
+    succeeded = history.successes()
+    return [
+        Violation("liveness", f"batch {b.batch_id} never succeeded")
+        for b in plan.batches
+        if b.batch_id not in succeeded
+    ]
+
+
+def _nemesis(plan: HistoryPlan, history: History) -> list[Violation]:
+    if plan.fault is Fault.NONE or history.fault_fired:
+        return []
+    return [Violation("nemesis", f"fault {plan.fault} never fired: the history tested nothing")]
+
+
+def _errors(plan: HistoryPlan, history: History) -> list[Violation]:
+    out = []
+    for o in history.outcomes:
+        if o.error is None:
+            continue
+        allowed = CONTENTION_ERRORS
+        if o.worker == plan.victim:
+            allowed += FAULT_ERRORS[plan.fault]
+        if not isinstance(o.error, allowed):
+            out.append(
+                Violation(
+                    "errors",
+                    f"worker {o.worker}, {o.batch_id} attempt {o.attempt}: undeclared"
+                    f" {type(o.error).__name__}: {o.error}",
+                )
+            )
     return out

@@ -1,12 +1,14 @@
-"""The nemesis: the faults a history injects into one victim worker's first attempt.
+"""The nemesis: the faults a history injects into one victim worker's first batch, once.
 
 Each fault is applied at one seam the production code really has:
 
 * ``crash_<step>`` — the worker dies at a named step of the merge (a hook raises
   :class:`WorkerCrash`; ``except`` handlers still run, which a real kill would skip — a killed
   worker's orphan is left to retention, which is not what the checker judges).
-* ``heartbeat_lost`` — every renew of the victim's lease fails (the heartbeat dies); the merge
-  must notice before it publishes.
+* ``heartbeat_lost`` — every renew of the victim's lease fails (the heartbeat dies), and the
+  victim dawdles at ``before_swap`` for a few heartbeats so the renews do happen on either path
+  (a two-phase lock is otherwise held for milliseconds and never renewed); the merge must notice
+  before it publishes.
 * ``pause_past_lease`` — the victim freezes at ``before_swap`` for longer than its lease, with its
   heartbeat frozen too (a GC pause or a stopped VM stops every thread); others may take the lock.
 * ``lost_reply`` — the victim's pointer write lands and then the caller sees a 412, the way an SDK
@@ -28,7 +30,13 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 
-from snapmerge.errors import LockError
+from snapmerge.errors import (
+    LeaseLostError,
+    LockBusyError,
+    LockError,
+    PointerConflictError,
+    StoreError,
+)
 from snapmerge.ports import BlobStore, LeaseGrant, LeaseTable
 from tests.concurrency.delegate import DelegatingBlobStore
 
@@ -64,12 +72,35 @@ class WorkerCrash(Exception):
     """The victim died at a step (the workflow sees a failed task and retries it)."""
 
 
+ErrorTypes = tuple[type[BaseException], ...]
+
+# What any worker may see in a loaded history and retry: the lock busy past its wait, a lease
+# lost to a CPU-starved heartbeat, a CAS lost more often than the rebase bound.
+CONTENTION_ERRORS: ErrorTypes = (LockBusyError, LeaseLostError, PointerConflictError)
+
+# What the victim's injected fault may surface as, on top of contention. Anything else a worker
+# sees (an AssertionError, a TypeError, a KeyError ...) is a bug that a retry only hid.
+FAULT_ERRORS: dict[Fault, ErrorTypes] = {
+    Fault.NONE: (),
+    **{crash: (WorkerCrash,) for crash in CRASH_STEPS},
+    Fault.HEARTBEAT_LOST: (LeaseLostError,),
+    Fault.PAUSE_PAST_LEASE: (LeaseLostError,),
+    Fault.LOST_REPLY: (),
+    Fault.THROTTLE_S3_ONCE: (),
+    Fault.THROTTLE_S3_PAST_RETRIES: (StoreError,),
+    Fault.THROTTLE_DDB_ONCE: (),
+    Fault.THROTTLE_DDB_PAST_RETRIES: (LockError,),
+}
+
+
 @dataclass
 class Nemesis:
-    """One worker's faults. ``armed`` is true only during the victim's first attempt."""
+    """One worker's faults. ``armed`` is true during the victim's attempts of its first batch
+    until the fault has fired (then never again)."""
 
     fault: Fault
     lease_duration: timedelta
+    heartbeat: timedelta = timedelta(seconds=0.2)
     armed: bool = False
     fired: bool = False
     frozen: threading.Event | None = None
@@ -83,6 +114,9 @@ class Nemesis:
         if CRASH_STEPS.get(self.fault) == step:
             self.fired = True
             raise WorkerCrash(f"worker crashed at {step}")
+        if self.fault is Fault.HEARTBEAT_LOST and step == "before_swap":
+            # long enough for 4 heartbeats: 2 failed renews lose the lease (max failures = 2)
+            time.sleep(self.heartbeat.total_seconds() * 4)
         if self.fault is Fault.PAUSE_PAST_LEASE and step == "before_swap":
             self.fired = True
             self.armed = False

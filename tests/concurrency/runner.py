@@ -3,7 +3,8 @@
 Each worker is a thread with its own MergeKit, cache directory and (for the victim) its own boto3
 clients, wrapped as: kit → FaultyBlobStore → RecordingBlobStore → S3BlobStore (and the same for
 the lease table). A failed attempt is retried, as Step Functions retries a failed task; only an
-attempt whose ``run`` returned counts as "reported successful".
+attempt whose ``run`` returned counts as "reported successful". A :class:`Script` (optional)
+imposes an exact interleaving on the workers (the issue-10 scenarios).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from snapmerge import synth
 from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
 from snapmerge.adapters.s3_store import S3BlobStore
 from snapmerge.config import Settings
-from snapmerge.domain import Database, FinalMergeRequest, Keys, MergePath
+from snapmerge.domain import Database, FinalMergeRequest, Keys, LockScope, MergePath
 from snapmerge.embedded import EmbeddedAWS
 from snapmerge.lock import Backoff, LeaseLock
 from snapmerge.merging import BuiltVersion, MergeKit
@@ -35,6 +36,7 @@ from snapmerge.seeding import seed_snapshot
 from snapmerge.snapshots import SnapshotStore
 from snapmerge.transfer import upload_directory
 from snapmerge.two_phase import TwoPhaseFinalMerge
+from tests.concurrency.choreography import Script
 from tests.concurrency.generator import BatchPlan, HistoryPlan, WorkerPlan
 from tests.concurrency.history import History, RecordingBlobStore, RecordingLeaseTable
 from tests.concurrency.invariants import FinalState
@@ -69,6 +71,8 @@ class Variant:
     unconditional_pointer: bool = False  # strip If-Match: the checker must catch it
     skip_verify: bool = False  # publish without lease.verify: fencing check must catch it
     race_step: str | None = None  # all two-phase workers meet here before any swaps
+    lock_scope: LockScope = LockScope.COLLECTION  # PER_BATCH: only the CAS keeps writers apart
+    ordered_record: bool = True  # False: record pointer writes without the history-wide lock
 
 
 class UnverifiedKit(MergeKit):
@@ -84,6 +88,7 @@ def run_history(
     engine: Engine,
     workdir: Path,
     variant: Variant = Variant(),
+    script: Script | None = None,
 ) -> tuple[History, FinalState]:
     bucket, table = f"h-{uuid.uuid4().hex[:12]}", f"h-{uuid.uuid4().hex[:12]}"
     cloud.create_bucket(bucket)
@@ -91,22 +96,46 @@ def run_history(
     shared = (_client("s3"), _client("dynamodb"))
     raw = S3BlobStore(bucket, shared[0])
     seed = seed_snapshot(raw, engine, DB, list(plan.seed_rows), workdir=_mk(workdir / "seed"))
-    requests = {b.batch_id: _upload_batch(raw, engine, b, workdir) for b in plan.batches}
+    uploads = _Uploads(raw, engine, workdir)
+    for worker in plan.workers:
+        for n, batch in enumerate(worker.batches):
+            if not batch.late_upload:
+                uploads.request(worker.worker, n, batch)
     history = History(seed.version)
+    script = script or Script()
+    script.blobs = raw
     two_phase = sum(b.path is MergePath.TWO_PHASE for b in plan.batches)
     barrier = threading.Barrier(two_phase) if variant.race_step else None
-    threads = []
+    threads, victims = [], []
     for worker in plan.workers:
         fault = plan.fault if worker.worker == plan.victim else Fault.NONE
         clients = shared if fault is Fault.NONE else (_client("s3"), _client("dynamodb"))
-        ctx = _Worker(plan, worker, history, Nemesis(fault, LEASE), barrier, variant)
+        nemesis = Nemesis(fault, LEASE, HEARTBEAT)
+        victims += [nemesis] if worker.worker == plan.victim else []
+        ctx = _Worker(plan, worker, history, nemesis, barrier, variant, script)
         kit = ctx.kit(bucket, table, clients, engine, workdir / f"w{worker.worker}")
-        threads.append(threading.Thread(target=ctx.run, args=(kit, requests), daemon=True))
+        threads.append(threading.Thread(target=ctx.run, args=(kit, uploads), daemon=True))
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=300)
+    script.release_all()
+    history.fault_fired = any(n.fired for n in victims)
     return history, _final_state(raw, engine, workdir / "final")
+
+
+class _Uploads:
+    """Each batch's inputs on S3 and its request; uploaded up front, or late (reused ids)."""
+
+    def __init__(self, raw: S3BlobStore, engine: Engine, workdir: Path) -> None:
+        self.raw, self.engine, self.workdir = raw, engine, workdir
+        self._requests: dict[tuple[int, int], FinalMergeRequest] = {}
+
+    def request(self, worker: int, n: int, batch: BatchPlan) -> FinalMergeRequest:
+        if (worker, n) not in self._requests:
+            where = self.workdir / "inputs" / f"w{worker}-{n}"
+            self._requests[(worker, n)] = _upload_batch(self.raw, self.engine, batch, where)
+        return self._requests[(worker, n)]
 
 
 class _Worker:
@@ -118,9 +147,11 @@ class _Worker:
         nemesis: Nemesis,
         barrier: threading.Barrier | None,
         variant: Variant,
+        script: Script,
     ) -> None:
         self.plan, self.worker, self.history = plan, worker, history
         self.nemesis, self.barrier, self.variant = nemesis, barrier, variant
+        self.script = script
         self.rng = random.Random(plan.seed * 31 + worker.worker)
         self.raced = False
 
@@ -128,6 +159,7 @@ class _Worker:
         if self.barrier is not None and step == self.variant.race_step and not self.raced:
             self.raced = True
             self.barrier.wait(timeout=60)
+        self.script.step(self.worker.worker, step)
         self.nemesis.hook(step)
 
     def kit(
@@ -135,11 +167,17 @@ class _Worker:
     ) -> MergeKit:
         self.nemesis.install(*clients)
         leases = RecordingLeaseTable(
-            FaultyLeaseTable(DynamoLeaseTable(table, clients[1]), self.nemesis)
+            FaultyLeaseTable(DynamoLeaseTable(table, clients[1]), self.nemesis),
+            on_acquire=lambda: self.script.step(self.worker.worker, "acquire"),
         )
         pointer = Keys.pointer(DB)
         recorded = RecordingBlobStore(
-            S3BlobStore(bucket, clients[0]), self.history, self.worker.worker, leases, pointer
+            S3BlobStore(bucket, clients[0]),
+            self.history,
+            self.worker.worker,
+            leases,
+            pointer,
+            ordered=self.variant.ordered_record,
         )
         blobs = FaultyBlobStore(
             recorded, self.nemesis, pointer, unconditional=self.variant.unconditional_pointer
@@ -152,6 +190,7 @@ class _Worker:
             max_heartbeat_failures=2,
             chroma_root=root,
             lock_wait_timeout=timedelta(seconds=120),
+            lock_scope=self.variant.lock_scope,
         )
         lock = LeaseLock(
             leases,
@@ -174,13 +213,20 @@ class _Worker:
             verify_margin=timedelta(milliseconds=100),
         )
 
-    def run(self, kit: MergeKit, requests: dict[str, FinalMergeRequest]) -> None:
+    def run(self, kit: MergeKit, uploads: _Uploads) -> None:
+        me = self.worker.worker
+        self.script.step(me, "start")
         for n, batch in enumerate(self.worker.batches):
             merger = self._merger(kit, batch)
+            request = uploads.request(me, n, batch)
             for attempt in range(MAX_ATTEMPTS):
-                self.nemesis.arm(self.worker.worker == self.plan.victim and n == 0 and attempt == 0)
+                if attempt == 1:
+                    self.script.step(me, "retry")
+                # the victim's first batch, until the fault fires: an attempt that failed
+                # before reaching the fault's step (a starved heartbeat) does not use it up
+                self.nemesis.arm(me == self.plan.victim and n == 0 and not self.nemesis.fired)
                 try:
-                    result = merger.run(requests[batch.batch_id])
+                    result = merger.run(request)
                 except Exception as exc:  # the workflow sees it, and retries the task
                     self.history.add_outcome(self.worker.worker, batch.batch_id, attempt, None, exc)
                     time.sleep(0.02 * (attempt + 1))
@@ -189,6 +235,7 @@ class _Worker:
                     self.nemesis.arm(False)
                 self.history.add_outcome(self.worker.worker, batch.batch_id, attempt, result, None)
                 break
+        self.script.step(me, "done")
 
     def _merger(self, kit: MergeKit, batch: BatchPlan) -> LegacyFinalMerge | TwoPhaseFinalMerge:
         if batch.path is MergePath.LEGACY:
@@ -202,12 +249,12 @@ def _mk(path: Path) -> Path:
 
 
 def _upload_batch(
-    raw: S3BlobStore, engine: Engine, batch: BatchPlan, workdir: Path
+    raw: S3BlobStore, engine: Engine, batch: BatchPlan, where: Path
 ) -> FinalMergeRequest:
     keys = []
     for i, rows in enumerate(batch.chunks):
-        local = workdir / "inputs" / batch.batch_id / f"chunk-{i}"
-        synth.write_index(engine, local, list(rows), f"receipt_{DB.value}")
+        local = where / f"chunk-{i}"
+        synth.write_index(engine, local, list(rows), batch.collection or f"receipt_{DB.value}")
         prefix = Keys.intermediate_prefix(batch.batch_id, i)
         upload_directory(raw, local, prefix)
         keys.append(prefix)

@@ -2,14 +2,22 @@
 
 Run against the serialised embedded server (S3 + DynamoDB) with real adapters. The bulk runs on
 MemoryIndex (the reference engine, fast); a smaller set runs on ChromaIndex (8-d vectors).
-``SNAPMERGE_HISTORIES`` (default 12) and ``SNAPMERGE_CHROMA_HISTORIES`` (default 1) set the counts;
-``SNAPMERGE_HISTORY_SEED`` shifts the seeds. A long run: ``SNAPMERGE_HISTORIES=500 pytest
-tests/concurrency``.
+
+The first ``len(COVERAGE)`` (26) histories of a run inject every fault into a victim on each
+path, so the default run covers fault × path deterministically; a history whose fault did not
+fire, or in which any attempt failed with an undeclared error type, is a violation.
+
+Environment: ``SNAPMERGE_HISTORIES`` (default 26: the coverage set), ``SNAPMERGE_CHROMA_HISTORIES``
+(default 2: one fault on each path), ``SNAPMERGE_HISTORY_OFFSET`` (first index, for shards),
+``SNAPMERGE_MAX_WORKERS`` (default 3), ``SNAPMERGE_HISTORY_SEED`` (shifts the seeds). The long run
+is ``make test-long``.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -18,42 +26,56 @@ from snapmerge.adapters.chroma_index import ChromaIndex
 from snapmerge.adapters.memory_index import MemoryIndex
 from snapmerge.embedded import EmbeddedAWS
 from snapmerge.errors import LeaseLostError
-from tests.concurrency.generator import FAULT_CYCLE, forced_race, generate, lone_pause
+from tests.concurrency.generator import COVERAGE, forced_race, generate, lone_pause, victim_path
 from tests.concurrency.invariants import Violation, check
 from tests.concurrency.runner import Engine, Variant, run_history
 from tests.conftest import AwsEnv
 
-HISTORIES = int(os.environ.get("SNAPMERGE_HISTORIES", "12"))
-CHROMA_HISTORIES = int(os.environ.get("SNAPMERGE_CHROMA_HISTORIES", "1"))
+HISTORIES = int(os.environ.get("SNAPMERGE_HISTORIES", str(len(COVERAGE))))
+CHROMA_HISTORIES = int(os.environ.get("SNAPMERGE_CHROMA_HISTORIES", "2"))
+OFFSET = int(os.environ.get("SNAPMERGE_HISTORY_OFFSET", "0"))
+MAX_WORKERS = int(os.environ.get("SNAPMERGE_MAX_WORKERS", "3"))
 BASE_SEED = int(os.environ.get("SNAPMERGE_HISTORY_SEED", "0"))
 
 
-def _run(count: int, engine: Engine, cloud: EmbeddedAWS, tmp: Path, offset: int = 0) -> None:
+def _run(indices: range, engine: Engine, cloud: EmbeddedAWS, tmp: Path) -> Counter[str]:
     failures: list[str] = []
-    fired = 0
-    for index in range(offset, offset + count):
-        plan = generate(index, BASE_SEED)
+    fired: Counter[str] = Counter()
+    started = time.monotonic()
+    for index in indices:
+        plan = generate(index, BASE_SEED, max_workers=MAX_WORKERS)
         history, final = run_history(plan, cloud, engine, tmp / f"h{index}")
         violations = check(plan, history, final)
-        fired += any(o.error is not None for o in history.outcomes)
-        failures += [f"history {index} ({plan.fault}): {v}" for v in violations]
+        if history.fault_fired:
+            fired[f"{plan.fault}@{victim_path(plan)}"] += 1
+        failures += [f"history {index} ({plan.fault}@{victim_path(plan)}): {v}" for v in violations]
+    elapsed = time.monotonic() - started
     print(
-        f"checked {count} histories ({type(engine).__name__}), {len(failures)} violations;"
-        f" {fired} with a failed attempt that was retried"
+        f"\nchecked {len(indices)} histories ({type(engine).__name__}, indices {indices.start}"
+        f"–{indices.stop - 1}) in {elapsed:.0f} s ({elapsed / max(1, len(indices)):.2f} s each),"
+        f" violations: {len(failures)}; faults fired:"
     )
+    for kind, n in sorted(fired.items()):
+        print(f"  {kind}: {n}")
     assert failures == [], "\n".join(failures[:20])
+    return fired
 
 
 def test_histories_on_memory_index(aws: AwsEnv, tmp_path: Path) -> None:
     assert HISTORIES >= 1
-    _run(HISTORIES, MemoryIndex(), aws.cloud, tmp_path)
+    indices = range(OFFSET, OFFSET + HISTORIES)
+    fired = _run(indices, MemoryIndex(), aws.cloud, tmp_path)
+    covered = {(f, p) for f, p in COVERAGE if f"{f}@{p}" in fired}
+    if indices.start == 0 and len(indices) >= len(COVERAGE):
+        assert covered == set(COVERAGE), sorted(set(COVERAGE) - covered)
 
 
 def test_histories_on_chroma(aws: AwsEnv, tmp_path: Path) -> None:
     if CHROMA_HISTORIES < 1:
         pytest.fail("SNAPMERGE_CHROMA_HISTORIES must be at least 1 (skip nothing silently)")
-    # offset so the Chroma set sees different faults than the first Memory histories
-    _run(CHROMA_HISTORIES, ChromaIndex(), aws.cloud, tmp_path, offset=len(FAULT_CYCLE) // 2)
+    # from the middle of the coverage set: a crash fault on each path, not the Memory run's first
+    start = OFFSET + len(COVERAGE) // 2 - 1
+    _run(range(start, start + CHROMA_HISTORIES), ChromaIndex(), aws.cloud, tmp_path)
 
 
 def test_forced_race_is_safe_with_the_conditional_write(aws: AwsEnv, tmp_path: Path) -> None:
