@@ -93,9 +93,8 @@ def child(
     sys.stdout, sys.stderr = out, err
     if mode != "none":
         _install(mode, me, other, sync, lww)
-    from snapmerge.cli import main
-
     import rollout
+    from snapmerge.cli import main
 
     print(f"code from {Path(rollout.__file__).parent}", file=err)
 
