@@ -136,7 +136,7 @@ def _run_rollout(args: argparse.Namespace, factory: FlagWriterFactory) -> int:
     states = open_state(args.state)
     key = key_from_env()
     if args.action == "history":
-        return _history(open_audit(args.audit, key), args)
+        return _history(open_audit(args.audit, key), states, key, args)
     if args.action == "verify":
         report = verify_record(open_audit(args.audit, key), states.read()[0], key)
         print(report.describe())
@@ -178,11 +178,22 @@ def _show(ctl: RolloutController, args: argparse.Namespace, state: RolloutState)
     return 0
 
 
-def _history(audit: AuditLog, args: argparse.Namespace) -> int:
+def _history(
+    audit: AuditLog, states: StateStore, key: AuditKey | None, args: argparse.Namespace
+) -> int:
+    """The log, oldest first; verified against the key and the state's anchor when there is a
+    key (a record that fails is not printed), else checked as a chain only, with a warning."""
     if not audit.exists():
         raise AuditMissingError(
             f"no audit log at {audit!r} (no rollout was started with it, or it was deleted: "
             "run `snapmerge rollout verify`)"
+        )
+    if key is not None:
+        verify_record(audit, states.read()[0], key)
+    else:
+        print(
+            "warning: no audit key (SNAPMERGE_AUDIT_KEY): entries checked as a hash chain only",
+            file=sys.stderr,
         )
     entries = audit.history()
     if args.json:
