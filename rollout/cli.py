@@ -141,10 +141,10 @@ def _run_rollout(args: argparse.Namespace, factory: FlagWriterFactory) -> int:
         report = verify_record(open_audit(args.audit, key), states.read()[0], key)
         print(report.describe())
         return 0
+    current, _ = states.read()  # what this command acts on: a later change by another is a race
     if args.action == "init":
         plan: RolloutPlan | None = load_plan(args.plan)
     else:
-        current, _ = states.read()
         plan = parse_plan(current.plan) if current else None
     if plan is None:
         raise InvalidEventError("no rollout state: run `snapmerge rollout init --plan P` first")
@@ -160,6 +160,7 @@ def _run_rollout(args: argparse.Namespace, factory: FlagWriterFactory) -> int:
         open_source(args, must_exist=True),
         timing=timing,
         key=key,
+        based_on=current.seq if current is not None else None,
     )
     return _ACTIONS[args.action](ctl, args, plan)
 

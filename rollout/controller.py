@@ -15,8 +15,10 @@ A controller that crashes after step 1 leaves ``pending`` behind; every operatio
 it (:meth:`RolloutController.recover`) — and then stops, raising :class:`RolloutConflictError`
 naming that transition, because the operator asked for a change of the state *they* saw, not of
 the one the pending transition made (two racing ``advance`` commands would otherwise both apply,
-the second on top of the first). Only ``rollback`` goes on after finishing a pending transition,
-unless the rollout is already rolled back. Whether the pending transition was left by a crash or
+the second on top of the first). Likewise, a command given ``based_on`` (the state's sequence
+number when the CLI first read it) refuses a state another controller has moved on since. Only
+``rollback`` goes on after finishing a pending transition, unless the rollout is already rolled
+back. Whether the pending transition was left by a crash or
 is being applied right now by another process cannot be told apart and does not need to be: the
 steps are idempotent, so two processes finishing one transition write it once.
 
@@ -143,9 +145,13 @@ class RolloutController:
         actor: str | None = None,
         judge_fn: JudgeFn = judge,
         key: AuditKey | None = None,
+        based_on: int | None = None,
     ) -> None:
         self.states, self.flags, self.audit, self.source = states, flags, audit, source
         self.key = key
+        # the state's sequence number the command was given on (the CLI's first read): an
+        # operation refuses to act on a state another controller has moved on since
+        self.based_on = based_on
         self.clock, self.sleep = clock, sleep
         self.timing = timing or Timing()
         self.actor = actor or default_actor()
@@ -374,6 +380,9 @@ class RolloutController:
                     raise RolloutConflictError(
                         repr(self.states), version, version, finished.describe()
                     )
+                if strict and state is not None and self.based_on not in (None, state.seq):
+                    last = (state.last_action or {}).get("description") or f"seq {state.seq}"
+                    raise RolloutConflictError(repr(self.states), version, version, str(last))
                 return state, version
             finished = state.pending
             self._act_and_commit(state, version, state.pending)
@@ -446,10 +455,13 @@ class RolloutController:
                 exc.where, exc.expected, exc.current, self._winner()
             ) from None
         try:
-            return self._act_and_commit(intent, intent_version, t)
+            done = self._act_and_commit(intent, intent_version, t)
         except FlagWriteRefusedError:  # read back: the document does not have the change
             self.states.write(restore or state, intent_version)  # withdraw the intent
             raise
+        if self.based_on is not None:
+            self.based_on = done.seq  # our own change: the loop goes on from it
+        return done
         # FlagWriteUnknownError: the intent stays pending; the next command reads the document
         # back and finishes or withdraws it
 

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rollout.state import FileStateStore, RolloutState, StateConflictError
+from rollout.dynamo import DynamoStateStore
+from rollout.state import BlobStateStore, FileStateStore, RolloutState, StateConflictError
 
 WAIT_SECONDS = 60.0
 
@@ -37,10 +38,18 @@ def _await(sync: Path, *names: str) -> None:
 
 
 def _install(mode: str, me: str, other: str, sync: Path, lww: bool) -> None:
-    real_read, real_write = FileStateStore.read, FileStateStore.write
+    """Hook every state store class (the CLI opens one of them, by the --state URL)."""
     seen = {"read": False, "write": False}
+    for cls in (FileStateStore, BlobStateStore, DynamoStateStore):
+        _hook(cls, seen, mode, me, other, sync, lww)
 
-    def read(self: FileStateStore) -> Any:
+
+def _hook(
+    cls: Any, seen: dict[str, bool], mode: str, me: str, other: str, sync: Path, lww: bool
+) -> None:
+    real_read, real_write = cls.read, cls.write
+
+    def read(self: Any) -> Any:
         if mode == "second" and not seen["read"]:
             _await(sync, f"{other}-intent")
         answer = real_read(self)
@@ -51,7 +60,7 @@ def _install(mode: str, me: str, other: str, sync: Path, lww: bool) -> None:
             _signal(sync, f"{me}-read")
         return answer
 
-    def write(self: FileStateStore, state: RolloutState, expected: str | None) -> str:
+    def write(self: Any, state: RolloutState, expected: str | None) -> str:
         first = not seen["write"]
         seen["write"] = True
         if first and mode == "together":
@@ -60,7 +69,7 @@ def _install(mode: str, me: str, other: str, sync: Path, lww: bool) -> None:
         if lww:  # whatever the version is now: the check is gone
             while True:
                 try:
-                    version = real_write(self, state, real_read(self)[1])
+                    version: str = real_write(self, state, real_read(self)[1])
                     break
                 except StateConflictError:
                     continue
@@ -71,8 +80,8 @@ def _install(mode: str, me: str, other: str, sync: Path, lww: bool) -> None:
             _await(sync, f"{other}-read")
         return version
 
-    FileStateStore.read = read  # type: ignore[method-assign]
-    FileStateStore.write = write  # type: ignore[method-assign]
+    cls.read = read
+    cls.write = write
 
 
 def noop() -> None:

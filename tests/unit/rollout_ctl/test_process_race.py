@@ -24,9 +24,8 @@ from typing import Any
 import pytest
 
 from handlers.rollout_flags import rollout_state_of
-from rollout.audit import JsonlAuditLog
+from rollout.cli import open_audit, open_state
 from rollout.metrics import MergeMetrics
-from rollout.state import FileStateStore
 from snapmerge.cli import main as snapmerge_main
 from snapmerge.domain import MergePath
 from tests.unit.rollout_ctl import race_child
@@ -111,6 +110,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SNAPMERGE_EMF_FILE", ".snapmerge/emf.jsonl")
     monkeypatch.setenv("SNAPMERGE_AUDIT_KEY", KEY)
     monkeypatch.setenv("SNAPMERGE_ACTOR", "setup")
+    monkeypatch.setenv("SNAPMERGE_ROLLOUT_STATE", ".snapmerge/rollout-state.json")
+    monkeypatch.setenv("SNAPMERGE_AUDIT", ".snapmerge/audit.jsonl")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "plan.json").write_text(json.dumps(PLAN))
     (tmp_path / "sync").mkdir()
@@ -137,13 +138,14 @@ class Outcome:
 
 
 def _race(ctx: Any, workdir: Path, transition: str, mode: str, lww: bool = False) -> Outcome:
+    """One round; the state and audit log are where SNAPMERGE_ROLLOUT_STATE / _AUDIT say."""
     assert snapmerge_main(["rollout", "init", "--plan", "plan.json"]) == 0
     for command in SETUP[transition]:
         assert snapmerge_main(command) == 0
     if transition == "run":
         _emit(workdir)
-    audit = JsonlAuditLog(workdir / ".snapmerge" / "audit.jsonl")
-    states = FileStateStore(workdir / ".snapmerge" / "rollout-state.json")
+    audit = open_audit(os.environ["SNAPMERGE_AUDIT"])
+    states = open_state(os.environ["SNAPMERGE_ROLLOUT_STATE"])
     before_entries, before = len(audit.history()), states.read()[0]
     assert before is not None
     modes = {"together": ("together", "together"), "pending": ("first", "second")}[mode]
@@ -225,3 +227,28 @@ def test_negative_control_without_conditional_writes_both_apply(
     problems = exactly_one_applied(out)
     assert problems, "the checker must see two controllers acting"
     assert len(out.new_entries) == 2 and set(out.codes.values()) == {0}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["s3", "dynamodb"])
+@pytest.mark.parametrize("mode", ["together", "pending"])
+def test_two_processes_racing_on_shared_backends(
+    forkserver: Any,
+    workdir: Path,
+    aws: Any,
+    backend: str,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same race with the state and audit in S3 (If-Match / If-None-Match) or DynamoDB
+    (condition on the version) on the embedded server: what CI and a laptop would share."""
+    if backend == "s3":
+        monkeypatch.setenv("SNAPMERGE_ROLLOUT_STATE", f"s3://{aws.bucket}/rollout/state.json")
+        monkeypatch.setenv("SNAPMERGE_AUDIT", f"s3://{aws.bucket}/rollout/audit/")
+    else:
+        name = f"race-{mode}"
+        monkeypatch.setenv("SNAPMERGE_ROLLOUT_STATE", f"dynamodb://{aws.table}/{name}")
+        monkeypatch.setenv("SNAPMERGE_AUDIT", f"dynamodb://{aws.table}/{name}")
+    out = _race(forkserver, workdir, "advance", mode)
+    assert exactly_one_applied(out) == []
+    assert out.state.percent == 50.0
