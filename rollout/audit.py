@@ -183,6 +183,13 @@ class JsonlAuditLog:
         return self.path.exists()
 
     def history(self) -> list[AuditEntry]:
+        """Read under the append lock, so a line being appended is never read half-written."""
+        if not self.path.exists():
+            return []
+        with locked(self.path):
+            return self._read()
+
+    def _read(self) -> list[AuditEntry]:
         if not self.path.exists():
             return []
         entries: list[AuditEntry] = []
@@ -199,7 +206,7 @@ class JsonlAuditLog:
     def append(self, entry: AuditEntry) -> AuditEntry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with locked(self.path):
-            entries = self.history()
+            entries = self._read()
             done = already_written(entries, entry.transition_id)
             if done is not None:
                 return done
