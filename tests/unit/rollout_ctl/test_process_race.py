@@ -87,8 +87,14 @@ def forkserver() -> Iterator[Any]:
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = ROOT + (os.pathsep + old if old else "")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(
-        ["snapmerge.cli", "handlers.cli", "tests.unit.rollout_ctl.race_child"]
+    ctx.set_forkserver_preload(  # the CLI and every command module its entry points load
+        [
+            "snapmerge.cli",
+            "handlers.cli",
+            "handlers.demo",
+            "bench.cli",
+            "tests.unit.rollout_ctl.race_child",
+        ]
     )
     try:
         ctx.Process(target=race_child.noop).start()  # start the server now, with that path
@@ -252,3 +258,24 @@ def test_two_processes_racing_on_shared_backends(
     out = _race(forkserver, workdir, "advance", mode)
     assert exactly_one_applied(out) == []
     assert out.state.percent == 50.0
+
+
+ADVANCE_ROUNDS = 10
+
+
+def test_repeated_advance_races_exactly_one_each_round(
+    forkserver: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's race, round after round in fresh directories: N of N rounds exactly one."""
+    tally: dict[str, list[bool]] = {"together": [], "pending": []}
+    for mode in tally:
+        for n in range(ADVANCE_ROUNDS):
+            round_dir = workdir / f"{mode}-{n}"
+            (round_dir / "sync").mkdir(parents=True)
+            (round_dir / "plan.json").write_text(json.dumps(PLAN))
+            monkeypatch.chdir(round_dir)
+            out = _race(forkserver, round_dir, "advance", mode)
+            tally[mode].append(exactly_one_applied(out) == [] and out.state.percent == 50.0)
+    counts = {mode: f"{sum(rounds)}/{len(rounds)}" for mode, rounds in tally.items()}
+    print(f"\nexactly one of two racing advances: {counts}")
+    assert all(all(rounds) for rounds in tally.values()), tally
