@@ -104,3 +104,19 @@ def test_a_partial_read_never_promotes(rig: Rig) -> None:
     assert result.action == "hold" and result.state.percent == 1.0
     assert result.verdict is not None
     assert any("the source holds more" in r for r in result.verdict.reasons)
+
+
+def test_a_command_acts_only_on_the_state_it_first_read(rig: Rig) -> None:
+    """A loop (or a command) given the sequence number it started from stops, naming the change,
+    when another controller moved the state on; its own changes move it along."""
+    from rollout.controller import RolloutConflictError
+
+    first = rig.controller().init(rig.plan)
+    loop = rig.controller(based_on=first.seq)
+    rig.clock.now += 600
+    assert loop.tick().action == "promote"  # its own change
+    other = rig.controller(actor="someone@else")
+    other.pause("hands off")
+    with pytest.raises(RolloutConflictError, match=r"pause .* by someone@else"):
+        loop.tick()
+    assert rig.controller().status().status.value == "paused"
