@@ -40,7 +40,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,17 +53,26 @@ from rollout.flag_writer import (
     set_flags,
 )
 from rollout.judge import Decision, Guardrail, Verdict, judge
-from rollout.plan import RolloutPlan, Stage, check_digest, parse_plan
+from rollout.loop import (
+    MIN_RECHECK_SECONDS,
+    NotInitialisedError,
+    RolloutConflictError,
+    StateOutOfPlanError,
+    TickResult,
+    Timing,
+    check_state,
+)
+from rollout.plan import RolloutPlan, parse_plan
 from rollout.signing import Anchor, AuditKey
 from rollout.sources import MetricRecord, MetricSource, incomplete_read
 from rollout.state import RolloutState, StateConflictError, StateStore, Status, Transition
-from snapmerge.errors import InvalidEventError, SnapmergeError
+from snapmerge.errors import InvalidEventError
 
 JudgeFn = Callable[..., Verdict]
 _RECOVER_ATTEMPTS = 5
-MIN_RECHECK_SECONDS = 1.0
 _LIVE = (Status.RUNNING, Status.PAUSED)
 __all__ = [
+    "MIN_RECHECK_SECONDS",
     "FlagWriteRefusedError",
     "FlagWriteUnknownError",
     "FlagWriter",
@@ -71,64 +80,10 @@ __all__ = [
     "RolloutConflictError",
     "RolloutController",
     "RolloutFlagState",
+    "StateOutOfPlanError",
     "TickResult",
     "Timing",
 ]
-
-
-class RolloutConflictError(StateConflictError):
-    """Another controller acted first; ``winner`` names its transition. This command did nothing
-    of its own (it may have finished the other controller's transition)."""
-
-    def __init__(
-        self, where: str, expected: str | None, current: str | None, winner: str = ""
-    ) -> None:
-        self.where, self.expected, self.current, self.winner = where, expected, current, winner
-        SnapmergeError.__init__(
-            self,
-            f"another controller acted first: {winner or 'unknown transition'}. This command "
-            "applied nothing; run `snapmerge rollout status` and decide again",
-        )
-
-
-class StateOutOfPlanError(InvalidEventError):
-    """The state points at a stage the plan does not have."""
-
-
-class NotInitialisedError(InvalidEventError):
-    """No rollout state yet: run ``snapmerge rollout init --plan P`` first."""
-
-
-@dataclass(frozen=True)
-class Timing:
-    """How fast the loop runs: ``speed`` divides every wait; ``bake_seconds`` overrides stages'."""
-
-    speed: float = 1.0
-    bake_seconds: float | None = None
-    poll_seconds: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not self.speed > 0 or (self.bake_seconds is not None and self.bake_seconds < 0):
-            raise InvalidEventError("speed must be > 0 and bake_seconds >= 0")
-
-    def bake(self, stage: Stage) -> float:
-        return (
-            self.bake_seconds if self.bake_seconds is not None else stage.bake_seconds / self.speed
-        )
-
-    def recheck(self, stage: Stage) -> float:
-        """After a hold; never under a second, so a zero bake cannot spin writing holds."""
-        wait = stage.recheck_seconds / self.speed
-        wait = min(wait, self.bake_seconds) if self.bake_seconds is not None else wait
-        return max(wait, MIN_RECHECK_SECONDS)
-
-
-@dataclass(frozen=True)
-class TickResult:
-    action: str  # idle | baking | promote | hold | rollback | complete
-    state: RolloutState
-    verdict: Verdict | None = None
-    wait_seconds: float = 0.0
 
 
 class RolloutController:
@@ -389,22 +344,7 @@ class RolloutController:
         raise RolloutConflictError(repr(self.states), None, None, "a transition still pending")
 
     def _check(self, state: RolloutState) -> None:
-        """Refuse a state that no plan stage or no digest backs (edited by hand)."""
-        check_digest(state.plan, state.plan_digest)
-        stages = len(parse_plan(state.plan).stages)
-        if not -1 <= state.stage_index < stages:
-            raise StateOutOfPlanError(
-                f"the rollout state is at stage_index {state.stage_index}, but its plan has "
-                f"{stages} stages (0..{stages - 1}): the state was edited or written for another "
-                "plan; run `snapmerge rollout verify`, then `rollout init --force`"
-            )
-        if self.key is not None and state.audit_anchor is not None:
-            anchor = Anchor.from_json(state.audit_anchor)
-            if not self.key.valid(anchor.message(), anchor.mac):
-                raise StateOutOfPlanError(
-                    "the rollout state's audit anchor is not signed with this audit key: the "
-                    "state was edited; run `snapmerge rollout verify`"
-                )
+        check_state(state, self.key)
 
     @staticmethod
     def _require_status(state: RolloutState, wanted: Status) -> None:
