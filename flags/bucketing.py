@@ -4,13 +4,15 @@ Powertools' ``MODULO_RANGE`` takes the context value modulo a base and does no h
 sequential ids would land in sequential buckets and a rollout would follow id order. We hash
 instead::
 
-    digest = sha256(f"{flag}:{salt}:{targeting_key}".encode("utf-8"))
+    digest = sha256(f"{flag}:{salt}:{targeting_key}".encode("utf-8", "surrogatepass"))
     bucket = int.from_bytes(digest[:8], "big") % 10_000          # 0 .. 9999
 
 A rollout of ``P`` percent (0 ≤ P ≤ 100, at most two decimals) includes exactly the buckets
-``bucket < P * 100``. The bucket of a key never changes (until the salt does), so raising ``P``
-only adds keys and never moves one back. The test vectors in ``docs/flags.md`` are asserted in
-``tests/unit/flags/test_bucketing.py``.
+``bucket < P * 100``. A key that is not valid Unicode text (a lone surrogate, which no JSON
+event can carry but a Python caller can) is encoded with ``surrogatepass``, so it still has one
+fixed bucket instead of raising. The bucket of a key never changes (until the salt does), so
+raising ``P`` only adds keys and never moves one back. The test vectors in ``docs/flags.md`` are
+asserted in ``tests/unit/flags/test_bucketing.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ BUCKETS: Final = 10_000
 
 def bucket_of(flag: str, salt: str, targeting_key: str) -> int:
     """The bucket (0..9999) of ``targeting_key`` for ``flag`` salted with ``salt``."""
-    digest = hashlib.sha256(f"{flag}:{salt}:{targeting_key}".encode()).digest()
+    text = f"{flag}:{salt}:{targeting_key}"
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") % BUCKETS
 
 

@@ -36,13 +36,18 @@ _EMPTY_CONTEXT: Final = EvaluationContext()
 
 
 def _context(
-    targeting_key: str | None = None, collection: str | None = None, batch_id: str | None = None
+    targeting_key: str | None = None,
+    collection: str | None = None,
+    batch_id: str | None = None,
+    execution_id: str | None = None,
 ) -> EvaluationContext:
     attributes = {}
     if collection is not None:
         attributes[ContextKey.COLLECTION.value] = collection
     if batch_id is not None:
         attributes[ContextKey.BATCH_ID.value] = batch_id
+    if execution_id is not None:
+        attributes[ContextKey.EXECUTION_ID.value] = execution_id
     if targeting_key is None and not attributes:
         return _EMPTY_CONTEXT
     return EvaluationContext(targeting_key=targeting_key, attributes=attributes)
@@ -75,10 +80,20 @@ class FlagClient:
         log.warning("flag evaluation failed, using the default: %s", message)
         return message
 
-    def read_kill_switch(self) -> tuple[bool, str | None]:
-        """(on, error). Unreadable counts as ON — legacy is always safe — and says why."""
+    def read_kill_switch(
+        self,
+        *,
+        targeting_key: str | None = None,
+        collection: str | None = None,
+        batch_id: str | None = None,
+        execution_id: str | None = None,
+    ) -> tuple[bool, str | None]:
+        """(on, error) for an execution. Unreadable counts as ON — legacy is always safe — and
+        says why. The context is the execution's, so a rule scoped to a collection, a batch or an
+        execution fires for it; with no context only the switch's default applies."""
+        context = _context(targeting_key, collection, batch_id, execution_id)
         try:
-            details = self._client.get_boolean_details(FlagKey.KILL_SWITCH, False, _EMPTY_CONTEXT)
+            details = self._client.get_boolean_details(FlagKey.KILL_SWITCH, False, context)
         except Exception as exc:  # the SDK should not raise; if it does, still fail safe
             log.error("kill switch evaluation raised: %r", exc)
             self.count("kill_switch_unreadable")
@@ -93,17 +108,31 @@ class FlagClient:
         """Whether legacy is forced (the shortest cache of all flags; unreadable counts as ON)."""
         return self.read_kill_switch()[0]
 
-    def decide_path(self, *, targeting_key: str, collection: str, batch_id: str) -> PathDecision:
+    def decide_path(
+        self,
+        *,
+        targeting_key: str,
+        collection: str,
+        batch_id: str,
+        execution_id: str | None = None,
+    ) -> PathDecision:
         """The final-merge path for an execution; called once, at its start, by the split step."""
         try:
-            return self._decide(targeting_key, collection, batch_id)
+            return self._decide(targeting_key, collection, batch_id, execution_id)
         except Exception as exc:  # belt and braces: a decision must always come back
             log.exception("path decision failed, failing closed to legacy")
             self.count("fail_closed_decisions")
             return PathDecision.fail_closed(repr(exc))
 
-    def _decide(self, targeting_key: str, collection: str, batch_id: str) -> PathDecision:
-        kill, kill_error = self.read_kill_switch()
+    def _decide(
+        self, targeting_key: str, collection: str, batch_id: str, execution_id: str | None
+    ) -> PathDecision:
+        kill, kill_error = self.read_kill_switch(
+            targeting_key=targeting_key,
+            collection=collection,
+            batch_id=batch_id,
+            execution_id=execution_id,
+        )
         if kill_error is not None:
             self.count("fail_closed_decisions")
             return replace(PathDecision.fail_closed(kill_error), kill_switch=True)
@@ -113,7 +142,7 @@ class FlagClient:
             return PathDecision(
                 legacy, legacy.value, DecisionReason.KILL_SWITCH.value, self.provider.version, True
             )
-        context = _context(targeting_key, collection, batch_id)
+        context = _context(targeting_key, collection, batch_id, execution_id)
         details = self._client.get_string_details(
             FlagKey.FINAL_MERGE_PATH, str(DEFAULTS[FlagKey.FINAL_MERGE_PATH]), context
         )

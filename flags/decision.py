@@ -87,10 +87,22 @@ class PathDecider(Protocol):
     this module, which handlers import, does not pull in the OpenFeature SDK)."""
 
     def decide_path(
-        self, *, targeting_key: str, collection: str, batch_id: str
+        self,
+        *,
+        targeting_key: str,
+        collection: str,
+        batch_id: str,
+        execution_id: str | None = None,
     ) -> PathDecision: ...
 
-    def read_kill_switch(self) -> tuple[bool, str | None]: ...
+    def read_kill_switch(
+        self,
+        *,
+        targeting_key: str | None = None,
+        collection: str | None = None,
+        batch_id: str | None = None,
+        execution_id: str | None = None,
+    ) -> tuple[bool, str | None]: ...
 
     def count(self, name: str) -> None: ...
 
@@ -105,18 +117,25 @@ def resolve_pinned(
 ) -> PathDecision:
     """The decision for this step of an execution; never raises.
 
-    A pinned ``event["routing"]`` is reused (``pinned=True``) unless the kill switch is on now,
-    which turns it into legacy with reason ``KILL_SWITCH``. A pinned value that cannot be parsed
+    A pinned ``event["routing"]`` is reused (``pinned=True``) unless the kill switch is on now
+    *for this execution* — it is evaluated with the execution's context (targeting key,
+    collection, batch id, execution id), so a kill rule scoped to one collection fires — which
+    turns it into legacy with reason ``KILL_SWITCH``. A pinned value that cannot be parsed
     fails closed to legacy. With nothing pinned, the flags are evaluated now; the targeting key
     defaults to the batch id (stable across retries of the same batch), the collection to the
     event's ``database``.
     """
     batch = batch_id if batch_id is not None else str(event.get("batch_id") or "")
+    coll = collection if collection is not None else str(event.get("database") or "")
+    execution = event.get("execution_id")
+    execution_id = str(execution) if execution is not None else None
     pinned_raw = event.get(ROUTING_KEY) if isinstance(event, dict) else None
     if pinned_raw is None:
-        coll = collection if collection is not None else str(event.get("database") or "")
         return client.decide_path(
-            targeting_key=targeting_key or batch, collection=coll, batch_id=batch
+            targeting_key=targeting_key or batch,
+            collection=coll,
+            batch_id=batch,
+            execution_id=execution_id,
         )
     try:
         decision = replace(PathDecision.from_event(pinned_raw), pinned=True)
@@ -126,7 +145,12 @@ def resolve_pinned(
         decision = replace(PathDecision.fail_closed(str(exc)), pinned=True)
     if decision.path is MergePath.LEGACY:
         return decision
-    kill, error = client.read_kill_switch()
+    kill, error = client.read_kill_switch(
+        targeting_key=targeting_key or batch,
+        collection=coll,
+        batch_id=batch,
+        execution_id=execution_id,
+    )
     if not kill:
         return decision
     reason = DecisionReason.KILL_SWITCH if error is None else DecisionReason.ERROR

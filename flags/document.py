@@ -59,7 +59,9 @@ class FlagDocumentError(InvalidEventError):
 
 
 class TargetingKeyMissing(Exception):
-    """A percentage rule was reached for an evaluation without a targeting key."""
+    """A percentage rule was reached for an evaluation without a targeting key (or with an empty
+    one: the OpenFeature SDK turns ``""`` into no key when it merges contexts, so the provider
+    treats both alike whichever way it is called)."""
 
 
 def _is_int(value: object) -> bool:
@@ -196,7 +198,7 @@ class CompiledFlag:
     ) -> bool:
         for cond in rule.conditions:
             if cond.key == ContextKey.BUCKET:
-                if targeting_key is None:
+                if not targeting_key:  # None or "": the SDK merges "" away, so "" is missing too
                     raise TargetingKeyMissing(f"flag {self.key!r} rule {rule.name!r} splits by key")
                 if not bucket:
                     bucket.append(bucket_of(self.key, self.salt, targeting_key))

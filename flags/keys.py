@@ -28,6 +28,7 @@ class ContextKey(StrEnum):
 
     COLLECTION = "collection"
     BATCH_ID = "batch_id"
+    EXECUTION_ID = "execution_id"
     BUCKET = "bucket"
     """Reserved: the sticky bucket (0..9999) of (flag, salt, targeting key), computed per flag."""
 

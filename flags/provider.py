@@ -7,9 +7,18 @@ it can say *why* a value was chosen:
 * ``STATIC`` — the flag has no rules; ``TARGETING_MATCH`` — a rule on context attributes
   (``collection``, ``batch_id``, ...) matched; ``SPLIT`` — a percentage rule (a ``bucket``
   condition) matched; ``DEFAULT`` — rules exist, none matched;
-* ``ERROR`` with the caller's default — no valid document yet (``PROVIDER_NOT_READY``), an
-  unknown flag (``FLAG_NOT_FOUND``), a value of the wrong type (``TYPE_MISMATCH``), a percentage
-  rule without a targeting key (``TARGETING_KEY_MISSING``).
+* ``ERROR`` with the caller's default — no valid document yet, or the provider was shut down
+  (``PROVIDER_NOT_READY``), an unknown flag (``FLAG_NOT_FOUND``), a value of the wrong type or
+  one that does not fit the type asked for, such as an integer beyond a float's range
+  (``TYPE_MISMATCH``), a percentage rule without a targeting key or with an empty one
+  (``TARGETING_KEY_MISSING``), anything else that goes wrong (``GENERAL``).
+
+No ``resolve_*`` raises, whatever the flag key, default or context: an unexpected exception is
+logged, counted in :attr:`errors` (``evaluation_error``) and returned as ``GENERAL``.
+
+``shutdown()`` (OpenFeature spec, requirement 2.5.2: the provider reverts to its uninitialised
+state) drops the document: every evaluation after it is ``PROVIDER_NOT_READY`` with the caller's
+default, and the store is not asked again until ``initialize()`` runs.
 
 ``flag_metadata`` carries ``flag_version`` (the store's version of the document served) and, when
 a rule matched, ``rule``. A bad document or a failing store never raises into a caller: the last
@@ -90,6 +99,7 @@ class DocumentProvider(AbstractProvider):
         self._rejected: str | None = None
         self._checked_at = float("-inf")
         self._state = "ready"
+        self._shut_down = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     def get_metadata(self) -> Metadata:
@@ -97,9 +107,20 @@ class DocumentProvider(AbstractProvider):
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
         """Load the first document; raising lets the SDK mark the provider ERROR (not FATAL)."""
+        with self._lock:
+            self._shut_down = False
         self.refresh(emit=False)
         if self._document is None:
             raise ProviderNotReadyError(f"no valid flag document from {self.store!r}")
+
+    def shutdown(self) -> None:
+        """Revert to the uninitialised state: no document, nothing served until initialize()."""
+        with self._lock:
+            self._shut_down = True
+            self._document = None
+            self._rejected = None
+            self._checked_at = float("-inf")
+            self._state = "not_ready"
 
     @property
     def version(self) -> str | None:
@@ -193,6 +214,8 @@ class DocumentProvider(AbstractProvider):
 
     # -- resolution ----------------------------------------------------------------------------
     def _current(self, flag_key: str) -> CompiledDocument | None:
+        if self._shut_down:
+            return None
         ttl = (
             self.cache.kill_switch_ttl_seconds
             if flag_key == FlagKey.KILL_SWITCH
@@ -210,11 +233,27 @@ class DocumentProvider(AbstractProvider):
         accepts: Any,
         kind: str,
     ) -> FlagResolutionDetails[T]:
+        """Never raises (see the module docstring)."""
+        try:
+            return self._evaluate(flag_key, default, context, accepts, kind)
+        except Exception as exc:
+            log.exception("flag %r evaluation failed, serving the default", flag_key)
+            return self._error(
+                default, ErrorCode.GENERAL, f"evaluation failed: {exc!r}", "evaluation_error"
+            )
+
+    def _evaluate(
+        self,
+        flag_key: str,
+        default: T,
+        context: EvaluationContext | None,
+        accepts: Any,
+        kind: str,
+    ) -> FlagResolutionDetails[T]:
         doc = self._current(flag_key)
         if doc is None:
-            return self._error(
-                default, ErrorCode.PROVIDER_NOT_READY, "no valid flag document", "no_document"
-            )
+            why = "the provider was shut down" if self._shut_down else "no valid flag document"
+            return self._error(default, ErrorCode.PROVIDER_NOT_READY, why, "no_document")
         flag = doc.flags.get(flag_key)
         if flag is None:
             return self._error(
@@ -230,7 +269,13 @@ class DocumentProvider(AbstractProvider):
         if not accepts(result.value):
             message = f"flag {flag_key!r} is {type(result.value).__name__}, asked for {kind}"
             return self._error(default, ErrorCode.TYPE_MISMATCH, message, "type_mismatch", doc)
-        value: Any = float(result.value) if kind == "float" else result.value
+        value: Any = result.value
+        if kind == "float":
+            try:
+                value = float(result.value)
+            except OverflowError:
+                message = f"flag {flag_key!r} is {result.value!r}, beyond a float's range"
+                return self._error(default, ErrorCode.TYPE_MISMATCH, message, "type_mismatch", doc)
         return FlagResolutionDetails(
             value=value, reason=result.reason, variant=result.variant, flag_metadata=result.metadata
         )

@@ -71,6 +71,7 @@ def _split(app: bootstrap.App, event: dict[str, Any], context: Any) -> dict[str,
         targeting_key=str(event["batch_id"]),
         collection=str(event["database"]),
         batch_id=str(event["batch_id"]),
+        execution_id=event.get("execution_id"),
     )
     _log_decision(decision, event, "split_into_chunks")
     _flag_errors(app, decision, event)

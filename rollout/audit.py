@@ -11,7 +11,13 @@ is no API to change or remove an entry: a log offers :meth:`AuditLog.append` and
   or reordered line and raises :class:`AuditIntegrityError`.
 * :class:`S3AuditLog` — one object per entry at ``<prefix><seq:010d>.json``, written with
   ``If-None-Match: *``: two writers can never take one slot; the loser moves to the next one.
-* DynamoDB is not implemented: S3 conditional writes already give one writer per slot.
+* :class:`rollout.dynamo.DynamoAuditLog` — one item per entry, written with
+  ``attribute_not_exists``: the same slot discipline in DynamoDB.
+
+The chain alone can be recomputed by anyone who can write the log; with an audit key
+(:mod:`rollout.signing`) each entry also carries an HMAC of its digest, and
+:func:`rollout.verify.verify_record` checks the MACs and the signed head the state keeps. An
+entry with a field this version does not know is refused, not silently dropped.
 
 ``append`` is idempotent per ``transition_id``: a controller resuming after a crash re-appends
 the transition it was applying and gets the entry already written, not a duplicate.
@@ -30,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from rollout.signing import AuditKey
 from snapmerge.errors import PointerConflictError, SnapmergeError, StoreError
 from snapmerge.localfiles import locked
 from snapmerge.ports import BlobStore
@@ -41,6 +48,10 @@ _RECENT: Final = 50  # entries scanned for a transition id already written
 
 class AuditIntegrityError(SnapmergeError):
     """The stored log is not what was appended (an entry edited, removed or out of order)."""
+
+
+class AuditMissingError(AuditIntegrityError):
+    """There is no audit log where one was expected."""
 
 
 class AuditSlotTakenError(SnapmergeError):
@@ -85,15 +96,20 @@ class AuditEntry:
     seq: int = -1
     prev_digest: str = ""
     digest: str = ""
+    key_id: str = ""  # which audit key signed (rollout.signing); "" when unsigned
+    mac: str = ""  # HMAC-SHA256(key, digest)
 
     def content_digest(self, prev: str) -> str:
-        body = {k: v for k, v in self.to_json().items() if k not in ("digest", "prev_digest")}
+        unsealed = ("digest", "prev_digest", "mac")
+        body = {k: v for k, v in self.to_json().items() if k not in unsealed}
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256((prev + canonical).encode()).hexdigest()
 
-    def sealed(self, seq: int, prev: str) -> AuditEntry:
-        placed = replace(self, seq=seq, prev_digest=prev, digest="")
-        return replace(placed, digest=placed.content_digest(prev))
+    def sealed(self, seq: int, prev: str, key: AuditKey | None = None) -> AuditEntry:
+        placed = replace(self, seq=seq, prev_digest=prev, digest="", mac="")
+        placed = replace(placed, key_id=key.key_id if key else "")
+        digest = placed.content_digest(prev)
+        return replace(placed, digest=digest, mac=key.sign(mac_message(digest)) if key else "")
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -102,8 +118,17 @@ class AuditEntry:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuditEntry:
-        known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Decode one stored entry; a field this version does not write is refused."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"an audit entry is a JSON object, not {type(data).__name__}")
+        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown field(s) {unknown}")
+        return cls(**data)
+
+
+def mac_message(digest: str) -> str:
+    return f"entry|{digest}"
 
 
 class AuditLog(Protocol):
@@ -112,22 +137,32 @@ class AuditLog(Protocol):
         ...
 
     def history(self) -> list[AuditEntry]:
-        """Every entry, oldest first."""
+        """Every entry, oldest first (empty when there is no log)."""
+        ...
+
+    def exists(self) -> bool:
+        """Whether there is a log at all (a log with no entries does not count)."""
         ...
 
 
-def _verify(entries: list[AuditEntry], where: str) -> list[AuditEntry]:
+def check_chain(entries: list[AuditEntry], where: str) -> list[AuditEntry]:
     prev = GENESIS
     for index, entry in enumerate(entries):
         if entry.seq != index or entry.prev_digest != prev:
-            raise AuditIntegrityError(f"{where}: entry {index} is out of sequence")
+            raise AuditIntegrityError(
+                f"{where}: entry {index} is out of sequence (seq {entry.seq}, "
+                f"transition {entry.transition_id}): an entry was removed, inserted or reordered"
+            )
         if entry.content_digest(prev) != entry.digest:
-            raise AuditIntegrityError(f"{where}: entry {index} was modified after it was written")
+            raise AuditIntegrityError(
+                f"{where}: entry {index} was modified after it was written "
+                f"(transition {entry.transition_id})"
+            )
         prev = entry.digest
     return entries
 
 
-def _already(entries: list[AuditEntry], transition_id: str) -> AuditEntry | None:
+def already_written(entries: list[AuditEntry], transition_id: str) -> AuditEntry | None:
     for entry in reversed(entries[-_RECENT:]):
         if entry.transition_id == transition_id:
             return entry
@@ -137,13 +172,24 @@ def _already(entries: list[AuditEntry], transition_id: str) -> AuditEntry | None
 class JsonlAuditLog:
     """A local JSON-lines file (see the module docstring)."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, key: AuditKey | None = None) -> None:
         self.path = Path(path)
+        self.key = key
 
     def __repr__(self) -> str:
         return f"JsonlAuditLog({str(self.path)!r})"
 
+    def exists(self) -> bool:
+        return self.path.exists()
+
     def history(self) -> list[AuditEntry]:
+        """Read under the append lock, so a line being appended is never read half-written."""
+        if not self.path.exists():
+            return []
+        with locked(self.path):
+            return self._read()
+
+    def _read(self) -> list[AuditEntry]:
         if not self.path.exists():
             return []
         entries: list[AuditEntry] = []
@@ -155,17 +201,17 @@ class JsonlAuditLog:
                     entries.append(AuditEntry.from_json(json.loads(line)))
                 except (ValueError, TypeError) as exc:
                     raise AuditIntegrityError(f"{self.path}:{number}: unreadable: {exc}") from None
-        return _verify(entries, str(self.path))
+        return check_chain(entries, str(self.path))
 
     def append(self, entry: AuditEntry) -> AuditEntry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with locked(self.path):
-            entries = self.history()
-            done = _already(entries, entry.transition_id)
+            entries = self._read()
+            done = already_written(entries, entry.transition_id)
             if done is not None:
                 return done
             prev = entries[-1].digest if entries else GENESIS
-            sealed = entry.sealed(len(entries), prev)
+            sealed = entry.sealed(len(entries), prev, self.key)
             line = json.dumps(sealed.to_json(), separators=(",", ":"), default=str) + "\n"
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(line)
@@ -177,9 +223,15 @@ class JsonlAuditLog:
 class S3AuditLog:
     """One object per entry under ``prefix`` in a :class:`~snapmerge.ports.BlobStore` bucket."""
 
-    def __init__(self, blobs: BlobStore, prefix: str = "rollout/audit/") -> None:
+    def __init__(
+        self, blobs: BlobStore, prefix: str = "rollout/audit/", key: AuditKey | None = None
+    ) -> None:
         self.blobs = blobs
         self.prefix = prefix if prefix.endswith("/") else prefix + "/"
+        self.key = key
+
+    def exists(self) -> bool:
+        return bool(self.blobs.list(self.prefix))
 
     def __repr__(self) -> str:
         return f"S3AuditLog('s3://{self.blobs.bucket}/{self.prefix}')"
@@ -197,7 +249,7 @@ class S3AuditLog:
                 entries.append(AuditEntry.from_json(json.loads(blob.body)))
             except (ValueError, TypeError) as exc:
                 raise AuditIntegrityError(f"{key}: unreadable: {exc}") from None
-        return _verify(entries, f"s3://{self.blobs.bucket}/{self.prefix}")
+        return check_chain(entries, f"s3://{self.blobs.bucket}/{self.prefix}")
 
     def write_slot(self, entry: AuditEntry) -> AuditEntry:
         """Write a sealed entry into its own slot, only if the slot is empty."""
@@ -212,12 +264,12 @@ class S3AuditLog:
     def append(self, entry: AuditEntry) -> AuditEntry:
         for _ in range(_SLOT_ATTEMPTS):
             entries = self.history()
-            done = _already(entries, entry.transition_id)
+            done = already_written(entries, entry.transition_id)
             if done is not None:
                 return done
             prev = entries[-1].digest if entries else GENESIS
             try:
-                return self.write_slot(entry.sealed(len(entries), prev))
+                return self.write_slot(entry.sealed(len(entries), prev, self.key))
             except AuditSlotTakenError:
                 continue  # another writer took this slot: re-read and take the next one
         raise StoreError(f"{self!r}: no free slot after {_SLOT_ATTEMPTS} attempts")

@@ -7,7 +7,7 @@ need nothing from above and are wired directly.
 
 Local defaults live under ``.snapmerge/`` in the working directory; each has an environment
 variable, and the state and audit log may be on S3 instead (``s3://bucket/key`` for the state,
-``s3://bucket/prefix/`` for the audit log):
+``s3://bucket/prefix/`` for the audit log) or in DynamoDB (``dynamodb://table/name`` for both):
 
 ====================  ==============================  ====================================
 option                env                             default
@@ -17,6 +17,9 @@ option                env                             default
 ``--emf``             ``SNAPMERGE_EMF_FILE``          ``.snapmerge/emf.jsonl``
 ``--log-group``       ``SNAPMERGE_LOG_GROUP``         (read EMF from the file)
 ====================  ==============================  ====================================
+
+The audit key (``SNAPMERGE_AUDIT_KEY`` or ``SNAPMERGE_AUDIT_KEY_SSM``, :mod:`rollout.signing`)
+signs every entry and the head kept in the state; ``rollout verify`` needs it.
 """
 
 from __future__ import annotations
@@ -30,13 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from rollout import dashboard
-from rollout.audit import AuditLog, JsonlAuditLog, S3AuditLog
+from rollout.audit import AuditLog, AuditMissingError, JsonlAuditLog, S3AuditLog
 from rollout.controller import FlagWriter, RolloutController, TickResult, Timing
+from rollout.dynamo import DynamoAuditLog, DynamoStateStore, split_url
 from rollout.metric_names import EMF_FILE_ENV, default_namespace
 from rollout.plan import FlagStoreSpec, RolloutPlan, load_plan, parse_plan
 from rollout.report import build_report
+from rollout.signing import AuditKey, key_from_env
 from rollout.sources import CloudWatchLogsSource, EmfFileSource, MetricSource
 from rollout.state import BlobStateStore, FileStateStore, RolloutState, StateStore
+from rollout.verify import verify_record
 from snapmerge.errors import InvalidEventError
 
 FlagWriterFactory = Callable[[FlagStoreSpec], FlagWriter]
@@ -66,20 +72,27 @@ def open_state(where: str) -> StateStore:
     if where.startswith("s3://"):
         bucket, key = _split_s3(where)
         return BlobStateStore(_blobs(bucket), key or "rollout/state.json")
+    if where.startswith("dynamodb://"):
+        return DynamoStateStore(*split_url(where))
     return FileStateStore(where)
 
 
-def open_audit(where: str) -> AuditLog:
+def open_audit(where: str, key: AuditKey | None = None) -> AuditLog:
     if where.startswith("s3://"):
         bucket, prefix = _split_s3(where)
-        return S3AuditLog(_blobs(bucket), prefix or "rollout/audit/")
-    return JsonlAuditLog(where)
+        return S3AuditLog(_blobs(bucket), prefix or "rollout/audit/", key)
+    if where.startswith("dynamodb://"):
+        table, name = split_url(where)
+        return DynamoAuditLog(table, name, key)
+    return JsonlAuditLog(where, key)
 
 
-def open_source(args: argparse.Namespace) -> MetricSource:
+def open_source(args: argparse.Namespace, *, must_exist: bool = False) -> MetricSource:
     if getattr(args, "log_group", None):
         return CloudWatchLogsSource(args.log_group, namespace=args.namespace)
-    return EmfFileSource(args.emf, strict=not args.skip_malformed, namespace=args.namespace)
+    return EmfFileSource(
+        args.emf, strict=not args.skip_malformed, namespace=args.namespace, must_exist=must_exist
+    )
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:
@@ -121,12 +134,17 @@ def _describe(state: RolloutState, flags: str) -> str:
 
 def _run_rollout(args: argparse.Namespace, factory: FlagWriterFactory) -> int:
     states = open_state(args.state)
+    key = key_from_env()
     if args.action == "history":
-        return _history(open_audit(args.audit), args)
+        return _history(open_audit(args.audit, key), states, key, args)
+    if args.action == "verify":
+        report = verify_record(open_audit(args.audit, key), states.read()[0], key)
+        print(report.describe())
+        return 0
+    current, _ = states.read()  # what this command acts on: a later change by another is a race
     if args.action == "init":
         plan: RolloutPlan | None = load_plan(args.plan)
     else:
-        current, _ = states.read()
         plan = parse_plan(current.plan) if current else None
     if plan is None:
         raise InvalidEventError("no rollout state: run `snapmerge rollout init --plan P` first")
@@ -136,7 +154,13 @@ def _run_rollout(args: argparse.Namespace, factory: FlagWriterFactory) -> int:
         poll_seconds=getattr(args, "poll_seconds", 30.0),
     )
     ctl = RolloutController(
-        states, factory(plan.flag_store), open_audit(args.audit), open_source(args), timing=timing
+        states,
+        factory(plan.flag_store),
+        open_audit(args.audit, key),
+        open_source(args, must_exist=True),
+        timing=timing,
+        key=key,
+        based_on=current.seq if current is not None else None,
     )
     return _ACTIONS[args.action](ctl, args, plan)
 
@@ -155,7 +179,23 @@ def _show(ctl: RolloutController, args: argparse.Namespace, state: RolloutState)
     return 0
 
 
-def _history(audit: AuditLog, args: argparse.Namespace) -> int:
+def _history(
+    audit: AuditLog, states: StateStore, key: AuditKey | None, args: argparse.Namespace
+) -> int:
+    """The log, oldest first; verified against the key and the state's anchor when there is a
+    key (a record that fails is not printed), else checked as a chain only, with a warning."""
+    if not audit.exists():
+        raise AuditMissingError(
+            f"no audit log at {audit!r} (no rollout was started with it, or it was deleted: "
+            "run `snapmerge rollout verify`)"
+        )
+    if key is not None:
+        verify_record(audit, states.read()[0], key)
+    else:
+        print(
+            "warning: no audit key (SNAPMERGE_AUDIT_KEY): entries checked as a hash chain only",
+            file=sys.stderr,
+        )
     entries = audit.history()
     if args.json:
         _print([e.to_json() for e in entries])
@@ -235,6 +275,9 @@ def register_rollout(subparsers: Subparsers, flag_writer_factory: FlagWriterFact
     run.add_argument("--poll-seconds", type=float, default=30.0)
     run.add_argument("--max-ticks", type=int, default=None)
     sub.add_parser("history", help="the audit log").add_argument("--json", action="store_true")
+    sub.add_parser(
+        "verify", help="check the audit log's chain and signatures and the state's anchor and plan"
+    )
     parser.set_defaults(func=lambda args: _run_rollout(args, flag_writer_factory))
 
 

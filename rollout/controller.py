@@ -12,9 +12,24 @@ Every change is a :class:`~rollout.state.Transition` applied in three steps:
 3. **commit** — the state after the transition replaces the intent (again conditionally).
 
 A controller that crashes after step 1 leaves ``pending`` behind; every operation first finishes
-it (:meth:`RolloutController.recover`). When the flag store *refuses* the write (not a lost race
-— that is re-read and retried) the intent is withdrawn and :class:`FlagWriteRefusedError` is
-raised: the flag document and the audit log are left as they were.
+it (:meth:`RolloutController.recover`) — and then stops, raising :class:`RolloutConflictError`
+naming that transition, because the operator asked for a change of the state *they* saw, not of
+the one the pending transition made (two racing ``advance`` commands would otherwise both apply,
+the second on top of the first). Likewise, a command given ``based_on`` (the state's sequence
+number when the CLI first read it) refuses a state another controller has moved on since. Only
+``rollback`` goes on after finishing a pending transition, unless the rollout is already rolled
+back. Whether the pending transition was left by a crash or
+is being applied right now by another process cannot be told apart and does not need to be: the
+steps are idempotent, so two processes finishing one transition write it once.
+
+When the flag store *refuses* the write (the document is unchanged when read back) the intent is
+withdrawn and :class:`FlagWriteRefusedError` is raised: the flag document and the audit log are
+left as they were. When the outcome is unknown (a timeout, and the document cannot be read back)
+the intent stays pending and :class:`FlagWriteUnknownError` is raised: the next command finishes
+or withdraws it by what the document says (:func:`rollout.flag_writer.set_flags`).
+
+With an audit key (:mod:`rollout.signing`) every entry is signed and each committed state carries
+the signed head of the log (:class:`~rollout.signing.Anchor`); ``rollout verify`` checks both.
 
 The flag document itself is reached through :class:`FlagWriter`, a Protocol: ``rollout`` may not
 import ``flags``, and the document format lives with the adapter in ``handlers/rollout_flags.py``.
@@ -25,72 +40,50 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from rollout.audit import AuditEntry, AuditLog, default_actor
-from rollout.flag_writer import FlagWriter, FlagWriteRefusedError, RolloutFlagState, set_flags
-from rollout.judge import Guardrail, Verdict, judge
-from rollout.plan import RolloutPlan, Stage, parse_plan
-from rollout.sources import MetricRecord, MetricSource
+from rollout.audit import GENESIS, AuditEntry, AuditLog, default_actor
+from rollout.flag_writer import (
+    FlagWriter,
+    FlagWriteRefusedError,
+    FlagWriteUnknownError,
+    RolloutFlagState,
+    set_flags,
+)
+from rollout.judge import Decision, Guardrail, Verdict, judge
+from rollout.loop import (
+    MIN_RECHECK_SECONDS,
+    NotInitialisedError,
+    RolloutConflictError,
+    StateOutOfPlanError,
+    TickResult,
+    Timing,
+    check_state,
+)
+from rollout.plan import RolloutPlan, parse_plan
+from rollout.signing import Anchor, AuditKey
+from rollout.sources import MetricRecord, MetricSource, incomplete_read
 from rollout.state import RolloutState, StateConflictError, StateStore, Status, Transition
 from snapmerge.errors import InvalidEventError
 
 JudgeFn = Callable[..., Verdict]
 _RECOVER_ATTEMPTS = 5
-MIN_RECHECK_SECONDS = 1.0
 _LIVE = (Status.RUNNING, Status.PAUSED)
 __all__ = [
+    "MIN_RECHECK_SECONDS",
     "FlagWriteRefusedError",
+    "FlagWriteUnknownError",
     "FlagWriter",
     "NotInitialisedError",
     "RolloutConflictError",
     "RolloutController",
     "RolloutFlagState",
+    "StateOutOfPlanError",
     "TickResult",
     "Timing",
 ]
-
-
-class RolloutConflictError(StateConflictError):
-    """Another controller changed the state between our read and our write."""
-
-
-class NotInitialisedError(InvalidEventError):
-    """No rollout state yet: run ``snapmerge rollout init --plan P`` first."""
-
-
-@dataclass(frozen=True)
-class Timing:
-    """How fast the loop runs: ``speed`` divides every wait; ``bake_seconds`` overrides stages'."""
-
-    speed: float = 1.0
-    bake_seconds: float | None = None
-    poll_seconds: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not self.speed > 0 or (self.bake_seconds is not None and self.bake_seconds < 0):
-            raise InvalidEventError("speed must be > 0 and bake_seconds >= 0")
-
-    def bake(self, stage: Stage) -> float:
-        return (
-            self.bake_seconds if self.bake_seconds is not None else stage.bake_seconds / self.speed
-        )
-
-    def recheck(self, stage: Stage) -> float:
-        """After a hold; never under a second, so a zero bake cannot spin writing holds."""
-        wait = stage.recheck_seconds / self.speed
-        wait = min(wait, self.bake_seconds) if self.bake_seconds is not None else wait
-        return max(wait, MIN_RECHECK_SECONDS)
-
-
-@dataclass(frozen=True)
-class TickResult:
-    action: str  # idle | baking | promote | hold | rollback | complete
-    state: RolloutState
-    verdict: Verdict | None = None
-    wait_seconds: float = 0.0
 
 
 class RolloutController:
@@ -106,8 +99,14 @@ class RolloutController:
         timing: Timing | None = None,
         actor: str | None = None,
         judge_fn: JudgeFn = judge,
+        key: AuditKey | None = None,
+        based_on: int | None = None,
     ) -> None:
         self.states, self.flags, self.audit, self.source = states, flags, audit, source
+        self.key = key
+        # the state's sequence number the command was given on (the CLI's first read): an
+        # operation refuses to act on a state another controller has moved on since
+        self.based_on = based_on
         self.clock, self.sleep = clock, sleep
         self.timing = timing or Timing()
         self.actor = actor or default_actor()
@@ -125,14 +124,14 @@ class RolloutController:
 
     def recover(self) -> RolloutState | None:
         """Finish a transition a crashed controller left pending; return the current state."""
-        return self._current_or_none()[0]
+        return self._current_or_none(strict=False)[0]
 
     # -- operations ---------------------------------------------------------------------------
     def init(
         self, plan: RolloutPlan, *, force: bool = False, clear_kill_switch: bool = False
     ) -> RolloutState:
         """Start ``plan`` at its first stage (refused while another rollout is live)."""
-        state, version = self._current_or_none()
+        state, version = self._current_or_none(strict=True, check=not force)
         live = state is not None and state.stage_index >= 0  # -1: an init that never applied
         if state is not None and live and state.status in _LIVE and not force:
             raise InvalidEventError(
@@ -156,6 +155,11 @@ class RolloutController:
         plan = parse_plan(state.plan)
         if state.status in (Status.ROLLED_BACK, Status.COMPLETE):
             raise InvalidEventError(f"the rollout is {state.status}: run init to start again")
+        if state.status is Status.PAUSED:
+            raise InvalidEventError(
+                f"the rollout is paused at {state.percent:g} %: `snapmerge rollout resume` "
+                "first (advance does not resume a paused rollout)"
+            )
         if to_pct is None:
             target = state.stage_index + 1
         else:
@@ -179,8 +183,15 @@ class RolloutController:
     def rollback(
         self, reason: str = "manual rollback", evidence: dict[str, Any] | None = None
     ) -> RolloutState:
-        """Percentage 0 and the kill switch on, in one flag-document write."""
-        state, version = self._current()
+        """Percentage 0 and the kill switch on, in one flag-document write.
+
+        Goes on after finishing another controller's pending transition (the lever must work
+        whatever else is in flight), but not when the rollout is already rolled back.
+        """
+        state, version = self._current(finish_then_continue=True)
+        if state.status is Status.ROLLED_BACK:
+            last = (state.last_action or {}).get("description", "an earlier rollback")
+            raise RolloutConflictError(repr(self.states), version, version, str(last))
         t = self._transition(
             state, "rollback", state.stage_index, 0.0, Status.ROLLED_BACK, reason, True, evidence
         )
@@ -211,12 +222,22 @@ class RolloutController:
         stage = plan.stages[max(state.stage_index, 0)]
         until = self._now() + 1
         records = self.source.records(since_ms=state.stage_started_ms, until_ms=until)
+        short = incomplete_read(self.source)
         reference: Sequence[MetricRecord] | None = None
         if state.previous_stage_started_ms is not None:
             reference = self.source.records(state.previous_stage_started_ms, state.stage_started_ms)
+            short = short or incomplete_read(self.source)
         guards: Sequence[Guardrail] = plan.guardrails
-        return self.judge_fn(
+        verdict = self.judge_fn(
             records, guards, min_samples=stage.min_samples, reference=reference or None
+        )
+        if short is None:
+            return verdict
+        # the judge saw fewer records than the source holds: never promote on a partial read
+        decision: Decision = "rollback" if verdict.decision == "rollback" else "hold"
+        evidence = {**verdict.evidence, "incomplete_read": short}
+        return replace(
+            verdict, decision=decision, reasons=[*verdict.reasons, short], evidence=evidence
         )
 
     def tick(self) -> TickResult:
@@ -290,20 +311,40 @@ class RolloutController:
     def _now(self) -> int:
         return int(self.clock() * 1000)
 
-    def _current(self) -> tuple[RolloutState, str | None]:
-        state, version = self._current_or_none()
+    def _current(self, *, finish_then_continue: bool = False) -> tuple[RolloutState, str | None]:
+        state, version = self._current_or_none(strict=not finish_then_continue)
         if state is None:
             raise NotInitialisedError("no rollout state: run `snapmerge rollout init --plan P`")
         return state, version
 
-    def _current_or_none(self) -> tuple[RolloutState | None, str | None]:
-        """One read of the state and its version, with no transition pending in it."""
+    def _current_or_none(
+        self, *, strict: bool, check: bool = True
+    ) -> tuple[RolloutState | None, str | None]:
+        """One read of the state and its version, with no transition pending in it.
+
+        A pending transition is finished first; with ``strict`` the command then stops with
+        :class:`RolloutConflictError` naming it (see the module docstring).
+        """
+        finished: Transition | None = None
         for _ in range(_RECOVER_ATTEMPTS):
             state, version = self.states.read()
+            if state is not None and check:
+                self._check(state)
             if state is None or state.pending is None:
+                if finished is not None and strict:
+                    raise RolloutConflictError(
+                        repr(self.states), version, version, finished.describe()
+                    )
+                if strict and state is not None and self.based_on not in (None, state.seq):
+                    last = (state.last_action or {}).get("description") or f"seq {state.seq}"
+                    raise RolloutConflictError(repr(self.states), version, version, str(last))
                 return state, version
+            finished = state.pending
             self._act_and_commit(state, version, state.pending)
-        raise RolloutConflictError(repr(self.states), None, "a transition still pending")
+        raise RolloutConflictError(repr(self.states), None, None, "a transition still pending")
+
+    def _check(self, state: RolloutState) -> None:
+        check_state(state, self.key)
 
     @staticmethod
     def _require_status(state: RolloutState, wanted: Status) -> None:
@@ -322,6 +363,7 @@ class RolloutController:
         evidence: dict[str, Any] | None = None,
     ) -> Transition:
         return Transition(
+            who=self.actor,
             id=f"{state.seq + 1:06d}-{action}-{uuid.uuid4().hex[:12]}",
             action=action,
             from_percent=state.percent,
@@ -349,20 +391,36 @@ class RolloutController:
         try:
             intent_version = self.states.write(intent, version)
         except StateConflictError as exc:
-            raise RolloutConflictError(exc.where, exc.expected, exc.current) from None
+            raise RolloutConflictError(
+                exc.where, exc.expected, exc.current, self._winner()
+            ) from None
         try:
-            return self._act_and_commit(intent, intent_version, t)
-        except FlagWriteRefusedError:
+            done = self._act_and_commit(intent, intent_version, t)
+        except FlagWriteRefusedError:  # read back: the document does not have the change
             self.states.write(restore or state, intent_version)  # withdraw the intent
-
             raise
+        if self.based_on is not None:
+            self.based_on = done.seq  # our own change: the loop goes on from it
+        return done
+        # FlagWriteUnknownError: the intent stays pending; the next command reads the document
+        # back and finishes or withdraws it
+
+    def _winner(self) -> str:
+        """The transition that beat us to the state: pending in it, or the last one committed."""
+        state, _ = self.states.read()
+        if state is None:
+            return "the state was removed"
+        if state.pending is not None:
+            return state.pending.describe()
+        last = state.last_action or {}
+        return str(last.get("description") or f"{last.get('action', 'a change')} (seq {state.seq})")
 
     def _act_and_commit(
         self, intent: RolloutState, version: str | None, t: Transition
     ) -> RolloutState:
         if t.touches_flags:
             set_flags(self.flags, t.to_percent, t.kill_switch, f"{t.action} ({t.id})")
-        self.audit.append(
+        entry = self.audit.append(
             AuditEntry(
                 transition_id=t.id,
                 action=t.action,
@@ -371,13 +429,14 @@ class RolloutController:
                 from_status=t.from_status,
                 to_status=t.to_status,
                 reason=t.reason,
-                who=self.actor,
+                who=t.who or self.actor,
                 at=datetime.fromtimestamp(t.at_ms / 1000, UTC).isoformat(timespec="milliseconds"),
                 plan_digest=intent.plan_digest,
                 evidence=t.evidence,
             )
         )
-        done = intent.after(t)
+        anchor = Anchor(entry.seq + 1, entry.digest or GENESIS, intent.plan_digest, intent.seq + 1)
+        done = intent.after(t, anchor.signed(self.key).to_json())
         try:
             self.states.write(done, version)
         except StateConflictError:

@@ -13,8 +13,8 @@ A plan is YAML or JSON (YAML is a superset, so one loader reads both)::
 
 Every problem is found before the controller touches a flag: :func:`parse_plan` raises
 :class:`PlanError` naming the field (``stages[2].percent``) and what is wrong with it. The plan's
-:attr:`RolloutPlan.digest` is stored in the controller's state, so a state can never be driven by a
-different plan than the one it was started with.
+:attr:`RolloutPlan.digest` is stored in the controller's state and checked by every controller
+operation (:func:`check_digest`): a state whose plan was edited in place is refused, not driven.
 """
 
 from __future__ import annotations
@@ -56,6 +56,27 @@ class PlanError(InvalidEventError):
         super().__init__(f"invalid rollout plan: {where}: {problem}")
 
 
+class PlanDigestError(InvalidEventError):
+    """A stored plan that does not hash to the digest stored beside it (edited in place)."""
+
+
+def digest_of(raw: Mapping[str, Any]) -> str:
+    """sha256 of a plan's canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(raw, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_digest(raw: Mapping[str, Any], digest: str) -> None:
+    """Raise :class:`PlanDigestError` unless ``raw`` hashes to ``digest``."""
+    actual = digest_of(raw)
+    if actual != digest:
+        raise PlanDigestError(
+            f"the stored plan does not match its digest (stored {digest[:12]}, computed "
+            f"{actual[:12]}): the plan was edited after the rollout started; refusing to act. "
+            "Run `snapmerge rollout verify`, then `rollout init --force` with the intended plan"
+        )
+
+
 class FlagStoreKind(StrEnum):
     ENV = "env"  # whatever SNAPMERGE_FLAGS_* names (the local file when none is set)
     FILE = "file"
@@ -90,8 +111,7 @@ class RolloutPlan:
     @property
     def digest(self) -> str:
         """sha256 of the plan's canonical JSON: what the controller state is bound to."""
-        canonical = json.dumps(self.raw, sort_keys=True, separators=(",", ":"), default=str)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return digest_of(self.raw)
 
     def stage_index(self, percent: float) -> int | None:
         for index, stage in enumerate(self.stages):

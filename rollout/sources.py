@@ -7,9 +7,19 @@ Two sources return the same :class:`MetricRecord`:
 * :class:`EmfFileSource` — the JSON-lines file :class:`rollout.metrics.MergeMetrics` appends to in
   the embedded mode. A malformed line raises :class:`MalformedMetricsError` naming the file and
   line; with ``strict=False`` it is skipped and counted in :attr:`EmfFileSource.skipped`.
-* :class:`CloudWatchLogsSource` — the Lambda's log group, through ``FilterLogEvents`` (every
-  page). Log groups hold other lines too (Logger output, platform reports): only EMF blobs of our
-  namespace with a ``MergePath`` dimension count; everything else is ignored, not an error.
+  With ``must_exist`` (what the controller uses) a missing file is
+  :class:`MetricsUnavailableError`: a wrong ``--emf`` path must not read as "no executions yet"
+  and hold forever. Without it (the report) a missing file is no records.
+* :class:`CloudWatchLogsSource` — the Lambda's log group, through ``FilterLogEvents``, to the last
+  page: a page may be empty and still carry a ``nextToken`` (the service scanned a stretch of the
+  group and found nothing), so only a page *without* a token ends the read. Log groups hold other
+  lines too (Logger output, platform reports): only EMF blobs of our namespace with a
+  ``MergePath`` dimension count; everything else is ignored, not an error. ``max_pages`` bounds
+  a read; a read stopped by it is marked incomplete.
+
+After each read a source says how it went in ``last_read`` (:class:`ReadStats`); a read that kept
+fewer records than the source holds (lines skipped as malformed, pages left unread) is
+*incomplete*, and :func:`incomplete_read` says so in words the controller adds to its verdict.
 
 An EMF value may be a list (Powertools writes ``[v]``); the record holds its sum, which is what a
 count or a total time means when one invocation recorded the same name twice.
@@ -30,6 +40,40 @@ from snapmerge.domain import MergePath
 from snapmerge.errors import InvalidEventError, StoreError
 
 EMF_FILTER_PATTERN = '{ $._aws.CloudWatchMetrics[0].Namespace = "%s" }'
+
+
+class MetricsUnavailableError(InvalidEventError):
+    """The metric source named does not exist (a wrong path or log group)."""
+
+
+@dataclass
+class ReadStats:
+    """How the last ``records`` call went: what was scanned, kept and left out."""
+
+    scanned: int = 0  # lines / events looked at
+    kept: int = 0  # records parsed (before the time window)
+    skipped: int = 0  # records of ours that could not be used (malformed)
+    pages: int = 0
+    complete: bool = True  # False: the source holds more than was read
+
+    def problem(self) -> str | None:
+        if self.complete and not self.skipped:
+            return None
+        parts = []
+        if self.skipped:
+            parts.append(f"{self.skipped} malformed record(s) skipped")
+        if not self.complete:
+            parts.append(f"stopped after {self.pages} page(s) with more to read")
+        return (
+            f"incomplete read: the judge saw {self.kept} record(s) but the source holds more "
+            f"({'; '.join(parts)}); not promoting on a partial read"
+        )
+
+
+def incomplete_read(source: object) -> str | None:
+    """Why the source's last read was incomplete, or None (also for sources that do not say)."""
+    stats = getattr(source, "last_read", None)
+    return stats.problem() if isinstance(stats, ReadStats) else None
 
 
 class MalformedMetricsError(InvalidEventError):
@@ -114,25 +158,39 @@ class EmfFileSource:
     """EMF blobs, one JSON object per line (blank lines are ignored)."""
 
     def __init__(
-        self, path: Path | str, *, strict: bool = True, namespace: str | None = DEFAULT_NAMESPACE
+        self,
+        path: Path | str,
+        *,
+        strict: bool = True,
+        namespace: str | None = DEFAULT_NAMESPACE,
+        must_exist: bool = False,
     ) -> None:
         self.path = Path(path)
+        self.must_exist = must_exist
         self.strict = strict
         self.namespace = namespace
         self.skipped = 0
         self.skipped_lines: list[int] = []
+        self.last_read = ReadStats()
 
     def records(
         self, since_ms: int | None = None, until_ms: int | None = None
     ) -> list[MetricRecord]:
         self.skipped, self.skipped_lines = 0, []
+        self.last_read = ReadStats()
         if not self.path.exists():
-            return []
+            if not self.must_exist:
+                return []
+            raise MetricsUnavailableError(
+                f"no EMF metrics file at {self.path}: nothing to judge. Point --emf (or "
+                "SNAPMERGE_EMF_FILE) at the file the handlers write, or use --log-group"
+            )
         out: list[MetricRecord] = []
         with self.path.open(encoding="utf-8") as fh:
             for number, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
+                self.last_read.scanned += 1
                 try:
                     out.append(parse_emf(json.loads(line), self.namespace))
                 except ValueError as exc:  # json.JSONDecodeError is a ValueError
@@ -140,6 +198,7 @@ class EmfFileSource:
                         raise MalformedMetricsError(str(self.path), number, str(exc)) from None
                     self.skipped += 1
                     self.skipped_lines.append(number)
+        self.last_read.kept, self.last_read.skipped = len(out), self.skipped
         return _window(out, since_ms, until_ms)
 
 
@@ -157,24 +216,30 @@ class CloudWatchLogsSource:
         *,
         namespace: str = DEFAULT_NAMESPACE,
         page_size: int | None = None,
+        max_pages: int = 10_000,
     ) -> None:
         self.log_group = log_group
         self.namespace = namespace
         self.page_size = page_size
+        self.max_pages = max_pages
         self._client = client if client is not None else aws.client("logs")
         self.ignored = 0
+        self.last_read = ReadStats()
 
     def records(
         self, since_ms: int | None = None, until_ms: int | None = None
     ) -> list[MetricRecord]:
         self.ignored = 0
+        self.last_read = ReadStats()
         out: list[MetricRecord] = []
         for message in self._messages(since_ms, until_ms):
+            self.last_read.scanned += 1
             record = self._parse(message)
             if record is None:
                 self.ignored += 1
             else:
                 out.append(record)
+        self.last_read.kept = len(out)
         return _window(out, since_ms, until_ms)
 
     def _messages(self, since_ms: int | None, until_ms: int | None) -> Iterable[str]:
@@ -189,12 +254,20 @@ class CloudWatchLogsSource:
         if self.page_size is not None:
             kwargs["limit"] = self.page_size
         while True:
+            if self.last_read.pages >= self.max_pages:
+                self.last_read.complete = False
+                return
             page = self._call(kwargs)
+            self.last_read.pages += 1
             for event in page.get("events", []):
                 yield str(event.get("message", ""))
             token = page.get("nextToken")
-            if not token or not page.get("events"):
+            if not token:  # an empty page with a token is not the end
                 return
+            if token == kwargs.get("nextToken"):
+                raise StoreError(
+                    f"FilterLogEvents on {self.log_group!r} returned the same nextToken twice"
+                )
             kwargs["nextToken"] = token
 
     def _call(self, kwargs: dict[str, Any]) -> dict[str, Any]:

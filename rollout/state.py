@@ -64,6 +64,15 @@ class Transition:
     at_ms: int
     evidence: Mapping[str, Any] = field(default_factory=dict)
     recheck_ms: int = 0  # holds: when to judge again
+    who: str = ""  # the actor that took the transition (named to a controller that lost a race)
+
+    def describe(self) -> str:
+        """One line naming the transition, for an operator who lost a race to it."""
+        who = f" by {self.who}" if self.who else ""
+        return (
+            f"{self.action} {self.from_percent:g}→{self.to_percent:g} % "
+            f"({self.from_status}→{self.to_status}){who}, transition {self.id}"
+        )
 
     @property
     def touches_flags(self) -> bool:
@@ -82,16 +91,23 @@ class RolloutState:
     next_judge_ms: int = 0  # 0: when the stage's bake time is over
     seq: int = 0
     pending: Transition | None = None
-    last_action: Mapping[str, Any] | None = None  # action, reason, at_ms, judged
+    last_action: Mapping[str, Any] | None = None  # action, reason, at_ms, judged, id, who, ...
+    audit_anchor: Mapping[str, Any] | None = None  # rollout.audit.Anchor.to_json(): the log's head
 
-    def after(self, t: Transition) -> RolloutState:
-        """The state once ``t`` is applied (pure: a resumed controller computes the same)."""
+    def after(self, t: Transition, anchor: Mapping[str, Any] | None = None) -> RolloutState:
+        """The state once ``t`` is applied (pure: a resumed controller computes the same).
+
+        ``anchor`` is the audit log's signed head once ``t``'s entry is in it (kept when None).
+        """
         new_stage = t.to_stage != self.stage_index or t.action == "init"
         last = {
             "action": t.action,
             "reason": t.reason,
             "at_ms": t.at_ms,
             "judged": bool(t.evidence),
+            "id": t.id,
+            "who": t.who,
+            "description": t.describe(),
         }
         return replace(
             self,
@@ -108,6 +124,7 @@ class RolloutState:
             seq=self.seq + 1,
             pending=None,
             last_action=last,
+            audit_anchor=anchor if anchor is not None else self.audit_anchor,
         )
 
     def to_json(self) -> dict[str, Any]:

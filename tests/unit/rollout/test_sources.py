@@ -16,6 +16,8 @@ from rollout.sources import (
     EmfFileSource,
     MalformedMetricsError,
     MetricRecord,
+    MetricsUnavailableError,
+    incomplete_read,
     parse_emf,
 )
 from snapmerge import aws as aws_clients
@@ -141,3 +143,68 @@ def test_cloudwatch_logs_source_pages_and_keeps_only_our_emf(aws: AwsEnv) -> Non
 
 def test_cloudwatch_logs_source_missing_group_is_empty(aws: AwsEnv) -> None:
     assert CloudWatchLogsSource(f"/aws/lambda/none-{uuid.uuid4().hex[:8]}").records() == []
+
+
+# -- reading everything: empty pages that carry a nextToken, and saying when a read is short ----
+class PagedLogsClient:
+    """``filter_log_events`` over ``events`` in pages of ``page_size``, with ``empty_runs`` empty
+    pages (each carrying a nextToken) before every full page — as the service returns while it
+    scans stretches of the group with nothing matching."""
+
+    def __init__(self, events: list[dict[str, Any]], page_size: int, empty_runs: int) -> None:
+        self.events, self.page_size, self.empty_runs = events, page_size, empty_runs
+        self.calls = 0
+        self.empty_pages_served = 0
+
+    def filter_log_events(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls += 1
+        step = int(kwargs.get("nextToken", "0"))
+        position, phase = divmod(step, self.empty_runs + 1)
+        start = position * self.page_size
+        if start >= len(self.events):
+            return {"events": []}  # no token: the end
+        if phase < self.empty_runs:
+            self.empty_pages_served += 1
+            return {"events": [], "nextToken": str(step + 1)}
+        page = self.events[start : start + self.page_size]
+        more = start + self.page_size < len(self.events)
+        return {"events": page, **({"nextToken": str(step + 1)} if more else {})}
+
+
+def _events(n: int) -> list[dict[str, Any]]:
+    path = ("legacy", "two_phase")
+    return [{"message": emf(path[i % 2], 1_000 + i), "timestamp": 1_000 + i} for i in range(n)]
+
+
+@pytest.mark.parametrize("empty_runs", [0, 1, 3])
+def test_logs_are_read_to_the_end_through_empty_pages(empty_runs: int) -> None:
+    client = PagedLogsClient(_events(300), page_size=50, empty_runs=empty_runs)
+    source = CloudWatchLogsSource("/aws/lambda/x", client, page_size=50)
+    records = source.records()
+    assert len(records) == 300
+    assert client.empty_pages_served == 6 * empty_runs  # the empty pages were really served
+    assert source.last_read.complete and incomplete_read(source) is None
+
+
+def test_a_read_stopped_early_says_it_is_incomplete() -> None:
+    client = PagedLogsClient(_events(300), page_size=50, empty_runs=1)
+    source = CloudWatchLogsSource("/aws/lambda/x", client, page_size=50, max_pages=4)
+    records = source.records()
+    assert len(records) == 100
+    problem = incomplete_read(source)
+    assert problem is not None and "saw 100 record(s) but the source holds more" in problem
+
+
+def test_skipped_malformed_lines_make_the_read_incomplete(tmp_path: Path) -> None:
+    path = tmp_path / "emf.jsonl"
+    path.write_text(emf("legacy", 1) + "\n{broken\n" + emf("two_phase", 2) + "\n")
+    source = EmfFileSource(path, strict=False)
+    assert len(source.records()) == 2
+    problem = incomplete_read(source)
+    assert problem is not None and "1 malformed record(s) skipped" in problem
+
+
+def test_a_missing_emf_file_is_a_clear_error_for_the_controller(tmp_path: Path) -> None:
+    with pytest.raises(MetricsUnavailableError, match=r"no EMF metrics file at .*nope.jsonl"):
+        EmfFileSource(tmp_path / "nope.jsonl", must_exist=True).records()
+    assert EmfFileSource(tmp_path / "nope.jsonl").records() == []  # the report: nothing yet

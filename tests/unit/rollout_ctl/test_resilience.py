@@ -16,8 +16,8 @@ from tests.unit.rollout_ctl.conftest import Rig
 from tests.unit.rollout_ctl.helpers import CountingStore, refusal
 
 
-class Crash(RuntimeError):
-    """Stands for the process dying at that point."""
+class Crash(BaseException):
+    """Stands for the process dying at that point (no ``except Exception`` handler runs)."""
 
 
 class CrashingAudit:
@@ -86,7 +86,13 @@ def test_crash_before_commit_does_not_duplicate_the_audit_entry(rig: Rig) -> Non
     with pytest.raises(Crash):
         rig.controller(states=crashing).advance()
     assert [e.action for e in rig.audit.history()] == ["init", "advance"]
-    state = rig.controller().advance()  # finishes the pending advance first, then advances again
+    # the next advance finishes the pending one and stops: the operator asked to advance from
+    # the state they saw (1 %), not from the one the pending transition made (5 %)
+    with pytest.raises(RolloutConflictError, match=r"advance 1→5 %.*by tester@host"):
+        rig.controller().advance()
+    assert rig.controller().status().percent == 5.0
+    assert [e.action for e in rig.audit.history()] == ["init", "advance"]
+    state = rig.controller().advance()
     assert state.percent == 25.0
     assert [e.action for e in rig.audit.history()] == ["init", "advance", "advance"]
     assert len({e.transition_id for e in rig.audit.history()}) == 3
