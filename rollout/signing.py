@@ -13,7 +13,7 @@ secret itself) or from an SSM SecureString parameter (``SNAPMERGE_AUDIT_KEY_SSM`
   remaining entry is genuine.
 
 ``key_id`` (the first 12 hex digits of sha256(key)) says which key signed, never the key.
-See docs/adr/0006-audit-signing-and-anchor.md.
+See docs/adr/0009-audit-signing-and-anchor.md.
 """
 
 from __future__ import annotations
