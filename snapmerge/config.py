@@ -62,6 +62,7 @@ class Settings:
     keep_versions: int = 4
     max_tarball_bytes: int = 2 * 1024**3
     lock_wait_timeout: timedelta = timedelta(minutes=5)
+    rebuild_from_newest: bool = False  # a missing pointer: build on the newest complete version
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -93,4 +94,6 @@ class Settings:
             keep_versions=_int(env, "SNAPMERGE_KEEP_VERSIONS", 4),
             max_tarball_bytes=_int(env, "SNAPMERGE_MAX_TARBALL_BYTES", 2 * 1024**3),
             lock_wait_timeout=timedelta(seconds=_float(env, "SNAPMERGE_LOCK_WAIT_SECONDS", 300)),
+            rebuild_from_newest=env.get("SNAPMERGE_REBUILD_FROM_NEWEST", "").lower()
+            in ("1", "true", "yes"),
         )

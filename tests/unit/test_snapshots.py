@@ -147,7 +147,11 @@ def test_upload_writes_manifest_last_and_download_round_trips(
     version = new_version_id()
     src = fake_chroma(tmp_path / "src")
     store.upload_version(version, src, manifest_for(version))
-    assert order[-1].endswith(MANIFEST_NAME) and len(order) == 4
+    entry = Keys.manifest(DB, version)
+    # the id is claimed in the log before any file; the log entry is completed last
+    assert order[0] == entry and order[-1] == entry and len(order) == 6
+    assert order[-2] == store.version_prefix(version) + ".snapshot_hash"
+    assert not [k for k in blobs.list(store.version_prefix(version)) if MANIFEST_NAME in k]
     manifest = store.manifest(version)
     assert manifest is not None and store.is_complete(version)
     assert dict(manifest.files) == {
@@ -166,7 +170,12 @@ def test_a_version_without_manifest_is_incomplete(
     store: SnapshotStore, blobs: MemoryBlobStore, tmp_path: Path
 ) -> None:
     version = new_version_id()
-    blobs.fail_next("put", StoreError("crash before the manifest"))
+
+    def crash_before_completion(key: str) -> None:
+        if key == Keys.manifest(DB, version) and store.blobs.list(store.version_prefix(version)):
+            raise StoreError("crash before the manifest")
+
+    blobs.before_put = crash_before_completion
     with pytest.raises(StoreError):
         store.upload_version(version, fake_chroma(tmp_path / "src"), manifest_for(version))
     assert store.list_versions() == [version]  # the files are there...
