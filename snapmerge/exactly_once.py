@@ -32,8 +32,9 @@ from snapmerge.domain import (
     VersionId,
 )
 from snapmerge.errors import MergeInputError, SnapshotError
-from snapmerge.ports import BlobStore, IndexEngine
+from snapmerge.ports import BlobStore
 from snapmerge.snapshots import SnapshotStore
+from snapmerge.transfer import local_files
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,28 @@ class Replay:
     receipt: dict[str, Any]
 
 
-def inputs_digest(engine: IndexEngine, db: Database, sources: Sequence[Path]) -> str:
-    """sha256 over the database and each source's content digest, in merge order.
+def inputs_digest(db: Database, sources: Sequence[Path]) -> str:
+    """sha256 over the database and every file of each source, in merge order (later wins).
 
-    Content, not bytes: a re-run of the chunk merges writes other bytes for the same records.
-    Order counts: later sources win.
+    Bytes as fetched, before anything opens them: cheap enough to take under legacy's lock. The
+    same intermediates (a redelivered or duplicated final merge) give the same digest; a re-run of
+    the chunk merges writes other bytes for the same records and so counts as other inputs (an
+    error if the batch already published, never a second apply).
     """
     total = hashlib.sha256(f"{db.value}\n".encode())
-    for source in sources:
-        total.update(f"{engine.digest(source)}\n".encode())
+    for i, source in enumerate(sources):
+        total.update(f"source {i}\n".encode())
+        for rel, path in local_files(source):
+            total.update(f"{rel}\n{_file_sha256(path)}\n".encode())
     return total.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def inputs_present(blobs: BlobStore, request: FinalMergeRequest) -> bool:

@@ -197,7 +197,7 @@ class MergeKit:
 
         A receipt for other inputs raises ``MergeInputError`` naming both digests.
         """
-        digest = inputs_digest(self.engine, request.database, sources)
+        digest = inputs_digest(request.database, sources)
         receipt = self.store(request.database).read_receipt(request.batch_id)
         if receipt is None:
             return digest, None
