@@ -69,7 +69,9 @@ class LegacyFinalMerge:
         self, request: FinalMergeRequest, lease: Lease, *, digest: bool
     ) -> tuple[BuiltVersion | Replay, int]:
         with self.kit.span("single_phase"), self.kit.workspace() as work:
-            sources = self.kit.fetch_sources(request, work / "sources")
+            sources = self.kit.fetch_or_replay(request, work / "sources")
+            if isinstance(sources, Replay):  # a duplicate run finished while we waited
+                return sources, 0
             inputs, replay = self.kit.inputs(request, sources)
             if replay is not None:
                 return replay, 0

@@ -50,6 +50,7 @@ from snapmerge.errors import (
     MergeInputError,
     PointerConflictError,
     SnapshotError,
+    StoreError,
     VersionTakenError,
 )
 from snapmerge.exactly_once import (
@@ -191,6 +192,17 @@ class MergeKit:
         if receipt is None or inputs_present(self.blobs, request):
             return None
         return Replay(replayed_result(receipt, request), receipt)
+
+    def fetch_or_replay(self, request: FinalMergeRequest, dest: Path) -> list[Path] | Replay:
+        """The intermediates; or, when they are gone because a duplicate run of this batch
+        finished meanwhile (its receipt is there), that run's publish."""
+        try:
+            return self.fetch_sources(request, dest)
+        except (MergeInputError, StoreError):
+            replay = self.replay(request)
+            if replay is None:
+                raise
+            return replay
 
     def inputs(self, request: FinalMergeRequest, sources: list[Path]) -> tuple[str, Replay | None]:
         """The inputs digest, and the receipt's replay if this batch already finished with them.

@@ -111,11 +111,13 @@ class TwoPhaseFinalMerge:
         started = time.monotonic()
         meter = LockMeter()
         with self.kit.workspace() as work:
-            sources = self.kit.fetch_sources(request, work / "sources")
-            inputs, replay = self.kit.inputs(request, sources)
+            fetched = self.kit.fetch_or_replay(request, work / "sources")
+            if isinstance(fetched, Replay):
+                return self.kit.finish_replay(request, fetched, cleanup=not defer_cleanup)
+            inputs, replay = self.kit.inputs(request, fetched)
             if replay is not None:
                 return self.kit.finish_replay(request, replay, cleanup=not defer_cleanup)
-            outcome, failures, fallback = self._publish(request, sources, inputs, work, meter)
+            outcome, failures, fallback = self._publish(request, fetched, inputs, work, meter)
         if isinstance(outcome, Replay):
             return self.kit.finish_replay(request, outcome, cleanup=not defer_cleanup)
         stats = meter.stats(failures, fallback)
