@@ -11,6 +11,7 @@ import pytest
 
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.cache import SnapshotCache
+from snapmerge.commit_log import EntryState
 from snapmerge.domain import Database, Keys, Pointer, VersionId, new_version_id
 from snapmerge.errors import PointerConflictError, SnapshotError, StoreError
 from snapmerge.snapshots import MANIFEST_NAME, SnapshotStore, VersionManifest, scan_files
@@ -382,3 +383,62 @@ def test_cache_prune_keeps_listed_and_young_staging(store: SnapshotStore, tmp_pa
     assert sorted(p.name for p in cache.directory.iterdir()) == [".tmp-in-progress", b]
     cache.prune({b}, stale_after=timedelta(seconds=-1))
     assert [p.name for p in cache.directory.iterdir()] == [b]
+
+
+# -- the pointer's body ----------------------------------------------------------------------
+@pytest.mark.parametrize("body", [b"2024\x00junk", b"\xff\xfe20240101", b"a b"])
+def test_a_pointer_that_holds_no_version_id_is_a_snapshot_error(
+    store: SnapshotStore, blobs: MemoryBlobStore, body: bytes
+) -> None:
+    blobs.put(Keys.pointer(DB), body)
+    with pytest.raises(SnapshotError, match="pointer"):
+        store.read_pointer()
+
+
+# -- the commit log: ancestry without trusting id order -------------------------------------
+def log_entry(
+    store: SnapshotStore, version: str, base: str | None, height: int, root: str | None
+) -> VersionManifest:
+    entry = replace(
+        manifest_for(VersionId(version), VersionId(base) if base else None),
+        height=height,
+        root=root,
+    )
+    store.log.advance(entry, store.log.begin(entry), EntryState.COMPLETE)
+    return entry
+
+
+def test_ancestry_is_decided_by_height_within_a_root(store: SnapshotStore) -> None:
+    # ids deliberately out of time order: a skewed clock must not matter
+    v1 = log_entry(store, "20240105_000000", None, 1, None)
+    v2 = log_entry(store, "20240101_000000", "20240105_000000", 2, None)
+    fork = log_entry(store, "20240103_000000", "20240105_000000", 2, None)  # an orphan
+    v3 = log_entry(store, "20240102_000000", "20240101_000000", 3, None)
+    assert store.log.is_ancestor(v1, v3.version) is True
+    assert store.log.is_ancestor(v3, v3.version) is True
+    assert store.log.is_ancestor(fork, v3.version) is False
+    assert store.log.is_ancestor(v3, v2.version) is False
+    assert store.log.is_ancestor(v2, None) is False
+
+
+def test_ancestry_across_an_original_version_is_undecided(store: SnapshotStore) -> None:
+    ours = log_entry(store, "20240101_000000_000000_" + "a" * 32, None, 1, None)
+    # the original writer published 20240102_000000 (no entry); we built on it
+    above = log_entry(
+        store, "20240103_000000_000000_" + "b" * 32, "20240102_000000", 1, "20240102_000000"
+    )
+    assert store.log.is_ancestor(ours, above.version) is None  # cannot tell: never guessed
+    assert store.log.is_ancestor(above, above.version) is True
+    assert store.log.is_ancestor(ours, VersionId("20240102_000000")) is None
+
+
+def test_retention_retires_log_entries_and_never_deletes_them(
+    store: SnapshotStore, tmp_path: Path
+) -> None:
+    versions = [publish(store, tmp_path, VersionId(f"2024010{i}_000000")) for i in range(1, 7)]
+    assert store.apply_retention(keep=4) == versions[:2]
+    for version in versions[:2]:
+        entry = store.log.entry(version)
+        assert entry is not None and entry.state == EntryState.RETIRED
+        assert not store.is_complete(version)
+    assert store.log.versions() == versions
