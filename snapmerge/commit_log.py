@@ -94,6 +94,15 @@ class VersionManifest:
         return self.height + 1, self.root
 
 
+def lineage(base: VersionId | None, manifest: VersionManifest | None) -> tuple[int, str | None]:
+    """(height, root) of a version built on ``base`` whose complete manifest is ``manifest``."""
+    if base is None:
+        return 1, None
+    if manifest is None:  # original-format, latest-direct: we know nothing below it
+        return 1, base
+    return manifest.child_lineage()
+
+
 @dataclass(frozen=True)
 class Claim:
     batch_id: str

@@ -17,7 +17,6 @@ the locking, so the difference between them is visible in a few lines each.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 import tempfile
 import time
@@ -29,8 +28,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from snapmerge.bases import batch_intermediates, check_base, resolve_base
 from snapmerge.cache import SnapshotCache
-from snapmerge.commit_log import EntryState
+from snapmerge.commit_log import EntryState, lineage
 from snapmerge.config import Settings
 from snapmerge.deltas import fetch_delta
 from snapmerge.domain import (
@@ -233,48 +233,12 @@ class MergeKit:
         self.finish(request, replay.result, cleanup=cleanup, receipt=replay.receipt)
         return replay.result
 
-    # -- the base ------------------------------------------------------------------------------
+    # -- the base (snapmerge/bases.py) ---------------------------------------------------------
     def resolve_base(self, db: Database) -> Pointer | None:
-        """The pointer; with none, ``latest/`` (the original reader's fallback), else nothing.
-
-        A missing pointer beside complete versions is never a first publish (it would publish a
-        snapshot holding only this batch): a SnapshotError naming the newest complete version,
-        unless the operator opted in (``SNAPMERGE_REBUILD_FROM_NEWEST``) to build on it.
-        """
-        store = self.store(db)
-        pointer = store.read_pointer()
-        if pointer is not None:
-            return pointer
-        newest = store.newest_complete()
-        if newest is None:
-            return store.legacy_latest_base()
-        if self.settings.rebuild_from_newest:
-            return Pointer(newest, "", exists=False)
-        raise SnapshotError(
-            f"{store.pointer_key} is missing but complete versions exist (newest: {newest});"
-            " refusing to publish a snapshot holding only this batch. Restore the pointer (its"
-            f" body is the version id, e.g. {newest}), or set {REBUILD_ENV}=1 to build on {newest}"
-        )
+        return resolve_base(self.store(db), rebuild_from_newest=self.settings.rebuild_from_newest)
 
     def check_base(self, db: Database, base: Pointer | None) -> VersionManifest | None:
-        """A base naming a missing or incomplete version is an error, never a base.
-
-        Returns the base's manifest (None for ``latest/`` and for the original pipeline's
-        versions, which have none), read once: the caller needs its dimension too.
-        """
-        if base is None:
-            return None
-        store = self.store(db)
-        if base.version == LATEST_DIRECT:
-            if not store.has_legacy_latest():
-                raise SnapshotError(f"{Keys.legacy_latest_prefix(db)} has no chroma.sqlite3")
-            return None
-        manifest = store.manifest(base.version)
-        if manifest is None and not store.original_complete(base.version):
-            raise SnapshotError(
-                f"{Keys.pointer(db)} names version {base.version}, which is missing or incomplete"
-            )
-        return manifest
+        return check_base(self.store(db), base)
 
     def _base_copy(self, db: Database, base: Pointer | None, target: Path) -> None:
         if base is None:
@@ -323,7 +287,7 @@ class MergeKit:
         self._base_copy(db, base, target)
         dimension = (base_manifest.dimension or None) if base_manifest else None
         stats = self.engine.merge(target, sources, collection=db.value, dimension=dimension)
-        height, root = _lineage(base, base_manifest)
+        height, root = lineage(base.version if base else None, base_manifest)
         version = new_version_id()
         manifest = VersionManifest(
             version=version,
@@ -367,7 +331,9 @@ class MergeKit:
             store.mark_inflight(built.version, built.version, self.settings.lock_duration)
             try:
                 store.upload_version(built.version, built.directory, built.manifest)
-                store.log.write_claim(built.manifest.batch_id, built.version, _inputs(built))
+                store.log.write_claim(
+                    built.manifest.batch_id, built.version, built.manifest.inputs_digest
+                )
                 break
             except VersionTakenError:
                 store.clear_inflight(built.version, built.version)
@@ -490,46 +456,10 @@ class MergeKit:
         store.apply_retention(self.settings.keep_versions)
 
     def delete_intermediates(self, request: FinalMergeRequest) -> None:
-        """Delete exactly this batch's intermediates: the request's keys (as delimited
-        prefixes) and the chunk and group outputs the workflow names after this batch id —
-        never those of ``b-group-7`` or ``b/x`` when finishing ``b``. Deltas are never deleted.
-        """
-        keys: set[str] = set()
-        for key in request.intermediate_keys:
-            if key.startswith(INTERMEDIATE):
-                keys.update(k for k in self.blobs.list(key) if _under(k, key))
-        own = _own_intermediate(request.batch_id)
-        for prefix in (f"{INTERMEDIATE}{request.batch_id}/", f"{INTERMEDIATE}{request.batch_id}-"):
-            keys.update(k for k in self.blobs.list(prefix) if own.match(k))
+        """Delete exactly this batch's intermediates (``snapmerge/bases.py``)."""
+        keys = batch_intermediates(self.blobs, request)
         if keys:
-            self.blobs.delete(sorted(keys))
-
-
-INTERMEDIATE = "intermediate/"
-REBUILD_ENV = "SNAPMERGE_REBUILD_FROM_NEWEST"
-
-
-def _under(key: str, prefix: str) -> bool:
-    """``key`` is ``prefix`` itself or inside it as a directory (``chunk-1`` never ``chunk-10``)."""
-    return key == prefix or key.startswith(prefix if prefix.endswith("/") else prefix + "/")
-
-
-def _own_intermediate(batch_id: str) -> re.Pattern[str]:
-    """``intermediate/{b}/chunk-{i}/…`` and ``intermediate/{b}-group-{g}/merged/…`` only."""
-    return re.compile(rf"^{INTERMEDIATE}{re.escape(batch_id)}(/chunk-\d+/|-group-\d+/merged/)")
-
-
-def _inputs(built: BuiltVersion) -> str:
-    return built.manifest.inputs_digest
-
-
-def _lineage(base: Pointer | None, base_manifest: VersionManifest | None) -> tuple[int, str | None]:
-    """(height, root) of a version built on ``base`` (see ``snapmerge/commit_log.py``)."""
-    if base is None:
-        return 1, None
-    if base_manifest is None:
-        return 1, base.version
-    return base_manifest.child_lineage()
+            self.blobs.delete(keys)
 
 
 def make_result(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from snapmerge.commit_log import CommitLog, EntryState, VersionManifest
+from snapmerge.commit_log import CommitLog, EntryState, VersionManifest, lineage
 from snapmerge.domain import LATEST_DIRECT, Database, Keys, Pointer, S3Key, VersionId
 from snapmerge.errors import PointerConflictError, SnapshotError
 from snapmerge.ports import BlobStore
@@ -152,12 +152,7 @@ class SnapshotStore:
     def _with_lineage(self, manifest: VersionManifest) -> VersionManifest:
         """Height and root from the base's entry (callers that read it already pass them)."""
         base = manifest.base_version
-        entry = self.manifest(base) if base is not None else None
-        if base is None:
-            return replace(manifest, height=1, root=None)
-        if entry is None:
-            return replace(manifest, height=1, root=base)
-        height, root = entry.child_lineage()
+        height, root = lineage(base, self.manifest(base) if base is not None else None)
         return replace(manifest, height=height, root=root)
 
     def manifest(self, version: VersionId) -> VersionManifest | None:
