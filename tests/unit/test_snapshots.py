@@ -442,3 +442,25 @@ def test_retention_retires_log_entries_and_never_deletes_them(
         assert entry is not None and entry.state == EntryState.RETIRED
         assert not store.is_complete(version)
     assert store.log.versions() == versions
+
+
+def test_a_pre_log_version_with_its_own_manifest_inside_stays_readable(
+    store: SnapshotStore, blobs: MemoryBlobStore, tmp_path: Path
+) -> None:
+    """Written before the commit log: files, a copied hash file, and the manifest last, inside."""
+    version = VersionId("20240101_000000_000000_aaaaaaaa")
+    src = fake_chroma(tmp_path / "src")
+    (src / ".snapshot_hash").write_text("{}")  # carried from its base by the old code
+    manifest = replace(manifest_for(version), files=(*scan_files(src), (".snapshot_hash", 2)))
+    for rel, path in sorted(
+        (p.relative_to(src).as_posix(), p) for p in src.rglob("*") if p.is_file()
+    ):
+        blobs.put(store.version_prefix(version) + rel, path.read_bytes())
+    blobs.put(store.version_prefix(version) + MANIFEST_NAME, manifest.to_json().encode())
+    assert store.is_complete(version)
+    assert store.download_version(version, tmp_path / "d") is not None
+    # the same manifest copied into another version's prefix describes nothing there
+    other = VersionId("20240102_000000")
+    blobs.put(store.version_prefix(other) + "chroma.sqlite3", b"db")
+    blobs.put(store.version_prefix(other) + MANIFEST_NAME, manifest.to_json().encode())
+    assert store.manifest(other) is None and store.is_complete(other)
