@@ -132,26 +132,32 @@ class _TimedKit(MergeKit):
         dest: Path,
         *,
         digest: bool = True,
+        inputs: str = "",
     ) -> BuiltVersion:
         if base is not None:  # the download build would do anyway, done first to time it alone
             with self._timed("download"):
                 self.cache(request.database).get(base.version)
         with self._timed("build"):
-            return super().build(request, base, sources, path, dest, digest=digest)
+            return super().build(request, base, sources, path, dest, digest=digest, inputs=inputs)
 
-    def upload(self, db: Database, built: BuiltVersion) -> None:
+    def upload(self, db: Database, built: BuiltVersion) -> BuiltVersion:
         with self._timed("upload"):
-            super().upload(db, built)
+            return super().upload(db, built)
 
     def publish(self, db: Database, built: BuiltVersion, lease: Lease | None) -> Pointer:
         with self._timed("pointer_swap"):
             return super().publish(db, built, lease)
 
     def finish(
-        self, request: FinalMergeRequest, result: FinalMergeResult, *, cleanup: bool
+        self,
+        request: FinalMergeRequest,
+        result: FinalMergeResult,
+        *,
+        cleanup: bool,
+        receipt: dict[str, Any] | None = None,
     ) -> None:
         with self._timed("finish"):
-            super().finish(request, result, cleanup=cleanup)
+            super().finish(request, result, cleanup=cleanup, receipt=receipt)
 
 
 def _timed_kit(col: _Collection) -> tuple[_TimedKit, _TimedEngine]:

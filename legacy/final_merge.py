@@ -1,6 +1,7 @@
 """The legacy single-phase final merge: everything under the collection lock, as today.
 
-    acquire ─► read pointer ─► download base ─► merge chunks ─► upload ─► CAS pointer ─► release
+    replay? ─► acquire ─► fetch chunks ─► read pointer ─► already published here? ─► download
+    base ─► merge chunks ─► upload ─► CAS pointer ─► release
     (the lock is held for all of it) ─► receipt, cleanup, retention
 
 Kept faithful to the original's shape (lock hold time grows with snapshot size and chunk count)
@@ -14,6 +15,7 @@ from __future__ import annotations
 import time
 
 from snapmerge.domain import FinalMergeRequest, FinalMergeResult, MergePath
+from snapmerge.exactly_once import Replay, receipt_payload
 from snapmerge.lock import Lease
 from snapmerge.merging import BuiltVersion, MergeKit, make_result
 
@@ -30,20 +32,22 @@ class LegacyFinalMerge:
         self.max_rebases = max_rebases
 
     def run(self, request: FinalMergeRequest, *, defer_cleanup: bool = False) -> FinalMergeResult:
-        replayed = self.kit.replay(request)
-        if replayed is not None:
-            return replayed
+        early = self.kit.replay(request)
+        if early is not None:
+            return self.kit.finish_replay(request, early, cleanup=not defer_cleanup)
         started = time.monotonic()
         lease = self.kit.acquire(request)
         try:
             # a shadowed run (defer_cleanup) needs the content digest the candidate is held to
-            built, cas_failures = self._merge_and_publish(request, lease, digest=defer_cleanup)
+            outcome, cas_failures = self._merge_and_publish(request, lease, digest=defer_cleanup)
             # The original released right after the swap; the receipt, the clean-up and
             # retention follow outside the lock, so the hold reported is the hold there was.
             hold_ms = lease.release()
+            if isinstance(outcome, Replay):
+                return self.kit.finish_replay(request, outcome, cleanup=not defer_cleanup)
             result = make_result(
                 request,
-                built,
+                outcome,
                 self.path,
                 started=started,
                 lease_stats={
@@ -55,22 +59,29 @@ class LegacyFinalMerge:
                     "cas_retries": cas_failures,
                 },
             )
-            self.kit.finish(request, result, cleanup=not defer_cleanup)
+            receipt = receipt_payload(outcome.manifest, request)
+            self.kit.finish(request, result, cleanup=not defer_cleanup, receipt=receipt)
             return result
         finally:
             lease.release()
 
     def _merge_and_publish(
         self, request: FinalMergeRequest, lease: Lease, *, digest: bool
-    ) -> tuple[BuiltVersion, int]:
+    ) -> tuple[BuiltVersion | Replay, int]:
         with self.kit.span("single_phase"), self.kit.workspace() as work:
-            sources = self.kit.fetch_sources(request, work / "sources")
+            sources = self.kit.fetch_or_replay(request, work / "sources")
+            if isinstance(sources, Replay):  # a duplicate run finished while we waited
+                return sources, 0
+            inputs, replay = self.kit.inputs(request, sources)
+            if replay is not None:
+                return replay, 0
             return self.kit.merge_under_lease(
                 request,
                 lease,
                 sources,
                 self.path,
                 work,
+                inputs=inputs,
                 max_rebases=self.max_rebases,
                 digest=digest,
             )

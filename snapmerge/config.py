@@ -84,6 +84,7 @@ class Settings:
     blocks its collection for this long, not for ``lock_duration``."""
     verify_margin: timedelta = DEFAULT_VERIFY_MARGIN
     """Lease time ``verify`` demands right before a pointer write."""
+    rebuild_from_newest: bool = False  # a missing pointer: build on the newest complete version
 
     def check_leases(self) -> None:
         """Refuse lease settings under which no merge can publish, naming the variables.
@@ -176,6 +177,8 @@ class Settings:
                     env, "SNAPMERGE_VERIFY_MARGIN_SECONDS", DEFAULT_VERIFY_MARGIN.total_seconds()
                 )
             ),
+            rebuild_from_newest=env.get("SNAPMERGE_REBUILD_FROM_NEWEST", "").lower()
+            in ("1", "true", "yes"),
         )
         settings.check_leases()
         settings.check_lock_scope(env)

@@ -10,11 +10,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NewType
+from urllib.parse import quote
 
 from snapmerge.errors import InvalidEventError
 
 VersionId = NewType("VersionId", str)
-"""A snapshot version: ``YYYYMMDD_HHMMSS`` (the original) or that plus ``_ffffff_<hex8>`` (ours)."""
+"""A snapshot version: ``YYYYMMDD_HHMMSS`` (the original), or that + ``_ffffff_<hex32>`` (ours)."""
+
+LATEST_DIRECT = VersionId("latest-direct")
+"""The base the original reader uses when there is no pointer: ``{db}/snapshot/latest/``."""
 
 S3Key = NewType("S3Key", str)
 
@@ -70,11 +74,12 @@ def lock_id_for(collection: str, batch_id: str, scope: LockScope = LockScope.COL
 def new_version_id(now: datetime | None = None) -> VersionId:
     """A version id that keeps the original ``YYYYMMDD_HHMMSS`` prefix, sorts by time and is unique.
 
-    The microseconds keep ids from one second in order; the random suffix keeps two publishers in
-    the same microsecond (or with skewed clocks) from ever sharing a prefix.
+    The microseconds keep ids from one second in order; 128 random bits keep two publishers in
+    the same microsecond (or with skewed clocks) from sharing a prefix in practice. The upload
+    still claims its id in the commit log before writing a file (``SnapshotStore.claim_version``).
     """
     now = now or datetime.now(UTC)
-    return VersionId(f"{now:%Y%m%d_%H%M%S}_{now:%f}_{secrets.token_hex(4)}")
+    return VersionId(f"{now:%Y%m%d_%H%M%S}_{now:%f}_{secrets.token_hex(16)}")
 
 
 class Keys:
@@ -122,6 +127,24 @@ class Keys:
         return f"{db.value}/snapshot/inflight/"
 
     @staticmethod
+    def manifest(db: Database, version: VersionId) -> S3Key:
+        """The commit-log entry of a version: outside its prefix, never deleted by retention."""
+        return S3Key(f"{db.value}/snapshot/manifests/{version}.json")
+
+    @staticmethod
+    def manifests_prefix(db: Database) -> str:
+        return f"{db.value}/snapshot/manifests/"
+
+    @staticmethod
+    def claims_prefix(db: Database, batch_id: str) -> str:
+        """Every version a batch claimed before its pointer swap (one object each)."""
+        return f"{db.value}/snapshot/claims/{quote(batch_id, safe='')}/"
+
+    @staticmethod
+    def claim(db: Database, batch_id: str, version: VersionId) -> S3Key:
+        return S3Key(f"{Keys.claims_prefix(db, batch_id)}{version}.json")
+
+    @staticmethod
     def receipt(db: Database, batch_id: str) -> S3Key:
         """What a batch's publish returned; a retried final merge answers from it."""
         return S3Key(f"{db.value}/snapshot/receipts/{batch_id}.json")
@@ -129,10 +152,15 @@ class Keys:
 
 @dataclass(frozen=True)
 class Pointer:
-    """The pointer object's value and the ETag it was read with (the CAS token)."""
+    """The pointer object's value and the ETag it was read with (the CAS token).
+
+    ``exists=False`` is a base with no pointer object behind it (``latest/``, or the newest
+    complete version when the operator opted in to a rebuild): its publish is ``If-None-Match``.
+    """
 
     version: VersionId
     etag: str
+    exists: bool = True
 
 
 @dataclass(frozen=True)

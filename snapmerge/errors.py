@@ -10,7 +10,9 @@ Adapters translate their library's exceptions into these (botocore's ``ClientErr
   │                              unknown operation)
   ├── ``MergeInputError``        an input that cannot be merged (not a Chroma dir, corrupt,
   │                              bad tarball, wrong dimension, missing intermediate)
-  ├── ``SnapshotError``          the pointer names a missing or incomplete version
+  ├── ``SnapshotError``          the pointer names a missing or incomplete version, is missing
+  │     │                        beside complete versions, or holds no version id
+  │     └── ``VersionTakenError`` a new version id is already claimed (the upload picks another)
   ├── ``LockError``              the lock table failed (throttled past retries, no table, no access)
   │     ├── ``LockBusyError``    somebody else holds the lease (the only "try later" answer)
   │     └── ``LeaseLostError``   our lease expired or was taken; we must not publish
@@ -36,6 +38,10 @@ class MergeInputError(SnapmergeError):
 
 class SnapshotError(SnapmergeError):
     """The pointer names a version that is missing or incomplete."""
+
+
+class VersionTakenError(SnapshotError):
+    """The commit log already holds an entry for a version id we meant to create."""
 
 
 class LockError(SnapmergeError):

@@ -2,8 +2,13 @@
 
 Legacy and two-phase differ only in *when* they hold the lock around these steps:
 
-    replay? ─► read pointer ─► fetch intermediates ─► build (base + chunks) ─► upload
-            ─► publish (the CAS) ─► finish (receipt, cleanup, retention)
+    replay? ─► fetch intermediates (+ inputs digest) ─► base (pointer, latest/ or error)
+            ─► already published from this base? (claims + log) ─► build (base + chunks)
+            ─► upload (claim the id, files, hash, complete; claim the batch)
+            ─► publish (the CAS) ─► finish (receipt, exact clean-up, retention)
+
+Any failure after an upload has begun discards the orphan; a failure of that discard is logged and
+never replaces the error that caused it (a lost CAS must still be rebased).
 
 Each step is a method of :class:`MergeKit`; none of them takes or releases a lock. The paths own
 the locking, so the difference between them is visible in a few lines each.
@@ -11,6 +16,7 @@ the locking, so the difference between them is visible in a few lines each.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import time
@@ -22,10 +28,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from snapmerge.bases import batch_intermediates, check_base, resolve_base
 from snapmerge.cache import SnapshotCache
+from snapmerge.commit_log import EntryState, lineage
 from snapmerge.config import Settings
 from snapmerge.deltas import fetch_delta
 from snapmerge.domain import (
+    LATEST_DIRECT,
     Database,
     FinalMergeRequest,
     FinalMergeResult,
@@ -37,13 +46,30 @@ from snapmerge.domain import (
     lock_id_for,
     new_version_id,
 )
-from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError
+from snapmerge.errors import (
+    MergeInputError,
+    PointerConflictError,
+    SnapshotError,
+    StoreError,
+    VersionTakenError,
+)
+from snapmerge.exactly_once import (
+    Replay,
+    check_receipt,
+    inputs_digest,
+    inputs_present,
+    prior_publish,
+    receipt_payload,
+    replayed_result,
+)
 from snapmerge.lock import Lease, LeaseLock
 from snapmerge.ports import BlobStore, IndexEngine, LeaseTable
-from snapmerge.snapshots import SnapshotStore, VersionManifest, scan_files
+from snapmerge.snapshots import SKIP, SnapshotStore, VersionManifest, scan_files
 
-# How far back a retried batch looks along the published chain for its own publish.
-REPLAY_DEPTH = 8
+log = logging.getLogger(__name__)
+
+# How many fresh ids an upload tries when the one it drew is already claimed.
+VERSION_ID_TRIES = 3
 
 # A lease the table granted or renewed less than this long ago is not renewed again before the
 # pointer write (see Lease.verify): the two-phase path's phase-3 lock is milliseconds old.
@@ -84,6 +110,10 @@ class BuiltVersion:
     stats: MergeStats
     base: Pointer | None
     base_manifest: VersionManifest | None = None  # as read when the build started
+
+    def renamed(self, version: VersionId) -> BuiltVersion:
+        """The same build under another id (the one drawn was already claimed)."""
+        return replace(self, version=version, manifest=replace(self.manifest, version=version))
 
 
 class MergeKit:
@@ -150,47 +180,75 @@ class MergeKit:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    # -- idempotent retries --------------------------------------------------------------------
-    def replay(self, request: FinalMergeRequest) -> FinalMergeResult | None:
-        """The result of this batch's earlier publish, if it already published.
+    # -- exactly once (snapmerge/exactly_once.py) ---------------------------------------------
+    def replay(self, request: FinalMergeRequest) -> Replay | None:
+        """A retry of a batch that finished: its receipt is there and its intermediates gone.
 
-        Step Functions retries a final merge whose Lambda timed out after publishing; that retry
-        must return the same result, not fail on deleted intermediates nor publish twice. The
-        receipt answers when the first attempt got that far; otherwise the published chain (each
-        manifest names the batch it consumed) does.
+        Answered before anything is fetched. A receipt beside intermediates that are still there
+        (a crash between receipt and clean-up, or a reused batch id) is judged after the fetch,
+        by inputs digest (:meth:`inputs`).
         """
-        store = self.store(request.database)
-        receipt = store.read_receipt(request.batch_id)
-        if receipt is not None:
-            return replace(result_from_json(receipt), replayed=True)
-        pointer = store.read_pointer()
-        version = pointer.version if pointer else None
-        for _ in range(REPLAY_DEPTH):
-            if version is None:
-                return None
-            manifest = store.manifest(version)
-            if manifest is None:
-                return None
-            if manifest.batch_id == request.batch_id:
-                return FinalMergeResult(
-                    path=MergePath(manifest.path),
-                    batch_id=request.batch_id,
-                    database=request.database,
-                    version=manifest.version,
-                    base_version=manifest.base_version,
-                    snapshot_key=Keys.version_prefix(request.database, manifest.version),
-                    total_embeddings=manifest.record_count,
-                    processing_time_seconds=0.0,
-                    chunk_count=len(request.intermediate_keys),
-                    delta_count=request.delta_count,
-                    records_merged=0,
-                    lock_wait_ms=0.0,
-                    lock_hold_ms=0.0,
-                    replayed=True,
-                    digest=manifest.digest,
-                )
-            version = manifest.base_version
-        return None
+        receipt = self.store(request.database).read_receipt(request.batch_id)
+        if receipt is None or inputs_present(self.blobs, request):
+            return None
+        return Replay(replayed_result(receipt, request), receipt)
+
+    def fetch_or_replay(self, request: FinalMergeRequest, dest: Path) -> list[Path] | Replay:
+        """The intermediates; or, when they are gone because a duplicate run of this batch
+        finished meanwhile (its receipt is there), that run's publish."""
+        try:
+            return self.fetch_sources(request, dest)
+        except (MergeInputError, StoreError):
+            replay = self.replay(request)
+            if replay is None:
+                raise
+            return replay
+
+    def inputs(self, request: FinalMergeRequest, sources: list[Path]) -> tuple[str, Replay | None]:
+        """The inputs digest, and the receipt's replay if this batch already finished with them.
+
+        A receipt for other inputs raises ``MergeInputError`` naming both digests.
+        """
+        digest = inputs_digest(request.database, sources)
+        receipt = self.store(request.database).read_receipt(request.batch_id)
+        if receipt is None:
+            return digest, None
+        check_receipt(receipt, request, digest)
+        return digest, Replay(replayed_result(receipt, request), receipt)
+
+    def already_published(
+        self, request: FinalMergeRequest, inputs: str, base: Pointer | None
+    ) -> Replay | None:
+        """This batch's publish, if a claim of it is ``base`` or an ancestor of ``base``."""
+        entry = prior_publish(self.store(request.database), request, inputs, base)
+        if entry is None:
+            return None
+        receipt = receipt_payload(entry, request)
+        return Replay(replayed_result(receipt, request), receipt)
+
+    def finish_replay(
+        self, request: FinalMergeRequest, replay: Replay, *, cleanup: bool
+    ) -> FinalMergeResult:
+        """What the first run would have done after its swap: receipt, clean-up, retention."""
+        self.finish(request, replay.result, cleanup=cleanup, receipt=replay.receipt)
+        return replay.result
+
+    # -- the base (snapmerge/bases.py) ---------------------------------------------------------
+    def resolve_base(self, db: Database) -> Pointer | None:
+        return resolve_base(self.store(db), rebuild_from_newest=self.settings.rebuild_from_newest)
+
+    def check_base(self, db: Database, base: Pointer | None) -> VersionManifest | None:
+        return check_base(self.store(db), base)
+
+    def _base_copy(self, db: Database, base: Pointer | None, target: Path) -> None:
+        if base is None:
+            target.mkdir(parents=True)
+        elif base.version == LATEST_DIRECT:
+            self.store(db).read_legacy_latest(target)
+        else:
+            self.cache(db).working_copy(base.version, target)
+        for name in SKIP:  # a copied manifest or hash describes another version
+            (target / name).unlink(missing_ok=True)
 
     # -- the steps -----------------------------------------------------------------------------
     def fetch_sources(self, request: FinalMergeRequest, dest: Path) -> list[Path]:
@@ -206,22 +264,6 @@ class MergeKit:
         self.hook("after_fetch")
         return paths
 
-    def check_base(self, db: Database, base: Pointer | None) -> VersionManifest | None:
-        """A pointer naming a missing or incomplete version is an error, never a base.
-
-        Returns the base's manifest (None for the original pipeline's versions, which have
-        none), read once: the caller needs its dimension too.
-        """
-        if base is None:
-            return None
-        store = self.store(db)
-        manifest = store.manifest(base.version)
-        if manifest is None and not store.is_complete(base.version):
-            raise SnapshotError(
-                f"{Keys.pointer(db)} names version {base.version}, which is missing or incomplete"
-            )
-        return manifest
-
     def build(
         self,
         request: FinalMergeRequest,
@@ -231,6 +273,7 @@ class MergeKit:
         dest: Path,
         *,
         digest: bool = True,
+        inputs: str = "",
     ) -> BuiltVersion:
         """Merge ``sources`` into a copy of ``base`` at ``dest``; nothing is uploaded.
 
@@ -240,14 +283,11 @@ class MergeKit:
         """
         db = request.database
         target = dest / "target"
-        dimension = None
         base_manifest = self.check_base(db, base)
-        if base is not None:
-            self.cache(db).working_copy(base.version, target)
-            dimension = (base_manifest.dimension or None) if base_manifest else None
-        else:
-            target.mkdir(parents=True)
+        self._base_copy(db, base, target)
+        dimension = (base_manifest.dimension or None) if base_manifest else None
         stats = self.engine.merge(target, sources, collection=db.value, dimension=dimension)
+        height, root = lineage(base.version if base else None, base_manifest)
         version = new_version_id()
         manifest = VersionManifest(
             version=version,
@@ -259,6 +299,9 @@ class MergeKit:
             files=scan_files(target),
             created_at=datetime.now(UTC).isoformat(),
             digest=self.engine.digest(target) if digest else "",
+            height=height,
+            root=root,
+            inputs_digest=inputs,
         )
         self.hook("after_build")
         return BuiltVersion(version, target, manifest, stats, base, base_manifest)
@@ -266,7 +309,7 @@ class MergeKit:
     @contextmanager
     def pin_base(self, db: Database, base: Pointer | None) -> Iterator[None]:
         """Mark ``base`` as in use so retention spares it while this merge is in flight."""
-        if base is None:
+        if base is None or base.version == LATEST_DIRECT:
             yield
             return
         store, owner = self.store(db), uuid.uuid4().hex
@@ -276,12 +319,32 @@ class MergeKit:
         finally:
             store.clear_inflight(base.version, owner)
 
-    def upload(self, db: Database, built: BuiltVersion) -> None:
+    def upload(self, db: Database, built: BuiltVersion) -> BuiltVersion:
+        """Claim a version id, upload, then claim the batch; return what was uploaded.
+
+        An id someone else already claimed is redrawn (nothing was written into its prefix).
+        Any other failure discards what we wrote, then raises.
+        """
         store = self.store(db)
-        # Retention must not take a version that is still being uploaded and not yet published.
-        store.mark_inflight(built.version, built.version, self.settings.lock_duration)
-        store.upload_version(built.version, built.directory, built.manifest)
+        for attempt in range(VERSION_ID_TRIES):
+            # Retention must not take a version that is still being uploaded and not published.
+            store.mark_inflight(built.version, built.version, self.settings.lock_duration)
+            try:
+                store.upload_version(built.version, built.directory, built.manifest)
+                store.log.write_claim(
+                    built.manifest.batch_id, built.version, built.manifest.inputs_digest
+                )
+                break
+            except VersionTakenError:
+                store.clear_inflight(built.version, built.version)
+                if attempt + 1 == VERSION_ID_TRIES:
+                    raise
+                built = built.renamed(new_version_id())
+            except BaseException:
+                self.discard(db, built)
+                raise
         self.hook("after_upload")
+        return built
 
     def publish(self, db: Database, built: BuiltVersion, lease: Lease | None) -> Pointer:
         """The fenced CAS: confirm our lease, then write the pointer if it still names our base."""
@@ -300,62 +363,92 @@ class MergeKit:
         path: MergePath,
         work: Path,
         *,
+        inputs: str,
         max_rebases: int,
         validate: Callable[[BuiltVersion], None] | None = None,
         digest: bool = True,
-    ) -> tuple[BuiltVersion, int]:
-        """Read, build, upload and publish while holding ``lease``; return (built, CAS losses).
+    ) -> tuple[BuiltVersion | Replay, int]:
+        """Read, build, upload and publish while holding ``lease``; return (outcome, CAS losses).
 
         Every writer takes the same collection lock, so the CAS under it loses only to a writer
         outside the lock (a per-batch lock id, a holder racing its expiry). Never skip: each loss
-        discards the orphan and rebases onto the new pointer, ``max_rebases`` times at most.
+        discards the orphan and rebases onto the new pointer, ``max_rebases`` times at most. At
+        each base, a publish of this very batch already there is replayed instead.
         """
         db = request.database
         failures = 0
         for attempt in range(max_rebases + 1):
             lease.check()
-            base = self.store(db).read_pointer()
+            base = self.resolve_base(db)
+            prior = self.already_published(request, inputs, base)
+            if prior is not None:
+                return prior, failures
             with self.pin_base(db, base):
                 built = self.build(
-                    request, base, sources, path, work / f"locked-{attempt}", digest=digest
+                    request,
+                    base,
+                    sources,
+                    path,
+                    work / f"locked-{attempt}",
+                    digest=digest,
+                    inputs=inputs,
                 )
                 if validate is not None:
                     validate(built)
                 lease.check()
-                self.upload(db, built)
+                built = self.upload(db, built)
                 try:
                     self.publish(db, built, lease)
                 except PointerConflictError:
-                    self.discard(db, built.version)
+                    self.discard(db, built)
                     failures += 1
                     continue
                 except BaseException:
-                    self.discard(db, built.version)
+                    self.discard(db, built)
                     raise
             return built, failures
         raise PointerConflictError(
             Keys.pointer(db), expected=None, current=f"moved on each of {failures} locked tries"
         )
 
-    def discard(self, db: Database, version: VersionId) -> None:
-        """Remove a version that lost its publish (an orphan) — never the one the pointer names.
+    def discard(self, db: Database, built: BuiltVersion) -> None:
+        """Remove an upload that lost its publish (an orphan), if it is not on the chain.
 
-        After an ambiguous failure (a reply lost past the SDK's retries) our write may have landed;
-        re-reading the pointer first keeps us from deleting the published snapshot.
+        After an ambiguous failure (a reply lost past the SDK's retries) our write may have landed,
+        and others may have published on top; the pointer's chain is walked first, so a published
+        version is never deleted. Never raises: its failure is logged (``snapmerge gc`` removes
+        what is left) and the error that led here — perhaps a conflict to rebase — goes on.
         """
         store = self.store(db)
-        current = store.read_pointer()
-        if current is not None and current.version == version:
-            return
-        store.delete_version(version)
-        store.clear_inflight(version, version)
+        try:
+            current = store.read_pointer()
+            if current is not None and store.log.is_ancestor(built.manifest, current.version) in (
+                True,
+                None,
+            ):
+                return
+            store.delete_version(built.version, EntryState.DISCARDED)
+            store.log.delete_claim(built.manifest.batch_id, built.version)
+            store.clear_inflight(built.version, built.version)
+        except Exception:
+            log.warning("could not discard orphan version %s", built.version, exc_info=True)
 
     def finish(
-        self, request: FinalMergeRequest, result: FinalMergeResult, *, cleanup: bool
+        self,
+        request: FinalMergeRequest,
+        result: FinalMergeResult,
+        *,
+        cleanup: bool,
+        receipt: dict[str, Any] | None = None,
     ) -> None:
         """After a publish: receipt first, then intermediates, then retention."""
         store = self.store(request.database)
-        store.write_receipt(request.batch_id, result.to_json())
+        if receipt is None:
+            entry = store.manifest(result.version)
+            if entry is None:
+                raise SnapshotError(f"published version {result.version} has no manifest")
+            receipt = receipt_payload(entry, request)
+        store.write_receipt(request.batch_id, receipt)
         self.hook("after_receipt")
         store.clear_inflight(result.version, result.version)
         if cleanup:
@@ -363,19 +456,10 @@ class MergeKit:
         store.apply_retention(self.settings.keep_versions)
 
     def delete_intermediates(self, request: FinalMergeRequest) -> None:
-        prefixes = (f"intermediate/{request.batch_id}/", f"intermediate/{request.batch_id}-group-")
-        for prefix in prefixes:
-            keys = self.blobs.list(prefix)
-            if keys:
-                self.blobs.delete(keys)
-
-
-def result_from_json(data: dict[str, Any]) -> FinalMergeResult:
-    fields = dict(data)
-    fields["path"] = MergePath(fields["path"])
-    fields["database"] = Database(fields["database"])
-    fields["version"] = VersionId(fields["version"])
-    return FinalMergeResult(**fields)
+        """Delete exactly this batch's intermediates (``snapmerge/bases.py``)."""
+        keys = batch_intermediates(self.blobs, request)
+        if keys:
+            self.blobs.delete(keys)
 
 
 def make_result(

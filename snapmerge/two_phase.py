@@ -1,6 +1,7 @@
 """The two-phase final merge: the lock only around a check and a pointer swap (DESIGN §2).
 
-    phase 1 (lock) ── read pointer + ETag, base complete? ── release
+    replay? (receipt; then, after the fetch, inputs digest vs receipt)
+    phase 1 (lock) ── read pointer + ETag, base complete? ── release ── already published here?
     phase 2 (none) ── pin base ─ fetch intermediates ─ build ─ validate ─ upload to a fresh prefix
     phase 3 (lock) ── lease.verify ─ pointer CAS (If-Match: phase-1 ETag) ── release
                           │ refused (someone published since phase 1)
@@ -34,6 +35,7 @@ from snapmerge.domain import (
     VersionId,
 )
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError
+from snapmerge.exactly_once import Replay, receipt_payload
 from snapmerge.lock import Lease
 from snapmerge.merging import BuiltVersion, MergeKit, make_result
 
@@ -103,82 +105,104 @@ class TwoPhaseFinalMerge:
 
     # -- the published path --------------------------------------------------------------------
     def run(self, request: FinalMergeRequest, *, defer_cleanup: bool = False) -> FinalMergeResult:
-        replayed = self.kit.replay(request)
-        if replayed is not None:
-            return replayed
+        early = self.kit.replay(request)
+        if early is not None:
+            return self.kit.finish_replay(request, early, cleanup=not defer_cleanup)
         started = time.monotonic()
         meter = LockMeter()
-        failures = 0
         with self.kit.workspace() as work:
-            sources: list[Path] | None = None
-            built: BuiltVersion | None = None
-            for attempt in range(self.max_rebases + 1):
-                with ExitStack() as pins:
-                    try:
-                        # each retry is a rebase: phase 1 again, onto what was published meanwhile
-                        base = self._phase1(request, meter, pins)
-                        if sources is None:
-                            sources = self.kit.fetch_sources(request, work / "sources")
-                        with self.kit.span("phase2"):
-                            candidate = self._phase2(request, base, sources, work / f"v{attempt}")
-                        self._phase3(request, candidate, meter)
-                    except PointerConflictError:
-                        failures += 1
-                        if attempt < self.max_rebases:
-                            self._sleep(self._backoff(attempt))
-                        continue
-                built = candidate
-                break
-            fallback = built is None
-            if built is None:
-                assert sources is not None
-                built, more = self._fallback(request, sources, work, meter)
-                failures += more
-        result = make_result(
-            request, built, self.path, started=started, lease_stats=meter.stats(failures, fallback)
-        )
-        self.kit.finish(request, result, cleanup=not defer_cleanup)
+            fetched = self.kit.fetch_or_replay(request, work / "sources")
+            if isinstance(fetched, Replay):
+                return self.kit.finish_replay(request, fetched, cleanup=not defer_cleanup)
+            inputs, replay = self.kit.inputs(request, fetched)
+            if replay is not None:
+                return self.kit.finish_replay(request, replay, cleanup=not defer_cleanup)
+            outcome, failures, fallback = self._publish(request, fetched, inputs, work, meter)
+        if isinstance(outcome, Replay):
+            return self.kit.finish_replay(request, outcome, cleanup=not defer_cleanup)
+        stats = meter.stats(failures, fallback)
+        result = make_result(request, outcome, self.path, started=started, lease_stats=stats)
+        receipt = receipt_payload(outcome.manifest, request)
+        self.kit.finish(request, result, cleanup=not defer_cleanup, receipt=receipt)
         return result
+
+    def _publish(
+        self,
+        request: FinalMergeRequest,
+        sources: list[Path],
+        inputs: str,
+        work: Path,
+        meter: LockMeter,
+    ) -> tuple[BuiltVersion | Replay, int, bool]:
+        """Phases 1–3, rebasing on each lost CAS; then the locked fallback. (outcome, losses,
+        fell back). At each base, a publish of this batch already there is the outcome."""
+        failures = 0
+        for attempt in range(self.max_rebases + 1):
+            with ExitStack() as pins:
+                try:
+                    # each retry is a rebase: phase 1 again, onto what was published meanwhile
+                    base = self._phase1(request, meter, pins)
+                    prior = self.kit.already_published(request, inputs, base)
+                    if prior is not None:
+                        return prior, failures, False
+                    with self.kit.span("phase2"):
+                        dest = work / f"v{attempt}"
+                        candidate = self._phase2(request, base, sources, inputs, dest)
+                    candidate = self._phase3(request, candidate, meter)
+                except PointerConflictError:
+                    failures += 1
+                    if attempt < self.max_rebases:
+                        self._sleep(self._backoff(attempt))
+                    continue
+            return candidate, failures, False
+        outcome, more = self._fallback(request, sources, inputs, work, meter)
+        return outcome, failures + more, True
 
     def _phase1(
         self, request: FinalMergeRequest, meter: LockMeter, pins: ExitStack
     ) -> Pointer | None:
         """Under a short lock: no writer is mid-publish; read the pointer (value and ETag).
 
-        Only the read is under the lock. Then, off it, the base is pinned (an in-flight marker
-        retention spares) and checked to be whole. Retention never deletes the pointer's
-        version, so the base can be gone here only if the pointer moved on (and enough newer
-        versions were published to push it out) in that instant: that is a conflict and we
-        rebase. A pointer that still names a missing or incomplete version is a SnapshotError.
+        Only the read is under the lock (with no pointer: the checks of ``kit.resolve_base``).
+        Then, off it, the base is pinned (an in-flight marker retention spares) and checked to
+        be whole. Retention never deletes the pointer's version, so the base can be gone here
+        only if the pointer moved on (and enough newer versions were published to push it out)
+        in that instant: that is a conflict and we rebase. A pointer that still names a missing
+        or incomplete version is a SnapshotError.
         """
         db = request.database
         store = self.kit.store(db)
         with meter.held(self.kit, request, "phase1") as lease:
             lease.check()
-            base = store.read_pointer()
+            base = self.kit.resolve_base(db)
         pins.enter_context(self.kit.pin_base(db, base))
         try:
             self.kit.check_base(db, base)
         except SnapshotError:
             current = store.read_pointer()
-            if current == base:
+            if current == base or base is None or not base.exists:
                 raise
-            raise PointerConflictError(
-                store.pointer_key, base.etag if base else None, str(current)
-            ) from None
+            raise PointerConflictError(store.pointer_key, base.etag, str(current)) from None
         return base
 
     def _phase2(
-        self, request: FinalMergeRequest, base: Pointer | None, sources: list[Path], dest: Path
+        self,
+        request: FinalMergeRequest,
+        base: Pointer | None,
+        sources: list[Path],
+        inputs: str,
+        dest: Path,
     ) -> BuiltVersion:
         """No lock: build on ``base``, validate, upload (unless the upload belongs to phase 3)."""
-        built = self.kit.build(request, base, sources, self.path, dest)
+        built = self.kit.build(request, base, sources, self.path, dest, inputs=inputs)
         self._validate(request, built)
         if not self.upload_in_phase3:
-            self.kit.upload(request.database, built)
+            built = self.kit.upload(request.database, built)
         return built
 
-    def _phase3(self, request: FinalMergeRequest, built: BuiltVersion, meter: LockMeter) -> None:
+    def _phase3(
+        self, request: FinalMergeRequest, built: BuiltVersion, meter: LockMeter
+    ) -> BuiltVersion:
         """Under a short lock: verify the lease, then the conditional pointer write.
 
         Whatever refuses the publish, our upload is an orphan and goes (``discard`` re-reads the
@@ -188,15 +212,21 @@ class TwoPhaseFinalMerge:
         try:
             with meter.held(self.kit, request, "phase3") as lease:
                 if self.upload_in_phase3:
-                    self.kit.upload(db, built)
+                    built = self.kit.upload(db, built)
                 self.kit.publish(db, built, lease)
         except BaseException:
-            self.kit.discard(db, built.version)
+            self.kit.discard(db, built)  # never raises: a conflict still reaches the rebase
             raise
+        return built
 
     def _fallback(
-        self, request: FinalMergeRequest, sources: list[Path], work: Path, meter: LockMeter
-    ) -> tuple[BuiltVersion, int]:
+        self,
+        request: FinalMergeRequest,
+        sources: list[Path],
+        inputs: str,
+        work: Path,
+        meter: LockMeter,
+    ) -> tuple[BuiltVersion | Replay, int]:
         """After ``max_rebases`` lost CASes: hold the lock across read, build, upload and publish.
 
         Every writer takes the same collection lock, so the CAS under it only loses to a writer
@@ -210,6 +240,7 @@ class TwoPhaseFinalMerge:
                 sources,
                 self.path,
                 work,
+                inputs=inputs,
                 max_rebases=self.max_rebases,
                 validate=lambda built: self._validate(request, built),
             )

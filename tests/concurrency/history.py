@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from snapmerge.domain import FinalMergeResult, VersionId
 from snapmerge.ports import BlobStore, LeaseGrant, LeaseTable
-from snapmerge.snapshots import MANIFEST_NAME, VersionManifest
+from snapmerge.snapshots import VersionManifest, completed_entry
 from tests.concurrency.delegate import DelegatingBlobStore
 
 
@@ -154,8 +154,8 @@ class RecordingBlobStore(DelegatingBlobStore):
             etag = self.inner.put(
                 key, body, if_match=if_match, if_none_match=if_none_match, metadata=metadata
             )
-            if key.endswith("/" + MANIFEST_NAME) and "/timestamped/" in key:
-                manifest = VersionManifest.from_json(body)
+            manifest = completed_entry(key, body)
+            if manifest is not None:
                 self.history.manifests[manifest.version] = manifest
                 self.history.manifest_seq[manifest.version] = self.history.next_seq()
             return etag

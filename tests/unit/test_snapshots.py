@@ -11,6 +11,7 @@ import pytest
 
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.cache import SnapshotCache
+from snapmerge.commit_log import EntryState
 from snapmerge.domain import Database, Keys, Pointer, VersionId, new_version_id
 from snapmerge.errors import PointerConflictError, SnapshotError, StoreError
 from snapmerge.snapshots import MANIFEST_NAME, SnapshotStore, VersionManifest, scan_files
@@ -147,7 +148,11 @@ def test_upload_writes_manifest_last_and_download_round_trips(
     version = new_version_id()
     src = fake_chroma(tmp_path / "src")
     store.upload_version(version, src, manifest_for(version))
-    assert order[-1].endswith(MANIFEST_NAME) and len(order) == 4
+    entry = Keys.manifest(DB, version)
+    # the id is claimed in the log before any file; the log entry is completed last
+    assert order[0] == entry and order[-1] == entry and len(order) == 6
+    assert order[-2] == store.version_prefix(version) + ".snapshot_hash"
+    assert not [k for k in blobs.list(store.version_prefix(version)) if MANIFEST_NAME in k]
     manifest = store.manifest(version)
     assert manifest is not None and store.is_complete(version)
     assert dict(manifest.files) == {
@@ -166,7 +171,12 @@ def test_a_version_without_manifest_is_incomplete(
     store: SnapshotStore, blobs: MemoryBlobStore, tmp_path: Path
 ) -> None:
     version = new_version_id()
-    blobs.fail_next("put", StoreError("crash before the manifest"))
+
+    def crash_before_completion(key: str) -> None:
+        if key == Keys.manifest(DB, version) and store.blobs.list(store.version_prefix(version)):
+            raise StoreError("crash before the manifest")
+
+    blobs.before_put = crash_before_completion
     with pytest.raises(StoreError):
         store.upload_version(version, fake_chroma(tmp_path / "src"), manifest_for(version))
     assert store.list_versions() == [version]  # the files are there...
@@ -373,3 +383,84 @@ def test_cache_prune_keeps_listed_and_young_staging(store: SnapshotStore, tmp_pa
     assert sorted(p.name for p in cache.directory.iterdir()) == [".tmp-in-progress", b]
     cache.prune({b}, stale_after=timedelta(seconds=-1))
     assert [p.name for p in cache.directory.iterdir()] == [b]
+
+
+# -- the pointer's body ----------------------------------------------------------------------
+@pytest.mark.parametrize("body", [b"2024\x00junk", b"\xff\xfe20240101", b"a b"])
+def test_a_pointer_that_holds_no_version_id_is_a_snapshot_error(
+    store: SnapshotStore, blobs: MemoryBlobStore, body: bytes
+) -> None:
+    blobs.put(Keys.pointer(DB), body)
+    with pytest.raises(SnapshotError, match="pointer"):
+        store.read_pointer()
+
+
+# -- the commit log: ancestry without trusting id order -------------------------------------
+def log_entry(
+    store: SnapshotStore, version: str, base: str | None, height: int, root: str | None
+) -> VersionManifest:
+    entry = replace(
+        manifest_for(VersionId(version), VersionId(base) if base else None),
+        height=height,
+        root=root,
+    )
+    store.log.advance(entry, store.log.begin(entry), EntryState.COMPLETE)
+    return entry
+
+
+def test_ancestry_is_decided_by_height_within_a_root(store: SnapshotStore) -> None:
+    # ids deliberately out of time order: a skewed clock must not matter
+    v1 = log_entry(store, "20240105_000000", None, 1, None)
+    v2 = log_entry(store, "20240101_000000", "20240105_000000", 2, None)
+    fork = log_entry(store, "20240103_000000", "20240105_000000", 2, None)  # an orphan
+    v3 = log_entry(store, "20240102_000000", "20240101_000000", 3, None)
+    assert store.log.is_ancestor(v1, v3.version) is True
+    assert store.log.is_ancestor(v3, v3.version) is True
+    assert store.log.is_ancestor(fork, v3.version) is False
+    assert store.log.is_ancestor(v3, v2.version) is False
+    assert store.log.is_ancestor(v2, None) is False
+
+
+def test_ancestry_across_an_original_version_is_undecided(store: SnapshotStore) -> None:
+    ours = log_entry(store, "20240101_000000_000000_" + "a" * 32, None, 1, None)
+    # the original writer published 20240102_000000 (no entry); we built on it
+    above = log_entry(
+        store, "20240103_000000_000000_" + "b" * 32, "20240102_000000", 1, "20240102_000000"
+    )
+    assert store.log.is_ancestor(ours, above.version) is None  # cannot tell: never guessed
+    assert store.log.is_ancestor(above, above.version) is True
+    assert store.log.is_ancestor(ours, VersionId("20240102_000000")) is None
+
+
+def test_retention_retires_log_entries_and_never_deletes_them(
+    store: SnapshotStore, tmp_path: Path
+) -> None:
+    versions = [publish(store, tmp_path, VersionId(f"2024010{i}_000000")) for i in range(1, 7)]
+    assert store.apply_retention(keep=4) == versions[:2]
+    for version in versions[:2]:
+        entry = store.log.entry(version)
+        assert entry is not None and entry.state == EntryState.RETIRED
+        assert not store.is_complete(version)
+    assert store.log.versions() == versions
+
+
+def test_a_pre_log_version_with_its_own_manifest_inside_stays_readable(
+    store: SnapshotStore, blobs: MemoryBlobStore, tmp_path: Path
+) -> None:
+    """Written before the commit log: files, a copied hash file, and the manifest last, inside."""
+    version = VersionId("20240101_000000_000000_aaaaaaaa")
+    src = fake_chroma(tmp_path / "src")
+    (src / ".snapshot_hash").write_text("{}")  # carried from its base by the old code
+    manifest = replace(manifest_for(version), files=(*scan_files(src), (".snapshot_hash", 2)))
+    for rel, path in sorted(
+        (p.relative_to(src).as_posix(), p) for p in src.rglob("*") if p.is_file()
+    ):
+        blobs.put(store.version_prefix(version) + rel, path.read_bytes())
+    blobs.put(store.version_prefix(version) + MANIFEST_NAME, manifest.to_json().encode())
+    assert store.is_complete(version)
+    assert store.download_version(version, tmp_path / "d") is not None
+    # the same manifest copied into another version's prefix describes nothing there
+    other = VersionId("20240102_000000")
+    blobs.put(store.version_prefix(other) + "chroma.sqlite3", b"db")
+    blobs.put(store.version_prefix(other) + MANIFEST_NAME, manifest.to_json().encode())
+    assert store.manifest(other) is None and store.is_complete(other)

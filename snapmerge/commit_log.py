@@ -1,0 +1,238 @@
+"""The commit log beside the versions: one manifest per version, and each batch's claims.
+
+    {db}/snapshot/manifests/{version}.json        the version's manifest (its log entry)
+    {db}/snapshot/claims/{quoted batch}/{version}.json   "this batch is published as that version"
+
+Both live outside ``timestamped/``, so the original writer (which copies every file of a version
+into its own next version) never carries them, and retention (which deletes version *data*)
+never shortens them. An entry moves through states, each write conditional on the previous one:
+
+    uploading ──► complete ──► retired (its data deleted by retention; still part of the chain)
+        └────────────┴──────► discarded (an orphan: never published, data deleted)
+
+``uploading`` is written with ``If-None-Match`` before any file goes into the prefix: it claims
+the version id, so two publishers can never write files into one prefix.
+
+Each entry has a ``height`` (its base's + 1) and a ``root`` (where our run of entries starts: None
+for the first version ever, else the id of a base we hold no entry for: an original-format version
+or ``latest-direct``). Along one chain, heights within a root fall by exactly one per step, so
+"is V an ancestor of B?" is decided by a walk of ``height(B) - height(V)`` reads, without trusting
+id order (clocks skew). See ``docs/adr/0006-exactly-once.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from snapmerge.domain import Database, Keys, VersionId
+from snapmerge.errors import PointerConflictError, SnapshotError, VersionTakenError
+from snapmerge.ports import BlobStore
+
+
+class EntryState(StrEnum):
+    UPLOADING = "uploading"
+    COMPLETE = "complete"
+    RETIRED = "retired"
+    DISCARDED = "discarded"
+
+
+@dataclass(frozen=True)
+class VersionManifest:
+    """What a version holds and how it was made; state ``complete`` marks its files all there."""
+
+    version: VersionId
+    base_version: VersionId | None
+    batch_id: str
+    record_count: int
+    dimension: int
+    path: str  # the merge path that wrote it: "legacy", "two_phase" or "seed"
+    files: tuple[tuple[str, int], ...]
+    created_at: str
+    digest: str = ""
+    height: int = 0  # 0: unknown (a manifest written before the log existed)
+    root: str | None = None
+    inputs_digest: str = ""
+    state: str = EntryState.COMPLETE.value
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> VersionManifest:
+        try:
+            raw: dict[str, Any] = json.loads(text)
+            return cls(
+                version=VersionId(str(raw["version"])),
+                base_version=VersionId(raw["base_version"]) if raw.get("base_version") else None,
+                batch_id=str(raw["batch_id"]),
+                record_count=int(raw["record_count"]),
+                dimension=int(raw["dimension"]),
+                path=str(raw["path"]),
+                files=tuple((str(rel), int(size)) for rel, size in raw["files"]),
+                created_at=str(raw["created_at"]),
+                digest=str(raw.get("digest", "")),
+                height=int(raw.get("height", 0)),
+                root=str(raw["root"]) if raw.get("root") else None,
+                inputs_digest=str(raw.get("inputs_digest", "")),
+                state=str(EntryState(raw.get("state", EntryState.COMPLETE.value))),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SnapshotError(f"unreadable version manifest: {exc}") from exc
+
+    @property
+    def complete(self) -> bool:
+        return self.state == EntryState.COMPLETE
+
+    def child_lineage(self) -> tuple[int, str | None]:
+        """(height, root) of a version built on this one."""
+        if self.height <= 0:  # a pre-log manifest: its own history is unknown
+            return 1, self.version
+        return self.height + 1, self.root
+
+
+def lineage(base: VersionId | None, manifest: VersionManifest | None) -> tuple[int, str | None]:
+    """(height, root) of a version built on ``base`` whose complete manifest is ``manifest``."""
+    if base is None:
+        return 1, None
+    if manifest is None:  # original-format, latest-direct: we know nothing below it
+        return 1, base
+    return manifest.child_lineage()
+
+
+@dataclass(frozen=True)
+class Claim:
+    batch_id: str
+    version: VersionId
+    inputs_digest: str
+
+
+class CommitLog:
+    """The manifests and claims of one database."""
+
+    def __init__(self, blobs: BlobStore, db: Database) -> None:
+        self.blobs = blobs
+        self.db = db
+
+    # -- entries -------------------------------------------------------------------------------
+    def read(self, version: VersionId) -> tuple[VersionManifest, str] | None:
+        """The entry of ``version`` and its ETag; an entry naming another version is refused."""
+        blob = self.blobs.get(Keys.manifest(self.db, version))
+        if blob is None:
+            return None
+        entry = VersionManifest.from_json(blob.body)
+        if entry.version != version:
+            key = Keys.manifest(self.db, version)
+            raise SnapshotError(f"log entry {key} names {entry.version}")
+        return entry, blob.etag
+
+    def entry(self, version: VersionId) -> VersionManifest | None:
+        found = self.read(version)
+        return None if found is None else found[0]
+
+    def begin(self, manifest: VersionManifest) -> str:
+        """Claim ``manifest.version`` (state uploading); a taken id is a SnapshotError."""
+        entry = replace(manifest, state=EntryState.UPLOADING.value)
+        key = Keys.manifest(self.db, entry.version)
+        try:
+            return self.blobs.put(key, entry.to_json().encode(), if_none_match=True)
+        except PointerConflictError as exc:
+            found = self.read(entry.version)
+            if found is not None and found[0] == entry:  # our own write; its reply was lost
+                return found[1]
+            raise VersionTakenError(f"version {entry.version} already exists") from exc
+
+    def advance(self, manifest: VersionManifest, etag: str, state: EntryState) -> str:
+        """Move an entry to ``state``, conditional on the ETag we last saw."""
+        entry = replace(manifest, state=state.value)
+        key = Keys.manifest(self.db, entry.version)
+        try:
+            return self.blobs.put(key, entry.to_json().encode(), if_match=etag)
+        except PointerConflictError as exc:
+            found = self.read(entry.version)
+            if found is not None and found[0] == entry:
+                return found[1]
+            raise SnapshotError(f"log entry of {entry.version} changed under us") from exc
+
+    def set_state(self, version: VersionId, state: EntryState) -> None:
+        """Retire or discard an entry we did not just write (no-op if there is none).
+
+        A retired entry (published, its data deleted) is never turned into a discarded one: the
+        claims that name it must keep counting as published.
+        """
+        found = self.read(version)
+        if found is None or found[0].state == state:
+            return
+        if found[0].state == EntryState.RETIRED and state == EntryState.DISCARDED:
+            return
+        self.advance(found[0], found[1], state)
+
+    def versions(self) -> list[VersionId]:
+        prefix = Keys.manifests_prefix(self.db)
+        names = (key[len(prefix) :] for key in self.blobs.list(prefix))
+        return sorted(VersionId(n[: -len(".json")]) for n in names if n.endswith(".json"))
+
+    # -- claims --------------------------------------------------------------------------------
+    def write_claim(self, batch_id: str, version: VersionId, inputs_digest: str) -> None:
+        body = json.dumps(
+            {
+                "batch_id": batch_id,
+                "version": version,
+                "inputs_digest": inputs_digest,
+                "created_at": datetime.now(UTC).isoformat(),
+            }
+        ).encode()
+        try:
+            self.blobs.put(Keys.claim(self.db, batch_id, version), body, if_none_match=True)
+        except PointerConflictError:  # our retried write, or a claim of this very version
+            claim = self._claim(Keys.claim(self.db, batch_id, version))
+            if claim is None or claim.inputs_digest != inputs_digest:
+                raise SnapshotError(f"batch {batch_id} already claimed {version}") from None
+
+    def claims(self, batch_id: str) -> list[Claim]:
+        found = []
+        for key in self.blobs.list(Keys.claims_prefix(self.db, batch_id)):
+            claim = self._claim(key)
+            if claim is not None and claim.batch_id == batch_id:
+                found.append(claim)
+        return found
+
+    def delete_claim(self, batch_id: str, version: VersionId) -> None:
+        self.blobs.delete([Keys.claim(self.db, batch_id, version)])
+
+    def _claim(self, key: str) -> Claim | None:
+        blob = self.blobs.get(key)
+        if blob is None:
+            return None
+        try:
+            raw = json.loads(blob.body)
+            return Claim(str(raw["batch_id"]), VersionId(raw["version"]), raw["inputs_digest"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SnapshotError(f"claim {key} is unreadable: {exc}") from exc
+
+    # -- ancestry ------------------------------------------------------------------------------
+    def is_ancestor(self, entry: VersionManifest, start: VersionId | None) -> bool | None:
+        """Is ``entry``'s version ``start`` or below it on ``start``'s chain? None: cannot tell.
+
+        The walk follows base links down from ``start``. It answers False as soon as it reaches
+        a version of ``entry``'s root at or below ``entry``'s height (heights fall by one per
+        step within a root), or the bottom of a chain that is ours all the way down. It cannot
+        tell when it reaches a version it holds no entry for (an original-format version,
+        ``latest-direct``) before deciding: the original writer records no base.
+        """
+        current = start
+        while current is not None:
+            if current == entry.version:
+                return True
+            step = self.entry(current)
+            if step is None or step.height <= 0:
+                return None
+            if step.root != entry.root:
+                return False if step.root is None else None
+            if step.height <= entry.height:
+                return False
+            current = step.base_version
+        return False

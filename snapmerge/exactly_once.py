@@ -1,0 +1,166 @@
+"""Every batch applied exactly once: what a retry, a duplicate run and a rebase consult.
+
+A batch's publish leaves three records, written in this order:
+
+    claim   {db}/snapshot/claims/{batch}/{version}.json   before the pointer swap (inputs digest)
+    swap    the pointer names the version                  the CAS
+    receipt {db}/snapshot/receipts/{batch}.json            after the swap (derived from the log)
+
+At every base a merge reads (its first and each rebase), :func:`prior_publish` asks whether a
+claim of this batch is that base or one of its ancestors (a walk of the commit log by height).
+If so the batch is already published: the run replays that publish. If not, the run builds and
+CASes on the base's ETag, and a successful CAS proves nothing was published since that base —
+so no claim of this batch can have become an ancestor in between. See docs/adr/0006.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from snapmerge.commit_log import VersionManifest
+from snapmerge.domain import (
+    Database,
+    FinalMergeRequest,
+    FinalMergeResult,
+    Keys,
+    MergePath,
+    Pointer,
+    VersionId,
+)
+from snapmerge.errors import MergeInputError, SnapshotError
+from snapmerge.ports import BlobStore
+from snapmerge.snapshots import SnapshotStore
+from snapmerge.transfer import local_files
+
+
+@dataclass(frozen=True)
+class Replay:
+    """An earlier publish of this batch, and the receipt that records it."""
+
+    result: FinalMergeResult
+    receipt: dict[str, Any]
+
+
+def inputs_digest(db: Database, sources: Sequence[Path]) -> str:
+    """sha256 over the database and every file of each source, in merge order (later wins).
+
+    Bytes as fetched, before anything opens them: cheap enough to take under legacy's lock. The
+    same intermediates (a redelivered or duplicated final merge) give the same digest; a re-run of
+    the chunk merges writes other bytes for the same records and so counts as other inputs (an
+    error if the batch already published, never a second apply).
+    """
+    total = hashlib.sha256(f"{db.value}\n".encode())
+    for i, source in enumerate(sources):
+        total.update(f"source {i}\n".encode())
+        for rel, path in local_files(source):
+            total.update(f"{rel}\n{_file_sha256(path)}\n".encode())
+    return total.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def inputs_present(blobs: BlobStore, request: FinalMergeRequest) -> bool:
+    """Every intermediate still has an object (a finished batch deleted them after its receipt)."""
+    return all(blobs.list(key) for key in request.intermediate_keys)
+
+
+def receipt_payload(manifest: VersionManifest, request: FinalMergeRequest) -> dict[str, Any]:
+    """The receipt: derived from the log entry alone, so a duplicate run writes the same bytes."""
+    return {
+        "batch_id": request.batch_id,
+        "database": request.database.value,
+        "version": manifest.version,
+        "base_version": manifest.base_version,
+        "snapshot_key": Keys.version_prefix(request.database, manifest.version),
+        "total_embeddings": manifest.record_count,
+        "path": manifest.path,
+        "digest": manifest.digest,
+        "inputs_digest": manifest.inputs_digest,
+    }
+
+
+def replayed_result(receipt: dict[str, Any], request: FinalMergeRequest) -> FinalMergeResult:
+    """A replay's answer: the earlier publish's version and counts, nothing measured now."""
+    try:
+        version = VersionId(str(receipt["version"]))
+        base = receipt.get("base_version")
+        return FinalMergeResult(
+            path=MergePath(str(receipt["path"])),
+            batch_id=request.batch_id,
+            database=request.database,
+            version=version,
+            base_version=VersionId(str(base)) if base else None,
+            snapshot_key=Keys.version_prefix(request.database, version),
+            total_embeddings=int(receipt["total_embeddings"]),
+            processing_time_seconds=0.0,
+            chunk_count=len(request.intermediate_keys),
+            delta_count=request.delta_count,
+            records_merged=0,
+            lock_wait_ms=0.0,
+            lock_hold_ms=0.0,
+            replayed=True,
+            digest=str(receipt.get("digest", "")),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise SnapshotError(f"receipt of batch {request.batch_id} is unreadable: {exc}") from exc
+
+
+def check_receipt(receipt: dict[str, Any], request: FinalMergeRequest, inputs: str) -> None:
+    """A receipt for other inputs under the same batch id is an error naming both digests.
+
+    Receipts written before inputs digests existed carry none; they are taken as matching.
+    """
+    recorded = str(receipt.get("inputs_digest") or "")
+    if recorded and recorded != inputs:
+        raise reused_batch(request, recorded, inputs, VersionId(str(receipt.get("version"))))
+
+
+def reused_batch(
+    request: FinalMergeRequest, published: str, ours: str, version: VersionId
+) -> MergeInputError:
+    return MergeInputError(
+        f"batch {request.batch_id} was already published as {version} from inputs {published};"
+        f" these inputs digest to {ours}. A batch id names one set of inputs: give new inputs a"
+        " new batch id"
+    )
+
+
+def prior_publish(
+    store: SnapshotStore, request: FinalMergeRequest, inputs: str, base: Pointer | None
+) -> VersionManifest | None:
+    """The log entry of this batch's publish if it is ``base`` or an ancestor of it, else None.
+
+    A claim whose entry is not complete or retired is an orphan (its CAS lost) and never counts.
+    A walk that meets a version we hold no entry for before deciding is refused: re-applying
+    could revert later writes and skipping could lose the batch, so neither is done silently.
+    """
+    start = base.version if base is not None else None
+    for claim in store.log.claims(request.batch_id):
+        entry = store.log.entry(claim.version)
+        if entry is None or entry.state not in ("complete", "retired"):
+            continue
+        verdict = store.log.is_ancestor(entry, start)
+        if verdict is None:
+            key = Keys.claim(store.db, request.batch_id, claim.version)
+            raise SnapshotError(
+                f"batch {request.batch_id} claimed version {claim.version}, but the chain below"
+                f" {start} reaches a version with no manifest (written by the original pipeline)"
+                f" before {claim.version}: cannot tell whether the batch is already applied."
+                f" Check the chain, then delete {key}"
+                " to re-apply the batch, or leave it and do not retry"
+            )
+        if verdict:
+            if claim.inputs_digest != inputs:
+                raise reused_batch(request, claim.inputs_digest, inputs, claim.version)
+            return entry
+    return None
