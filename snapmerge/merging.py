@@ -96,8 +96,6 @@ HOOK_STEPS = (
     "after_receipt",
 )
 
-# What ``publish`` demands of the lease right before the pointer write (Lease.verify's default).
-DEFAULT_VERIFY_MARGIN = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -128,13 +126,14 @@ class MergeKit:
         *,
         lock: LeaseLock | None = None,
         hooks: Hook | None = None,
-        verify_margin: timedelta = DEFAULT_VERIFY_MARGIN,
+        verify_margin: timedelta | None = None,
         span: Span | None = None,
     ) -> None:
         self.blobs = blobs
         self.hooks = hooks
         self.span: Span = span or _no_span
-        self.verify_margin = verify_margin
+        # what ``publish`` demands of the lease right before the pointer write
+        self.verify_margin = settings.verify_margin if verify_margin is None else verify_margin
         self.engine = engine
         self.settings = settings
         self.lock = lock or LeaseLock(
@@ -165,9 +164,13 @@ class MergeKit:
     def lock_id(self, request: FinalMergeRequest) -> str:
         return lock_id_for(request.collection, request.batch_id, self.settings.lock_scope)
 
-    def acquire(self, request: FinalMergeRequest) -> Lease:
+    def acquire(self, request: FinalMergeRequest, *, duration: timedelta | None = None) -> Lease:
+        """The collection lock; ``duration`` overrides the lease (the two-phase short phases)."""
         return self.lock.acquire(
-            self.lock_id(request), request.collection, wait=self.settings.lock_wait_timeout
+            self.lock_id(request),
+            request.collection,
+            wait=self.settings.lock_wait_timeout,
+            duration=duration,
         )
 
     @contextmanager

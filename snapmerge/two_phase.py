@@ -52,7 +52,10 @@ class LockMeter:
     @contextmanager
     def held(self, kit: MergeKit, request: FinalMergeRequest, phase: str) -> Iterator[Lease]:
         with kit.span(phase):
-            lease = kit.acquire(request)  # waits up to settings.lock_wait_timeout when busy
+            # Phases 1 and 3 take a short lease, so a holder killed inside one blocks the
+            # collection for seconds; the fallback holds the lock across a whole merge.
+            short = None if phase == "fallback" else kit.settings.phase_lease
+            lease = kit.acquire(request, duration=short)  # waits up to lock_wait_timeout if busy
             try:
                 yield lease
             finally:

@@ -186,6 +186,7 @@ class _Worker:
             bucket=bucket,
             table=table,
             lock_duration=LEASE,
+            phase_lease=LEASE,  # the pause-past-lease fault outlasts the short phase locks too
             heartbeat_interval=HEARTBEAT,
             max_heartbeat_failures=2,
             chroma_root=root,

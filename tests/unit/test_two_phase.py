@@ -89,7 +89,11 @@ class Rig:
 
 
 def make_rig(
-    tmp_path: Path, *, lock: LeaseLock | None = None, table: MemoryLeaseTable | None = None
+    tmp_path: Path,
+    *,
+    lock: LeaseLock | None = None,
+    table: MemoryLeaseTable | None = None,
+    phase_lease: timedelta | None = None,
 ) -> Rig:
     blobs, engine = MemoryBlobStore(), MemoryIndex()
     table = table or MemoryLeaseTable()
@@ -99,6 +103,7 @@ def make_rig(
         chroma_root=tmp_path / "root",
         lock_wait_timeout=timedelta(seconds=5),
         keep_versions=4,
+        **({"phase_lease": phase_lease} if phase_lease is not None else {}),
     )
     plain = MergeKit(blobs, engine, table, settings, lock=lock)  # no hooks: for other writers
     rig = Rig(blobs, table, engine, plain, plain, tmp_path)
@@ -332,7 +337,7 @@ def test_a_holder_paused_past_its_lease_cannot_move_the_pointer(tmp_path: Path) 
         heartbeat_interval=timedelta(hours=1),
         clock=fake.monotonic,
     )
-    rig = make_rig(tmp_path, lock=lock, table=table)
+    rig = make_rig(tmp_path, lock=lock, table=table, phase_lease=timedelta(seconds=5))
     rig.kit.verify_margin = timedelta(seconds=1)
     base = rig.seed(rows(1, 10))
 
