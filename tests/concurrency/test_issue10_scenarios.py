@@ -44,7 +44,6 @@ def _clean(plan: HistoryPlan, history: History, final: FinalState) -> None:
     assert violations == []
 
 
-@NEEDS_CORE
 @PATHS
 def test_retry_after_swap_and_six_later_publishes_applies_once(
     aws: AwsEnv, tmp_path: Path, path: MergePath
@@ -55,7 +54,6 @@ def test_retry_after_swap_and_six_later_publishes_applies_once(
     _clean(plan, history, final)
 
 
-@NEEDS_CORE
 @PATHS
 def test_concurrent_duplicates_of_one_batch_apply_once(
     aws: AwsEnv, tmp_path: Path, path: MergePath
@@ -65,7 +63,6 @@ def test_concurrent_duplicates_of_one_batch_apply_once(
     _clean(plan, history, final)
 
 
-@NEEDS_CORE
 @PATHS
 @pytest.mark.parametrize("mid_run", [False, True], ids=["before-run", "mid-run"])
 def test_a_deleted_pointer_is_an_error_not_a_first_publish(
@@ -88,7 +85,6 @@ def test_a_deleted_pointer_is_an_error_not_a_first_publish(
     assert isinstance(complete, dict) and complete.get(before[0].version) is True
 
 
-@NEEDS_CORE
 @PATHS
 def test_a_reused_batch_id_with_new_inputs_is_refused(
     aws: AwsEnv, tmp_path: Path, path: MergePath
@@ -105,7 +101,6 @@ def test_a_reused_batch_id_with_new_inputs_is_refused(
     assert {k: final.records[k] for k in first_rows} == first_rows
 
 
-@NEEDS_CORE
 @PATHS
 def test_an_intermediate_of_another_collection_is_refused(
     aws: AwsEnv, tmp_path: Path, path: MergePath
@@ -119,7 +114,6 @@ def test_an_intermediate_of_another_collection_is_refused(
     assert dict(final.records) == synth.expected_state([plan.seed_rows, *good.chunks])
 
 
-@NEEDS_CORE
 @PATHS
 def test_prefix_sharing_batch_ids_keep_their_intermediates(
     aws: AwsEnv, tmp_path: Path, path: MergePath
@@ -129,7 +123,6 @@ def test_prefix_sharing_batch_ids_keep_their_intermediates(
     _clean(plan, history, final)
 
 
-@NEEDS_CORE
 @PATHS
 def test_a_version_id_collision_never_overwrites_the_live_version(
     aws: AwsEnv, tmp_path: Path, path: MergePath, monkeypatch: pytest.MonkeyPatch
