@@ -15,21 +15,36 @@ Chroma's ``update``/``upsert`` merge metadata keys; a key set to ``None`` is del
 (:func:`~snapmerge.adapters.memory_index.metadata_patch`) makes the result equal the last write.
 Every call carries at most ``client.get_max_batch_size()`` records.
 
-Collection rules: a directory holds exactly one collection, whatever its name (deltas say
-``receipt_words`` where snapshots say ``words``); more than one is refused as ambiguous. A new
+Collection rules: a directory holds exactly one collection (more than one is refused as
+ambiguous), and it must be the merge's collection: ``receipt_words`` and ``words`` are one
+collection (deltas use the longer spelling), a ``lines`` input or base in a ``words`` merge is
+refused. A new
 target gets ``embedding_function=None`` and the HNSW distance space of the first source (Chroma's
 default ``l2`` unless the sources say otherwise), so merging never changes a collection's query
 semantics; an existing base keeps its own configuration untouched.
 
+Format (:mod:`snapmerge.adapters.chroma_format`): opening a directory migrates it to the running
+chromadb's format, which readers on an older line cannot open. Before the target is opened its
+format is read from the file; a base older than the running chromadb is refused unless the
+operator allows the upgrade (``SNAPMERGE_ALLOW_FORMAT_UPGRADE``), a base or source newer than it
+is refused (opening it would panic), and after the target is closed its format is read again.
+``MergeStats`` records both formats and whether the merge upgraded one.
+
 Files: every client is closed and then garbage-collected before a method returns — ``close()``
 alone leaves one SQLite handle behind in a reference cycle — so the directory can be tarred,
 moved or deleted at once. Library errors become :class:`~snapmerge.errors.MergeInputError`.
+
+chromadb lines: ``>=1.0.21,<1.6``. 1.0.x has no ``Client.close()``: the shared system the client
+registered for its path is stopped and forgotten instead (what ``close()`` does in 1.5).
 """
 
 from __future__ import annotations
 
+import functools
 import gc
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
@@ -41,14 +56,16 @@ import chromadb
 import numpy as np
 import numpy.typing as npt
 from chromadb.api import ClientAPI
-from chromadb.api.client import Client
 from chromadb.api.models.Collection import Collection
+from chromadb.api.shared_system_client import SharedSystemClient
 from chromadb.config import Settings
 from chromadb.errors import ChromaError
 
+from snapmerge.adapters import chroma_format as fmt
 from snapmerge.adapters.memory_index import (
     MergePlan,
     _timings,
+    check_collection,
     check_count,
     check_dimension,
     classify,
@@ -58,9 +75,9 @@ from snapmerge.adapters.memory_index import (
     resolve_dimension,
 )
 from snapmerge.domain import MergeStats, Record
-from snapmerge.errors import MergeInputError
+from snapmerge.errors import MergeInputError, SnapshotFormatError
 
-DB_FILE = "chroma.sqlite3"
+DB_FILE = fmt.DB_FILE
 DEFAULT_SPACE = "l2"
 _INCLUDE: Any = ["embeddings", "documents", "metadatas"]
 _LIBRARY_ERRORS = (ChromaError, sqlite3.Error, ValueError, RuntimeError, OSError)
@@ -103,21 +120,54 @@ class _Base:
     dimension: int | None
 
 
+def _is_panic(exc: BaseException) -> bool:
+    """chromadb's Rust core panics as ``pyo3_runtime.PanicException``, a ``BaseException``."""
+    return type(exc).__name__ == "PanicException"
+
+
+def close_client(client: ClientAPI) -> None:
+    close = getattr(client, "close", None)
+    if close is not None:  # chromadb >= 1.1
+        close()
+        return
+    # chromadb 1.0.x: one System per path, kept in a class-level cache; stop and forget it.
+    identifier = cast(Any, client)._identifier
+    system = SharedSystemClient._identifier_to_system.pop(identifier, None)
+    if system is not None:
+        system.stop()
+
+
 @contextmanager
 def _client(directory: Path, *, collect: bool = True) -> Iterator[ClientAPI]:
     """An open client, closed on exit; ``collect=False`` leaves the final ``gc`` to the caller."""
     try:
         client = chromadb.PersistentClient(path=str(directory), settings=_settings())
-    except _LIBRARY_ERRORS as exc:
+    except BaseException as exc:
+        if not isinstance(exc, _LIBRARY_ERRORS) and not _is_panic(exc):
+            raise
         raise MergeInputError(f"{directory}: corrupt or unreadable Chroma database: {exc}") from exc
     try:
         yield client
-    except _LIBRARY_ERRORS as exc:
+    except BaseException as exc:
+        if not isinstance(exc, _LIBRARY_ERRORS) and not _is_panic(exc):
+            raise
         raise MergeInputError(f"{directory}: Chroma failed: {exc}") from exc
     finally:
-        cast(Client, client).close()
+        close_client(client)
         if collect:
             gc.collect()  # the last SQLite handle sits in a reference cycle
+
+
+@functools.cache
+def running_format() -> fmt.ChromaFormat:
+    """The format the running chromadb writes (read once from a new, empty directory)."""
+    scratch = Path(tempfile.mkdtemp(prefix="snapmerge-format-"))
+    try:
+        with _client(scratch):
+            pass
+        return fmt.read_format(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _require_index(directory: Path) -> None:
@@ -126,10 +176,15 @@ def _require_index(directory: Path) -> None:
         raise MergeInputError(f"{directory}: not a Chroma directory (no {DB_FILE})")
 
 
-def _only_collection(client: ClientAPI, directory: Path) -> Collection:
+def _only_collection(
+    client: ClientAPI, directory: Path, expected: str | None = None
+) -> Collection:
+    """The directory's one collection; with ``expected``, it must be that collection."""
     names = [c.name for c in client.list_collections()]
     if len(names) != 1:
         raise MergeInputError(f"{directory}: expected one collection, found {names}")
+    if expected is not None:
+        check_collection(names[0], expected, directory)
     return client.get_collection(names[0], embedding_function=None)
 
 
@@ -224,10 +279,16 @@ def _apply(col: Collection, plan: MergePlan[_Row], base: Mapping[str, _Row], siz
 
 
 class ChromaIndex:
-    """The production ``IndexEngine``. ``max_batch_size`` can only lower Chroma's own limit."""
+    """The production ``IndexEngine``. ``max_batch_size`` can only lower Chroma's own limit.
 
-    def __init__(self, max_batch_size: int | None = None) -> None:
+    ``allow_format_upgrade`` None reads ``SNAPMERGE_ALLOW_FORMAT_UPGRADE`` at each merge.
+    """
+
+    def __init__(
+        self, max_batch_size: int | None = None, *, allow_format_upgrade: bool | None = None
+    ) -> None:
         self._cap = max_batch_size
+        self._allow_upgrade = allow_format_upgrade
 
     def _batch(self, client: ClientAPI) -> int:
         limit = int(client.get_max_batch_size())
@@ -287,10 +348,12 @@ class ChromaIndex:
         has_base = (target / DB_FILE).exists()
         if not has_base and target.exists() and any(target.iterdir()):
             raise MergeInputError(f"{target}: target is neither empty nor a Chroma directory")
+        allow = fmt.upgrade_allowed() if self._allow_upgrade is None else self._allow_upgrade
+        before = self._check_formats(target if has_base else None, sources, allow)
         with ExitStack() as stack:
-            base = self._open_base(stack, target) if has_base else None
+            base = self._open_base(stack, target, collection) if has_base else None
             expected = resolve_dimension(dimension, base.dimension if base else None, target)
-            folded = self._read_sources(sources, expected)
+            folded = self._read_sources(sources, expected, collection)
             gc.collect()  # free the closed source clients before the write phase
             if base is None:
                 client = stack.enter_context(_client(target, collect=False))
@@ -303,6 +366,11 @@ class ChromaIndex:
             _apply(base.col, plan, rows, size)
             final_count = int(base.col.count())
         done = time.perf_counter()
+        after = fmt.read_format(target)
+        if before is not None and after != before and not allow:  # the pre-check missed a path
+            raise SnapshotFormatError(
+                f"{target}: the merge changed the base's format from {before} to {after}"
+            )
         check_count(target, base.count, len(plan.new), final_count)
         read_done = started + folded.read_s
         timings = _timings(
@@ -322,12 +390,29 @@ class ChromaIndex:
             dimension=folded.dimension or 0,
             records_merged=plan.total,
             timings_ms=timings,
+            format_before=before.id if before else None,
+            format_after=after.id,
+            format_upgraded=before is not None and after != before,
         )
 
+    @staticmethod
+    def _check_formats(
+        base: Path | None, sources: Sequence[Path], allow: bool
+    ) -> fmt.ChromaFormat | None:
+        """Read every format from the files before chromadb opens (and migrates) any of them."""
+        running = running_format()
+        for path in sources:
+            fmt.check_source(fmt.read_format(path), running, path)
+        if base is None:
+            return None
+        before = fmt.read_format(base)
+        fmt.check_base(before, running, base, allow=allow)
+        return before
+
     @classmethod
-    def _open_base(cls, stack: ExitStack, target: Path) -> _Base:
+    def _open_base(cls, stack: ExitStack, target: Path, collection: str) -> _Base:
         client = stack.enter_context(_client(target, collect=False))
-        col = _only_collection(client, target)
+        col = _only_collection(client, target, collection)
         return _Base(client, col, int(col.count()), cls._base_dimension(col))
 
     @staticmethod
@@ -337,11 +422,13 @@ class ChromaIndex:
             return None
         return int(np.asarray(res["embeddings"]).shape[-1])
 
-    def _read_sources(self, sources: Sequence[Path], expected: int | None) -> _Folded:
+    def _read_sources(
+        self, sources: Sequence[Path], expected: int | None, collection: str
+    ) -> _Folded:
         out = _Folded(dimension=expected)
         for path in sources:
             with _client(path, collect=False) as client:
-                col = _only_collection(client, path)
+                col = _only_collection(client, path, collection)
                 out.space = out.space or _space(col)
                 pages = _pages(col, self._batch(client))
                 seen = 0

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from snapmerge import synth
-from snapmerge.adapters.chroma_index import ChromaIndex
+from snapmerge.adapters.chroma_index import ChromaIndex, close_client
 from snapmerge.adapters.memory_index import MemoryIndex, digest_records, normalize
 from snapmerge.domain import Record
 from snapmerge.errors import MergeInputError
@@ -117,7 +117,7 @@ def test_metadata_and_document_end_exactly_as_last_written(engine: Engine, tmp_p
         Record("k5", vecs[5], "new doc", {"z": 1}),  # document changed, metadata added
     ]
     make(engine, tmp_path / "base", base)
-    stats = engine.merge(tmp_path / "base", [make(engine, tmp_path / "s", later)], collection="w")
+    stats = engine.merge(tmp_path / "base", [make(engine, tmp_path / "s", later)], collection="words")
     assert (stats.changed_vectors, stats.metadata_only, stats.new_ids) == (1, 5, 0)
     got = contents(engine, tmp_path / "base")
     assert got == {r.id: normalize(r) for r in later}
@@ -260,7 +260,7 @@ def test_fd_checker_sees_an_unclosed_client(tmp_path: Path) -> None:
     client = chromadb.PersistentClient(path=str(tmp_path / "i"))
     client.get_collection("words").count()
     assert open_files_under(tmp_path) != []
-    client.close()
+    close_client(client)
 
 
 def test_engines_agree_on_digest(tmp_path: Path) -> None:
