@@ -306,3 +306,31 @@ def test_chroma_calls_respect_max_batch_size(
     assert len(sizes["add"]) >= 4 and len(sizes["update"]) >= 4  # 25 new, 30 changed
     assert (stats.new_ids, stats.changed_vectors, stats.metadata_only) == (25, 15, 15)
     assert engine.digest(tmp_path / "base") == expected_digest(base, later)
+
+
+@pytest.mark.parametrize("spelling", ["lines", "receipt_lines"])
+def test_input_of_another_collection_is_refused(
+    engine: Engine, tmp_path: Path, spelling: str
+) -> None:
+    """Issue 10 case 5: a ``lines`` chunk in a ``words`` merge; the spellings of one collection
+    (``receipt_words`` / ``words``) still merge together."""
+    base = make(engine, tmp_path / "base", synth.records(1, 20, DIM), "words")
+    before = engine.digest(base)
+    good = make(engine, tmp_path / "good", synth.records(2, 5, DIM, "g"), "receipt_words")
+    other = make(engine, tmp_path / "other", synth.records(3, 5, DIM, "l"), spelling)
+    for target in (base, tmp_path / "new"):
+        with pytest.raises(MergeInputError, match=rf"{tmp_path / 'other'}: .*'{spelling}'"):
+            engine.merge(target, [good, other], collection="words")
+    assert engine.digest(base) == before
+    assert not (tmp_path / "new" / "chroma.sqlite3").exists()
+    stats = engine.merge(base, [good], collection="receipt_words")
+    assert stats.new_ids == 5
+
+
+def test_base_of_another_collection_is_refused(engine: Engine, tmp_path: Path) -> None:
+    base = make(engine, tmp_path / "base", synth.records(1, 20, DIM), "lines")
+    before = engine.digest(base)
+    src = make(engine, tmp_path / "s", synth.records(2, 5, DIM, "n"), "receipt_words")
+    with pytest.raises(MergeInputError, match=rf"{tmp_path / 'base'}: .*'lines'.*'words'"):
+        engine.merge(base, [src], collection="words")
+    assert engine.digest(base) == before
