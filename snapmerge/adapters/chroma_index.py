@@ -34,34 +34,27 @@ Files: every client is closed and then garbage-collected before a method returns
 alone leaves one SQLite handle behind in a reference cycle — so the directory can be tarred,
 moved or deleted at once. Library errors become :class:`~snapmerge.errors.MergeInputError`.
 
-chromadb lines: ``>=1.0.21,<1.6``. 1.0.x has no ``Client.close()``: the shared system the client
-registered for its path is stopped and forgotten instead (what ``close()`` does in 1.5).
+chromadb lines ``>=1.0.21,<1.6``: clients are opened and closed by
+:mod:`snapmerge.adapters.chroma_client`.
 """
 
 from __future__ import annotations
 
-import functools
 import gc
-import shutil
-import sqlite3
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import chromadb
 import numpy as np
 import numpy.typing as npt
 from chromadb.api import ClientAPI
 from chromadb.api.models.Collection import Collection
-from chromadb.api.shared_system_client import SharedSystemClient
-from chromadb.config import Settings
-from chromadb.errors import ChromaError
 
 from snapmerge.adapters import chroma_format as fmt
+from snapmerge.adapters.chroma_client import close_client, open_client, running_format
 from snapmerge.adapters.memory_index import (
     MergePlan,
     _timings,
@@ -77,14 +70,11 @@ from snapmerge.adapters.memory_index import (
 from snapmerge.domain import MergeStats, Record
 from snapmerge.errors import MergeInputError, SnapshotFormatError
 
+__all__ = ["ChromaIndex", "close_client", "raw_upsert", "running_format"]
+
 DB_FILE = fmt.DB_FILE
 DEFAULT_SPACE = "l2"
 _INCLUDE: Any = ["embeddings", "documents", "metadatas"]
-_LIBRARY_ERRORS = (ChromaError, sqlite3.Error, ValueError, RuntimeError, OSError)
-
-
-def _settings() -> Settings:
-    return Settings(anonymized_telemetry=False, allow_reset=False)
 
 
 @dataclass(frozen=True)
@@ -120,65 +110,13 @@ class _Base:
     dimension: int | None
 
 
-def _is_panic(exc: BaseException) -> bool:
-    """chromadb's Rust core panics as ``pyo3_runtime.PanicException``, a ``BaseException``."""
-    return type(exc).__name__ == "PanicException"
-
-
-def close_client(client: ClientAPI) -> None:
-    close = getattr(client, "close", None)
-    if close is not None:  # chromadb >= 1.1
-        close()
-        return
-    # chromadb 1.0.x: one System per path, kept in a class-level cache; stop and forget it.
-    identifier = cast(Any, client)._identifier
-    system = SharedSystemClient._identifier_to_system.pop(identifier, None)
-    if system is not None:
-        system.stop()
-
-
-@contextmanager
-def _client(directory: Path, *, collect: bool = True) -> Iterator[ClientAPI]:
-    """An open client, closed on exit; ``collect=False`` leaves the final ``gc`` to the caller."""
-    try:
-        client = chromadb.PersistentClient(path=str(directory), settings=_settings())
-    except BaseException as exc:
-        if not isinstance(exc, _LIBRARY_ERRORS) and not _is_panic(exc):
-            raise
-        raise MergeInputError(f"{directory}: corrupt or unreadable Chroma database: {exc}") from exc
-    try:
-        yield client
-    except BaseException as exc:
-        if not isinstance(exc, _LIBRARY_ERRORS) and not _is_panic(exc):
-            raise
-        raise MergeInputError(f"{directory}: Chroma failed: {exc}") from exc
-    finally:
-        close_client(client)
-        if collect:
-            gc.collect()  # the last SQLite handle sits in a reference cycle
-
-
-@functools.cache
-def running_format() -> fmt.ChromaFormat:
-    """The format the running chromadb writes (read once from a new, empty directory)."""
-    scratch = Path(tempfile.mkdtemp(prefix="snapmerge-format-"))
-    try:
-        with _client(scratch):
-            pass
-        return fmt.read_format(scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 def _require_index(directory: Path) -> None:
     """Check before opening: a PersistentClient would create a database in any directory."""
     if not (directory / DB_FILE).is_file():
         raise MergeInputError(f"{directory}: not a Chroma directory (no {DB_FILE})")
 
 
-def _only_collection(
-    client: ClientAPI, directory: Path, expected: str | None = None
-) -> Collection:
+def _only_collection(client: ClientAPI, directory: Path, expected: str | None = None) -> Collection:
     """The directory's one collection; with ``expected``, it must be that collection."""
     names = [c.name for c in client.list_collections()]
     if len(names) != 1:
@@ -299,24 +237,24 @@ class ChromaIndex:
         if (directory / DB_FILE).exists():
             raise MergeInputError(f"{directory}: already holds an index")
         directory.mkdir(parents=True, exist_ok=True)
-        with _client(directory) as client:
+        with open_client(directory) as client:
             _add(_create(client, collection, None), records, self._batch(client))
 
     def read_records(self, directory: Path, page_size: int = 1000) -> Iterator[list[Record]]:
         """Pages of records; the client closes when the iterator is exhausted or closed."""
         _require_index(directory)
-        with _client(directory) as client:
+        with open_client(directory) as client:
             for page in _pages(_only_collection(client, directory), page_size):
                 yield [row.to_record() for row in page]
 
     def count(self, directory: Path) -> int:
         _require_index(directory)
-        with _client(directory) as client:
+        with open_client(directory) as client:
             return int(_only_collection(client, directory).count())
 
     def digest(self, directory: Path) -> str:
         _require_index(directory)
-        with _client(directory) as client:
+        with open_client(directory) as client:
             col = _only_collection(client, directory)
             size = self._batch(client)
             return digest_records(row for page in _pages(col, size) for row in page)
@@ -356,7 +294,7 @@ class ChromaIndex:
             folded = self._read_sources(sources, expected, collection)
             gc.collect()  # free the closed source clients before the write phase
             if base is None:
-                client = stack.enter_context(_client(target, collect=False))
+                client = stack.enter_context(open_client(target, collect=False))
                 base = _Base(client, _create(client, collection, folded.space), 0, None)
             t_classify = time.perf_counter()
             size = self._batch(base.client)
@@ -411,7 +349,7 @@ class ChromaIndex:
 
     @classmethod
     def _open_base(cls, stack: ExitStack, target: Path, collection: str) -> _Base:
-        client = stack.enter_context(_client(target, collect=False))
+        client = stack.enter_context(open_client(target, collect=False))
         col = _only_collection(client, target, collection)
         return _Base(client, col, int(col.count()), cls._base_dimension(col))
 
@@ -427,7 +365,7 @@ class ChromaIndex:
     ) -> _Folded:
         out = _Folded(dimension=expected)
         for path in sources:
-            with _client(path, collect=False) as client:
+            with open_client(path, collect=False) as client:
                 col = _only_collection(client, path, collection)
                 out.space = out.space or _space(col)
                 pages = _pages(col, self._batch(client))
@@ -461,7 +399,7 @@ def raw_upsert(target: Path, records: Sequence[Record], collection: str) -> floa
     """The naive baseline: upsert every record as is; seconds from open to close (benchmarks)."""
     started = time.perf_counter()
     target.mkdir(parents=True, exist_ok=True)
-    with _client(target) as client:
+    with open_client(target) as client:
         names = [c.name for c in client.list_collections()]
         col = client.get_or_create_collection(
             names[0] if names else collection, embedding_function=None

@@ -156,7 +156,7 @@ def same_collection(a: str, b: str) -> bool:
 
 
 def check_collection(found: str, expected: str, where: Path) -> None:
-    """An input or base of another collection (a ``lines`` chunk in a ``words`` merge) is refused."""
+    """An input or base of another collection (a ``lines`` chunk in a ``words`` merge): refused."""
     if not same_collection(found, expected):
         raise MergeInputError(
             f"{where}: holds collection {found!r}, but this merge is for {expected!r}"

@@ -83,7 +83,7 @@ def test_a_format_that_cannot_be_told_is_an_error(
 
 def test_no_database_or_a_corrupt_one_cannot_be_told(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SnapshotFormatError, match="no chroma.sqlite3"):
+    with pytest.raises(SnapshotFormatError, match=r"no chroma\.sqlite3"):
         fmt.read_format(tmp_path / "empty")
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "chroma.sqlite3").write_bytes(b"not a database" * 300)

@@ -160,9 +160,10 @@ def test_chromadb_1021_reader_opens_every_publish(
     first, staged_1 = stage(app, tmp_path, "rd-1", 60, ("receipt_words",))
     second, staged_2 = stage(app, tmp_path, "rd-2", 70, ("words", "receipt_words"))
     changed = synth.overwrite(fixture_records(), seed=5, fraction=0.5, vector_fraction=0.5)
-    synth.write_index(app.engine, tmp_path / "rd-2-x", changed, "words")
-    upload_directory(app.blobs, tmp_path / "rd-2-x", Keys.intermediate_prefix("rd-2", 9))
-    second = FinalMergeRequest("rd-2", DB, (*second.intermediate_keys, "intermediate/rd-2/chunk-9/"))
+    synth.write_index(app.engine, tmp_path / "rd-2-x", changed, "words")  # rewrites base ids
+    last = Keys.intermediate_prefix("rd-2", 9)
+    upload_directory(app.blobs, tmp_path / "rd-2-x", last)
+    second = FinalMergeRequest("rd-2", DB, (*second.intermediate_keys, last))
     for request in (first, second):  # the second publish is on snapmerge's own version
         merger(app, path).run(request)
     done = run_reader(python, aws.bucket, tmp_path / "seen.json")

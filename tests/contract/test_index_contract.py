@@ -117,7 +117,9 @@ def test_metadata_and_document_end_exactly_as_last_written(engine: Engine, tmp_p
         Record("k5", vecs[5], "new doc", {"z": 1}),  # document changed, metadata added
     ]
     make(engine, tmp_path / "base", base)
-    stats = engine.merge(tmp_path / "base", [make(engine, tmp_path / "s", later)], collection="words")
+    stats = engine.merge(
+        tmp_path / "base", [make(engine, tmp_path / "s", later)], collection="words"
+    )
     assert (stats.changed_vectors, stats.metadata_only, stats.new_ids) == (1, 5, 0)
     got = contents(engine, tmp_path / "base")
     assert got == {r.id: normalize(r) for r in later}
