@@ -124,7 +124,8 @@ def upgrade_allowed(env: dict[str, str] | None = None) -> bool:
 
 
 def check_base(base: ChromaFormat, running: ChromaFormat, where: Path, *, allow: bool) -> None:
-    """Refuse a base this chromadb cannot open, or would upgrade without the operator's consent."""
+    """Refuse a directory this chromadb cannot open, or would migrate without the operator's
+    consent (opening migrates; a merge target is then published in the new format)."""
     if base.newer_than(running):
         raise SnapshotFormatError(
             f"{where}: snapshot format {base} is newer than this chromadb's {running}: opening "
@@ -132,8 +133,8 @@ def check_base(base: ChromaFormat, running: ChromaFormat, where: Path, *, allow:
         )
     if running.newer_than(base) and not allow:
         raise SnapshotFormatError(
-            f"{where}: base snapshot format {base}; merging with this chromadb would publish it "
-            f"in {running}, which readers on {base.line} cannot open. Run snapmerge on the "
+            f"{where}: snapshot format {base}; opening it with this chromadb migrates it to "
+            f"{running}, which readers on {base.line} cannot open. Run snapmerge on the "
             f"readers' chromadb line ({base.line}), or set {UPGRADE_ENV}=1 to upgrade the "
             "format on purpose."
         )

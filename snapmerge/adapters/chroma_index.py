@@ -28,7 +28,8 @@ chromadb's format, which readers on an older line cannot open. Before the target
 format is read from the file; a base older than the running chromadb is refused unless the
 operator allows the upgrade (``SNAPMERGE_ALLOW_FORMAT_UPGRADE``), a base or source newer than it
 is refused (opening it would panic), and after the target is closed its format is read again.
-``MergeStats`` records both formats and whether the merge upgraded one.
+``MergeStats`` records both formats and whether the merge upgraded one. ``read_records``,
+``count`` and ``digest`` refuse the same directories a merge target would, for the same reason.
 
 Files: every client is closed and then garbage-collected before a method returns — ``close()``
 alone leaves one SQLite handle behind in a reference cycle — so the directory can be tarred,
@@ -232,6 +233,15 @@ class ChromaIndex:
         limit = int(client.get_max_batch_size())
         return min(limit, self._cap) if self._cap else limit
 
+    def _allowed(self) -> bool:
+        return fmt.upgrade_allowed() if self._allow_upgrade is None else self._allow_upgrade
+
+    def _require_readable(self, directory: Path) -> None:
+        """Opening a directory migrates it: reading one must not change its format either."""
+        _require_index(directory)
+        found = fmt.read_format(directory)
+        fmt.check_base(found, running_format(), directory, allow=self._allowed())
+
     def write(self, directory: Path, records: Sequence[Record], collection: str) -> None:
         """Create a new index (default space, no embedding function) holding ``records``."""
         if (directory / DB_FILE).exists():
@@ -242,18 +252,18 @@ class ChromaIndex:
 
     def read_records(self, directory: Path, page_size: int = 1000) -> Iterator[list[Record]]:
         """Pages of records; the client closes when the iterator is exhausted or closed."""
-        _require_index(directory)
+        self._require_readable(directory)
         with open_client(directory) as client:
             for page in _pages(_only_collection(client, directory), page_size):
                 yield [row.to_record() for row in page]
 
     def count(self, directory: Path) -> int:
-        _require_index(directory)
+        self._require_readable(directory)
         with open_client(directory) as client:
             return int(_only_collection(client, directory).count())
 
     def digest(self, directory: Path) -> str:
-        _require_index(directory)
+        self._require_readable(directory)
         with open_client(directory) as client:
             col = _only_collection(client, directory)
             size = self._batch(client)
@@ -286,7 +296,7 @@ class ChromaIndex:
         has_base = (target / DB_FILE).exists()
         if not has_base and target.exists() and any(target.iterdir()):
             raise MergeInputError(f"{target}: target is neither empty nor a Chroma directory")
-        allow = fmt.upgrade_allowed() if self._allow_upgrade is None else self._allow_upgrade
+        allow = self._allowed()
         before = self._check_formats(target if has_base else None, sources, allow)
         with ExitStack() as stack:
             base = self._open_base(stack, target, collection) if has_base else None

@@ -166,3 +166,18 @@ def test_same_format_and_new_target_merge_without_upgrade(tmp_path: Path) -> Non
     stats = engine.merge(base, [tmp_path / "more"], collection="words")
     assert stats.format_before == stats.format_after == running_format().id
     assert not stats.format_upgraded and stats.final_count == COUNT + 3
+
+
+def test_reading_refuses_what_it_would_migrate_or_cannot_open(tmp_path: Path) -> None:
+    """count/digest/read_records open the directory too, and opening migrates it."""
+    line = other_line()
+    directory = extract(FIXTURES[line], tmp_path / "d")
+    before = tree_digest(directory)
+    engine = ChromaIndex(allow_format_upgrade=False)
+    for read in (engine.count, engine.digest, lambda d: list(engine.read_records(d))):
+        with pytest.raises(SnapshotFormatError, match=line.id):
+            read(directory)
+    assert tree_digest(directory) == before
+    if not RUNNING_IS_1_0:  # an older directory may be read (and migrated) on purpose
+        assert ChromaIndex(allow_format_upgrade=True).count(directory) == COUNT
+        assert fmt.read_format(directory) == running_format()
