@@ -186,6 +186,10 @@ class MergeStats:
     dimension: int
     records_merged: int
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # On-disk format ids (``sysdb9.metadb5.queue2``); None where the engine has none (the fake).
+    format_before: str | None = None  # the base's; None for a new target
+    format_after: str | None = None
+    format_upgraded: bool = False  # the operator allowed it (SNAPMERGE_ALLOW_FORMAT_UPGRADE)
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,8 @@ class FinalMergeResult:
     fallback_to_legacy: bool = False
     replayed: bool = False
     digest: str = ""
+    snapshot_format: str = ""  # the published snapshot's on-disk format id ("" if unknown)
+    format_upgraded: bool = False  # published in a newer format than its base, on purpose
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

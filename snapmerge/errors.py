@@ -9,7 +9,10 @@ Adapters translate their library's exceptions into these (botocore's ``ClientErr
   ├── ``InvalidEventError``      an event or option that cannot be acted on (missing field,
   │                              unknown operation)
   ├── ``MergeInputError``        an input that cannot be merged (not a Chroma dir, corrupt,
-  │                              bad tarball, wrong dimension, missing intermediate)
+  │     │                        bad tarball, wrong dimension, missing intermediate, an input
+  │     │                        of another collection)
+  │     └── ``SnapshotFormatError`` a base's or input's on-disk (chromadb) format cannot be told,
+  │                              or the merge would publish a format its readers cannot open
   ├── ``SnapshotError``          the pointer names a missing or incomplete version, is missing
   │     │                        beside complete versions, or holds no version id
   │     └── ``VersionTakenError`` a new version id is already claimed (the upload picks another)
@@ -34,6 +37,11 @@ class InvalidEventError(SnapmergeError, ValueError):
 
 class MergeInputError(SnapmergeError):
     """An input to a merge is unusable; nothing was published and nothing deleted."""
+
+
+class SnapshotFormatError(MergeInputError):
+    """A format cannot be told, or merging would change the base's without the operator's consent
+    (readers on an older chromadb line could no longer open it). Nothing was uploaded."""
 
 
 class SnapshotError(SnapmergeError):

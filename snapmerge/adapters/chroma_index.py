@@ -15,40 +15,51 @@ Chroma's ``update``/``upsert`` merge metadata keys; a key set to ``None`` is del
 (:func:`~snapmerge.adapters.memory_index.metadata_patch`) makes the result equal the last write.
 Every call carries at most ``client.get_max_batch_size()`` records.
 
-Collection rules: a directory holds exactly one collection, whatever its name (deltas say
-``receipt_words`` where snapshots say ``words``); more than one is refused as ambiguous. A new
+Collection rules: a directory holds exactly one collection (more than one is refused as
+ambiguous), and it must be the merge's collection: ``receipt_words`` and ``words`` are one
+collection (deltas use the longer spelling), a ``lines`` input or base in a ``words`` merge is
+refused. A new
 target gets ``embedding_function=None`` and the HNSW distance space of the first source (Chroma's
 default ``l2`` unless the sources say otherwise), so merging never changes a collection's query
 semantics; an existing base keeps its own configuration untouched.
 
+Format (:mod:`snapmerge.adapters.chroma_format`): opening a directory migrates it to the running
+chromadb's format, which readers on an older line cannot open. Before the target is opened its
+format is read from the file; a base older than the running chromadb is refused unless the
+operator allows the upgrade (``SNAPMERGE_ALLOW_FORMAT_UPGRADE``), a base or source newer than it
+is refused (opening it would panic), and after the target is closed its format is read again.
+``MergeStats`` records both formats and whether the merge upgraded one. ``read_records``,
+``count`` and ``digest`` refuse the same directories a merge target would, for the same reason.
+
 Files: every client is closed and then garbage-collected before a method returns — ``close()``
 alone leaves one SQLite handle behind in a reference cycle — so the directory can be tarred,
 moved or deleted at once. Library errors become :class:`~snapmerge.errors.MergeInputError`.
+
+chromadb lines ``>=1.0.21,<1.6``: clients are opened and closed by
+:mod:`snapmerge.adapters.chroma_client`.
 """
 
 from __future__ import annotations
 
 import gc
-import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import chromadb
 import numpy as np
 import numpy.typing as npt
 from chromadb.api import ClientAPI
-from chromadb.api.client import Client
 from chromadb.api.models.Collection import Collection
-from chromadb.config import Settings
-from chromadb.errors import ChromaError
 
+from snapmerge.adapters import chroma_format as fmt
+from snapmerge.adapters.chroma_client import close_client, open_client, running_format
 from snapmerge.adapters.memory_index import (
     MergePlan,
     _timings,
+    check_collection,
     check_count,
     check_dimension,
     classify,
@@ -58,16 +69,13 @@ from snapmerge.adapters.memory_index import (
     resolve_dimension,
 )
 from snapmerge.domain import MergeStats, Record
-from snapmerge.errors import MergeInputError
+from snapmerge.errors import MergeInputError, SnapshotFormatError
 
-DB_FILE = "chroma.sqlite3"
+__all__ = ["ChromaIndex", "close_client", "raw_upsert", "running_format"]
+
+DB_FILE = fmt.DB_FILE
 DEFAULT_SPACE = "l2"
 _INCLUDE: Any = ["embeddings", "documents", "metadatas"]
-_LIBRARY_ERRORS = (ChromaError, sqlite3.Error, ValueError, RuntimeError, OSError)
-
-
-def _settings() -> Settings:
-    return Settings(anonymized_telemetry=False, allow_reset=False)
 
 
 @dataclass(frozen=True)
@@ -103,33 +111,19 @@ class _Base:
     dimension: int | None
 
 
-@contextmanager
-def _client(directory: Path, *, collect: bool = True) -> Iterator[ClientAPI]:
-    """An open client, closed on exit; ``collect=False`` leaves the final ``gc`` to the caller."""
-    try:
-        client = chromadb.PersistentClient(path=str(directory), settings=_settings())
-    except _LIBRARY_ERRORS as exc:
-        raise MergeInputError(f"{directory}: corrupt or unreadable Chroma database: {exc}") from exc
-    try:
-        yield client
-    except _LIBRARY_ERRORS as exc:
-        raise MergeInputError(f"{directory}: Chroma failed: {exc}") from exc
-    finally:
-        cast(Client, client).close()
-        if collect:
-            gc.collect()  # the last SQLite handle sits in a reference cycle
-
-
 def _require_index(directory: Path) -> None:
     """Check before opening: a PersistentClient would create a database in any directory."""
     if not (directory / DB_FILE).is_file():
         raise MergeInputError(f"{directory}: not a Chroma directory (no {DB_FILE})")
 
 
-def _only_collection(client: ClientAPI, directory: Path) -> Collection:
+def _only_collection(client: ClientAPI, directory: Path, expected: str | None = None) -> Collection:
+    """The directory's one collection; with ``expected``, it must be that collection."""
     names = [c.name for c in client.list_collections()]
     if len(names) != 1:
         raise MergeInputError(f"{directory}: expected one collection, found {names}")
+    if expected is not None:
+        check_collection(names[0], expected, directory)
     return client.get_collection(names[0], embedding_function=None)
 
 
@@ -224,38 +218,53 @@ def _apply(col: Collection, plan: MergePlan[_Row], base: Mapping[str, _Row], siz
 
 
 class ChromaIndex:
-    """The production ``IndexEngine``. ``max_batch_size`` can only lower Chroma's own limit."""
+    """The production ``IndexEngine``. ``max_batch_size`` can only lower Chroma's own limit.
 
-    def __init__(self, max_batch_size: int | None = None) -> None:
+    ``allow_format_upgrade`` None reads ``SNAPMERGE_ALLOW_FORMAT_UPGRADE`` at each merge.
+    """
+
+    def __init__(
+        self, max_batch_size: int | None = None, *, allow_format_upgrade: bool | None = None
+    ) -> None:
         self._cap = max_batch_size
+        self._allow_upgrade = allow_format_upgrade
 
     def _batch(self, client: ClientAPI) -> int:
         limit = int(client.get_max_batch_size())
         return min(limit, self._cap) if self._cap else limit
+
+    def _allowed(self) -> bool:
+        return fmt.upgrade_allowed() if self._allow_upgrade is None else self._allow_upgrade
+
+    def _require_readable(self, directory: Path) -> None:
+        """Opening a directory migrates it: reading one must not change its format either."""
+        _require_index(directory)
+        found = fmt.read_format(directory)
+        fmt.check_base(found, running_format(), directory, allow=self._allowed())
 
     def write(self, directory: Path, records: Sequence[Record], collection: str) -> None:
         """Create a new index (default space, no embedding function) holding ``records``."""
         if (directory / DB_FILE).exists():
             raise MergeInputError(f"{directory}: already holds an index")
         directory.mkdir(parents=True, exist_ok=True)
-        with _client(directory) as client:
+        with open_client(directory) as client:
             _add(_create(client, collection, None), records, self._batch(client))
 
     def read_records(self, directory: Path, page_size: int = 1000) -> Iterator[list[Record]]:
         """Pages of records; the client closes when the iterator is exhausted or closed."""
-        _require_index(directory)
-        with _client(directory) as client:
+        self._require_readable(directory)
+        with open_client(directory) as client:
             for page in _pages(_only_collection(client, directory), page_size):
                 yield [row.to_record() for row in page]
 
     def count(self, directory: Path) -> int:
-        _require_index(directory)
-        with _client(directory) as client:
+        self._require_readable(directory)
+        with open_client(directory) as client:
             return int(_only_collection(client, directory).count())
 
     def digest(self, directory: Path) -> str:
-        _require_index(directory)
-        with _client(directory) as client:
+        self._require_readable(directory)
+        with open_client(directory) as client:
             col = _only_collection(client, directory)
             size = self._batch(client)
             return digest_records(row for page in _pages(col, size) for row in page)
@@ -287,13 +296,15 @@ class ChromaIndex:
         has_base = (target / DB_FILE).exists()
         if not has_base and target.exists() and any(target.iterdir()):
             raise MergeInputError(f"{target}: target is neither empty nor a Chroma directory")
+        allow = self._allowed()
+        before = self._check_formats(target if has_base else None, sources, allow)
         with ExitStack() as stack:
-            base = self._open_base(stack, target) if has_base else None
+            base = self._open_base(stack, target, collection) if has_base else None
             expected = resolve_dimension(dimension, base.dimension if base else None, target)
-            folded = self._read_sources(sources, expected)
+            folded = self._read_sources(sources, expected, collection)
             gc.collect()  # free the closed source clients before the write phase
             if base is None:
-                client = stack.enter_context(_client(target, collect=False))
+                client = stack.enter_context(open_client(target, collect=False))
                 base = _Base(client, _create(client, collection, folded.space), 0, None)
             t_classify = time.perf_counter()
             size = self._batch(base.client)
@@ -303,6 +314,11 @@ class ChromaIndex:
             _apply(base.col, plan, rows, size)
             final_count = int(base.col.count())
         done = time.perf_counter()
+        after = fmt.read_format(target)
+        if before is not None and after != before and not allow:  # the pre-check missed a path
+            raise SnapshotFormatError(
+                f"{target}: the merge changed the base's format from {before} to {after}"
+            )
         check_count(target, base.count, len(plan.new), final_count)
         read_done = started + folded.read_s
         timings = _timings(
@@ -322,12 +338,29 @@ class ChromaIndex:
             dimension=folded.dimension or 0,
             records_merged=plan.total,
             timings_ms=timings,
+            format_before=before.id if before else None,
+            format_after=after.id,
+            format_upgraded=before is not None and after != before,
         )
 
+    @staticmethod
+    def _check_formats(
+        base: Path | None, sources: Sequence[Path], allow: bool
+    ) -> fmt.ChromaFormat | None:
+        """Read every format from the files before chromadb opens (and migrates) any of them."""
+        running = running_format()
+        for path in sources:
+            fmt.check_source(fmt.read_format(path), running, path)
+        if base is None:
+            return None
+        before = fmt.read_format(base)
+        fmt.check_base(before, running, base, allow=allow)
+        return before
+
     @classmethod
-    def _open_base(cls, stack: ExitStack, target: Path) -> _Base:
-        client = stack.enter_context(_client(target, collect=False))
-        col = _only_collection(client, target)
+    def _open_base(cls, stack: ExitStack, target: Path, collection: str) -> _Base:
+        client = stack.enter_context(open_client(target, collect=False))
+        col = _only_collection(client, target, collection)
         return _Base(client, col, int(col.count()), cls._base_dimension(col))
 
     @staticmethod
@@ -337,11 +370,13 @@ class ChromaIndex:
             return None
         return int(np.asarray(res["embeddings"]).shape[-1])
 
-    def _read_sources(self, sources: Sequence[Path], expected: int | None) -> _Folded:
+    def _read_sources(
+        self, sources: Sequence[Path], expected: int | None, collection: str
+    ) -> _Folded:
         out = _Folded(dimension=expected)
         for path in sources:
-            with _client(path, collect=False) as client:
-                col = _only_collection(client, path)
+            with open_client(path, collect=False) as client:
+                col = _only_collection(client, path, collection)
                 out.space = out.space or _space(col)
                 pages = _pages(col, self._batch(client))
                 seen = 0
@@ -374,7 +409,7 @@ def raw_upsert(target: Path, records: Sequence[Record], collection: str) -> floa
     """The naive baseline: upsert every record as is; seconds from open to close (benchmarks)."""
     started = time.perf_counter()
     target.mkdir(parents=True, exist_ok=True)
-    with _client(target) as client:
+    with open_client(target) as client:
         names = [c.name for c in client.list_collections()]
         col = client.get_or_create_collection(
             names[0] if names else collection, embedding_function=None

@@ -150,6 +150,19 @@ def check_dimension(expected: int | None, got: int, source: Path) -> int:
     return got
 
 
+def same_collection(a: str, b: str) -> bool:
+    """``receipt_words`` and ``words`` are one collection (deltas use the longer spelling)."""
+    return a.removeprefix("receipt_") == b.removeprefix("receipt_")
+
+
+def check_collection(found: str, expected: str, where: Path) -> None:
+    """An input or base of another collection (a ``lines`` chunk in a ``words`` merge): refused."""
+    if not same_collection(found, expected):
+        raise MergeInputError(
+            f"{where}: holds collection {found!r}, but this merge is for {expected!r}"
+        )
+
+
 def check_count(target: Path, base_count: int, new_ids: int, final_count: int) -> None:
     if final_count != base_count + new_ids:
         raise MergeInputError(
@@ -221,9 +234,10 @@ class MemoryIndex:
     ) -> MergeStats:
         started = time.perf_counter()
         name, base = self._load_target(target, collection)
+        check_collection(name, collection, target)
         base_dim = dimension_of(next(iter(base.values())).embedding) if base else None
         expected = resolve_dimension(dimension, base_dim, target)
-        loaded = [self._load_source(path) for path in sources]
+        loaded = [self._load_source(path, collection) for path in sources]
         for path, records in zip(sources, loaded, strict=True):
             for record in records:
                 expected = check_dimension(expected, dimension_of(record.embedding), path)
@@ -258,8 +272,9 @@ class MemoryIndex:
             raise MergeInputError(f"{target}: target is neither empty nor an index")
         return collection, {}
 
-    def _load_source(self, path: Path) -> list[Record]:
-        _, records = self._load(path)
+    def _load_source(self, path: Path, collection: str) -> list[Record]:
+        name, records = self._load(path)
+        check_collection(name, collection, path)
         if not records:
             raise MergeInputError(f"{path}: source index holds no records")
         return list(records.values())

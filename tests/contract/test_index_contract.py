@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from snapmerge import synth
-from snapmerge.adapters.chroma_index import ChromaIndex
+from snapmerge.adapters.chroma_index import ChromaIndex, close_client
 from snapmerge.adapters.memory_index import MemoryIndex, digest_records, normalize
 from snapmerge.domain import Record
 from snapmerge.errors import MergeInputError
@@ -117,7 +117,9 @@ def test_metadata_and_document_end_exactly_as_last_written(engine: Engine, tmp_p
         Record("k5", vecs[5], "new doc", {"z": 1}),  # document changed, metadata added
     ]
     make(engine, tmp_path / "base", base)
-    stats = engine.merge(tmp_path / "base", [make(engine, tmp_path / "s", later)], collection="w")
+    stats = engine.merge(
+        tmp_path / "base", [make(engine, tmp_path / "s", later)], collection="words"
+    )
     assert (stats.changed_vectors, stats.metadata_only, stats.new_ids) == (1, 5, 0)
     got = contents(engine, tmp_path / "base")
     assert got == {r.id: normalize(r) for r in later}
@@ -260,7 +262,7 @@ def test_fd_checker_sees_an_unclosed_client(tmp_path: Path) -> None:
     client = chromadb.PersistentClient(path=str(tmp_path / "i"))
     client.get_collection("words").count()
     assert open_files_under(tmp_path) != []
-    client.close()
+    close_client(client)
 
 
 def test_engines_agree_on_digest(tmp_path: Path) -> None:
@@ -306,3 +308,31 @@ def test_chroma_calls_respect_max_batch_size(
     assert len(sizes["add"]) >= 4 and len(sizes["update"]) >= 4  # 25 new, 30 changed
     assert (stats.new_ids, stats.changed_vectors, stats.metadata_only) == (25, 15, 15)
     assert engine.digest(tmp_path / "base") == expected_digest(base, later)
+
+
+@pytest.mark.parametrize("spelling", ["lines", "receipt_lines"])
+def test_input_of_another_collection_is_refused(
+    engine: Engine, tmp_path: Path, spelling: str
+) -> None:
+    """Issue 10 case 5: a ``lines`` chunk in a ``words`` merge; the spellings of one collection
+    (``receipt_words`` / ``words``) still merge together."""
+    base = make(engine, tmp_path / "base", synth.records(1, 20, DIM), "words")
+    before = engine.digest(base)
+    good = make(engine, tmp_path / "good", synth.records(2, 5, DIM, "g"), "receipt_words")
+    other = make(engine, tmp_path / "other", synth.records(3, 5, DIM, "l"), spelling)
+    for target in (base, tmp_path / "new"):
+        with pytest.raises(MergeInputError, match=rf"{tmp_path / 'other'}: .*'{spelling}'"):
+            engine.merge(target, [good, other], collection="words")
+    assert engine.digest(base) == before
+    assert not (tmp_path / "new" / "chroma.sqlite3").exists()
+    stats = engine.merge(base, [good], collection="receipt_words")
+    assert stats.new_ids == 5
+
+
+def test_base_of_another_collection_is_refused(engine: Engine, tmp_path: Path) -> None:
+    base = make(engine, tmp_path / "base", synth.records(1, 20, DIM), "lines")
+    before = engine.digest(base)
+    src = make(engine, tmp_path / "s", synth.records(2, 5, DIM, "n"), "receipt_words")
+    with pytest.raises(MergeInputError, match=rf"{tmp_path / 'base'}: .*'lines'.*'words'"):
+        engine.merge(base, [src], collection="words")
+    assert engine.digest(base) == before

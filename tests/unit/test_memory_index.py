@@ -137,7 +137,7 @@ def test_merge_keeps_base_collection_name(tmp_path: Path) -> None:
     engine = MemoryIndex()
     synth.write_index(engine, tmp_path / "base", synth.records(1, 3, 4), "words")
     synth.write_index(engine, tmp_path / "s", synth.records(2, 3, 4, "n"), "receipt_words")
-    engine.merge(tmp_path / "base", [tmp_path / "s"], collection="ignored")
+    engine.merge(tmp_path / "base", [tmp_path / "s"], collection="receipt_words")
     assert json.loads((tmp_path / "base" / RECORDS_NAME).read_text())["collection"] == "words"
 
 
