@@ -56,6 +56,8 @@ class VersionManifest:
     height: int = 0  # 0: unknown (a manifest written before the log existed)
     root: str | None = None
     inputs_digest: str = ""
+    format: str = ""  # on-disk chromadb format id of the version ("" where unknown)
+    format_upgraded_from: str = ""  # the base's format, when the operator allowed an upgrade
     state: str = EntryState.COMPLETE.value
 
     def to_json(self) -> str:
@@ -78,6 +80,8 @@ class VersionManifest:
                 height=int(raw.get("height", 0)),
                 root=str(raw["root"]) if raw.get("root") else None,
                 inputs_digest=str(raw.get("inputs_digest", "")),
+                format=str(raw.get("format") or ""),
+                format_upgraded_from=str(raw.get("format_upgraded_from") or ""),
                 state=str(EntryState(raw.get("state", EntryState.COMPLETE.value))),
             )
         except (ValueError, KeyError, TypeError) as exc:

@@ -86,6 +86,8 @@ def receipt_payload(manifest: VersionManifest, request: FinalMergeRequest) -> di
         "path": manifest.path,
         "digest": manifest.digest,
         "inputs_digest": manifest.inputs_digest,
+        "snapshot_format": manifest.format,
+        "format_upgraded": bool(manifest.format_upgraded_from),
     }
 
 
@@ -110,6 +112,8 @@ def replayed_result(receipt: dict[str, Any], request: FinalMergeRequest) -> Fina
             lock_hold_ms=0.0,
             replayed=True,
             digest=str(receipt.get("digest", "")),
+            snapshot_format=str(receipt.get("snapshot_format") or ""),
+            format_upgraded=bool(receipt.get("format_upgraded", False)),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise SnapshotError(f"receipt of batch {request.batch_id} is unreadable: {exc}") from exc

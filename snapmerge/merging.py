@@ -97,7 +97,6 @@ HOOK_STEPS = (
 )
 
 
-
 @dataclass(frozen=True)
 class BuiltVersion:
     """A merged snapshot on local disk, not yet published."""
@@ -305,6 +304,8 @@ class MergeKit:
             height=height,
             root=root,
             inputs_digest=inputs,
+            format=stats.format_after or "",
+            format_upgraded_from=(stats.format_before or "") if stats.format_upgraded else "",
         )
         self.hook("after_build")
         return BuiltVersion(version, target, manifest, stats, base, base_manifest)
@@ -487,5 +488,7 @@ def make_result(
         delta_count=request.delta_count,
         records_merged=built.stats.records_merged,
         digest=built.manifest.digest,
+        snapshot_format=built.manifest.format,
+        format_upgraded=bool(built.manifest.format_upgraded_from),
         **lease_stats,
     )
