@@ -31,16 +31,17 @@ import argparse
 import json as jsonlib
 import shutil
 import statistics
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import DB, PATHS, bench_kit, merger, mkdir, percentile, upload_batch
-from bench.recording import Fingerprints, RecordingBlobStore, RecordingLeaseTable, RunRecord
+from bench.common import DB, PATHS, bench_kit, mkdir, percentile, upload_batch
+from bench.crowd import Crowd, Job
+from bench.recording import Fingerprints, RunRecord
 from snapmerge import synth
 from snapmerge.adapters.chroma_index import ChromaIndex
 from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
@@ -117,38 +118,33 @@ def _batches(level: int, base: _Base, records: int, chunks: int, overlap: int) -
 
 
 def _run_once(
-    cloud: EmbeddedAWS, base: _Base, batches: list[_Batch], path: MergePath, work: Path
+    cloud: EmbeddedAWS,
+    crowd: Crowd,
+    base: _Base,
+    batches: list[_Batch],
+    path: MergePath,
+    work: Path,
 ) -> dict[str, Any]:
     """One crowd of ``len(batches)`` executions of ``path`` in a fresh bucket; its figures."""
     name = f"crowd-{path.value.replace('_', '')}-{len(batches)}-{time.time_ns() % 10**9}"
     cloud.create_bucket(name)
     cloud.create_table(name)
-    raw, engine, record = S3BlobStore(name), ChromaIndex(), RunRecord()
+    raw, engine = S3BlobStore(name), ChromaIndex()
     base.publish(raw)
-    requests = [upload_batch(engine, raw, work, b.batch_id, b.chunks) for b in batches]
-    results: list[FinalMergeResult | None] = [None] * len(batches)
-    errors: list[str] = []
-    start = threading.Barrier(len(batches) + 1)
-
-    def execution(i: int) -> None:
-        blobs = RecordingBlobStore(raw, record)
-        leases = RecordingLeaseTable(DynamoLeaseTable(name), record)
-        kit = bench_kit(blobs, engine, leases, name, work / name / f"lambda-{i}")
-        start.wait()
-        try:
-            results[i] = merger(path, kit).run(requests[i])
-        except Exception as exc:  # a failed execution is a figure, not a crash of the bench
-            errors.append(f"{requests[i].batch_id}: {type(exc).__name__}: {exc}")
-
-    threads = [threading.Thread(target=execution, args=(i,)) for i in range(len(batches))]
-    for t in threads:
-        t.start()
-    start.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    makespan = time.perf_counter() - began
-    done = [r for r in results if r is not None]
+    jobs = [
+        Job(
+            name,
+            name,
+            path,
+            upload_batch(engine, raw, work, b.batch_id, b.chunks),
+            work / name / b.batch_id,
+        )
+        for b in batches
+    ]
+    makespan, outcomes = crowd.run(jobs)
+    record = RunRecord.merged(o.record for o in outcomes)
+    done = [o.result for o in outcomes if o.result is not None]
+    errors = [o.error for o in outcomes if o.error is not None]
     figures = _figures(path, batches, done, record, errors, makespan)
     figures["conservation"] = _conservation(raw, engine, base, batches, done, record, work / name)
     raw.delete(raw.list(""))  # moto keeps objects in memory: free them before the next run
@@ -165,9 +161,9 @@ def _figures(
     makespan: float,
 ) -> dict[str, Any]:
     holds = record.holds_ms or [0.0]
-    published = set(record.published)
+    order = record.publish_order
     reported = [getattr(r, "wasted_builds", None) for r in done]
-    per_publish = [len(_consumed(v, done)) or 1 for v in record.published]
+    per_publish = [len(_consumed(v, done)) or 1 for v in order]
     return {
         "path": path.value,
         "executions": len(batches),
@@ -183,7 +179,7 @@ def _figures(
         "fallbacks": sum(bool(r.fallback_to_legacy) for r in done),
         "publishes": len(record.published),
         "builds_uploaded": len(record.uploaded),
-        "wasted_builds": len(record.uploaded - published),
+        "wasted_builds": len(record.uploaded - set(order)),
         "wasted_builds_reported": sum(reported) if all(w is not None for w in reported) else None,
         "batches_per_publish": round(statistics.mean(per_publish), 2) if per_publish else 0.0,
         "coalesced": sum(1 for r in done if _coalesced(r)),
@@ -223,7 +219,7 @@ def _conservation(
     expected = Fingerprints(dict(base.fingerprints.by_id))
     by_id = {b.batch_id: b for b in batches}
     applied: list[str] = []
-    for version in record.published:
+    for version in record.publish_order:
         for batch_id in _consumed(version, done):
             applied.append(batch_id)
             expected.apply(r for chunk in by_id[batch_id].chunks for r in chunk)
@@ -284,6 +280,7 @@ def run(
     overlap: int = FULL["overlap"],
     repeats: int = FULL["repeats"],
     json: bool = False,
+    threads: bool = False,
 ) -> dict[str, Any]:
     """Every level, both paths, ``repeats`` times; print a table (or JSON); return the figures."""
     out: dict[str, Any] = {
@@ -295,6 +292,7 @@ def run(
         "chunks": chunks,
         "overlap": overlap,
         "repeats": repeats,
+        "executions_as": "threads in one process" if threads else "one spawned process each",
         "runs": [],
         "levels": [],
     }
@@ -302,6 +300,7 @@ def run(
         tempfile.TemporaryDirectory(prefix="bench-contention-") as tmp,
         EmbeddedAWS() as cloud,
         cloud.environment(),
+        Crowd(max(levels), threads=threads) as crowd,
     ):
         work = Path(tmp)
         started = time.perf_counter()
@@ -312,13 +311,26 @@ def run(
             by_path: dict[MergePath, list[dict[str, Any]]] = {p: [] for p in PATHS}
             for rep in range(repeats):
                 for path in PATHS if (rep + level) % 2 == 0 else PATHS[::-1]:
-                    figures = _run_once(cloud, seed, batches, path, work)
+                    figures = _run_once(cloud, crowd, seed, batches, path, work)
                     figures["repeat"] = rep
+                    _progress(figures)
                     out["runs"].append(figures)
                     by_path[path].append(figures)
             out["levels"].append(_level(level, by_path))
     print(jsonlib.dumps(out, indent=2) if json else render(out), flush=True)
     return out
+
+
+def _progress(f: dict[str, Any]) -> None:
+    """One line per run on stderr, so a long run that is stopped still leaves its figures."""
+    print(
+        f"[contention] {f['executions']:>2} x {f['path']:<9} rep {f['repeat']}: "
+        f"makespan {f['makespan_s']:.2f} s, hold p50/p99 {f['hold_p50_ms']}/{f['hold_p99_ms']} "
+        f"ms, CAS failures {f['cas_failures']}, wasted {f['wasted_builds']}, "
+        f"conserved {f['conservation']['ok']}, errors {len(f['errors'])}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _level(level: int, by_path: dict[MergePath, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -334,7 +346,8 @@ def render(out: dict[str, Any]) -> str:
     lines = [
         f"contention: {out['base']}-record base, {out['dimension']}-d, {out['records']} records "
         f"per batch in {out['chunks']} chunks ({out['overlap']} rewrite shared base ids), "
-        f"medians of {out['repeats']} repeat(s); L = legacy, 2P = two-phase",
+        f"medians of {out['repeats']} repeat(s), executions as {out['executions_as']}; "
+        "L = legacy, 2P = two-phase",
         f"{'execs':>5} | {'makespan s L':>12} {'2P':>7} {'2P/L':>5} | "
         f"{'hold p50/p99 ms L':>17} {'2P':>13} | {'CAS fail L/2P':>13} | "
         f"{'wasted L/2P':>11} | {'batches/pub L/2P':>16} | conserved",
@@ -383,6 +396,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=None, help="intermediates per batch")
     parser.add_argument("--overlap", type=int, default=None, help="records rewriting base ids")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument(
+        "--threads",
+        action="store_true",
+        help="run the executions as threads of this process (the GIL then inflates lock holds)",
+    )
     args = parser.parse_args(argv)
     options: dict[str, Any] = dict(QUICK if args.quick else FULL)
     for name in ("levels", "dimension", "base", "records", "chunks", "overlap", "repeats"):
@@ -391,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             options[name] = value
     if min(options["levels"]) < 1 or options["repeats"] < 1 or options["records"] < 1:
         parser.error("levels, repeats and records must be >= 1")
-    run(json=args.json, **options)
+    run(json=args.json, threads=args.threads, **options)
     return 0
 
 

@@ -31,13 +31,39 @@ from snapmerge.snapshots import MANIFEST_NAME
 
 @dataclass
 class RunRecord:
-    """Shared by every execution of one run; all methods are thread-safe."""
+    """What one execution (or a whole run, :meth:`merged`) saw; thread-safe, picklable.
+
+    ``published`` holds ``(time.time(), version)`` per landed pointer write: wall-clock times
+    order the publishes of executions in different processes (each publish reads the pointer
+    the one before it wrote, so two landed writes are never close enough to tie).
+    """
 
     holds_ms: list[float] = field(default_factory=list)
     uploaded: set[str] = field(default_factory=set)
-    published: list[str] = field(default_factory=list)
+    published: list[tuple[float, str]] = field(default_factory=list)
     _open: dict[tuple[str, int], float] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def merged(cls, records: Iterable[RunRecord]) -> RunRecord:
+        out = cls()
+        for r in records:
+            out.holds_ms += r.holds_ms
+            out.uploaded |= r.uploaded
+            out.published += r.published
+        out.published.sort()
+        return out
+
+    @property
+    def publish_order(self) -> list[str]:
+        return [version for _, version in sorted(self.published)]
 
     def granted(self, grant: LeaseGrant) -> None:
         with self._lock:
@@ -55,7 +81,7 @@ class RunRecord:
 
     def publish(self, version: str) -> None:
         with self._lock:
-            self.published.append(version)
+            self.published.append((time.time(), version))
 
 
 class RecordingLeaseTable:
