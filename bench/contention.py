@@ -162,8 +162,9 @@ def _figures(
 ) -> dict[str, Any]:
     holds = record.holds_ms or [0.0]
     order = record.publish_order
-    reported = [getattr(r, "wasted_builds", None) for r in done]
+    reported = [r.wasted_builds for r in done]
     per_publish = [len(_consumed(v, done)) or 1 for v in order]
+    wasted = len(record.uploaded - set(order))
     return {
         "path": path.value,
         "executions": len(batches),
@@ -179,7 +180,8 @@ def _figures(
         "fallbacks": sum(bool(r.fallback_to_legacy) for r in done),
         "publishes": len(record.published),
         "builds_uploaded": len(record.uploaded),
-        "wasted_builds": len(record.uploaded - set(order)),
+        "wasted_builds": wasted,
+        "wasted_per_publish": round(wasted / len(order), 2) if order else None,
         "wasted_builds_reported": sum(reported) if all(w is not None for w in reported) else None,
         "batches_per_publish": round(statistics.mean(per_publish), 2) if per_publish else 0.0,
         "coalesced": sum(1 for r in done if _coalesced(r)),
@@ -195,15 +197,14 @@ def _consumed(version: str, done: list[FinalMergeResult]) -> list[str]:
     """
     mine = [r for r in done if r.version == version]
     for r in mine:
-        named = list(getattr(r, "consumed_batches", ()) or ())
+        named = list(r.consumed_batches)
         if named:
             return named
     return [r.batch_id for r in mine]
 
 
 def _coalesced(result: FinalMergeResult) -> bool:
-    by = getattr(result, "published_by", None)
-    return by is not None and by != result.batch_id
+    return result.published_by is not None and result.published_by != result.batch_id
 
 
 def _conservation(
@@ -261,6 +262,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "fallbacks",
                 "publishes",
                 "wasted_builds",
+                "wasted_per_publish",
                 "wasted_builds_reported",
                 "batches_per_publish",
                 "coalesced",
