@@ -17,7 +17,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -137,8 +137,10 @@ class RecordingBlobStore:
     def upload_file(self, key: str, path: Path) -> None:
         self.inner.upload_file(key, path)
 
-    def download_file(self, key: str, path: Path) -> None:
-        self.inner.download_file(key, path)
+    def download_file(
+        self, key: str, path: Path, *, progress: Callable[[int], None] | None = None
+    ) -> None:
+        self.inner.download_file(key, path, progress=progress)
 
     def list(self, prefix: str) -> list[str]:
         return self.inner.list(prefix)
