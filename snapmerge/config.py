@@ -63,6 +63,8 @@ class Settings:
     max_tarball_bytes: int = 2 * 1024**3
     lock_wait_timeout: timedelta = timedelta(minutes=5)
     rebuild_from_newest: bool = False  # a missing pointer: build on the newest complete version
+    lineage_check: bool = True  # the cheap lineage check after each publish (off the lock)
+    lineage_confirm_after: timedelta = timedelta(0)  # beside the original compactor: 15 minutes
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -96,4 +98,9 @@ class Settings:
             lock_wait_timeout=timedelta(seconds=_float(env, "SNAPMERGE_LOCK_WAIT_SECONDS", 300)),
             rebuild_from_newest=env.get("SNAPMERGE_REBUILD_FROM_NEWEST", "").lower()
             in ("1", "true", "yes"),
+            lineage_check=env.get("SNAPMERGE_LINEAGE_CHECK", "1").lower()
+            not in ("0", "false", "no"),
+            lineage_confirm_after=timedelta(
+                seconds=_float(env, "SNAPMERGE_LINEAGE_CONFIRM_AFTER_SECONDS", 0)
+            ),
         )
