@@ -15,6 +15,7 @@ BENCHMARKS = {
     "locks": ("bench.locks", "lock hold and wait, legacy vs two-phase; contention runs"),
     "flags": ("bench.flags", "flag evaluation cost vs InMemoryProvider; kill-switch latency"),
     "judge": ("bench.judge", "the judge's false-rollback and detection rates (simulated)"),
+    "lineage": ("bench.lineage", "lineage verify and repair on the compactor scenario"),
 }
 
 
@@ -32,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="run a benchmark (merge, locks, flags, judge, all)",
+        help="run a benchmark (merge, locks, flags, judge, lineage, all)",
         description="\n".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
