@@ -22,12 +22,15 @@ lost publish can be repaired from what is still on S3 (``snapmerge/lineage_repai
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from snapmerge.commit_log import CommitLog
 from snapmerge.domain import LATEST_DIRECT, Database, Keys, Record, VersionId
@@ -192,7 +195,8 @@ class LineageChecker:
         self.workdir = workdir
         self.confirm_after = confirm_after
         self.now = now or datetime.now(UTC)
-        self._records: dict[VersionId | None, dict[str, Record]] = {None: {}}
+        self._seen: dict[VersionId | None, dict[str, bytes]] = {None: {}}
+        self._dirs: dict[VersionId, Path] = {}
 
     def receipts(self) -> list[Publish]:
         """Every publish a receipt records (a repair's too)."""
@@ -265,17 +269,17 @@ class LineageChecker:
             return None
         by_log = chain.complete  # our chain all the way down, and V is not on it
         try:
-            ours = self._read(publish.version)
-            base = self._read(publish.base_version)
-            current = self._read(head)
+            ours = self._prints(publish.version)
+            base = self._prints(publish.base_version)
+            current = self._prints(head)
         except (SnapshotError, StoreError) as exc:
             if by_log:
                 return Loss(publish, head, "log")
             return f"the chain stops at {chain.stopped_at or 'the walk floor'} and {exc}"
         missing, reverted = [], []
-        for rid, record in ours.items():
+        for rid, print_ in ours.items():
             before = base.get(rid)
-            if before == record:
+            if before == print_:
                 continue  # not V's write
             now = current.get(rid)
             if now is None:
@@ -284,7 +288,7 @@ class LineageChecker:
                 reverted.append(rid)
         if not missing and not reverted:
             return None
-        restore = tuple(ours[rid] for rid in sorted(missing + reverted))
+        restore = self._records_of(publish.version, set(missing + reverted))
         return Loss(
             publish, head, "content", tuple(sorted(missing)), tuple(sorted(reverted)), restore
         )
@@ -313,17 +317,32 @@ class LineageChecker:
         aware = when if when.tzinfo else when.replace(tzinfo=UTC)
         return self.now - aware >= self.confirm_after
 
-    def _read(self, version: VersionId | None) -> dict[str, Record]:
-        """Every record of a version (empty for no version), read once per check."""
-        if version in self._records:
-            return self._records[version]
+    def _prints(self, version: VersionId | None) -> dict[str, bytes]:
+        """id → content fingerprint of every record of a version (empty for none), once per
+        check: a few dozen bytes a record, never the records themselves."""
+        if version in self._seen:
+            return self._seen[version]
         assert version is not None
-        dest = self.workdir / f"v{len(self._records)}"
+        dest = self.workdir / f"v{len(self._seen)}"
         if version == LATEST_DIRECT:
             if self.store.read_legacy_latest(dest) is None:
                 raise SnapshotError(f"{Keys.legacy_latest_prefix(self.store.db)} is gone")
         else:
             self.store.download_version(version, dest)
-        records = {r.id: r for page in self.engine.read_records(dest) for r in page}
-        self._records[version] = records
-        return records
+        prints = {r.id: fingerprint(r) for page in self.engine.read_records(dest) for r in page}
+        self._seen[version], self._dirs[version] = prints, dest
+        return prints
+
+    def _records_of(self, version: VersionId, ids: set[str]) -> tuple[Record, ...]:
+        """The records ``ids`` of a version already read, with their content."""
+        found = [
+            r for page in self.engine.read_records(self._dirs[version]) for r in page if r.id in ids
+        ]
+        return tuple(sorted(found, key=lambda r: r.id))
+
+
+def fingerprint(record: Record) -> bytes:
+    """A digest of one record's content: vector (as float64 bytes), document and metadata."""
+    digest = hashlib.sha256(np.asarray(record.embedding, dtype=np.float64).tobytes())
+    digest.update(json.dumps([record.document, record.metadata], sort_keys=True).encode())
+    return digest.digest()
