@@ -74,7 +74,8 @@ def _lineage_settings(args: argparse.Namespace) -> Any:
         env["CHROMADB_BUCKET"] = args.bucket
     if getattr(args, "table", None):
         env["DYNAMODB_TABLE_NAME"] = args.table
-    env.setdefault("DYNAMODB_TABLE_NAME", "-")  # verify never touches the lock table
+    if args.action == "verify":
+        env.setdefault("DYNAMODB_TABLE_NAME", "-")  # verify never touches the lock table
     return replace(Settings.from_env(env), lineage_check=True)
 
 
