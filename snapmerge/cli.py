@@ -112,7 +112,7 @@ def _verify_one(settings: Any, db: Any) -> tuple[dict[str, Any], list[str], bool
     store = SnapshotStore(S3BlobStore(settings.bucket), db)
     with tempfile.TemporaryDirectory(prefix="lineage-") as work:
         report = LineageChecker(store, ChromaIndex(), Path(work)).verify()
-    return report.to_json(), report.describe(), bool(report.lost)
+    return report.to_json(), report.describe(), bool(report.lost or report.unverifiable)
 
 
 def _repair_one(settings: Any, db: Any) -> tuple[dict[str, Any], list[str], bool]:

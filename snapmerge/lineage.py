@@ -250,7 +250,8 @@ class LineageChecker:
                     queue.append(below)
                     seen.add(below.version)
             elif isinstance(verdict, str):
-                unknown.append((publish.version, verdict))
+                if publish.version in pending:  # a confirmed publish whose data retention took
+                    unknown.append((publish.version, verdict))  # is not asked again
             elif self._confirmable(publish, pending, head):
                 self.store.blobs.delete([Keys.lineage_pending(self.store.db, publish.version)])
                 confirmed.append(publish.version)

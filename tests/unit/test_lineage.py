@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,9 +11,16 @@ import pytest
 from rollout.metric_names import MetricName, Unit
 from rollout.metrics import MergeMetrics
 from snapmerge.adapters.memory import MemoryBlobStore
+from snapmerge.adapters.memory_index import MemoryIndex
 from snapmerge.commit_log import VersionManifest
 from snapmerge.domain import Database, FinalMergeResult, MergePath, VersionId
-from snapmerge.lineage import Publish, mark_pending, pending_publishes, walk_chain
+from snapmerge.lineage import (
+    LineageChecker,
+    Publish,
+    mark_pending,
+    pending_publishes,
+    walk_chain,
+)
 from snapmerge.snapshots import SnapshotStore
 
 DB = Database.WORDS
@@ -94,3 +102,26 @@ def test_lost_publishes_is_an_emf_count_under_the_two_dimensions(
     assert names[MetricName.LOST_PUBLISHES.value] == Unit.COUNT.value
     assert blob["LostPublishes"] == [2.0]
     assert blob["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["MergePath", "Collection"]]
+
+
+@pytest.mark.parametrize("pending", [True, False])
+def test_an_unconfirmed_publish_whose_data_is_gone_cannot_be_decided(
+    pending: bool, tmp_path: Path
+) -> None:
+    """The chain stops at an original version and V's data is gone: reported only while V is
+    unconfirmed (a confirmed publish is not asked again)."""
+    store = SnapshotStore(MemoryBlobStore(), DB)
+    data(store, v(1), None, 1)
+    data(store, v(2), v(1), 2)
+    original = VersionId("20240103_000000")
+    store.blobs.put(store.version_prefix(original) + "chroma.sqlite3", b"x")
+    store.blobs.put(store.pointer_key, original.encode())
+    store.delete_version(v(2))  # its data gone, its entry retired
+    if pending:
+        mark_pending(store.blobs, DB, Publish(v(2), v(1), "b2"))
+    checker = LineageChecker(store, MemoryIndex(), tmp_path)
+
+    report = checker.check([Publish(v(2), v(1), "b2")], pending={v(2)} if pending else set())
+
+    assert report.lost == ()
+    assert [version for version, _ in report.unverifiable] == ([v(2)] if pending else [])
