@@ -16,6 +16,7 @@ BENCHMARKS = {
     "contention": ("bench.contention", "1..16 final merges at once on one collection, both paths"),
     "flags": ("bench.flags", "flag evaluation cost vs InMemoryProvider; kill-switch latency"),
     "judge": ("bench.judge", "the judge's false-rollback and detection rates (simulated)"),
+    "lineage": ("bench.lineage", "lineage verify and repair on the compactor scenario"),
 }
 
 
@@ -33,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="run a benchmark (merge, locks, contention, flags, judge, all)",
+        help="run a benchmark (merge, locks, contention, flags, judge, lineage, all)",
         description="\n".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -13,6 +13,7 @@ skipping (which would lose the batch).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from snapmerge.domain import FinalMergeRequest, FinalMergeResult, MergePath
 from snapmerge.exactly_once import Replay, receipt_payload
@@ -60,8 +61,8 @@ class LegacyFinalMerge:
                 },
             )
             receipt = receipt_payload(outcome.manifest, request)
-            self.kit.finish(request, result, cleanup=not defer_cleanup, receipt=receipt)
-            return result
+            lost = self.kit.finish(request, result, cleanup=not defer_cleanup, receipt=receipt)
+            return replace(result, lost_publishes=lost)
         finally:
             lease.release()
 

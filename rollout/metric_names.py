@@ -70,6 +70,9 @@ class MetricName(StrEnum):
     BATCHES_PER_PUBLISH = "BatchesPerPublish"
     COALESCED_BATCHES = "CoalescedBatches"
     WASTED_BUILDS = "WastedBuilds"
+    # Earlier publishes that the lineage check after this merge found overwritten by a writer
+    # outside the CAS (docs/compatibility.md, "Lineage check and repair"); alarmed in infra.
+    LOST_PUBLISHES = "LostPublishes"
     # Kept from the original pipeline so its dashboards keep working. Its CompactionLockDuration
     # measured acquisition latency, not hold time, and is not kept: LockWaitTime says it plainly.
     COMPACTION_LOCK_COLLISION = "CompactionLockCollision"

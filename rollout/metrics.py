@@ -266,6 +266,7 @@ def _result_values(result: FinalMergeResult) -> dict[MetricName, float]:
         MetricName.RECORDS_MERGED: result.records_merged,
         MetricName.FINAL_MERGE_DURATION: result.processing_time_seconds * 1000.0,
         MetricName.MERGE_ERRORS: 0,
+        MetricName.LOST_PUBLISHES: result.lost_publishes,
         MetricName.COMPACTION_LOCK_COLLISION: result.lock_contention,
         MetricName.COMPACTION_LOCK_WAIT_TIME: result.lock_wait_ms,
     }

@@ -85,6 +85,8 @@ class Settings:
     verify_margin: timedelta = DEFAULT_VERIFY_MARGIN
     """Lease time ``verify`` demands right before a pointer write."""
     rebuild_from_newest: bool = False  # a missing pointer: build on the newest complete version
+    lineage_check: bool = True  # the cheap lineage check after each publish (off the lock)
+    lineage_confirm_after: timedelta = timedelta(0)  # beside the original compactor: 15 minutes
 
     def check_leases(self) -> None:
         """Refuse lease settings under which no merge can publish, naming the variables.
@@ -179,6 +181,11 @@ class Settings:
             ),
             rebuild_from_newest=env.get("SNAPMERGE_REBUILD_FROM_NEWEST", "").lower()
             in ("1", "true", "yes"),
+            lineage_check=env.get("SNAPMERGE_LINEAGE_CHECK", "1").lower()
+            not in ("0", "false", "no"),
+            lineage_confirm_after=timedelta(
+                seconds=_float(env, "SNAPMERGE_LINEAGE_CONFIRM_AFTER_SECONDS", 0)
+            ),
         )
         settings.check_leases()
         settings.check_lock_scope(env)

@@ -149,6 +149,19 @@ class Keys:
         """What a batch's publish returned; a retried final merge answers from it."""
         return S3Key(f"{db.value}/snapshot/receipts/{batch_id}.json")
 
+    @staticmethod
+    def receipts_prefix(db: Database) -> str:
+        return f"{db.value}/snapshot/receipts/"
+
+    @staticmethod
+    def lineage_pending_prefix(db: Database) -> str:
+        """Publishes whose lineage is not confirmed yet (retention keeps them and their bases)."""
+        return f"{db.value}/snapshot/lineage/pending/"
+
+    @staticmethod
+    def lineage_pending(db: Database, version: VersionId) -> S3Key:
+        return S3Key(f"{Keys.lineage_pending_prefix(db)}{version}.json")
+
 
 @dataclass(frozen=True)
 class Pointer:
@@ -225,6 +238,7 @@ class FinalMergeResult:
     consumed_batches: tuple[str, ...] = ()
     published_by: str | None = None
     wasted_builds: int | None = None
+    lost_publishes: int = 0  # earlier publishes the check after this one found overwritten
 
     def __post_init__(self) -> None:
         # a receipt read back from JSON carries a list

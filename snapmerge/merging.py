@@ -62,6 +62,7 @@ from snapmerge.exactly_once import (
     receipt_payload,
     replayed_result,
 )
+from snapmerge.lineage import LineageChecker, mark_pending, publish_of
 from snapmerge.lock import Lease, LeaseLock
 from snapmerge.ports import BlobStore, IndexEngine, LeaseTable
 from snapmerge.snapshots import SKIP, SnapshotStore, VersionManifest, scan_files
@@ -232,8 +233,8 @@ class MergeKit:
         self, request: FinalMergeRequest, replay: Replay, *, cleanup: bool
     ) -> FinalMergeResult:
         """What the first run would have done after its swap: receipt, clean-up, retention."""
-        self.finish(request, replay.result, cleanup=cleanup, receipt=replay.receipt)
-        return replay.result
+        lost = self.finish(request, replay.result, cleanup=cleanup, receipt=replay.receipt)
+        return replace(replay.result, lost_publishes=lost)
 
     # -- the base (snapmerge/bases.py) ---------------------------------------------------------
     def resolve_base(self, db: Database) -> Pointer | None:
@@ -444,8 +445,11 @@ class MergeKit:
         *,
         cleanup: bool,
         receipt: dict[str, Any] | None = None,
-    ) -> None:
-        """After a publish: receipt first, then intermediates, then retention."""
+    ) -> int:
+        """After a publish: receipt, lineage mark, intermediates, lineage check, retention.
+
+        Returns how many earlier publishes the lineage check found overwritten (LostPublishes).
+        """
         store = self.store(request.database)
         if receipt is None:
             entry = store.manifest(result.version)
@@ -454,10 +458,36 @@ class MergeKit:
             receipt = receipt_payload(entry, request)
         store.write_receipt(request.batch_id, receipt)
         self.hook("after_receipt")
+        mark_pending(self.blobs, request.database, publish_of(receipt))
         store.clear_inflight(result.version, result.version)
         if cleanup:
             self.delete_intermediates(request)
+        lost = self.check_lineage(request.database)
         store.apply_retention(self.settings.keep_versions)
+        return lost
+
+    def check_lineage(self, db: Database) -> int:
+        """The cheap lineage check after a publish, off the lock: unconfirmed publishes only.
+
+        Never fails the merge that ran it (its publish stands): a failure is logged and counts 0.
+        """
+        if not self.settings.lineage_check:
+            return 0
+        try:
+            with self.workspace() as work:
+                checker = LineageChecker(
+                    self.store(db),
+                    self.engine,
+                    work,
+                    confirm_after=self.settings.lineage_confirm_after,
+                )
+                report = checker.check_pending()
+        except Exception:
+            log.warning("lineage check of %s failed", db.value, exc_info=True)
+            return 0
+        for line in report.describe()[1:]:
+            log.error("lineage: %s", line)
+        return len(report.lost)
 
     def delete_intermediates(self, request: FinalMergeRequest) -> None:
         """Delete exactly this batch's intermediates (``snapmerge/bases.py``)."""

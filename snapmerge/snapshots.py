@@ -265,9 +265,10 @@ class SnapshotStore:
     def apply_retention(self, keep: int = 4) -> list[VersionId]:
         """Delete all but the newest ``keep`` versions; return the ids deleted.
 
-        Never deleted: the version the pointer names, and any version with an unexpired
-        in-flight marker. Protection is read before the listing, so a version created after we
-        looked is not in the listing at all. Expired markers are removed as garbage.
+        Never deleted: the version the pointer names, any version with an unexpired
+        in-flight marker, and an unconfirmed publish and its base (lineage marks). Protection is
+        read before the listing, so a version created after we looked is not in the listing at
+        all. Expired markers are removed as garbage.
         """
         now = datetime.now(UTC)
         markers = self._markers()
@@ -275,6 +276,7 @@ class SnapshotStore:
         pointer = self.read_pointer()
         if pointer is not None:
             protected.add(pointer.version)
+        protected |= self._lineage_pending()
         versions = self.list_versions()
         doomed = [v for v in versions[: max(0, len(versions) - keep)] if v not in protected]
         for version in doomed:
@@ -283,6 +285,21 @@ class SnapshotStore:
         if expired:
             self.blobs.delete(expired)
         return doomed
+
+    def _lineage_pending(self) -> set[VersionId]:
+        """Publishes whose lineage is unconfirmed, and their bases (``snapmerge/lineage.py``):
+        a repair needs both."""
+        keep: set[VersionId] = set()
+        for key in self.blobs.list(Keys.lineage_pending_prefix(self.db)):
+            blob = self.blobs.get(key)
+            try:
+                raw = json.loads(blob.body) if blob is not None else {}
+                keep.update(
+                    VersionId(str(raw[k])) for k in ("version", "base_version") if raw.get(k)
+                )
+            except (ValueError, TypeError):
+                continue  # an unreadable mark protects nothing
+        return keep
 
     # -- receipts ------------------------------------------------------------------------------
     def write_receipt(self, batch_id: str, payload: dict[str, Any]) -> None:

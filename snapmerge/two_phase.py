@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +126,8 @@ class TwoPhaseFinalMerge:
         stats = meter.stats(failures, fallback)
         result = make_result(request, outcome, self.path, started=started, lease_stats=stats)
         receipt = receipt_payload(outcome.manifest, request)
-        self.kit.finish(request, result, cleanup=not defer_cleanup, receipt=receipt)
-        return result
+        lost = self.kit.finish(request, result, cleanup=not defer_cleanup, receipt=receipt)
+        return replace(result, lost_publishes=lost)
 
     def _publish(
         self,

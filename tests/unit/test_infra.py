@@ -367,10 +367,20 @@ def test_guardrail_alarms_are_the_appconfig_rollback_monitors(template: dict[str
     assert '"Value": "legacy"' not in text
     (environment,) = _resources(template, "AWS::AppConfig::Environment").values()
     monitored = {m["AlarmArn"]["Fn::GetAtt"][0] for m in environment["Properties"]["Monitors"]}
-    assert monitored == set(alarms)
+    guardrails = set(alarms) - {"LostPublishesAlarm"}  # not a rollout guardrail (runbook)
+    assert monitored == guardrails
     role = template["Resources"]["AppConfigMonitorRole"]["Properties"]
     allowed = role["Policies"][0]["PolicyDocument"]["Statement"][0]["Resource"]
-    assert {r["Fn::GetAtt"][0] for r in allowed} == set(alarms)
+    assert {r["Fn::GetAtt"][0] for r in allowed} == guardrails
+
+
+def test_lost_publishes_alarm_sums_every_path_and_collection(template: dict[str, Any]) -> None:
+    alarm = template["Resources"]["LostPublishesAlarm"]["Properties"]
+    (query,) = alarm["Metrics"]
+    expression = query["Expression"]["Fn::Sub"]
+    assert "SUM(LostPublishes)" in expression and "Collection, MergePath" in expression
+    assert MetricName("LostPublishes").unit.value == "Count"
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
 
 
 def test_metric_names_in_alarms_and_dashboard_are_emitted_names(template: dict[str, Any]) -> None:
