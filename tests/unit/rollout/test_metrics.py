@@ -257,7 +257,9 @@ class Rig:
 
     def batch(self, batch_id: str, n: int, seed: int) -> FinalMergeRequest:
         local = self.root / batch_id
-        synth.write_index(self.engine, local, synth.records(seed, n, 8, id_prefix=batch_id), "words")
+        synth.write_index(
+            self.engine, local, synth.records(seed, n, 8, id_prefix=batch_id), "words"
+        )
         upload_directory(self.blobs, local, Keys.intermediate_prefix(batch_id, 0))
         return FinalMergeRequest(batch_id, Database.WORDS, (Keys.intermediate_prefix(batch_id, 0),))
 
