@@ -3,8 +3,8 @@
 The paths get a wrapped bucket and lock table; the wrappers pass every call through and note:
 
 * each lock grant's hold, from ``try_acquire`` returning it to its ``release``;
-* each version whose manifest was written (the last write of an upload: a version was built and
-  uploaded), and each pointer write that landed, in order (a publish).
+* each version whose commit-log entry turned `complete` (every file of it uploaded: a version was
+  built and uploaded), and each pointer write that landed, in order (a publish).
 
 ``uploaded - published`` is then the number of wasted builds, whatever the result shape says.
 :class:`Fingerprints` compares a snapshot's content with the expected one without holding the
@@ -26,7 +26,7 @@ import numpy as np
 
 from snapmerge.domain import Record
 from snapmerge.ports import Blob, BlobStore, LeaseGrant, LeaseTable
-from snapmerge.snapshots import MANIFEST_NAME
+from snapmerge.snapshots import completed_entry
 
 
 @dataclass
@@ -107,7 +107,7 @@ class RecordingLeaseTable:
 
 
 class RecordingBlobStore:
-    """Notes manifests written under ``timestamped/`` and landed writes of a pointer."""
+    """Notes versions whose log entry turned complete, and landed writes of a pointer."""
 
     def __init__(self, inner: BlobStore, record: RunRecord) -> None:
         self.inner, self.record = inner, record
@@ -127,8 +127,8 @@ class RecordingBlobStore:
         )
         if key.endswith("/latest-pointer.txt"):
             self.record.publish(body.decode().strip())
-        elif key.endswith("/" + MANIFEST_NAME) and "/timestamped/" in key:
-            self.record.upload(key.split("/timestamped/")[1].split("/")[0])
+        elif (entry := completed_entry(key, body)) is not None:
+            self.record.upload(entry.version)  # its log entry turned complete: every file is up
         return etag
 
     def get(self, key: str) -> Blob | None:
