@@ -148,7 +148,8 @@ class FleetSource:
             st = np.concatenate([s[0] for s in self.shadow])
             sv = np.concatenate([s[1] for s in self.shadow])
             self._cache = (len(self.times), joined, (st, sv))
-        return self._cache[1]
+        out: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], Arrays] = self._cache[1]
+        return out
 
     def records(self, since_ms: int | None = None, until_ms: int | None = None) -> Window:
         end = until_ms if until_ms is not None else self.until

@@ -9,9 +9,9 @@ rolls back even before that, since the tests stay valid at any sample size.
   stage's two-phase records) — :func:`rollout.sequential.mean_shift_p` on log(1 + ms):
   "the candidate's geometric mean is beyond ``(1 + tolerance)`` times the other's".
 * rate vs a side — the events of both paths in one window: each landed on the candidate with
-  probability ``s (1 + tolerance) / (s (1 + tolerance) + 1 - s)`` at most when the candidate is
-  no worse (``s``: the candidate's share of executions, ``tolerance``: relative excess allowed);
-  :func:`rollout.sequential.bernoulli_above_p` on that sequence.
+  probability ``s rho / (s rho + 1 - s)`` (``s``: the candidate's share of executions, ``rho``:
+  the ratio of the two rates); "rho <= 1 + tolerance" is tested with
+  :func:`rollout.sequential.rate_ratio_p`, the previous stage's events as a second stratum.
 * rate vs ``budget`` — fails when "rate <= budget" is rejected; passes only once "rate >=
   budget + margin" is rejected at :data:`NONINFERIORITY_ALPHA` (non-inferiority with a margin).
   A budget of 0 means any event fails (shadow mismatches).
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from rollout.sequential import bernoulli_above_p, bernoulli_below_p, mean_shift_p
+from rollout.sequential import bernoulli_above_p, bernoulli_below_p, mean_shift_p, rate_ratio_p
 
 Floats = np.ndarray[Any, np.dtype[np.float64]]
 NONINFERIORITY_ALPHA = 0.05
@@ -65,19 +65,29 @@ def latency_vs(
 
 
 def rate_vs(
-    cand: Floats, other: Floats, tolerance: float, worse: str, min_n: int
+    cand: Floats,
+    other: Floats,
+    tolerance: float,
+    worse: str,
+    min_n: int,
+    earlier: tuple[Floats, Floats] | None = None,
 ) -> dict[str, Any]:
+    """``earlier``: the previous stage's (candidate, control) values, a second stratum."""
     n_c, n_o = len(cand), len(other)
     k_c, k_o = _events(cand, worse), _events(other, worse)
-    ev: dict[str, Any] = {"test": "event-share-mixture", "n_candidate": n_c, "n_other": n_o}
+    ev: dict[str, Any] = {"test": "rate-ratio-mixture", "n_candidate": n_c, "n_other": n_o}
     ev |= {"events_candidate": k_c, "events_other": k_o, "enough": n_c >= min_n and n_o >= min_n}
     if n_c == 0 or n_o == 0:
         return {**ev, "p_value": None}
-    share = n_c / (n_c + n_o)
-    allowed = share * (1 + tolerance) / (share * (1 + tolerance) + 1 - share)
-    ev |= {"rate_candidate": k_c / n_c, "rate_other": k_o / n_o, "share": share}
+    strata = [(k_c, k_c + k_o, n_c / (n_c + n_o))]
+    if earlier is not None and len(earlier[0]) and len(earlier[1]):
+        k_e, k_eo = _events(earlier[0], worse), _events(earlier[1], worse)
+        strata.append((k_e, k_e + k_eo, len(earlier[0]) / (len(earlier[0]) + len(earlier[1]))))
+        ev["earlier_stage"] = {"n_candidate": len(earlier[0]), "events_candidate": k_e,
+                               "n_other": len(earlier[1]), "events_other": k_eo}  # fmt: skip
+    ev |= {"rate_candidate": k_c / n_c, "rate_other": k_o / n_o, "share": strata[0][2]}
     ev["effect"] = k_c / n_c - k_o / n_o
-    return {**ev, "p_value": bernoulli_above_p(k_c, k_c + k_o, allowed)}
+    return {**ev, "p_value": rate_ratio_p(strata, 1.0 + tolerance)}
 
 
 def rate_vs_budget(

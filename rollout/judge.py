@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -96,7 +96,8 @@ class Verdict:
     evidence: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON types already (no deep copy: the audit log serialises it as is)."""
+        return {"decision": self.decision, "reasons": list(self.reasons), "evidence": self.evidence}
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,7 @@ class Samples:
     clean: Mapping[str, Floats] = field(default_factory=dict)  # no CAS failure, no fallback
     reference_clean: Mapping[str, Floats] = field(default_factory=dict)
     n_baseline: int = 0  # legacy executions in the window
+    reference_baseline: Mapping[str, Floats] | None = None  # the previous stage's legacy
 
 
 DEFAULT_GUARDRAILS: tuple[Guardrail, ...] = (
@@ -181,8 +183,11 @@ def collect(
     cand = [r for r in live if r.path == candidate]
     base = [r for r in live if r.path == baseline]
     runs = [r for r in cand if not r.metadata.get("dry_run")]
-    ref = ref_clean = None
+    ref = ref_clean = ref_base = None
     if reference is not None:
+        ref_base = _by_metric(
+            [r for r in reference if r.path == baseline and not r.metadata.get("replayed")]
+        )
         kept = [r for r in reference if r.path == candidate and not r.metadata.get("replayed")]
         ref = _by_metric(kept)
         ref_clean = _by_metric([r for r in kept if _is_clean(r) and not r.metadata.get("dry_run")])
@@ -195,6 +200,7 @@ def collect(
         clean=_by_metric([r for r in runs if _is_clean(r)]),
         reference_clean=ref_clean or {},
         n_baseline=len(base),
+        reference_baseline=ref_base,
     )
 
 
@@ -205,6 +211,12 @@ _EMPTY: Floats = np.zeros(0)
 def _pooled(now: Mapping[str, Floats], before: Mapping[str, Floats] | None, metric: str) -> Floats:
     parts = [now.get(metric, _EMPTY)] + ([before.get(metric, _EMPTY)] if before else [])
     return np.concatenate(parts)
+
+
+def _earlier(s: Samples, metric: str) -> tuple[Floats, Floats] | None:
+    if s.reference is None or s.reference_baseline is None:
+        return None
+    return s.reference.get(metric, _EMPTY), s.reference_baseline.get(metric, _EMPTY)
 
 
 def _no_control(s: Samples) -> bool:
@@ -233,7 +245,12 @@ def _sides(s: Samples, g: Guardrail, min_n: int) -> dict[str, dict[str, Any]]:
             sides["baseline"]["note"] = note
         else:
             other = s.baseline.get(g.metric, _EMPTY)
-            sides["baseline"] = compare(cand, other, g.tolerance, g.worse, min_n)
+            if g.kind == "rate":
+                sides["baseline"] = checks.rate_vs(
+                    cand, other, g.tolerance, g.worse, min_n, _earlier(s, g.metric)
+                )
+            else:
+                sides["baseline"] = compare(cand, other, g.tolerance, g.worse, min_n)
     if g.against in ("both", "reference"):
         if s.reference is None:
             sides["reference"] = {"status": "n/a", "p_value": None, "note": "no previous stage"}
@@ -255,10 +272,19 @@ def _guardrail(s: Samples, g: Guardrail, min_n: int) -> dict[str, Any]:
     for v in judged.values():
         v["status"] = "pass" if v["enough"] else "insufficient"
     status: Status = "n/a" if not judged else "pass" if enough else "insufficient"
-    return {**asdict(g), "status": status, "p_value": p, "comparisons": sides}
+    if not judged and "reference" in sides and not _no_control(s):
+        status = "insufficient"  # nothing to compare with is missing evidence, never a pass
+        sides["reference"]["status"] = "insufficient"
+    fields = {k: getattr(g, k) for k in g.__dataclass_fields__}
+    return {**fields, "status": status, "p_value": p, "comparisons": sides}
 
 
 # -- the verdict ----------------------------------------------------------------------------------
+def _deterministic(g: Guardrail) -> bool:
+    """Checks with no false alarm (an invariant, an event whose budget is 0): no α spent."""
+    return g.kind == "invariant" or (g.against == "budget" and g.budget == 0.0)
+
+
 def holm(p_values: Mapping[str, float], alpha: float) -> list[str]:
     """Holm's step-down: the hypotheses rejected at family-wise error ``alpha``, smallest p
     first (the first one is the guardrail that decided)."""
@@ -308,8 +334,11 @@ def judge_samples(
         key = g.metric if g.metric not in found else f"{g.metric}#{g.kind}"
         found[key], by_key[key] = _guardrail(samples, g, min_samples), g
     p_of = {k: ev["p_value"] for k, ev in found.items() if ev["p_value"] is not None}
+    certain = {k for k, p in p_of.items() if _deterministic(by_key[k]) and p == 0.0}
+    p_of = {k: p for k, p in p_of.items() if not _deterministic(by_key[k])}
     rejected = holm({k: p for k, p in p_of.items() if by_key[k].critical}, family_alpha)
     rejected += [k for k, p in p_of.items() if not by_key[k].critical and p <= by_key[k].alpha]
+    rejected = sorted(certain) + rejected  # a broken invariant or a forbidden event decides first
     for key, ev in found.items():
         ev["passed"] = ev["status"] in ("pass", "n/a")
         if key in rejected:

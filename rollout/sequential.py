@@ -23,8 +23,10 @@ All densities come from ``scipy.stats``; the only arithmetic here is the ratio o
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
-from scipy import stats
+import numpy as np
+from scipy import special, stats
 
 # The mixing distributions. For the mean shift, N(0, tau^2) over the effect (log ratio);
 # tau = 0.1 puts the best power on changes of 10-30 % in geometric mean beyond the tolerance.
@@ -103,3 +105,30 @@ def _log_beta_ratio(a: float, b: float, k: int, n: int) -> float:
     """log of the Beta-binomial marginal over the binomial coefficient: the mixture's numerator
     (as a binomial pmf), so that dividing by ``binom.pmf(k, n, p0)`` cancels the coefficient."""
     return float(stats.betabinom.logpmf(k, n, a, b))
+
+
+# Rate ratios: a grid mixture over rho >= rho0, half-normal weights on log(rho / rho0).
+_RATIO_GRID = np.exp(np.linspace(0.0, math.log(50.0), 64))
+_RATIO_WEIGHTS = stats.halfnorm.pdf(np.log(_RATIO_GRID), scale=1.0)
+_RATIO_WEIGHTS = _RATIO_WEIGHTS / _RATIO_WEIGHTS.sum()
+
+
+def rate_ratio_p(strata: Sequence[tuple[int, int, float]], ratio0: float) -> float:
+    """Always-valid p of "the candidate's event rate is <= ratio0 x the control's".
+
+    ``strata``: per window (this stage, the stage before) the candidate's events ``k``, both
+    paths' events ``K`` and the candidate's share ``s`` of executions. Given ``K``, each event
+    is the candidate's with probability ``s rho / (s rho + 1 - s)`` (rho: the rate ratio), so
+    for every rho >= ratio0 the likelihood ratio against ratio0 is a supermartingale under the
+    null, in every stratum; the mixture over rho is one too.
+    """
+    used = [(k, big_k, s) for k, big_k, s in strata if big_k > 0 and 0.0 < s < 1.0]
+    if not used or sum(k for k, _, _ in used) == 0:
+        return 1.0
+    rho = ratio0 * _RATIO_GRID
+    log_lr = np.zeros_like(rho)
+    for k, big_k, s in used:
+        alt = s * rho / (s * rho + 1.0 - s)
+        null = s * ratio0 / (s * ratio0 + 1.0 - s)
+        log_lr += stats.binom.logpmf(k, big_k, alt) - stats.binom.logpmf(k, big_k, null)
+    return _p_from_log_lr(float(special.logsumexp(log_lr, b=_RATIO_WEIGHTS)))
