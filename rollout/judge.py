@@ -124,7 +124,7 @@ DEFAULT_GUARDRAILS: tuple[Guardrail, ...] = (
               against="baseline"),
     Guardrail(MetricName.CAS_FAILURES, "rate", "higher", 0.0, critical=True, against="budget",
               budget=0.02, margin=0.02),
-    Guardrail(MetricName.MERGE_ERRORS, "rate", "higher", 0.5, critical=True, against="baseline"),
+    Guardrail(MetricName.MERGE_ERRORS, "rate", "higher", 0.0, critical=True, against="baseline"),
     Guardrail(MetricName.FALLBACK_TO_LEGACY, "rate", "higher", 0.0, critical=False,
               against="budget", budget=0.01, margin=0.01),
     Guardrail(MetricName.SHADOW_MISMATCHED, "rate", "higher", 0.0, critical=True,
