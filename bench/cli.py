@@ -14,7 +14,8 @@ BENCHMARKS = {
     "merge": ("bench.merge", "a final merge broken down by step; engine vs raw Chroma upsert"),
     "locks": ("bench.locks", "lock hold and wait, legacy vs two-phase; contention runs"),
     "flags": ("bench.flags", "flag evaluation cost vs InMemoryProvider; kill-switch latency"),
-    "judge": ("bench.judge", "the judge's false-rollback and detection rates (simulated)"),
+    "judge": ("bench.judge", "each judge test's false-alarm rate when read at every look"),
+    "rollout": ("bench.rollout", "whole rollouts: real controller, simulated clock and fleet"),
 }
 
 
@@ -32,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="run a benchmark (merge, locks, flags, judge, all)",
+        help="run a benchmark (merge, locks, flags, judge, rollout, all)",
         description="\n".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
