@@ -113,6 +113,8 @@ class Samples:
     reference_clean: Mapping[str, Floats] = field(default_factory=dict)
     n_baseline: int = 0  # legacy executions in the window
     reference_baseline: Mapping[str, Floats] | None = None  # the previous stage's legacy
+    # invariant metrics some record of the window carries an expected value for (planned counts)
+    planned_metrics: frozenset[str] = frozenset()
 
 
 DEFAULT_GUARDRAILS: tuple[Guardrail, ...] = (
@@ -201,11 +203,18 @@ def collect(
         reference_clean=ref_clean or {},
         n_baseline=len(base),
         reference_baseline=ref_base,
+        planned_metrics=frozenset(
+            MetricName.CHUNK_COUNT.value for r in live if PLANNED_CHUNKS_KEY in r.metadata
+        ),
     )
 
 
 # -- one guardrail --------------------------------------------------------------------------------
 _EMPTY: Floats = np.zeros(0)
+_UNPLANNED = (
+    "unchecked: no record carries planned_chunk_count (the emitter does not record the split's "
+    "plan) and no shadow run saw a batch on both paths"
+)
 
 
 def _pooled(now: Mapping[str, Floats], before: Mapping[str, Floats] | None, metric: str) -> Floats:
@@ -228,7 +237,10 @@ def _no_control(s: Samples) -> bool:
 def _sides(s: Samples, g: Guardrail, min_n: int) -> dict[str, dict[str, Any]]:
     cand = s.candidate.get(g.metric, _EMPTY)
     if g.kind == "invariant":
-        return {"checks": checks.invariant(s.pairs.get(g.metric, []), g.tolerance, min_n)}
+        found = checks.invariant(s.pairs.get(g.metric, []), g.tolerance, min_n)
+        if not found["n_checked"] and g.metric not in s.planned_metrics:
+            found |= {"status": "n/a", "note": _UNPLANNED}
+        return {"checks": found}
     if g.against == "budget":
         assert g.budget is not None
         if g.kind == "rate":

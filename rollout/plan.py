@@ -334,9 +334,12 @@ def load_plan(path: Path | str | None = None) -> RolloutPlan:
 
 
 def alarm_threshold(plan: RolloutPlan, guardrail: Guardrail) -> float | None:
-    """The absolute alarm threshold a guardrail declares, if any (see rollout.dashboard)."""
+    """The absolute alarm threshold a guardrail declares, or its rate budget (rollout.dashboard)."""
     for raw in plan.raw.get("guardrails", []):
         if raw.get("metric") == guardrail.metric and raw.get("kind") == guardrail.kind:
             value = raw.get("alarm_threshold")
-            return None if value is None else float(value)
+            if value is not None:
+                return float(value)
+    if guardrail.kind == "rate" and guardrail.budget is not None:
+        return guardrail.budget  # a rate budget is already absolute: alarm on it
     return None

@@ -161,7 +161,7 @@ def test_chunk_count_against_what_the_split_planned_can_fail() -> None:
     ]
 
 
-def test_shadow_numbers_outside_shadow_runs_do_not_block_but_unchecked_chunks_hold() -> None:
+def test_shadow_numbers_outside_shadow_runs_and_an_unrecorded_plan_do_not_block() -> None:
     stage = records(LEGACY, "LockHoldTime", lognormal(12, 120_000, 40)) + [
         MetricRecord(TWO, "words", 1, {"LockHoldTime": v}, {"batch_id": f"x{i}"})
         for i, v in enumerate(lognormal(13, 60, 40))
@@ -170,10 +170,22 @@ def test_shadow_numbers_outside_shadow_runs_do_not_block_but_unchecked_chunks_ho
     statuses = {k: g["status"] for k, g in verdict.evidence["guardrails"].items()}
     assert statuses == {
         "LockHoldTime": "pass",
-        "ChunkCount": "insufficient",  # nothing to check it against: missing evidence
+        "ChunkCount": "n/a",  # no record carries the split's plan: said in the evidence
         "ShadowMismatched": "n/a",  # no shadow run in this window
     }
-    assert verdict.decision == "hold" and "ChunkCount" in verdict.reasons[0]
+    assert verdict.decision == "promote"
+    note = verdict.evidence["guardrails"]["ChunkCount"]["comparisons"]["checks"]["note"]
+    assert "planned_chunk_count" in note
+
+
+def test_planned_chunk_counts_on_too_few_executions_hold() -> None:
+    few = [
+        MetricRecord(TWO, "words", i, {"ChunkCount": 3.0}, {"planned_chunk_count": 3})
+        for i in range(10)
+    ]
+    verdict = judge(few + records(TWO, "ChunkCount", [3.0] * 40), [CHUNKS], min_samples=30)
+    assert verdict.decision == "hold"
+    assert verdict.evidence["guardrails"]["ChunkCount"]["status"] == "insufficient"
 
 
 def test_replayed_records_are_left_out() -> None:
