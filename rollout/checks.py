@@ -47,7 +47,8 @@ def latency_vs(
 ) -> dict[str, Any]:
     n_c, n_o = len(cand), len(other)
     ev: dict[str, Any] = {"test": "msprt-log-mean", "n_candidate": n_c, "n_other": n_o}
-    ev["enough"] = n_c >= min_n and n_o >= min_n
+    floor = max(min_n, MIN_LATENCY_N)  # no pass without a test that could have failed
+    ev["enough"] = n_c >= floor and n_o >= floor
     if n_c < MIN_LATENCY_N or n_o < MIN_LATENCY_N:
         return {**ev, "p_value": None}
     x, y = np.log1p(np.maximum(cand, 0.0)), np.log1p(np.maximum(other, 0.0))
