@@ -275,16 +275,20 @@ def _sides(s: Samples, g: Guardrail, min_n: int) -> dict[str, dict[str, Any]]:
 def _guardrail(s: Samples, g: Guardrail, min_n: int) -> dict[str, Any]:
     sides = _sides(s, g, min_n)
     judged = {k: v for k, v in sides.items() if v.get("status") != "n/a"}
+    no_shadow = (
+        g.metric == MetricName.SHADOW_MISMATCHED and not s.candidate.get(g.metric, _EMPTY).size
+    )
+    if no_shadow:  # no shadow run in this window: nothing to judge, nothing missing
+        judged = {}
+        for side in sides.values():
+            side |= {"status": "n/a", "note": "no shadow run in this window"}
     ps = [v["p_value"] for v in judged.values() if v["p_value"] is not None]
     p = min(1.0, min(ps) * len(judged)) if ps else None  # Bonferroni over the sides
-    if g.metric == MetricName.SHADOW_MISMATCHED and not s.candidate.get(g.metric, _EMPTY).size:
-        judged = {}  # no shadow run in this window: nothing to judge, nothing missing
-        sides["budget"]["note"] = "no shadow run in this window"
     enough = all(v["enough"] for v in judged.values())
     for v in judged.values():
         v["status"] = "pass" if v["enough"] else "insufficient"
     status: Status = "n/a" if not judged else "pass" if enough else "insufficient"
-    if not judged and "reference" in sides and not _no_control(s):
+    if not judged and "reference" in sides and not _no_control(s) and not no_shadow:
         status = "insufficient"  # nothing to compare with is missing evidence, never a pass
         sides["reference"]["status"] = "insufficient"
     fields = {k: getattr(g, k) for k in g.__dataclass_fields__}

@@ -322,3 +322,12 @@ def test_the_verdict_names_the_guardrail_that_decided() -> None:
 def test_holm_family_takes_the_smallest_critical_alpha() -> None:
     verdict = judge(records(TWO, "CASFailures", [0] * 40), [CAS_BUDGET], min_samples=30)
     assert verdict.evidence["family_alpha"] == 0.01
+
+
+def test_shadow_mismatches_against_legacy_are_not_missing_outside_shadow_runs() -> None:
+    """A plan may judge ShadowMismatched against both sides (the demo's does)."""
+    both = Guardrail(MetricName.SHADOW_MISMATCHED, "rate", "higher", 0.0, critical=True)
+    stage = records(LEGACY, "LockHoldTime", [1.0] * 40) + records(TWO, "LockHoldTime", [1.0] * 40)
+    verdict = judge(stage, [both], min_samples=30)
+    assert verdict.decision == "promote"
+    assert verdict.evidence["guardrails"]["ShadowMismatched"]["status"] == "n/a"
