@@ -138,7 +138,7 @@ def demo_plan(opts: Options, name: str) -> RolloutPlan:
                 {"metric": "MergeErrors", "kind": "rate", "worse": "higher",
                  "tolerance": 0.2, "critical": True},
                 {"metric": "CASFailures", "kind": "rate", "worse": "higher",
-                 "tolerance": 0, "critical": True, "against": "budget", "budget": 0.3,
+                 "tolerance": 0, "critical": True, "against": "budget", "budget": 0.5,
                  "margin": 0.3},
                 {"metric": "ShadowMismatched", "kind": "rate", "worse": "higher",
                  "tolerance": 0.0, "critical": True},

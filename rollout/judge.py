@@ -228,10 +228,14 @@ def _earlier(s: Samples, metric: str) -> tuple[Floats, Floats] | None:
     return s.reference.get(metric, _EMPTY), s.reference_baseline.get(metric, _EMPTY)
 
 
-def _no_control(s: Samples) -> bool:
-    """The full stage: (nearly) no legacy left in the window, and a stage before it judged."""
+def _no_control(s: Samples, min_n: int = 1) -> bool:
+    """The full stage: (nearly) no legacy left in the window — a share of 99 %, or a few
+    stragglers beside enough candidate executions — and a stage before it judged."""
     total = s.n_candidate + s.n_baseline
-    return s.reference is not None and total > 0 and s.n_candidate / total >= checks.FULL_SHARE
+    if s.reference is None or total == 0:
+        return False
+    stragglers = s.n_baseline < min_n <= s.n_candidate
+    return stragglers or s.n_candidate / total >= checks.FULL_SHARE
 
 
 def _sides(s: Samples, g: Guardrail, min_n: int) -> dict[str, dict[str, Any]]:
@@ -251,7 +255,7 @@ def _sides(s: Samples, g: Guardrail, min_n: int) -> dict[str, dict[str, Any]]:
     compare = checks.latency_vs if g.kind == "latency" else checks.rate_vs
     sides: dict[str, dict[str, Any]] = {}
     if g.against in ("both", "baseline"):
-        if _no_control(s):
+        if _no_control(s, min_n):
             note = "no legacy left in this window: judged at the stage before"
             sides["baseline"] = {"n_other": s.n_baseline, "status": "n/a", "p_value": None}
             sides["baseline"]["note"] = note
@@ -288,7 +292,7 @@ def _guardrail(s: Samples, g: Guardrail, min_n: int) -> dict[str, Any]:
     for v in judged.values():
         v["status"] = "pass" if v["enough"] else "insufficient"
     status: Status = "n/a" if not judged else "pass" if enough else "insufficient"
-    if not judged and "reference" in sides and not _no_control(s) and not no_shadow:
+    if not judged and "reference" in sides and not _no_control(s, min_n) and not no_shadow:
         status = "insufficient"  # nothing to compare with is missing evidence, never a pass
         sides["reference"]["status"] = "insufficient"
     fields = {k: getattr(g, k) for k in g.__dataclass_fields__}
