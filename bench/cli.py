@@ -15,7 +15,8 @@ BENCHMARKS = {
     "locks": ("bench.locks", "lock hold and wait, legacy vs two-phase; contention runs"),
     "contention": ("bench.contention", "1..16 final merges at once on one collection, both paths"),
     "flags": ("bench.flags", "flag evaluation cost vs InMemoryProvider; kill-switch latency"),
-    "judge": ("bench.judge", "the judge's false-rollback and detection rates (simulated)"),
+    "judge": ("bench.judge", "each judge test's false-alarm rate when read at every look"),
+    "rollout": ("bench.rollout", "whole rollouts: real controller, simulated clock and fleet"),
     "lineage": ("bench.lineage", "lineage verify and repair on the compactor scenario"),
 }
 
@@ -34,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="run a benchmark (merge, locks, contention, flags, judge, lineage, all)",
+        help="run a benchmark (merge, locks, contention, flags, judge, rollout, lineage, all)",
         description="\n".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,39 +1,42 @@
 """The canary judge: promote, hold or roll back a stage from the two paths' raw records.
 
-Samples (see ``docs/judge.md`` for the method and the measured error rates):
+The controller asks after every bake and every recheck, so each test is **anytime-valid**
+(``rollout.sequential``): however often a stage is looked at, a healthy stage fails a guardrail
+with probability at most its α. The critical guardrails form one family per stage, controlled
+with **Holm's step-down** at the smallest α among them; the plan spreads the whole rollout's α
+over its stages (``rollout.plan``: ``judge.alpha`` / number of stages), so the chance of a false
+rollback over a whole rollout is at most that α. See ``docs/judge.md``.
 
-* **candidate** — this stage's ``two_phase`` records; **baseline** — this stage's ``legacy``
-  records (the same operation on the other path, same window); **reference** — optional earlier
-  candidate records (the previous stage's ``two_phase`` records). Two-phase lock hold is orders of
-  magnitude below legacy, so "two-phase got twice as slow" is invisible against legacy; it shows
-  only against the candidate's own earlier distribution. Every guardrail is checked against
-  each side present: baseline says "not worse than legacy", reference says "not worse than it was".
-* **latency** — one-sided Mann-Whitney U (``scipy.stats.mannwhitneyu``) *and* an effect-size
-  tolerance: fails only if p < alpha and the median got worse by more than ``tolerance`` (relative:
-  0.25 = 25 %), so a significant but tiny change does not roll back.
-* **rate** — share of executions whose value is > 0: fails if a one-sided Fisher exact test
-  (``scipy.stats.fisher_exact``) says the candidate is worse *and* an exact binomial test
-  (``scipy.stats.binomtest``) says its count is beyond the other side's rate plus ``tolerance``
-  (absolute), both at p < alpha. A metric the baseline never reports (shadow mismatches) is
-  tested alone: binomial test against ``tolerance``, or any event fails when the tolerance is 0.
-* **invariant** — for every batch seen by both paths (shadow runs), the values must agree within
-  ``tolerance`` (0: exactly); a single disagreement fails. No shared batch: not evaluated.
+Controls (``against``):
 
-Verdict: a critical guardrail failing → rollback; else too few samples anywhere → hold; else a
-non-critical guardrail failing → hold; else promote. Replayed results (a retried merge answering
-from its receipt) measure nothing and are left out.
+* ``baseline`` — this stage's ``legacy`` records: the same operation, same window, same load.
+  At the full stage (the candidate takes ≥ 99 % of the window's executions and a previous stage
+  exists) there is no control: that comparison is ``n/a``, judged at the stage before.
+* ``reference`` — the previous stage's two-phase records (kept for plans that ask for it; a
+  share-dependent metric should not use it).
+* ``both`` — baseline and reference (Bonferroni over the two).
+* ``budget`` — a stated limit, for what legacy cannot have: a rate (CAS failures ≤ 2 % of
+  executions, non-inferiority with ``margin``) or a median latency in ms (two-phase lock hold,
+  milliseconds against legacy's seconds). Judged on this stage's and the previous stage's
+  candidate records together.
+
+Verdict: a critical guardrail rejected by Holm (or an invariant broken) → **rollback**, naming
+the guardrail that decided; else any guardrail without enough evidence (``min_samples`` on each
+side it needs; for a budget, non-inferiority shown) → **hold** with the reason; else a
+non-critical guardrail rejected at its own α → hold; else **promote**. Replayed results are left
+out; shadow dry runs count only for the shadow and invariant guardrails.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from scipy import stats
 
+from rollout import checks
 from rollout.metric_names import MetricName
 from rollout.sources import MetricRecord
 from snapmerge.domain import MergePath
@@ -42,8 +45,10 @@ from snapmerge.errors import InvalidEventError
 Kind = Literal["latency", "rate", "invariant"]
 Worse = Literal["higher", "lower"]
 Decision = Literal["promote", "hold", "rollback"]
+Against = Literal["both", "baseline", "reference", "budget"]
 Status = Literal["pass", "fail", "insufficient", "n/a"]
 Floats = np.ndarray[Any, np.dtype[np.float64]]
+PLANNED_CHUNKS_KEY = "planned_chunk_count"  # metadata: the chunk count the split planned
 
 
 @dataclass(frozen=True)
@@ -54,28 +59,34 @@ class Guardrail:
     tolerance: float
     critical: bool
     alpha: float = 0.01
-    # Which side the candidate must not be worse than: this stage's legacy records
-    # ("baseline"), the previous stage's two-phase records ("reference"), or both. CAS
-    # failures are judged against the reference only: legacy serialises on the lock, so it
-    # structurally has none, and a contended two-phase stage would always "lose" to it.
-    against: Literal["both", "baseline", "reference"] = "both"
+    against: Literal["both", "baseline", "reference", "budget"] = "both"
+    budget: float | None = None  # against: budget — a rate, or a median in the metric's unit
+    margin: float = 0.0  # rate budgets: non-inferiority is shown against budget + margin
 
     def __post_init__(self) -> None:
-        if self.against not in ("both", "baseline", "reference"):
+        if self.against not in ("both", "baseline", "reference", "budget"):
             raise InvalidEventError(
-                f"guardrail {self.metric}: against must be both, baseline or reference"
+                f"guardrail {self.metric}: against must be both, baseline, reference or budget"
             )
         if self.kind not in ("latency", "rate", "invariant"):
             raise InvalidEventError(f"guardrail {self.metric}: unknown kind {self.kind!r}")
         if self.worse not in ("higher", "lower"):
             raise InvalidEventError(f"guardrail {self.metric}: worse must be higher or lower")
-        top = 1.0 if self.kind == "rate" else math.inf
-        if not 0.0 <= self.tolerance <= top or math.isnan(self.tolerance):
+        if not 0.0 <= self.tolerance <= (1.0 if self.kind == "rate" else math.inf):
             raise InvalidEventError(
                 f"guardrail {self.metric}: tolerance {self.tolerance} out of range"
             )
         if not 0.0 < self.alpha < 1.0:
             raise InvalidEventError(f"guardrail {self.metric}: alpha {self.alpha} not in (0, 1)")
+        if (self.against == "budget") != (self.budget is not None):
+            raise InvalidEventError(
+                f"guardrail {self.metric}: a budget goes with against: budget, and only with it"
+            )
+        top = 1.0 if self.kind == "rate" else math.inf
+        if self.budget is not None and not 0.0 <= self.budget <= top:
+            raise InvalidEventError(f"guardrail {self.metric}: budget {self.budget} out of range")
+        if not 0.0 <= self.margin <= 1.0:
+            raise InvalidEventError(f"guardrail {self.metric}: margin {self.margin} out of range")
 
 
 @dataclass
@@ -85,30 +96,43 @@ class Verdict:
     evidence: dict[str, Any]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON types already (no deep copy: the audit log serialises it as is)."""
+        return {"decision": self.decision, "reasons": list(self.reasons), "evidence": self.evidence}
 
 
 @dataclass(frozen=True)
 class Samples:
-    """Per-metric sample arrays of each side, and (baseline, candidate) pairs per shared batch."""
+    """Per-metric arrays of each side; ``checks`` pairs (expected, got) per invariant metric."""
 
     candidate: Mapping[str, Floats]
     baseline: Mapping[str, Floats]
     reference: Mapping[str, Floats] | None = None
     pairs: Mapping[str, list[tuple[float, float]]] = field(default_factory=dict)
-    n_candidate: int = 0  # candidate executions in the window, whatever metrics they carry
+    n_candidate: int = 0  # candidate executions in the window (dry runs excluded)
+    clean: Mapping[str, Floats] = field(default_factory=dict)  # no CAS failure, no fallback
+    reference_clean: Mapping[str, Floats] = field(default_factory=dict)
+    n_baseline: int = 0  # legacy executions in the window
+    reference_baseline: Mapping[str, Floats] | None = None  # the previous stage's legacy
+    # invariant metrics some record of the window carries an expected value for (planned counts)
+    planned_metrics: frozenset[str] = frozenset()
 
 
 DEFAULT_GUARDRAILS: tuple[Guardrail, ...] = (
-    Guardrail(MetricName.LOCK_HOLD_TIME, "latency", "higher", 0.25, critical=True),
-    Guardrail(MetricName.FINAL_MERGE_DURATION, "latency", "higher", 0.25, critical=True),
-    Guardrail(MetricName.LOCK_WAIT_TIME, "latency", "higher", 0.50, critical=False),
-    Guardrail(MetricName.CAS_FAILURES, "rate", "higher", 0.01, critical=True, against="reference"),
-    Guardrail(MetricName.MERGE_ERRORS, "rate", "higher", 0.01, critical=True),
-    Guardrail(MetricName.FALLBACK_TO_LEGACY, "rate", "higher", 0.02, critical=False),
-    Guardrail(MetricName.SHADOW_MISMATCHED, "rate", "higher", 0.0, critical=True),
+    Guardrail(MetricName.LOCK_HOLD_TIME, "latency", "higher", 0.0, critical=True,
+              against="budget", budget=25.0),
+    Guardrail(MetricName.FINAL_MERGE_DURATION, "latency", "higher", 0.10, critical=True,
+              against="baseline"),
+    Guardrail(MetricName.LOCK_WAIT_TIME, "latency", "higher", 0.50, critical=False,
+              against="baseline"),
+    Guardrail(MetricName.CAS_FAILURES, "rate", "higher", 0.0, critical=True, against="budget",
+              budget=0.02, margin=0.02),
+    Guardrail(MetricName.MERGE_ERRORS, "rate", "higher", 0.0, critical=True, against="baseline"),
+    Guardrail(MetricName.FALLBACK_TO_LEGACY, "rate", "higher", 0.0, critical=False,
+              against="budget", budget=0.01, margin=0.01),
+    Guardrail(MetricName.SHADOW_MISMATCHED, "rate", "higher", 0.0, critical=True,
+              against="budget", budget=0.0),
     Guardrail(MetricName.CHUNK_COUNT, "invariant", "higher", 0.0, critical=True),
-)
+)  # fmt: skip
 
 
 # -- gathering ----------------------------------------------------------------------------------
@@ -120,17 +144,30 @@ def _by_metric(records: Sequence[MetricRecord]) -> dict[str, Floats]:
     return {name: np.asarray(vals, dtype=np.float64) for name, vals in out.items()}
 
 
-def _pairs(base: Sequence[MetricRecord], cand: Sequence[MetricRecord]) -> dict[str, list[Any]]:
-    def last_by_batch(recs: Sequence[MetricRecord]) -> dict[str, MetricRecord]:
-        latest: dict[str, MetricRecord] = {}
-        for rec in sorted(recs, key=lambda r: r.timestamp_ms):
-            batch = rec.metadata.get("batch_id")
-            if batch is not None:
-                latest[str(batch)] = rec
-        return latest
+def _is_clean(rec: MetricRecord) -> bool:
+    cas = rec.values.get(MetricName.CAS_FAILURES, 0.0)
+    return cas <= 0 and rec.values.get(MetricName.FALLBACK_TO_LEGACY, 0.0) <= 0
 
-    b, c = last_by_batch(base), last_by_batch(cand)
+
+def _last_by_batch(recs: Sequence[MetricRecord]) -> dict[str, MetricRecord]:
+    latest: dict[str, MetricRecord] = {}
+    for rec in sorted(recs, key=lambda r: r.timestamp_ms):
+        batch = rec.metadata.get("batch_id")
+        if batch is not None:
+            latest[str(batch)] = rec
+    return latest
+
+
+def _checks(base: Sequence[MetricRecord], cand: Sequence[MetricRecord]) -> dict[str, list[Any]]:
+    """(expected, got) per invariant: the planned chunk count of every candidate execution, and
+    the legacy value beside the dry run's for every batch a shadow run saw on both paths."""
     out: dict[str, list[Any]] = {}
+    for rec in cand:
+        planned, got = rec.metadata.get(PLANNED_CHUNKS_KEY), rec.values.get(MetricName.CHUNK_COUNT)
+        if planned is not None and got is not None and not rec.metadata.get("dry_run"):
+            out.setdefault(MetricName.CHUNK_COUNT.value, []).append((float(planned), got))
+    b = _last_by_batch(base)
+    c = _last_by_batch([r for r in cand if r.metadata.get("dry_run")])
     for batch in sorted(b.keys() & c.keys()):
         for name in b[batch].values.keys() & c[batch].values.keys():
             out.setdefault(name, []).append((b[batch].values[name], c[batch].values[name]))
@@ -147,178 +184,159 @@ def collect(
     live = [r for r in records if not r.metadata.get("replayed")]
     cand = [r for r in live if r.path == candidate]
     base = [r for r in live if r.path == baseline]
-    ref = None
+    runs = [r for r in cand if not r.metadata.get("dry_run")]
+    ref = ref_clean = ref_base = None
     if reference is not None:
+        ref_base = _by_metric(
+            [r for r in reference if r.path == baseline and not r.metadata.get("replayed")]
+        )
         kept = [r for r in reference if r.path == candidate and not r.metadata.get("replayed")]
         ref = _by_metric(kept)
-    return Samples(_by_metric(cand), _by_metric(base), ref, _pairs(base, cand), len(cand))
+        ref_clean = _by_metric([r for r in kept if _is_clean(r) and not r.metadata.get("dry_run")])
+    return Samples(
+        candidate=_by_metric(cand),
+        baseline=_by_metric(base),
+        reference=ref,
+        pairs=_checks(base, cand),
+        n_candidate=len(runs),
+        clean=_by_metric([r for r in runs if _is_clean(r)]),
+        reference_clean=ref_clean or {},
+        n_baseline=len(base),
+        reference_baseline=ref_base,
+        planned_metrics=frozenset(
+            MetricName.CHUNK_COUNT.value for r in live if PLANNED_CHUNKS_KEY in r.metadata
+        ),
+    )
 
 
-# -- one comparison per (guardrail, side) -----------------------------------------------------
-def _num(x: Any) -> float | None:
-    """A JSON-safe float: non-finite numbers become None."""
-    value = float(x)
-    return value if math.isfinite(value) else None
+# -- one guardrail --------------------------------------------------------------------------------
+_EMPTY: Floats = np.zeros(0)
+_UNPLANNED = (
+    "unchecked: no record carries planned_chunk_count (the emitter does not record the split's "
+    "plan) and no shadow run saw a batch on both paths"
+)
 
 
-def _verdict(fails: bool) -> Status:
-    return "fail" if fails else "pass"
+def _pooled(now: Mapping[str, Floats], before: Mapping[str, Floats] | None, metric: str) -> Floats:
+    parts = [now.get(metric, _EMPTY)] + ([before.get(metric, _EMPTY)] if before else [])
+    return np.concatenate(parts)
 
 
-def _latency(cand: Floats, other: Floats, g: Guardrail, min_n: int) -> dict[str, Any]:
-    ev: dict[str, Any] = {"test": "mannwhitneyu", "n_candidate": len(cand), "n_other": len(other)}
-    if len(cand) == 0 or len(other) == 0:
-        return {**ev, "status": "n/a"}
-    if len(cand) < min_n or len(other) < min_n:
-        return {**ev, "status": "insufficient"}
-    med_c, med_o = float(np.median(cand)), float(np.median(other))
-    alternative = "greater" if g.worse == "higher" else "less"
-    res = stats.mannwhitneyu(cand, other, alternative=alternative)
-    p = float(res.pvalue) if math.isfinite(float(res.pvalue)) else 1.0
-    worse, better = (med_c, med_o) if g.worse == "higher" else (med_o, med_c)
-    effect = (worse / better - 1.0) if better > 0 else (math.inf if worse > 0 else 0.0)
-    return {
-        **ev,
-        "median_candidate": med_c,
-        "median_other": med_o,
-        "p95_candidate": float(np.percentile(cand, 95)),
-        "p95_other": float(np.percentile(other, 95)),
-        "statistic": _num(res.statistic),
-        "p_value": p,
-        "effect": _num(effect),
-        "status": _verdict(p < g.alpha and effect > g.tolerance),
-    }
+def _earlier(s: Samples, metric: str) -> tuple[Floats, Floats] | None:
+    if s.reference is None or s.reference_baseline is None:
+        return None
+    return s.reference.get(metric, _EMPTY), s.reference_baseline.get(metric, _EMPTY)
 
 
-def _rate(cand: Floats, other: Floats | None, g: Guardrail, min_n: int) -> dict[str, Any]:
-    k_c, n_c = int(np.count_nonzero(cand > 0)), len(cand)
-    ev: dict[str, Any] = {"n_candidate": n_c, "events_candidate": k_c}
-    if n_c == 0:
-        return {**ev, "status": "n/a"}
-    if n_c < min_n:
-        return {**ev, "status": "insufficient"}
-    rate_c = k_c / n_c
-    ev["rate_candidate"] = rate_c
-    if other is None:  # the other side never reports this metric: test the candidate alone
-        return _rate_alone(ev, k_c, n_c, g)
-    k_o, n_o = int(np.count_nonzero(other > 0)), len(other)
-    ev |= {"n_other": n_o, "events_other": k_o, "test": "fisher_exact"}
-    if n_o < min_n:
-        return {**ev, "status": "insufficient"}
-    rate_o = k_o / n_o
-    alternative = "greater" if g.worse == "higher" else "less"
-    res = stats.fisher_exact([[k_c, n_c - k_c], [k_o, n_o - k_o]], alternative=alternative)
-    diff = rate_c - rate_o if g.worse == "higher" else rate_o - rate_c
-    p = float(res.pvalue)
-    margin_p = _margin_p(k_c, n_c, rate_o, g)
-    ev |= {"rate_other": rate_o, "statistic": _num(res.statistic), "p_value": p, "effect": diff}
-    ev["margin_p_value"] = margin_p
-    return {**ev, "status": _verdict(p < g.alpha and margin_p < g.alpha)}
+def _no_control(s: Samples, min_n: int = 1) -> bool:
+    """The full stage: (nearly) no legacy left in the window — a share of 99 %, or a few
+    stragglers beside enough candidate executions — and a stage before it judged."""
+    total = s.n_candidate + s.n_baseline
+    if s.reference is None or total == 0:
+        return False
+    stragglers = s.n_baseline < min_n <= s.n_candidate
+    return stragglers or s.n_candidate / total >= checks.FULL_SHARE
 
 
-def _margin_p(k: int, n: int, rate_other: float, g: Guardrail) -> float:
-    """p-value of "the candidate's rate is beyond the other side's by more than the tolerance".
-
-    An exact binomial test of the candidate's count against ``rate_other ± tolerance``, the
-    other side's rate taken as known (it is the larger sample below the 50 % stage). Without it
-    one event in 30 executions (3.3 %) would already exceed a 2 % tolerance.
-    """
-    if g.worse == "higher":
-        bound, alternative = rate_other + g.tolerance, "greater"
-    else:
-        bound, alternative = rate_other - g.tolerance, "less"
-    if bound >= 1.0 or bound <= 0.0:  # beyond the bound is impossible, or any event is beyond
-        beyond = (bound <= 0.0 and k > 0) if g.worse == "higher" else (bound >= 1.0 and k < n)
-        return 0.0 if beyond else 1.0
-    return float(stats.binomtest(k, n, p=bound, alternative=alternative).pvalue)
-
-
-def _rate_alone(ev: dict[str, Any], k: int, n: int, g: Guardrail) -> dict[str, Any]:
-    if g.tolerance == 0.0:
-        bad = k > 0 if g.worse == "higher" else k < n
-        return {**ev, "test": "any-event", "effect": k / n, "status": _verdict(bad)}
-    alternative = "greater" if g.worse == "higher" else "less"
-    res = stats.binomtest(k, n, p=g.tolerance, alternative=alternative)
-    p = float(res.pvalue)
-    ev |= {"test": "binomtest", "p_value": p, "effect": k / n}
-    return {**ev, "status": _verdict(p < g.alpha)}
-
-
-def _invariant(pairs: list[tuple[float, float]], g: Guardrail) -> dict[str, Any]:
-    if not pairs:
-        return {"test": "paired-equality", "n_pairs": 0, "status": "n/a"}
-    bad = [(b, c) for b, c in pairs if abs(c - b) > g.tolerance]
-    return {
-        "test": "paired-equality",
-        "n_pairs": len(pairs),
-        "mismatches": len(bad),
-        "examples": [list(p) for p in bad[:5]],
-        "status": _verdict(bool(bad)),
-    }
-
-
-def _drop_thin_sides(sides: dict[str, dict[str, Any]], min_n: int) -> None:
-    """A side with too few samples of its own does not block a verdict another side gives.
-
-    At the 100 % stage legacy runs only stragglers (an execution pinned just before the
-    promotion): its one or two records must not hold the stage forever when the previous
-    stage's two-phase records give a full comparison. The candidate's own shortage still holds.
-    """
-    decided = any(side["status"] in ("pass", "fail") for side in sides.values())
-    for side in sides.values():
-        thin_other = side.get("n_other", min_n) < min_n
-        enough_candidate = side.get("n_candidate", 0) >= min_n
-        if decided and side["status"] == "insufficient" and thin_other and enough_candidate:
-            side["status"] = "n/a"
-            side["note"] = "too few samples on this side; judged on the other comparison"
+def _sides(s: Samples, g: Guardrail, min_n: int) -> dict[str, dict[str, Any]]:
+    cand = s.candidate.get(g.metric, _EMPTY)
+    if g.kind == "invariant":
+        found = checks.invariant(s.pairs.get(g.metric, []), g.tolerance, min_n)
+        if not found["n_checked"] and g.metric not in s.planned_metrics:
+            found |= {"status": "n/a", "note": _UNPLANNED}
+        return {"checks": found}
+    if g.against == "budget":
+        assert g.budget is not None
+        if g.kind == "rate":
+            values = _pooled(s.candidate, s.reference, g.metric)
+            return {"budget": checks.rate_vs_budget(values, g.budget, g.margin, g.worse, min_n)}
+        values = _pooled(s.clean, s.reference_clean, g.metric)
+        return {"budget": checks.latency_vs_budget(values, g.budget, g.worse, min_n)}
+    compare = checks.latency_vs if g.kind == "latency" else checks.rate_vs
+    sides: dict[str, dict[str, Any]] = {}
+    if g.against in ("both", "baseline"):
+        if _no_control(s, min_n):
+            note = "no legacy left in this window: judged at the stage before"
+            sides["baseline"] = {"n_other": s.n_baseline, "status": "n/a", "p_value": None}
+            sides["baseline"]["note"] = note
+        else:
+            other = s.baseline.get(g.metric, _EMPTY)
+            if g.kind == "rate":
+                sides["baseline"] = checks.rate_vs(
+                    cand, other, g.tolerance, g.worse, min_n, _earlier(s, g.metric)
+                )
+            else:
+                sides["baseline"] = compare(cand, other, g.tolerance, g.worse, min_n)
+    if g.against in ("both", "reference"):
+        if s.reference is None:
+            sides["reference"] = {"status": "n/a", "p_value": None, "note": "no previous stage"}
+        else:
+            other = s.reference.get(g.metric, _EMPTY)
+            sides["reference"] = compare(cand, other, g.tolerance, g.worse, min_n)
+    return sides
 
 
 def _guardrail(s: Samples, g: Guardrail, min_n: int) -> dict[str, Any]:
-    empty: Floats = np.zeros(0)
-    cand = s.candidate.get(g.metric, empty)
-    sides: dict[str, dict[str, Any]] = {}
-    if g.kind == "invariant":
-        sides["pairs"] = _invariant(s.pairs.get(g.metric, []), g)
-    elif g.kind == "latency":
-        if g.against != "reference":
-            sides["baseline"] = _latency(cand, s.baseline.get(g.metric, empty), g, min_n)
-        if s.reference is not None and g.against != "baseline":
-            sides["reference"] = _latency(cand, s.reference.get(g.metric, empty), g, min_n)
-    else:
-        if g.against != "reference":
-            sides["baseline"] = _rate(cand, s.baseline.get(g.metric), g, min_n)
-        if s.reference is not None and g.metric in s.reference and g.against != "baseline":
-            sides["reference"] = _rate(cand, s.reference[g.metric], g, min_n)
-    if not sides:  # judged against the previous stage only, and this is the first stage
-        return {**asdict(g), "status": "n/a", "passed": True, "comparisons": {}}
-    _drop_thin_sides(sides, min_n)
-    statuses = [side["status"] for side in sides.values()]
-    status: Status
-    if "fail" in statuses:
-        status = "fail"
-    elif g.kind == "invariant" or (len(cand) == 0 and "insufficient" not in statuses):
-        status = statuses[0] if g.kind == "invariant" else "n/a"  # nothing to judge here
-    elif "insufficient" in statuses or "pass" not in statuses:
-        status = "insufficient"  # too few samples, or nothing to compare the candidate with
-    else:
-        status = "pass"
-    passed = status in ("pass", "n/a")
-    return {**asdict(g), "status": status, "passed": passed, "comparisons": sides}
+    sides = _sides(s, g, min_n)
+    judged = {k: v for k, v in sides.items() if v.get("status") != "n/a"}
+    no_shadow = (
+        g.metric == MetricName.SHADOW_MISMATCHED and not s.candidate.get(g.metric, _EMPTY).size
+    )
+    if no_shadow:  # no shadow run in this window: nothing to judge, nothing missing
+        judged = {}
+        for side in sides.values():
+            side |= {"status": "n/a", "note": "no shadow run in this window"}
+    ps = [v["p_value"] for v in judged.values() if v["p_value"] is not None]
+    p = min(1.0, min(ps) * len(judged)) if ps else None  # Bonferroni over the sides
+    enough = all(v["enough"] for v in judged.values())
+    for v in judged.values():
+        v["status"] = "pass" if v["enough"] else "insufficient"
+    status: Status = "n/a" if not judged else "pass" if enough else "insufficient"
+    if not judged and "reference" in sides and not _no_control(s, min_n) and not no_shadow:
+        status = "insufficient"  # nothing to compare with is missing evidence, never a pass
+        sides["reference"]["status"] = "insufficient"
+    fields = {k: getattr(g, k) for k in g.__dataclass_fields__}
+    return {**fields, "status": status, "p_value": p, "comparisons": sides}
 
 
-# -- the verdict --------------------------------------------------------------------------------
-def _reason(g: Guardrail, ev: dict[str, Any]) -> str:
-    label = f"{g.metric} ({g.kind}, {'critical' if g.critical else 'non-critical'})"
+# -- the verdict ----------------------------------------------------------------------------------
+def _deterministic(g: Guardrail) -> bool:
+    """Checks with no false alarm (an invariant, an event whose budget is 0): no α spent."""
+    return g.kind == "invariant" or (g.against == "budget" and g.budget == 0.0)
+
+
+def holm(p_values: Mapping[str, float], alpha: float) -> list[str]:
+    """Holm's step-down: the hypotheses rejected at family-wise error ``alpha``, smallest p
+    first (the first one is the guardrail that decided)."""
+    ordered = sorted(p_values.items(), key=lambda kv: kv[1])
+    rejected: list[str] = []
+    for i, (name, p) in enumerate(ordered):
+        if p > alpha / (len(ordered) - i):
+            break
+        rejected.append(name)
+    return rejected
+
+
+def _reason(key: str, g: Guardrail, ev: dict[str, Any]) -> str:
+    label = f"{key} ({g.kind} vs {g.against}, {'critical' if g.critical else 'non-critical'})"
     parts = []
     for side, cmp in ev["comparisons"].items():
-        if cmp["status"] in ("fail", "insufficient"):
+        if cmp.get("status") in ("fail", "insufficient"):
             detail = ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in cmp.items()
-                if k not in ("status", "test", "examples")
+                if k not in ("status", "test", "examples", "enough")
             )
             parts.append(f"{cmp['status']} vs {side}: {detail}")
     return f"{label}: " + "; ".join(parts)
+
+
+def _fail(ev: dict[str, Any]) -> None:
+    """Mark the guardrail and the comparison that carried its smallest p-value as failed."""
+    ev["status"], ev["passed"] = "fail", False
+    sides = [v for v in ev["comparisons"].values() if v.get("p_value") is not None]
+    if sides:
+        min(sides, key=lambda v: v["p_value"])["status"] = "fail"
 
 
 def judge_samples(
@@ -327,22 +345,33 @@ def judge_samples(
     """The verdict from already gathered samples (what the benchmark drives directly)."""
     if min_samples < 1:
         raise InvalidEventError(f"min_samples must be at least 1, got {min_samples}")
-    evidence: dict[str, Any] = {"min_samples": min_samples, "guardrails": {}}
-    failed_critical: list[str] = []
-    failed_other: list[str] = []
-    short: list[str] = []
-    if samples.n_candidate < min_samples:
-        short.append(f"too few candidate executions: {samples.n_candidate} < {min_samples}")
+    critical = [g for g in guardrails if g.critical]
+    family_alpha = min((g.alpha for g in critical), default=0.01)
+    evidence: dict[str, Any] = {"min_samples": min_samples, "family_alpha": family_alpha}
+    evidence["guardrails"] = found = {}
+    by_key: dict[str, Guardrail] = {}
     for g in guardrails:
-        ev = _guardrail(samples, g, min_samples)
-        key = g.metric if g.metric not in evidence["guardrails"] else f"{g.metric}#{g.kind}"
-        evidence["guardrails"][key] = ev
-        if ev["status"] == "fail":
-            (failed_critical if g.critical else failed_other).append(_reason(g, ev))
-        elif ev["status"] == "insufficient":
-            short.append(_reason(g, ev))
+        key = g.metric if g.metric not in found else f"{g.metric}#{g.kind}"
+        found[key], by_key[key] = _guardrail(samples, g, min_samples), g
+    p_of = {k: ev["p_value"] for k, ev in found.items() if ev["p_value"] is not None}
+    certain = {k for k, p in p_of.items() if _deterministic(by_key[k]) and p == 0.0}
+    p_of = {k: p for k, p in p_of.items() if not _deterministic(by_key[k])}
+    rejected = holm({k: p for k, p in p_of.items() if by_key[k].critical}, family_alpha)
+    rejected += [k for k, p in p_of.items() if not by_key[k].critical and p <= by_key[k].alpha]
+    rejected = sorted(certain) + rejected  # a broken invariant or a forbidden event decides first
+    for key, ev in found.items():
+        ev["passed"] = ev["status"] in ("pass", "n/a")
+        if key in rejected:
+            _fail(ev)
+    failed_critical = [_reason(k, by_key[k], found[k]) for k in rejected if by_key[k].critical]
+    failed_other = [_reason(k, by_key[k], found[k]) for k in rejected if not by_key[k].critical]
+    short = [_reason(k, by_key[k], ev) for k, ev in found.items() if ev["status"] == "insufficient"]
+    if samples.n_candidate < min_samples:
+        short.insert(0, f"too few candidate executions: {samples.n_candidate} < {min_samples}")
     if failed_critical:
-        return Verdict("rollback", failed_critical + failed_other, evidence)
+        evidence["decided_by"] = rejected[0]
+        reasons = [f"decided by {rejected[0]}", *failed_critical, *failed_other]
+        return Verdict("rollback", reasons, evidence)
     if short or failed_other:
         return Verdict("hold", failed_other + short, evidence)
     return Verdict("promote", ["every guardrail passed"], evidence)

@@ -202,11 +202,32 @@ _GUARD_FIELDS = {
     "alpha",
     "alarm_threshold",
     "against",
+    "budget",
+    "margin",
 }
-_AGAINST = ("both", "baseline", "reference")
+_AGAINST = ("both", "baseline", "reference", "budget")
 
 
-def _guardrail(index: int, raw: object) -> Guardrail:
+def _budget(
+    where: str, data: Mapping[str, Any], kind: str, against: str
+) -> tuple[float | None, float]:
+    """``budget`` (with ``against: budget`` only) and ``margin``: a rate in [0, 1] or ms >= 0."""
+    if (against == "budget") != ("budget" in data):
+        raise PlanError(f"{where}.budget", "required with against: budget, and only with it")
+    margin = _number(f"{where}.margin", data.get("margin", 0.0))
+    if not 0 <= margin <= 1:
+        raise PlanError(f"{where}.margin", f"{margin:g} is outside [0, 1]")
+    if "budget" not in data:
+        return None, margin
+    if kind == "invariant":
+        raise PlanError(f"{where}.budget", "an invariant has no budget")
+    budget = _number(f"{where}.budget", data["budget"])
+    if budget < 0 or (kind == "rate" and budget > 1):
+        raise PlanError(f"{where}.budget", f"{budget:g} is outside the range of a {kind}")
+    return budget, margin
+
+
+def _guardrail(index: int, raw: object, default_alpha: float = 0.01) -> Guardrail:
     where = f"guardrails[{index}]"
     data = _mapping(where, raw)
     _no_extra(where, data, _GUARD_FIELDS)
@@ -235,7 +256,7 @@ def _guardrail(index: int, raw: object) -> Guardrail:
     critical = data.get("critical", False)
     if not isinstance(critical, bool):
         raise PlanError(f"{where}.critical", f"{critical!r} is not true/false")
-    alpha = _number(f"{where}.alpha", data.get("alpha", 0.01))
+    alpha = _number(f"{where}.alpha", data.get("alpha", default_alpha))
     if not 0 < alpha < 0.5:
         raise PlanError(f"{where}.alpha", f"{alpha:g} is outside (0, 0.5)")
     if "alarm_threshold" in data:
@@ -243,13 +264,27 @@ def _guardrail(index: int, raw: object) -> Guardrail:
     against = data.get("against", "both")
     if against not in _AGAINST:
         raise PlanError(f"{where}.against", f"{against!r} is not one of {list(_AGAINST)}")
-    return Guardrail(metric.value, kind, worse, tolerance, critical, alpha, against)
+    budget, margin = _budget(where, data, kind, against)
+    return Guardrail(metric.value, kind, worse, tolerance, critical, alpha, against, budget, margin)
 
 
-def _guardrails(raw: object) -> tuple[Guardrail, ...]:
+def _judge_alpha(raw: object, stages: int) -> float:
+    """``judge.alpha``: the whole rollout's false-rollback rate, split evenly over the stages
+    (each stage's critical guardrails are one Holm family at alpha / stages)."""
+    if raw is None:
+        return 0.01
+    data = _mapping("judge", raw)
+    _no_extra("judge", data, {"alpha"})
+    alpha = _number("judge.alpha", data.get("alpha", 0.05))
+    if not 0 < alpha < 0.5:
+        raise PlanError("judge.alpha", f"{alpha:g} is outside (0, 0.5)")
+    return alpha / stages
+
+
+def _guardrails(raw: object, default_alpha: float = 0.01) -> tuple[Guardrail, ...]:
     if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
         raise PlanError("guardrails", "expected a non-empty list of guardrails")
-    out = tuple(_guardrail(i, item) for i, item in enumerate(raw))
+    out = tuple(_guardrail(i, item, default_alpha) for i, item in enumerate(raw))
     seen: set[tuple[str, str]] = set()
     for index, g in enumerate(out):
         if (g.metric, g.kind) in seen:
@@ -282,16 +317,19 @@ def _flag_store(raw: object) -> FlagStoreSpec:
 def parse_plan(data: object) -> RolloutPlan:
     """Validate a decoded plan; raise :class:`PlanError` on the first problem found."""
     plan = _mapping("plan", data)
-    _no_extra("plan", plan, {"name", "flag_store", "defaults", "stages", "guardrails"})
+    _no_extra("plan", plan, {"name", "flag_store", "defaults", "stages", "guardrails", "judge"})
     name = plan.get("name", "rollout")
     if not isinstance(name, str) or not name.strip():
         raise PlanError("name", f"{name!r} is not a non-empty string")
     defaults = _mapping("defaults", plan.get("defaults", {}))
     _no_extra("defaults", defaults, _STAGE_FIELDS - {"percent"})
+    stages = _stages(plan.get("stages"), defaults)
     return RolloutPlan(
         name=name,
-        stages=_stages(plan.get("stages"), defaults),
-        guardrails=_guardrails(plan.get("guardrails")),
+        stages=stages,
+        guardrails=_guardrails(
+            plan.get("guardrails"), _judge_alpha(plan.get("judge"), len(stages))
+        ),
         flag_store=_flag_store(plan.get("flag_store")),
         raw=json.loads(json.dumps(plan, default=str)),
     )
@@ -316,9 +354,12 @@ def load_plan(path: Path | str | None = None) -> RolloutPlan:
 
 
 def alarm_threshold(plan: RolloutPlan, guardrail: Guardrail) -> float | None:
-    """The absolute alarm threshold a guardrail declares, if any (see rollout.dashboard)."""
+    """The absolute alarm threshold a guardrail declares, or its rate budget (rollout.dashboard)."""
     for raw in plan.raw.get("guardrails", []):
         if raw.get("metric") == guardrail.metric and raw.get("kind") == guardrail.kind:
             value = raw.get("alarm_threshold")
-            return None if value is None else float(value)
+            if value is not None:
+                return float(value)
+    if guardrail.kind == "rate" and guardrail.budget is not None:
+        return guardrail.budget  # a rate budget is already absolute: alarm on it
     return None

@@ -20,7 +20,8 @@ def test_packaged_plan_is_valid_and_names_known_metrics() -> None:
     plan = load_plan(DEFAULT_PLAN)
     assert [s.percent for s in plan.stages] == [1, 5, 25, 50, 100]
     assert plan.stages[0].bake_seconds == 3600 and plan.stages[1].bake_seconds == 1800
-    assert all(s.min_samples == 300 for s in plan.stages)
+    assert [s.min_samples for s in plan.stages] == [150, 600, 300, 300, 300]
+    assert all(g.alpha == 0.01 for g in plan.guardrails)  # judge.alpha 0.05 over 5 stages
     assert {g.metric for g in plan.guardrails} <= {m.value for m in MetricName}
     assert plan.flag_store.kind is FlagStoreKind.ENV
 

@@ -1,0 +1,169 @@
+"""A simulated fleet for the whole-rollout benchmark: executions drawn as numpy arrays.
+
+The fleet runs ``rate_per_hour`` final merges; the flag document's percentage decides which path
+each one takes. Per execution (both paths' figures from the embedded runs in docs/benchmarks.md
+and docs/two_phase.md, widened for a fleet of mixed snapshot sizes):
+
+* merge duration: lognormal, median 4 s, σ 0.8 — both paths (legacy holds the lock nearly all of
+  it: lock hold = 0.95 × duration);
+* two-phase lock hold: two short grants per attempt, lognormal median 18 ms, σ 0.15 per attempt;
+  a CAS failure adds an attempt (another pair of grants) and 15 % of rebuild time;
+* lock wait: legacy waits in 30 % of executions (median 2 s), two-phase in 10 % (20 ms), σ 1;
+* merge errors 0.2 % on both paths; two-phase CAS failures 0.5 %, fallbacks 0.1 %;
+* 10 % of legacy executions are shadowed: a dry run beside them reports ShadowMismatched;
+* every execution carries the chunk count the split planned, equal to the one it merged.
+
+``contention`` makes the load grow with the two-phase share (the A/A with contention): duration
+and lock wait of *both* paths × (1 + 0.3 s), and CAS failures 0.2 % + 1.2 % × s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rollout.metric_names import MetricName as M
+
+Rng = np.random.Generator
+Arrays = dict[str, np.ndarray[Any, Any]]
+SHADOW_SHARE = 0.10
+
+
+@dataclass(frozen=True)
+class Fleet:
+    rate_per_hour: float = 3000.0
+    contention: bool = False
+    hold_factor: float = 1.0
+    duration_factor: float = 1.0
+    cas_rate: float | None = None  # None: the healthy rate (with contention: rising with share)
+    error_rate: float = 0.002
+    mismatch_rate: float = 0.0
+
+
+SCENARIOS: dict[str, Fleet] = {
+    "aa": Fleet(),
+    "aa_contention": Fleet(contention=True),
+    "hold_x1_5": Fleet(contention=True, hold_factor=1.5),
+    "hold_x2": Fleet(contention=True, hold_factor=2.0),
+    "duration_30pct": Fleet(contention=True, duration_factor=1.3),
+    "cas_5pct": Fleet(contention=True, cas_rate=0.05),
+    "errors_1pct": Fleet(contention=True, error_rate=0.01),
+    "shadow_mismatch": Fleet(contention=True, mismatch_rate=0.005),
+}
+
+
+def _lognormal(rng: Rng, median: float, sigma: float, n: int) -> np.ndarray[Any, Any]:
+    return rng.lognormal(np.log(median), sigma, n)
+
+
+def draw(rng: Rng, fleet: Fleet, n: int, share: float, candidate: bool) -> Arrays:
+    """``n`` executions of one path while the two-phase share is ``share`` (0..1)."""
+    load = 1.0 + 0.3 * share if fleet.contention else 1.0
+    duration = _lognormal(rng, 4000.0, 0.8, n) * load
+    waits = rng.random(n) < (0.1 if candidate else 0.3)
+    wait = np.where(waits, _lognormal(rng, 20.0 if candidate else 2000.0, 1.0, n) * load, 0.0)
+    errors = (rng.random(n) < (fleet.error_rate if candidate else 0.002)).astype(float)
+    chunks = rng.integers(1, 21, n).astype(float)
+    out: Arrays = {
+        M.FINAL_MERGE_DURATION: duration,
+        M.LOCK_WAIT_TIME: wait,
+        M.MERGE_ERRORS: errors,
+        M.CHUNK_COUNT: chunks,
+        "planned": chunks,
+    }
+    if not candidate:
+        out[M.LOCK_HOLD_TIME] = duration * 0.95
+        out[M.CAS_FAILURES] = np.zeros(n)
+        out[M.FALLBACK_TO_LEGACY] = np.zeros(n)
+        return out
+    healthy = 0.002 + 0.012 * share if fleet.contention else 0.005
+    cas = (rng.random(n) < (healthy if fleet.cas_rate is None else fleet.cas_rate)).astype(float)
+    hold = _lognormal(rng, 18.0 * fleet.hold_factor, 0.15, n)
+    rebase = _lognormal(rng, 18.0 * fleet.hold_factor, 0.15, n)
+    out[M.LOCK_HOLD_TIME] = hold + cas * rebase
+    out[M.FINAL_MERGE_DURATION] = duration * fleet.duration_factor * (1.0 + 0.15 * cas)
+    out[M.CAS_FAILURES] = cas
+    out[M.FALLBACK_TO_LEGACY] = (rng.random(n) < 0.001).astype(float)
+    return out
+
+
+@dataclass
+class Window:
+    """One time window of the fleet: both paths' arrays, and the shadow runs beside legacy."""
+
+    candidate: Arrays
+    baseline: Arrays
+    shadow_mismatches: np.ndarray[Any, Any]
+
+    def __len__(self) -> int:
+        return len(self.candidate[M.CHUNK_COUNT]) + len(self.baseline[M.CHUNK_COUNT])
+
+    def __iter__(self) -> Iterator[Any]:  # the controller only tests a reference for truth
+        return iter(())
+
+
+class FleetSource:
+    """A ``MetricSource`` whose ``records`` returns :class:`Window` arrays, generated lazily up to
+    the latest ``until_ms`` asked for, at the share the flag document says at that moment."""
+
+    def __init__(self, rng: Rng, fleet: Fleet, start_ms: int, percent: Any) -> None:
+        self.rng, self.fleet, self.percent = rng, fleet, percent
+        self.until = start_ms
+        self.times: list[np.ndarray[Any, Any]] = []
+        self.paths: list[np.ndarray[Any, Any]] = []
+        self.cols: list[Arrays] = []
+        self.shadow: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
+        self._cache: Any = None
+
+    def _extend(self, until_ms: int) -> None:
+        span = until_ms - self.until
+        if span <= 0:
+            return
+        n = int(self.rng.poisson(self.fleet.rate_per_hour * span / 3_600_000))
+        share = self.percent() / 100.0
+        times = np.sort(self.rng.integers(self.until, until_ms, n))
+        cand = self.rng.random(n) < share
+        rows: Arrays = {}
+        for is_cand in (True, False):
+            idx = np.flatnonzero(cand == is_cand)
+            drawn = draw(self.rng, self.fleet, len(idx), share, is_cand)
+            for name, values in drawn.items():
+                rows.setdefault(name, np.zeros(n))[idx] = values
+        legacy_times = times[~cand]
+        shadowed = self.rng.random(len(legacy_times)) < SHADOW_SHARE
+        bad = self.rng.random(int(shadowed.sum())) < self.fleet.mismatch_rate
+        self.shadow.append((legacy_times[shadowed], bad.astype(float)))
+        self.times.append(times)
+        self.paths.append(cand)
+        self.cols.append(rows)
+        self.until = until_ms
+
+    def _joined(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], Arrays]:
+        if self._cache is None or self._cache[0] != len(self.times):
+            cols = {k: np.concatenate([c[k] for c in self.cols]) for k in self.cols[0]}
+            joined = (np.concatenate(self.times), np.concatenate(self.paths), cols)
+            st = np.concatenate([s[0] for s in self.shadow])
+            sv = np.concatenate([s[1] for s in self.shadow])
+            self._cache = (len(self.times), joined, (st, sv))
+        out: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], Arrays] = self._cache[1]
+        return out
+
+    def records(self, since_ms: int | None = None, until_ms: int | None = None) -> Window:
+        end = until_ms if until_ms is not None else self.until
+        self._extend(end)
+        if not self.cols:
+            empty: Arrays = {k: np.zeros(0) for k in (M.CHUNK_COUNT, "planned")}
+            return Window(empty, dict(empty), np.zeros(0))
+        times, paths, cols = self._joined()
+        lo, hi = np.searchsorted(times, [since_ms or 0, end])  # chunks are appended in time order
+        cand = paths[lo:hi]
+        st, sv = self._cache[2] if self._cache else (np.zeros(0), np.zeros(0))
+        s_lo, s_hi = np.searchsorted(st, [since_ms or 0, end])
+        return Window(
+            {k: v[lo:hi][cand] for k, v in cols.items()},
+            {k: v[lo:hi][~cand] for k, v in cols.items()},
+            sv[s_lo:s_hi],
+        )
