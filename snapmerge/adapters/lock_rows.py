@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import ROUND_CEILING, Decimal
 
 from snapmerge.errors import LockBusyError
 
@@ -121,6 +122,13 @@ def view_of_item(item: Mapping[str, Mapping[str, str]] | None) -> RowView | None
     return RowView.of(
         owner,
         expires,
-        int(ms_raw) if ms_raw is not None else None,
-        int(fence_raw) if fence_raw is not None else 0,
+        _whole(ms_raw) if ms_raw is not None else None,
+        _whole(fence_raw) if fence_raw is not None else 0,
     )
+
+
+def _whole(raw: str) -> int:
+    """A DynamoDB number as a whole number, rounded up: any number another writer may store
+    (``3.0``, ``4070908800000.5``) reads, a later expiry errs on the side of busy, and a fence
+    rounded up never lets the next grant's fence fall back."""
+    return int(Decimal(raw).to_integral_value(rounding=ROUND_CEILING))

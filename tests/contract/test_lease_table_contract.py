@@ -503,3 +503,23 @@ def aws_dynamodb() -> Any:
 def _plain(item: dict[str, Any] | None) -> dict[str, str]:
     assert item is not None
     return {name: next(iter(value.values())) for name, value in item.items()}
+
+
+def test_a_row_with_fractional_numbers_reads_instead_of_raising(
+    aws: Any, dynamo: DynamoLeaseTable
+) -> None:
+    """Another writer may store ``fence`` or ``expires_ms`` as any DynamoDB number (``3.0``, a
+    float through Decimal): the row still reads — a live one as busy — and the fence still rises.
+    Found by the adversarial review: ``int("3.0")`` raised a bare ValueError out of acquire."""
+    grant = dynamo.try_acquire(LOCK, COLLECTION, "a", MINUTE)
+    client = aws_dynamodb()
+    client.update_item(
+        TableName=aws.table,
+        Key={"PK": {"S": f"LOCK#{COLLECTION}#{LOCK}"}, "SK": {"S": "LOCK"}},
+        UpdateExpression="SET fence = :f, expires_ms = :e",
+        ExpressionAttributeValues={":f": {"N": f"{grant.fence}.5"}, ":e": {"N": "4070908800000.5"}},
+    )
+    with pytest.raises(LockBusyError):
+        dynamo.try_acquire(LOCK, COLLECTION, "b", MINUTE)
+    view = dynamo.read(LOCK, COLLECTION)
+    assert view is not None and view.fence == grant.fence + 1
