@@ -13,6 +13,7 @@ from typing import Any
 BENCHMARKS = {
     "merge": ("bench.merge", "a final merge broken down by step; engine vs raw Chroma upsert"),
     "locks": ("bench.locks", "lock hold and wait, legacy vs two-phase; contention runs"),
+    "contention": ("bench.contention", "1..16 final merges at once on one collection, both paths"),
     "flags": ("bench.flags", "flag evaluation cost vs InMemoryProvider; kill-switch latency"),
     "judge": ("bench.judge", "the judge's false-rollback and detection rates (simulated)"),
 }
@@ -32,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="run a benchmark (merge, locks, flags, judge, all)",
+        help="run a benchmark (merge, locks, contention, flags, judge, all)",
         description="\n".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

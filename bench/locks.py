@@ -18,34 +18,19 @@ from __future__ import annotations
 
 import argparse
 import json as jsonlib
-import os
 import statistics
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-
-from legacy.final_merge import LegacyFinalMerge
-from snapmerge import synth
-from snapmerge.adapters.chroma_index import ChromaIndex
-from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
-from snapmerge.adapters.s3_store import S3BlobStore
-from snapmerge.config import Settings
-from snapmerge.domain import Database, FinalMergeRequest, Keys, MergePath
+from bench.common import DB, PATHS, Collection, merger, percentile
+from snapmerge.domain import MergePath
 from snapmerge.embedded import EmbeddedAWS
-from snapmerge.merging import MergeKit
-from snapmerge.seeding import seed_snapshot
 from snapmerge.snapshots import SnapshotStore
-from snapmerge.transfer import upload_directory
-from snapmerge.two_phase import TwoPhaseFinalMerge
 
-DB = Database.WORDS
-PATHS = (MergePath.LEGACY, MergePath.TWO_PHASE)
 QUICK: dict[str, Any] = {
     "sizes": (1000, 10000),
     "chunks": (1, 5),
@@ -56,74 +41,17 @@ QUICK: dict[str, Any] = {
 }
 
 
-class _Collection:
-    """One bucket + lock table with a seeded base; hands out kits and uploads batches."""
-
-    def __init__(self, cloud: EmbeddedAWS, size: int, dimension: int, work: Path) -> None:
-        self.cloud, self.dimension, self.work = cloud, dimension, work
-        self.bucket = self.table = f"bench-{size}-{int(time.time() * 1000) % 10**8}"
-        cloud.create_bucket(self.bucket)
-        cloud.create_table(self.table)
-        self.blobs = S3BlobStore(self.bucket)
-        self.engine = ChromaIndex()
-        self.base_rows = synth.records(1, size, dimension, id_prefix="base-")
-        started = time.perf_counter()
-        seed_snapshot(self.blobs, self.engine, DB, self.base_rows, workdir=_mk(work / "seed"))
-        self.seed_s = time.perf_counter() - started
-        self._n = 0
-        self._lock = threading.Lock()
-
-    def kit(self, name: str) -> MergeKit:
-        settings = Settings(
-            bucket=self.bucket,
-            table=self.table,
-            chroma_root=self.work / f"lambda-{name}",
-            lock_wait_timeout=timedelta(minutes=30),
-        )
-        return MergeKit(self.blobs, self.engine, DynamoLeaseTable(self.table), settings)
-
-    def batch(self, chunks: int, per_chunk: int) -> tuple[FinalMergeRequest, list[str]]:
-        with self._lock:
-            self._n += 1
-            n = self._n
-        batch_id, keys, ids = f"bench-{n}", [], []
-        for i in range(chunks):
-            rows = synth.records(
-                1000 + n, per_chunk, self.dimension, id_prefix=f"b{n}-", start=i * per_chunk
-            )
-            local = self.work / "inputs" / batch_id / str(i)
-            synth.write_index(self.engine, local, rows, f"receipt_{DB.value}")
-            upload_directory(self.blobs, local, Keys.intermediate_prefix(batch_id, i))
-            keys.append(Keys.intermediate_prefix(batch_id, i))
-            ids += [r.id for r in rows]
-        return FinalMergeRequest(batch_id, DB, tuple(keys)), ids
-
-
-def _merger(path: MergePath, kit: MergeKit) -> LegacyFinalMerge | TwoPhaseFinalMerge:
-    return LegacyFinalMerge(kit) if path is MergePath.LEGACY else TwoPhaseFinalMerge(kit)
-
-
-def _mk(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 def _summary(holds: list[float], waits: list[float]) -> dict[str, float]:
     return {
         "hold_p50_ms": round(statistics.median(holds), 2),
-        "hold_p95_ms": round(_pct(holds, 0.95), 2),
+        "hold_p95_ms": round(percentile(holds, 0.95), 2),
         "hold_max_ms": round(max(holds), 2),
         "wait_p50_ms": round(statistics.median(waits), 2),
     }
 
 
 def _sweep(
-    col: _Collection, size: int, chunk_counts: Sequence[int], repeats: int, per_chunk: int
+    col: Collection, size: int, chunk_counts: Sequence[int], repeats: int, per_chunk: int
 ) -> list[dict[str, Any]]:
     rows = []
     kits = {p: col.kit(p.value) for p in PATHS}
@@ -133,7 +61,7 @@ def _sweep(
         for rep in range(repeats):
             for path in PATHS if rep % 2 == 0 else PATHS[::-1]:
                 request, _ = col.batch(chunks, per_chunk)
-                result = _merger(path, kits[path]).run(request)
+                result = merger(path, kits[path]).run(request)
                 holds[path].append(result.lock_hold_ms)
                 waits[path].append(result.lock_wait_ms)
         row: dict[str, Any] = {"size": size, "chunks": chunks}
@@ -146,14 +74,14 @@ def _sweep(
     return rows
 
 
-def _contention(col: _Collection, path: MergePath, workers: int, per_chunk: int) -> dict[str, Any]:
+def _contention(col: Collection, path: MergePath, workers: int, per_chunk: int) -> dict[str, Any]:
     store = SnapshotStore(col.blobs, DB)
     before = col.engine.count(col.kit("count").cache(DB).get(store.read_pointer().version))  # type: ignore[union-attr]
     batches = [col.batch(2, per_chunk) for _ in range(workers)]
     results: list[Any] = [None] * workers
 
     def one(i: int) -> None:
-        results[i] = _merger(path, col.kit(f"{path.value}-{i}")).run(batches[i][0])
+        results[i] = merger(path, col.kit(f"{path.value}-{i}")).run(batches[i][0])
 
     started = time.perf_counter()
     threads = [threading.Thread(target=one, args=(i,)) for i in range(workers)]
@@ -206,7 +134,7 @@ def run(
         cloud.environment(),
     ):
         for size in sizes:
-            col = _Collection(cloud, size, dimension, Path(tmp) / f"n{size}")
+            col = Collection(cloud, size, dimension, Path(tmp) / f"n{size}")
             out["seed_seconds"][size] = round(col.seed_s, 1)
             out["sweep"] += _sweep(col, size, chunks, repeats, records_per_chunk)
             if size == min(sizes):

@@ -17,7 +17,7 @@ ChromaIndex, for each snapshot size x chunk count, ``repeats`` times:
 3. **Hold vs size and chunks.** Legacy lock hold per (size, chunks), and its ratio to the
    smallest cell: the baseline the two-phase path is judged against (``bench.locks`` runs both).
 
-Every run merges into the same seeded base (``bench.locks``'s ``_Collection``, seeded once per
+Every run merges into the same seeded base (``bench.common``'s ``Collection``, seeded once per
 size): between runs the pointer is swapped back to the seed version, which is pinned against
 retention, and its cached copy is dropped, so each run downloads exactly ``size`` records, as a
 Lambda with an empty ``/tmp`` does. Medians over repeats. ``--json`` prints only the figures.
@@ -38,7 +38,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.locks import DB, _Collection
+from bench.common import DB, Collection
 from bench.merge_engine import _raw_arm
 from legacy.final_merge import LegacyFinalMerge
 from snapmerge.adapters.chroma_index import ChromaIndex
@@ -160,7 +160,7 @@ class _TimedKit(MergeKit):
             super().finish(request, result, cleanup=cleanup, receipt=receipt)
 
 
-def _timed_kit(col: _Collection) -> tuple[_TimedKit, _TimedEngine]:
+def _timed_kit(col: Collection) -> tuple[_TimedKit, _TimedEngine]:
     proto = col.kit("timed")
     steps: dict[str, float] = {}
     engine = _TimedEngine(col.engine, steps)
@@ -180,7 +180,7 @@ def _reset(kit: _TimedKit, seed: Pointer) -> None:
 
 
 def _one_run(
-    col: _Collection, kit: _TimedKit, engine: _TimedEngine, chunks: int, per_chunk: int
+    col: Collection, kit: _TimedKit, engine: _TimedEngine, chunks: int, per_chunk: int
 ) -> dict[str, Any]:
     seed = kit.store(DB).read_pointer()
     request, _ = col.batch(chunks, per_chunk)
@@ -221,7 +221,7 @@ def _one_run(
 
 
 def _raw(
-    col: _Collection, kit: _TimedKit, seed: Pointer, batch_id: str, chunks: int
+    col: Collection, kit: _TimedKit, seed: Pointer, batch_id: str, chunks: int
 ) -> tuple[float, float]:
     """ChromaDB's own upsert of the same records into a copy of the same base: (total, read) s.
 
@@ -294,7 +294,7 @@ def run(
         cloud.environment(),
     ):
         for size in sizes:
-            col = _Collection(cloud, size, dimension, Path(tmp) / f"n{size}")
+            col = Collection(cloud, size, dimension, Path(tmp) / f"n{size}")
             out["seed_seconds"][str(size)] = round(col.seed_s, 1)
             kit, engine = _timed_kit(col)
             seed = kit.store(DB).read_pointer()

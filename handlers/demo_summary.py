@@ -21,6 +21,11 @@ COUNTS = (
     ("fallbacks to lock-held", "FallbackToLegacy"),
     ("merge errors", "MergeErrors"),
 )
+GROUP = (  # (label, metric, mean rather than sum)
+    ("batches per publish (mean)", "BatchesPerPublish", True),
+    ("wasted builds", "WastedBuilds", False),
+    ("coalesced batches", "CoalescedBatches", False),
+)
 
 
 def _values(records: Sequence[MetricRecord], path: MergePath, metric: str) -> list[float]:
@@ -62,4 +67,20 @@ def ab_table(records: Sequence[MetricRecord]) -> str:
         lines.append(f"{label:<28}" + "".join(f"{_fmt(s):>30}" for s in sums))
     chunks = [np.mean(_values(runs[p], p, "ChunkCount") or [0.0]) for p in PATHS]
     lines.append(f"{'chunk count (mean)':<28}" + "".join(f"{c:>30.1f}" for c in chunks))
+    lines += _group_rows(runs)
     return "\n".join(lines)
+
+
+def _group_rows(runs: dict[MergePath, list[MetricRecord]]) -> list[str]:
+    """Group commit: batches per publish (mean over publishes) and wasted builds (a sum).
+
+    ``-`` where no record carries the metric (EMF written before it existed).
+    """
+    rows = []
+    for label, metric, mean in GROUP:
+        cells = []
+        for p in PATHS:
+            v = _values(runs[p], p, metric)
+            cells.append(_fmt((float(np.mean(v)) if mean else sum(v)) if v else None))
+        rows.append(f"{label:<28}" + "".join(f"{c:>30}" for c in cells))
+    return rows

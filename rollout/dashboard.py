@@ -2,11 +2,12 @@
 
 :func:`render` lays out one graph per metric and collection, legacy against two_phase (the
 ``MergePath`` dimension): p50/p95/p99 for times, ``Sum`` for event counts, ``Average`` and
-``Maximum`` for chunk counts. The rollout percentage is a **text widget** listing the plan's
-stages and how to read the live value (``snapmerge rollout status``/``history``): the controller
-runs outside Lambda and its changes are rare, discrete events kept in the audit log, while every
-EMF record of the namespace is read by the judge as a per-execution sample — a
-``RolloutPercentage`` metric there would be mistaken for one.
+``Maximum`` for chunk counts and batches per publish; and per collection, wasted builds per
+publish (metric math over ``WastedBuilds`` and ``BatchesPerPublish``). The rollout percentage is
+a **text widget** listing the plan's stages and how to read the live value (``snapmerge rollout
+status``/``history``): the controller runs outside Lambda and its changes are rare, discrete
+events kept in the audit log, while every EMF record of the namespace is read by the judge as a
+per-execution sample — a ``RolloutPercentage`` metric there would be mistaken for one.
 
 :func:`alarms` turns each latency/rate guardrail of a plan into one ``PutMetricAlarm`` request per
 collection, always on the ``two_phase`` series (the candidate; the baseline is never alarmed on):
@@ -51,8 +52,10 @@ SUMS: Final = (
     MetricName.LOCK_CONTENTION,
     MetricName.SHADOW_MATCHED,
     MetricName.SHADOW_MISMATCHED,
+    MetricName.WASTED_BUILDS,
+    MetricName.COALESCED_BATCHES,
 )
-CHUNKS: Final = (MetricName.CHUNK_COUNT,)
+CHUNKS: Final = (MetricName.CHUNK_COUNT, MetricName.BATCHES_PER_PUBLISH)
 DASHBOARD_METRICS: Final[dict[MetricName, tuple[str, ...]]] = {
     **{m: PERCENTILES for m in LATENCY},
     **{m: ("Sum",) for m in SUMS},
@@ -98,6 +101,39 @@ def _graph(namespace: str, metric: MetricName, collection: str, region: str) -> 
     return {"type": "metric", "properties": props}
 
 
+def _waste_graph(namespace: str, collection: str, region: str) -> dict[str, Any]:
+    """Wasted builds per publish (issue 12's target: at most 1), one expression per path.
+
+    Only the publishing execution emits ``BatchesPerPublish``, so its ``SampleCount`` is the
+    number of publishes; ``WastedBuilds`` is emitted by every execution.
+    """
+    lines: list[list[Any]] = []
+    for i, path in enumerate(PATHS):
+        wasted = _metric_line(namespace, MetricName.WASTED_BUILDS, path, collection, "Sum")
+        publishes = _metric_line(
+            namespace, MetricName.BATCHES_PER_PUBLISH, path, collection, "SampleCount"
+        )
+        wasted[-1] = {"stat": "Sum", "id": f"wasted{i}", "visible": False}
+        publishes[-1] = {"stat": "SampleCount", "id": f"publishes{i}", "visible": False}
+        expression = {
+            "expression": f"wasted{i} / publishes{i}",
+            "label": f"{path.value} wasted builds per publish",
+            "id": f"perpublish{i}",
+            "color": _COLOURS[path],
+        }
+        lines += [wasted, publishes, [expression]]
+    props: dict[str, Any] = {
+        "title": f"Wasted builds per publish — {collection} (target ≤ 1)",
+        "view": "timeSeries",
+        "region": region,
+        "period": PERIOD,
+        "stacked": False,
+        "metrics": lines,
+        "annotations": {"horizontal": [{"label": "target", "value": 1}]},
+    }
+    return {"type": "metric", "properties": props}
+
+
 def _rollout_text(plan: RolloutPlan | None) -> dict[str, Any]:
     stages = " → ".join(f"{s.percent:g} %" for s in plan.stages) if plan else "see the plan"
     body = (
@@ -119,6 +155,7 @@ def render(
     """A CloudWatch dashboard body (the dict ``PutDashboard`` takes as JSON)."""
     widgets = [{**_rollout_text(plan), "x": 0, "y": 0, "width": 24, "height": 3}]
     graphs = [_graph(namespace, m, c, region) for m in DASHBOARD_METRICS for c in collections]
+    graphs += [_waste_graph(namespace, c, region) for c in collections]
     for index, graph in enumerate(graphs):
         col, row = index % 2, index // 2
         widgets.append(

@@ -66,6 +66,10 @@ class MetricName(StrEnum):
     SHADOW_MISMATCHED = "ShadowMismatched"
     SHADOW_SKIPPED = "ShadowSkipped"
     FLAG_ERRORS = "FlagErrors"
+    # Group commit (issue 12); see rollout/metrics.py for when each is emitted.
+    BATCHES_PER_PUBLISH = "BatchesPerPublish"
+    COALESCED_BATCHES = "CoalescedBatches"
+    WASTED_BUILDS = "WastedBuilds"
     # Kept from the original pipeline so its dashboards keep working. Its CompactionLockDuration
     # measured acquisition latency, not hold time, and is not kept: LockWaitTime says it plainly.
     COMPACTION_LOCK_COLLISION = "CompactionLockCollision"

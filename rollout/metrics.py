@@ -15,7 +15,13 @@ Rules the judge and the dashboards rely on:
   metadata;
 * every count a result can report is emitted, zeros included, so a per-execution rate has its
   denominator (``MergeErrors`` is 0 on success, 1 from :meth:`record_error`);
-* a name recorded twice in one set is summed (two lock holds in one invocation add up).
+* a name recorded twice in one set is summed (two lock holds in one invocation add up);
+* group commit: ``CoalescedBatches`` (1 when another execution's publish carried this batch) and
+  ``WastedBuilds`` (versions built and uploaded, never published) are emitted for every merge
+  that ran; ``BatchesPerPublish`` only by the execution that published, so its ``Average`` is
+  the mean number of batches a publish consumed. A replayed result ran no merge: its group
+  counts are 0 and it reports no publish. Until a path counts ``wasted_builds`` itself, each
+  refused CAS counts as one wasted build (today every refusal discards a built, uploaded version).
 
 Blobs go to stdout (CloudWatch Logs in Lambda; skipped when Powertools' metrics are disabled)
 and, when ``emf_file`` or ``SNAPMERGE_EMF_FILE`` is set, are appended to that file one JSON line
@@ -115,6 +121,8 @@ class MergeMetrics:
             snapshot_key=result.snapshot_key,
             replayed=result.replayed or None,
             digest=result.digest or None,
+            consumed_batches=list(result.consumed_batches) or None,
+            published_by=result.published_by,
             decision=dict(decision) if decision else None,
             lock_phases_ms=dict(result.lock_phases_ms) or None,
             unnamed_phases=sorted(unnamed) or None,
@@ -265,4 +273,20 @@ def _result_values(result: FinalMergeResult) -> dict[MetricName, float]:
         name = phase_metric(key)
         if name is not None:
             values[name] = values.get(name, 0.0) + ms
+    values.update(_group_values(result))
+    return values
+
+
+def _group_values(result: FinalMergeResult) -> dict[MetricName, float]:
+    """``CoalescedBatches``, ``WastedBuilds`` and, from the publisher, ``BatchesPerPublish``."""
+    if result.replayed:
+        return {MetricName.COALESCED_BATCHES: 0, MetricName.WASTED_BUILDS: 0}
+    coalesced = result.published_by is not None and result.published_by != result.batch_id
+    wasted = result.cas_failures if result.wasted_builds is None else result.wasted_builds
+    values: dict[MetricName, float] = {
+        MetricName.COALESCED_BATCHES: 1 if coalesced else 0,
+        MetricName.WASTED_BUILDS: wasted,
+    }
+    if not coalesced:
+        values[MetricName.BATCHES_PER_PUBLISH] = max(1, len(result.consumed_batches))
     return values

@@ -212,6 +212,17 @@ class FinalMergeResult:
     fallback_to_legacy: bool = False
     replayed: bool = False
     digest: str = ""
+    # Group commit (issue 12), optional so today's paths and old receipts need not set them:
+    # the batches the published version consumed, in apply order (empty: this batch alone); the
+    # batch whose execution published it (None: this execution did); versions this execution
+    # built and uploaded that were never published (None: not counted by the path).
+    consumed_batches: tuple[str, ...] = ()
+    published_by: str | None = None
+    wasted_builds: int | None = None
+
+    def __post_init__(self) -> None:
+        # a receipt read back from JSON carries a list
+        object.__setattr__(self, "consumed_batches", tuple(self.consumed_batches))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

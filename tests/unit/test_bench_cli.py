@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 
 from bench.merge import STEPS
+from bench.recording import Fingerprints
+from snapmerge import synth
 from snapmerge.cli import main
+from snapmerge.domain import Record
 
 ARGS = ["--quick", "--json", "--sizes", "200", "--chunks", "1", "--dimension", "8"]
 
@@ -48,3 +51,56 @@ def test_bench_merge_rejects_an_unknown_option(capsys: pytest.CaptureFixture[str
         main(["bench", "merge", "--no-such-option"])
     assert exc.value.code == 2
     assert "--no-such-option" in capsys.readouterr().err
+
+
+CROWD = ["--levels", "1", "2", "--dimension", "8", "--base", "30", "--records", "10"]
+
+
+def test_bench_contention_runs_both_paths_per_level_and_checks_conservation(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["bench", "contention", *CROWD, "--overlap", "4", "--repeats", "1", "--json"]) == 0
+    out = _figures(capsys.readouterr().out)
+
+    assert [row["executions"] for row in out["levels"]] == [1, 2]
+    assert sorted((r["executions"], r["path"]) for r in out["runs"]) == [
+        (1, "legacy"),
+        (1, "two_phase"),
+        (2, "legacy"),
+        (2, "two_phase"),
+    ]
+    for run in out["runs"]:
+        assert run["errors"] == []
+        assert run["conservation"]["ok"], run["conservation"]
+        assert run["conservation"]["records"] == 30 + run["executions"] * (10 - 4)
+        # every batch in exactly one publish (today one per version; group commit: several),
+        # and every upload either published or wasted
+        assert run["batches_per_publish"] * run["publishes"] == run["executions"]
+        assert run["coalesced"] == run["executions"] - run["publishes"]
+        assert run["builds_uploaded"] == run["publishes"] + run["wasted_builds"]
+        assert run["grants"] >= run["executions"] and run["hold_p99_ms"] >= run["hold_p50_ms"]
+    for row in out["levels"]:
+        assert row["makespan_ratio"] == pytest.approx(
+            row["two_phase"]["makespan_s"] / row["legacy"]["makespan_s"], abs=0.01
+        )
+
+
+def test_contention_checker_catches_a_batch_applied_again_after_a_later_one() -> None:
+    """Negative control: ``Fingerprints`` (the bench's conservation check) sees the revert."""
+    base = synth.records(1, 5, 4, id_prefix="base-")
+    first, second = (
+        [Record("base-00000000", r.embedding, r.document, r.metadata) for r in rows]
+        for rows in (synth.records(2, 1, 4), synth.records(3, 1, 4))
+    )
+    expected = Fingerprints.of(base)
+    for write in (first, second):
+        expected.apply(write)
+    reverted = Fingerprints.of(base)
+    for write in (first, second, first):  # ``first`` re-applied after ``second``
+        reverted.apply(write)
+    assert expected.compare(reverted) == {"missing": 0, "unexpected": 0, "wrong_content": 1}
+    skipped = Fingerprints.of(base)
+    skipped.apply(first)  # ``second`` never applied
+    assert expected.compare(skipped)["wrong_content"] == 1
+    assert expected.compare(Fingerprints.of(base[1:]))["missing"] == 1
+    assert expected.compare(expected) == {"missing": 0, "unexpected": 0, "wrong_content": 0}

@@ -4,20 +4,41 @@ per path, per-thread isolation."""
 from __future__ import annotations
 
 import json
+import random
 import threading
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aws_lambda_powertools.metrics import Metrics
 
+from handlers.demo_summary import ab_table
+from legacy.final_merge import LegacyFinalMerge
 from rollout.metric_names import DEFAULT_NAMESPACE, MetricName, Unit, phase_metric
 from rollout.metrics import MergeMetrics
 from rollout.sources import EmfFileSource
-from snapmerge.domain import Database, FinalMergeResult, MergePath, VersionId
+from snapmerge import synth
+from snapmerge.adapters.memory import MemoryBlobStore
+from snapmerge.adapters.memory_index import MemoryIndex
+from snapmerge.adapters.memory_lock import MemoryLeaseTable
+from snapmerge.config import Settings
+from snapmerge.domain import (
+    Database,
+    FinalMergeRequest,
+    FinalMergeResult,
+    Keys,
+    MergePath,
+    VersionId,
+)
+from snapmerge.merging import MergeKit
+from snapmerge.seeding import seed_snapshot
+from snapmerge.transfer import upload_directory
+from snapmerge.two_phase import TwoPhaseFinalMerge
 
 IDS = {"execution_id", "batch_id", "version", "base_version", "decision"}
+GROUP_FIELDS = {"consumed_batches", "published_by", "wasted_builds"}
 
 
 def result(path: MergePath = MergePath.TWO_PHASE, **changes: Any) -> FinalMergeResult:
@@ -210,3 +231,139 @@ def test_negative_control_shared_powertools_metrics_mix_paths() -> None:
 )
 def test_phase_keys_map_to_names(key: str, name: MetricName | None) -> None:
     assert phase_metric(key) == name
+
+
+# -- group commit: BatchesPerPublish, CoalescedBatches, WastedBuilds ---------------------------
+
+
+@dataclass
+class Rig:
+    """A collection on the in-memory fakes; ``kit`` counts its uploads at the ``after_upload``
+    hook and runs a test's action there once (another writer publishing meanwhile)."""
+
+    blobs: MemoryBlobStore
+    engine: MemoryIndex
+    kit: MergeKit
+    root: Path
+    uploads: int = 0
+    meanwhile: Callable[[], None] | None = None
+
+    def hook(self, step: str) -> None:
+        if step == "after_upload":
+            self.uploads += 1
+            action, self.meanwhile = self.meanwhile, None
+            if action is not None:
+                action()
+
+    def batch(self, batch_id: str, n: int, seed: int) -> FinalMergeRequest:
+        local = self.root / batch_id
+        synth.write_index(self.engine, local, synth.records(seed, n, 8, id_prefix=batch_id), "w")
+        upload_directory(self.blobs, local, Keys.intermediate_prefix(batch_id, 0))
+        return FinalMergeRequest(batch_id, Database.WORDS, (Keys.intermediate_prefix(batch_id, 0),))
+
+    def publish_outside_the_lock(self) -> None:
+        """A writer that takes no lock (the original's stream compactor): a conditional swap."""
+        rows = synth.records(99, 3, 8, id_prefix="outside-")
+        seed_snapshot(self.blobs, self.engine, Database.WORDS, rows, workdir=self.root)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Rig:
+    blobs, engine = MemoryBlobStore(), MemoryIndex()
+    settings = Settings(bucket="m", table="m", chroma_root=tmp_path / "root")
+    rig = Rig(blobs, engine, MergeKit(blobs, engine, MemoryLeaseTable(), settings), tmp_path)
+    rig.kit.hooks = rig.hook
+    seed_snapshot(blobs, engine, Database.WORDS, synth.records(1, 10, 8), workdir=tmp_path)
+    return rig
+
+
+def merger(path: MergePath, kit: MergeKit) -> LegacyFinalMerge | TwoPhaseFinalMerge:
+    if path is MergePath.LEGACY:
+        return LegacyFinalMerge(kit)
+    return TwoPhaseFinalMerge(kit, rng=random.Random(1), sleep=lambda _s: None)
+
+
+@pytest.mark.parametrize("path", [MergePath.LEGACY, MergePath.TWO_PHASE])
+def test_a_real_run_that_lost_a_cas_reports_its_wasted_build(
+    rig: Rig, metrics: MergeMetrics, path: MergePath
+) -> None:
+    rig.meanwhile = rig.publish_outside_the_lock  # our first upload is overtaken: one rebase
+    result = merger(path, rig.kit).run(rig.batch("b1", 4, seed=2))
+    [blob] = metrics_of(metrics, result)
+
+    assert result.cas_failures == 1 and rig.uploads == 2  # two builds uploaded, one published
+    assert blob["WastedBuilds"] == [float(rig.uploads - 1)]
+    assert blob["BatchesPerPublish"] == [1.0]  # today's paths publish one batch per version
+    assert blob["CoalescedBatches"] == [0.0]
+    assert units(blob)["WastedBuilds"] == Unit.COUNT
+    assert dimensions(blob) == [["MergePath", "Collection"]]
+    assert blob["MergePath"] == path.value
+
+
+@pytest.mark.parametrize("path", [MergePath.LEGACY, MergePath.TWO_PHASE])
+def test_a_clean_run_wastes_nothing_and_its_replay_reports_no_publish(
+    rig: Rig, metrics: MergeMetrics, path: MergePath
+) -> None:
+    request = rig.batch("b1", 4, seed=2)
+    [first] = metrics_of(metrics, merger(path, rig.kit).run(request))
+    [again] = metrics_of(metrics, merger(path, rig.kit).run(request))  # a Step Functions retry
+
+    assert rig.uploads == 1
+    assert (first["WastedBuilds"], first["BatchesPerPublish"]) == ([0.0], [1.0])
+    assert again["replayed"] is True
+    assert (again["WastedBuilds"], again["CoalescedBatches"]) == ([0.0], [0.0])
+    assert "BatchesPerPublish" not in again  # a replay published nothing
+
+
+def test_group_commit_fields_when_a_path_reports_them(metrics: MergeMetrics) -> None:
+    metrics.record_result(result(consumed_batches=("b0", "batch-1", "b2"), wasted_builds=0))
+    [publisher] = metrics.flush()
+    metrics.record_result(result(published_by="b0", cas_failures=0))
+    [rider] = metrics.flush()
+
+    assert publisher["BatchesPerPublish"] == [3.0]
+    assert publisher["WastedBuilds"] == [0.0]  # the path's own count wins over cas_failures (2)
+    assert publisher["CoalescedBatches"] == [0.0]
+    assert publisher["consumed_batches"] == ["b0", "batch-1", "b2"]
+    assert rider["CoalescedBatches"] == [1.0]
+    assert "BatchesPerPublish" not in rider  # b0's execution reported that publish
+    assert rider["published_by"] == "b0"
+
+
+def test_group_commit_fields_survive_a_receipt_round_trip() -> None:
+    original = result(consumed_batches=("b0", "batch-1"), published_by="b0", wasted_builds=2)
+    back = FinalMergeResult(
+        **{
+            **json.loads(json.dumps(original.to_json())),
+            "path": original.path,
+            "database": original.database,
+        }
+    )
+    assert back == original and back.consumed_batches == ("b0", "batch-1")
+    old_receipt = {k: v for k, v in original.to_json().items() if k not in GROUP_FIELDS}
+    old = FinalMergeResult(**old_receipt)
+    assert (old.consumed_batches, old.published_by, old.wasted_builds) == ((), None, None)
+
+
+def test_the_demo_table_shows_batches_per_publish_and_wasted_builds(tmp_path: Path) -> None:
+    metrics = MergeMetrics(emf_file=tmp_path / "emf.jsonl", stdout=False)
+    for changes in (
+        {"consumed_batches": ("a", "b", "c"), "wasted_builds": 1},
+        {"published_by": "a", "wasted_builds": 0},
+        {"consumed_batches": ("d",), "wasted_builds": 2},
+    ):
+        metrics.record_result(result(**changes))
+        metrics.flush()
+    metrics.record_result(result(MergePath.LEGACY, cas_failures=0, cas_retries=0))
+    metrics.flush()
+
+    table = ab_table(EmfFileSource(tmp_path / "emf.jsonl").records())
+    rows = {line[:28].strip(): line[28:].split() for line in table.splitlines()}
+    assert rows["batches per publish (mean)"] == ["1.0", "2.0"]  # (3 + 1) / 2 publishes
+    assert rows["wasted builds"] == ["0.0", "3.0"]
+    assert rows["coalesced batches"] == ["0.0", "1.0"]
+
+
+def metrics_of(metrics: MergeMetrics, merged: FinalMergeResult) -> list[dict[str, Any]]:
+    metrics.record_result(merged)
+    return metrics.flush()

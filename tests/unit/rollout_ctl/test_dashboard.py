@@ -14,11 +14,13 @@ from snapmerge.domain import MergePath
 
 
 def _lines(body: dict[str, Any]) -> list[list[Any]]:
+    """Every metric line (a metric-math expression line is a one-element list: not one)."""
     return [
         line
         for w in body["widgets"]
         if w["type"] == "metric"
         for line in w["properties"]["metrics"]
+        if len(line) > 1
     ]
 
 
@@ -45,11 +47,39 @@ def test_every_declared_metric_for_both_paths_and_every_collection() -> None:
         "ShadowMatched",
         "ShadowMismatched",
         "ChunkCount",
+        "BatchesPerPublish",
+        "CoalescedBatches",
+        "WastedBuilds",
     ):
         assert MetricName(metric) in DASHBOARD_METRICS
     assert all(
         w["properties"]["region"] == "eu-west-1" for w in body["widgets"] if w["type"] == "metric"
     )
+
+
+def test_wasted_builds_per_publish_divides_each_paths_own_series() -> None:
+    body = dashboard.render("NS", ["words", "lines"], "eu-west-1")
+    widgets = [
+        w["properties"]
+        for w in body["widgets"]
+        if w["type"] == "metric" and w["properties"]["title"].startswith("Wasted builds per")
+    ]
+    assert [w["title"].split("— ")[1].split(" ")[0] for w in widgets] == ["words", "lines"]
+    for widget, collection in zip(widgets, ["words", "lines"], strict=True):
+        inputs = {line[-1]["id"]: line for line in widget["metrics"] if len(line) > 1}
+        expressions = [line[0] for line in widget["metrics"] if len(line) == 1]
+        assert [e["label"] for e in expressions] == [
+            f"{p.value} wasted builds per publish" for p in PATHS
+        ]
+        for expression, path in zip(expressions, PATHS, strict=True):
+            wasted, publishes = expression["expression"].split(" / ")
+            assert inputs[wasted][1] == "WastedBuilds" and inputs[wasted][-1]["stat"] == "Sum"
+            assert inputs[publishes][1] == "BatchesPerPublish"
+            assert inputs[publishes][-1]["stat"] == "SampleCount"  # one sample per publish
+            for line in (inputs[wasted], inputs[publishes]):
+                assert (line[3], line[5]) == (path.value, collection)
+                assert line[-1]["visible"] is False
+        assert widget["annotations"]["horizontal"][0]["value"] == 1
 
 
 def test_widgets_do_not_overlap_and_the_rollout_text_names_the_stages() -> None:
