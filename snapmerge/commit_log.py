@@ -57,6 +57,9 @@ class VersionManifest:
     root: str | None = None
     inputs_digest: str = ""
     state: str = EntryState.COMPLETE.value
+    # Group commit: every batch the version consumed, in apply order, as (batch id, inputs
+    # digest, enqueue sequence); empty for a version that applied ``batch_id`` alone.
+    batches: tuple[tuple[str, str, int], ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -79,9 +82,22 @@ class VersionManifest:
                 root=str(raw["root"]) if raw.get("root") else None,
                 inputs_digest=str(raw.get("inputs_digest", "")),
                 state=str(EntryState(raw.get("state", EntryState.COMPLETE.value))),
+                batches=tuple((str(b), str(d), int(q)) for b, d, q in raw.get("batches", ()) or ()),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise SnapshotError(f"unreadable version manifest: {exc}") from exc
+
+    @property
+    def consumed(self) -> tuple[str, ...]:
+        """The batches this version applied, in order (group commit names several)."""
+        return tuple(b for b, _, _ in self.batches) or (self.batch_id,)
+
+    def inputs_of(self, batch_id: str) -> str:
+        """The inputs digest this version applied for ``batch_id``."""
+        for batch, digest, _ in self.batches:
+            if batch == batch_id:
+                return digest
+        return self.inputs_digest
 
     @property
     def complete(self) -> bool:

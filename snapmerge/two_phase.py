@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from snapmerge.domain import (
 )
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError
 from snapmerge.exactly_once import Replay, receipt_payload
+from snapmerge.group_merge import GroupCommit
 from snapmerge.lock import Lease
 from snapmerge.merging import BuiltVersion, MergeKit, make_result
 
@@ -117,11 +118,54 @@ class TwoPhaseFinalMerge:
             inputs, replay = self.kit.inputs(request, fetched)
             if replay is not None:
                 return self.kit.finish_replay(request, replay, cleanup=not defer_cleanup)
+            if self.kit.settings.group_commit:
+                return self._group(request, fetched, inputs, work, meter, started, defer_cleanup)
             outcome, failures, fallback = self._publish(request, fetched, inputs, work, meter)
         if isinstance(outcome, Replay):
             return self.kit.finish_replay(request, outcome, cleanup=not defer_cleanup)
         stats = meter.stats(failures, fallback)
         result = make_result(request, outcome, self.path, started=started, lease_stats=stats)
+        receipt = receipt_payload(outcome.manifest, request)
+        self.kit.finish(request, result, cleanup=not defer_cleanup, receipt=receipt)
+        return result
+
+    def _group(
+        self,
+        request: FinalMergeRequest,
+        sources: list[Path],
+        inputs: str,
+        work: Path,
+        meter: LockMeter,
+        started: float,
+        defer_cleanup: bool,
+    ) -> FinalMergeResult:
+        """Group commit (ADR 0008): publish every pending batch, or answer with the publish of
+        another execution that carried ours, in the same shape plus ``published_by``."""
+        group = GroupCommit(self)
+        out = group.publish(request, sources, inputs, work, meter)
+        stats = meter.stats(out.failures, out.fallback)
+        outcome = out.outcome
+        assert outcome is not None
+        if isinstance(outcome, Replay):
+            self.kit.finish_replay(request, outcome, cleanup=not defer_cleanup)
+            by = outcome.result.published_by
+            if by is None or by == request.batch_id:
+                return outcome.result  # a publish of this batch by an earlier run of it
+            return replace(  # carried by another execution: its publish, our own figures
+                outcome.result,
+                replayed=False,
+                processing_time_seconds=round(time.monotonic() - started, 3),
+                wasted_builds=out.wasted,
+                **stats,
+            )
+        result = make_result(request, outcome, self.path, started=started, lease_stats=stats)
+        result = replace(
+            result,
+            consumed_batches=outcome.manifest.consumed,
+            published_by=request.batch_id,
+            wasted_builds=out.wasted,
+        )
+        group.finish_others(request, out, cleanup=not defer_cleanup)
         receipt = receipt_payload(outcome.manifest, request)
         self.kit.finish(request, result, cleanup=not defer_cleanup, receipt=receipt)
         return result
