@@ -64,10 +64,11 @@ class Settings:
     lock_wait_timeout: timedelta = timedelta(minutes=5)
     rebuild_from_newest: bool = False  # a missing pointer: build on the newest complete version
     # Group commit on the two-phase path (issue 12, docs/adr/0008-group-commit.md)
-    group_commit: bool = False
+    group_commit: bool = True
     group_wait: timedelta = timedelta(minutes=2)  # longest wait for another builder, in all
     group_beat: timedelta = timedelta(seconds=1)  # how often a builder refreshes its marker
     group_stale: timedelta = timedelta(seconds=8)  # a marker unchanged this long is dead
+    change_sets: bool = True  # record what each publish wrote; rebase a lost CAS with them
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -101,8 +102,9 @@ class Settings:
             lock_wait_timeout=timedelta(seconds=_float(env, "SNAPMERGE_LOCK_WAIT_SECONDS", 300)),
             rebuild_from_newest=env.get("SNAPMERGE_REBUILD_FROM_NEWEST", "").lower()
             in ("1", "true", "yes"),
-            group_commit=env.get("SNAPMERGE_GROUP_COMMIT", "").lower() in ("1", "true", "yes"),
+            group_commit=env.get("SNAPMERGE_GROUP_COMMIT", "1").lower() in ("1", "true", "yes"),
             group_wait=timedelta(seconds=_float(env, "SNAPMERGE_GROUP_WAIT_SECONDS", 120)),
             group_beat=timedelta(seconds=_float(env, "SNAPMERGE_GROUP_BEAT_SECONDS", 1)),
             group_stale=timedelta(seconds=_float(env, "SNAPMERGE_GROUP_STALE_SECONDS", 8)),
+            change_sets=env.get("SNAPMERGE_CHANGE_SETS", "1").lower() in ("1", "true", "yes"),
         )

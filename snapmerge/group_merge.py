@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from snapmerge.change_sets import ChangeSets, prune_changes, rebase_build
 from snapmerge.commit_log import EntryState
 from snapmerge.deltas import fetch_delta
 from snapmerge.domain import FinalMergeRequest, Pointer
@@ -80,6 +81,7 @@ class GroupCommit:
         self.kit = path.kit
         self._rng = rng or random.Random()
         self._fetched: dict[int, list[Path] | None] = {}
+        self._paths: list[Path] = []  # the sources of the last build, in apply order
 
     # -- the loop ------------------------------------------------------------------------------
     def publish(
@@ -149,6 +151,7 @@ class GroupCommit:
                 beat = stack.enter_context(Heartbeat(slot, owner, etag, interval))
             self.kit.hook("builder")
             out = GroupOutcome()
+            prev: tuple[BuiltVersion, list[PendingBatch]] | None = None
             for attempt in range(self.path.max_rebases + 1):
                 uploaded = False
                 with ExitStack() as pins:
@@ -162,10 +165,11 @@ class GroupCommit:
                             beat.cover([b.batch_id for b in chosen.group])
                         with self.kit.span("phase2"):
                             built, group = self._make(
-                                request, base, chosen, mine, sources, inputs, work, attempt
+                                request, base, chosen, mine, sources, inputs, work, attempt, prev
                             )
                             built = self._upload(request, built, group)
                         uploaded = True
+                        prev = (built, group)
                         built = self._phase3(request, built, group, meter)
                     except PointerConflictError:
                         out.failures += 1
@@ -277,22 +281,77 @@ class GroupCommit:
         inputs: str,
         work: Path,
         attempt: int,
+        prev: tuple[BuiltVersion, list[PendingBatch]] | None = None,
     ) -> tuple[BuiltVersion, list[PendingBatch]]:
         """Build ``base`` + every chosen batch (a batch whose inputs are gone or changed is left
-        out); if the group's inputs are bad, our batch alone (its own error is then ours)."""
+        out); if the group's inputs are bad, our batch alone (its own error is then ours).
+
+        After a lost CAS (``prev``: what we built and uploaded), bring that build up to ``base``
+        with the change sets of the publishes since, when every one has one and every batch we
+        no longer apply is one of theirs (docs/adr/0008); else build in full.
+        """
         group, paths = [], []
         for batch in chosen.group:
             got = sources if batch.seq == mine.seq else self._sources(request, batch, work)
             if got is not None:
                 group.append(batch)
                 paths.extend(got)
+        self._paths = paths
         dest = work / f"g{attempt}"
+        if prev is not None:
+            rebased = self._rebase(request, base, prev, group, paths, inputs, dest)
+            if rebased is not None:
+                return rebased, group
         try:
             return self._built(request, base, group, paths, inputs, dest), group
         except MergeInputError:
             if len(group) == 1:
                 raise
+        self._paths = sources
         return self._built(request, base, [mine], sources, inputs, work / f"a{attempt}"), [mine]
+
+    def _rebase(
+        self,
+        request: FinalMergeRequest,
+        base: Pointer | None,
+        prev: tuple[BuiltVersion, list[PendingBatch]],
+        group: list[PendingBatch],
+        paths: list[Path],
+        inputs: str,
+        dest: Path,
+    ) -> BuiltVersion | None:
+        built, old_group = prev
+        if base is None or not self.kit.settings.change_sets:
+            return None
+        store = self.kit.store(request.database)
+        steps = ChangeSets(self.kit.blobs, request.database).path(
+            base.version, built.base.version if built.base else None
+        )
+        if not steps:
+            return None
+        theirs: set[str] = set()
+        for version in steps:
+            entry = store.log.entry(version)
+            if entry is None:
+                return None
+            theirs.update(entry.consumed)
+        dropped = {b.batch_id for b in old_group} - {b.batch_id for b in group}
+        if not dropped <= theirs:
+            return None
+        rebased = rebase_build(
+            self.kit,
+            request,
+            built,
+            base,
+            paths,
+            inputs,
+            group_payload(group),
+            dest,
+            self.path.path,
+        )
+        if rebased is not None:
+            self.path._validate(request, rebased)
+        return rebased
 
     def _built(
         self,
@@ -347,6 +406,15 @@ class GroupCommit:
         except BaseException:
             self._discard(request, built, group)
             raise
+        if self.kit.settings.change_sets:
+            ChangeSets(self.kit.blobs, db).write(
+                self.kit.engine,
+                built.version,
+                built.base.version if built.base else None,
+                self._paths,
+                built.directory.parent,
+                db.value,
+            )
         self.kit.hook("after_claims")
         return built
 
@@ -378,6 +446,7 @@ class GroupCommit:
             entry = store.log.entry(built.version)
             if entry is None or entry.state != EntryState.DISCARDED:
                 return
+            ChangeSets(self.kit.blobs, request.database).delete(built.version)
             for batch in group:
                 if batch.batch_id != request.batch_id:
                     store.log.delete_claim(batch.batch_id, built.version)
@@ -403,3 +472,4 @@ class GroupCommit:
             for batch in others:
                 self.kit.delete_intermediates(batch.request(db))
         PendingQueue(self.kit.blobs, db).forget([*out.group, *out.done], out.highest)
+        prune_changes(self.kit, db)

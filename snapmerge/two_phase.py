@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from snapmerge.change_sets import ChangeSets, prune_changes, rebase_build
 from snapmerge.domain import (
     FinalMergeRequest,
     FinalMergeResult,
@@ -127,6 +128,7 @@ class TwoPhaseFinalMerge:
         result = make_result(request, outcome, self.path, started=started, lease_stats=stats)
         receipt = receipt_payload(outcome.manifest, request)
         self.kit.finish(request, result, cleanup=not defer_cleanup, receipt=receipt)
+        prune_changes(self.kit, request.database)
         return result
 
     def _group(
@@ -181,6 +183,7 @@ class TwoPhaseFinalMerge:
         """Phases 1–3, rebasing on each lost CAS; then the locked fallback. (outcome, losses,
         fell back). At each base, a publish of this batch already there is the outcome."""
         failures = 0
+        prev: BuiltVersion | None = None
         for attempt in range(self.max_rebases + 1):
             with ExitStack() as pins:
                 try:
@@ -191,7 +194,8 @@ class TwoPhaseFinalMerge:
                         return prior, failures, False
                     with self.kit.span("phase2"):
                         dest = work / f"v{attempt}"
-                        candidate = self._phase2(request, base, sources, inputs, dest)
+                        candidate = self._phase2(request, base, sources, inputs, dest, prev)
+                    prev = candidate
                     candidate = self._phase3(request, candidate, meter)
                 except PointerConflictError:
                     failures += 1
@@ -236,13 +240,45 @@ class TwoPhaseFinalMerge:
         sources: list[Path],
         inputs: str,
         dest: Path,
+        prev: BuiltVersion | None = None,
     ) -> BuiltVersion:
-        """No lock: build on ``base``, validate, upload (unless the upload belongs to phase 3)."""
-        built = self.kit.build(request, base, sources, self.path, dest, inputs=inputs)
+        """No lock: build on ``base``, validate, upload (unless the upload belongs to phase 3).
+
+        After a lost CAS (``prev``), the change sets of the publishes since bring ``prev`` up to
+        ``base`` when each has one (``snapmerge/change_sets.py``); else the full build. Each
+        upload records its own change set before the swap.
+        """
+        built = None
+        if prev is not None and self.kit.settings.change_sets:
+            built = rebase_build(
+                self.kit, request, prev, base, sources, inputs, (), dest, self.path
+            )
+        if built is None:
+            built = self.kit.build(request, base, sources, self.path, dest, inputs=inputs)
         self._validate(request, built)
         if not self.upload_in_phase3:
             built = self.kit.upload(request.database, built)
+            self._record_changes(request, built, sources, dest)
         return built
+
+    def _record_changes(
+        self, request: FinalMergeRequest, built: BuiltVersion, sources: list[Path], work: Path
+    ) -> None:
+        if not self.kit.settings.change_sets:
+            return
+        db = request.database
+        try:
+            ChangeSets(self.kit.blobs, db).write(
+                self.kit.engine,
+                built.version,
+                built.base.version if built.base else None,
+                sources,
+                work,
+                db.value,
+            )
+        except BaseException:
+            self.kit.discard(db, built)
+            raise
 
     def _phase3(
         self, request: FinalMergeRequest, built: BuiltVersion, meter: LockMeter
@@ -256,7 +292,7 @@ class TwoPhaseFinalMerge:
         try:
             with meter.held(self.kit, request, "phase3") as lease:
                 if self.upload_in_phase3:
-                    built = self.kit.upload(db, built)
+                    built = self.kit.upload(db, built)  # no change set: rebasers rebuild
                 self.kit.publish(db, built, lease)
         except BaseException:
             self.kit.discard(db, built)  # never raises: a conflict still reaches the rebase

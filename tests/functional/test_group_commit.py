@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from snapmerge import group_merge, synth
+from snapmerge.change_sets import ChangeSets
 from snapmerge.commit_log import VersionManifest
 from snapmerge.domain import FinalMergeRequest, FinalMergeResult, Record
 from snapmerge.errors import LeaseLostError
@@ -316,14 +317,49 @@ def test_a_legacy_publish_during_the_build_is_rebased_over(rig: Rig) -> None:
         if step == "after_build" and not rival:
             rival.append(rig.merger("legacy").run(h.requests["legacy"]))
 
-    thread = h.start("g0", hooks=legacy_publishes)
+    steps: list[str] = []
+
+    def hooks(step: str) -> None:
+        steps.append(step)
+        legacy_publishes(step)
+
+    thread = h.start("g0", hooks=hooks)
     thread.join(120)
     h.start("g1").join(120)
 
+    assert "rebased_from_changes" not in steps  # legacy records no change set: full rebuild
     assert h.errors == {}
     assert h.results["g0"].cas_failures == 1 and h.results["g0"].wasted_builds == 1
     assert violations(h) == []
     assert next(e.consumed for e in h.chain()) == ("legacy",)
+
+
+# -- a rebase proportional to what changed ------------------------------------------------------
+def test_a_lost_cas_rebases_with_the_winners_change_set(rig: Rig) -> None:
+    h = History(rig)
+    h.batch("k0", 0)
+    h.batch("k1", 1)
+    h.batch("rival", 9)
+    steps: list[str] = []
+
+    def rival_publishes(step: str) -> None:
+        steps.append(step)
+        if step == "after_build" and "after_build" not in steps[:-1]:
+            # a two-phase writer without group commit publishes while we build
+            rival = rig.merger("two_phase", group_commit=False).run(h.requests["rival"])
+            assert not rival.replayed
+
+    h.start("k0", hooks=rival_publishes).join(120)
+    h.start("k1").join(120)
+
+    assert h.errors == {}
+    assert "rebased_from_changes" in steps  # the fault fired and the change set was used
+    assert h.results["k0"].cas_failures == 1
+    assert violations(h) == []
+    assert [e.consumed for e in h.chain()] == [("rival",), ("k0",), ("k1",)]
+    # change sets of versions still on the chain stay; none of a discarded orphan
+    kept = set(ChangeSets(rig.blobs, DB).versions())
+    assert kept <= {e.version for e in h.chain()}
 
 
 # -- the negative control -----------------------------------------------------------------------
