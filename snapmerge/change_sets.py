@@ -34,7 +34,7 @@ from snapmerge.domain import (
 )
 from snapmerge.errors import MergeInputError, SnapshotError, StoreError
 from snapmerge.merging import BuiltVersion, MergeKit
-from snapmerge.ports import BlobStore, IndexEngine
+from snapmerge.ports import BlobStore
 from snapmerge.snapshots import SKIP, scan_files
 from snapmerge.transfer import download_prefix, upload_directory
 
@@ -60,58 +60,68 @@ class ChangeSets:
 
     def write(
         self,
-        engine: IndexEngine,
         version: VersionId,
         base: VersionId | None,
         sources: list[Path],
-        work: Path,
-        collection: str,
     ) -> None:
-        """Fold ``sources`` into one index and upload it, then the marker naming the base."""
-        local = work / f"changes-{version}"
-        shutil.rmtree(local, ignore_errors=True)
-        engine.merge(local, sources, collection=collection)
-        upload_directory(self.blobs, local, self.data_prefix(version), skip=SKIP)
-        body = json.dumps({"version": version, "base_version": base}).encode()
-        self.blobs.put(self.marker_key(version), body)
-        shutil.rmtree(local, ignore_errors=True)
+        """Upload the sources as they are (in apply order), then the marker naming the base.
 
-    def base_of(self, version: VersionId) -> tuple[bool, VersionId | None]:
-        """(has a change set, the base it applies to)."""
+        No merge into one index: creating a Chroma index costs more than uploading the few
+        small ones the batches already are.
+        """
+        for i, source in enumerate(sources):
+            upload_directory(self.blobs, source, f"{self.data_prefix(version)}{i:04d}/", skip=SKIP)
+        body = json.dumps(
+            {"version": version, "base_version": base, "sources": len(sources)}
+        ).encode()
+        self.blobs.put(self.marker_key(version), body)
+
+    def base_of(self, version: VersionId) -> tuple[int | None, VersionId | None]:
+        """(how many sources its change set has, None: no change set; the base it applies to)."""
         blob = self.blobs.get(self.marker_key(version))
         if blob is None:
-            return False, None
+            return None, None
         try:
             raw = json.loads(blob.body)
             base = raw.get("base_version")
-            return str(raw["version"]) == version, VersionId(base) if base else None
+            if str(raw["version"]) != version:
+                return None, None
+            return int(raw["sources"]), VersionId(base) if base else None
         except (ValueError, KeyError, TypeError):
-            return False, None
+            return None, None
 
-    def path(self, start: VersionId, old_base: VersionId | None) -> list[VersionId] | None:
-        """The versions from ``old_base`` (exclusive) up to ``start``, oldest first, if each has
-        a change set and the walk reaches ``old_base`` within ``MAX_STEPS``; else None."""
-        steps: list[VersionId] = []
+    def path(
+        self, start: VersionId, old_base: VersionId | None
+    ) -> list[tuple[VersionId, int]] | None:
+        """The versions from ``old_base`` (exclusive) up to ``start``, oldest first, with their
+        source counts, if each has a change set and the walk reaches ``old_base`` within
+        ``MAX_STEPS``; else None."""
+        steps: list[tuple[VersionId, int]] = []
         current: VersionId | None = start
         while current != old_base:
             if current is None or len(steps) >= MAX_STEPS:
                 return None
-            present, below = self.base_of(current)
-            if not present:
+            count, below = self.base_of(current)
+            if count is None:
                 return None
-            steps.append(current)
+            steps.append((current, count))
             current = below
         return steps[::-1]
 
-    def fetch(self, versions: list[VersionId], dest: Path) -> list[Path] | None:
-        out = []
+    def fetch(self, steps: list[tuple[VersionId, int]], dest: Path) -> list[Path] | None:
+        """Every source of every step, in apply order; None if any is missing."""
+        out: list[Path] = []
         try:
-            for i, version in enumerate(versions):
-                target = dest / f"chg-{i:04d}"
-                shutil.rmtree(target, ignore_errors=True)
-                download_prefix(self.blobs, self.data_prefix(version), target, skip=SKIP)
-                out.append(target)
-        except (StoreError, SnapshotError, MergeInputError):
+            for version, count in steps:
+                for i in range(count):
+                    target = dest / f"{len(out):04d}"
+                    shutil.rmtree(target, ignore_errors=True)
+                    prefix = f"{self.data_prefix(version)}{i:04d}/"
+                    download_prefix(self.blobs, prefix, target, skip=SKIP)
+                    if not any(target.iterdir()):
+                        return None
+                    out.append(target)
+        except (StoreError, SnapshotError, MergeInputError, OSError):
             return None
         return out
 

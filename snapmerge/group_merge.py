@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from snapmerge.change_sets import ChangeSets, prune_changes, rebase_build
 from snapmerge.commit_log import EntryState
 from snapmerge.deltas import fetch_delta
-from snapmerge.domain import FinalMergeRequest, Pointer
+from snapmerge.domain import LATEST_DIRECT, FinalMergeRequest, Pointer
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError, StoreError
 from snapmerge.exactly_once import Replay, inputs_digest, prior_publish, receipt_payload
 from snapmerge.group_commit import (
@@ -157,6 +157,7 @@ class GroupCommit:
                 with ExitStack() as pins:
                     try:
                         base = self.path._phase1(request, meter, pins)
+                        self._warm(request, base)
                         chosen = self._select(request, mine, inputs, base)
                         if isinstance(chosen, Replay):
                             out.outcome = chosen
@@ -226,6 +227,16 @@ class GroupCommit:
         raise PointerConflictError(
             self.kit.store(db).pointer_key, expected=None, current="moved on each locked try"
         )
+
+    def _warm(self, request: FinalMergeRequest, base: Pointer | None) -> None:
+        """Download the base before listing the pending batches: the executions that started
+        with us have that long to enqueue, and the build needs the base anyway."""
+        if base is None or not base.exists or base.version == LATEST_DIRECT:
+            return
+        try:
+            self.kit.cache(request.database).get(base.version)
+        except (SnapshotError, StoreError):
+            pass  # the build reads the base again and raises what is wrong with it
 
     def _select(
         self, request: FinalMergeRequest, mine: PendingBatch, inputs: str, base: Pointer | None
@@ -330,7 +341,7 @@ class GroupCommit:
         if not steps:
             return None
         theirs: set[str] = set()
-        for version in steps:
+        for version, _ in steps:
             entry = store.log.entry(version)
             if entry is None:
                 return None
@@ -408,12 +419,7 @@ class GroupCommit:
             raise
         if self.kit.settings.change_sets:
             ChangeSets(self.kit.blobs, db).write(
-                self.kit.engine,
-                built.version,
-                built.base.version if built.base else None,
-                self._paths,
-                built.directory.parent,
-                db.value,
+                built.version, built.base.version if built.base else None, self._paths
             )
         self.kit.hook("after_claims")
         return built

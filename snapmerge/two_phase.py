@@ -119,7 +119,7 @@ class TwoPhaseFinalMerge:
             inputs, replay = self.kit.inputs(request, fetched)
             if replay is not None:
                 return self.kit.finish_replay(request, replay, cleanup=not defer_cleanup)
-            if self.kit.settings.group_commit:
+            if self.kit.settings.group_commit and not self.upload_in_phase3:
                 return self._group(request, fetched, inputs, work, meter, started, defer_cleanup)
             outcome, failures, fallback = self._publish(request, fetched, inputs, work, meter)
         if isinstance(outcome, Replay):
@@ -269,12 +269,7 @@ class TwoPhaseFinalMerge:
         db = request.database
         try:
             ChangeSets(self.kit.blobs, db).write(
-                self.kit.engine,
-                built.version,
-                built.base.version if built.base else None,
-                sources,
-                work,
-                db.value,
+                built.version, built.base.version if built.base else None, sources
             )
         except BaseException:
             self.kit.discard(db, built)
