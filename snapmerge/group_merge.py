@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -233,10 +233,8 @@ class GroupCommit:
         with us have that long to enqueue, and the build needs the base anyway."""
         if base is None or not base.exists or base.version == LATEST_DIRECT:
             return
-        try:
+        with suppress(SnapshotError, StoreError):  # the build reads it again and raises
             self.kit.cache(request.database).get(base.version)
-        except (SnapshotError, StoreError):
-            pass  # the build reads the base again and raises what is wrong with it
 
     def _select(
         self, request: FinalMergeRequest, mine: PendingBatch, inputs: str, base: Pointer | None

@@ -77,10 +77,12 @@ def _chain(history: History, final: FinalState) -> list[Violation]:
 
 
 def _batch_order(history: History) -> list[str]:
+    """The batches in the order they were applied (a group-commit version applies several)."""
     return [
-        history.manifests[p.version].batch_id
+        batch_id
         for p in history.publishes
         if p.version in history.manifests
+        for batch_id in history.manifests[p.version].consumed
     ]
 
 
@@ -142,9 +144,10 @@ def _fencing(history: History) -> list[Violation]:
 def _failures_and_cleanup(plan: HistoryPlan, history: History) -> list[Violation]:
     out = []
     published = {
-        history.manifests[p.version].batch_id: p.seq
+        batch_id: p.seq
         for p in history.publishes
         if p.version in history.manifests
+        for batch_id in history.manifests[p.version].consumed
     }
     chain = {p.version for p in history.publishes}
     for outcome in history.outcomes:
