@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING
 from snapmerge.change_sets import ChangeSets, prune_changes, rebase_build
 from snapmerge.commit_log import EntryState
 from snapmerge.deltas import fetch_delta
-from snapmerge.domain import LATEST_DIRECT, FinalMergeRequest, Pointer
+from snapmerge.domain import LATEST_DIRECT, Database, FinalMergeRequest, Pointer
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError, StoreError
 from snapmerge.exactly_once import Replay, inputs_digest, prior_publish, receipt_payload
 from snapmerge.group_commit import (
@@ -43,6 +45,7 @@ from snapmerge.group_commit import (
 )
 from snapmerge.lock import Lease
 from snapmerge.merging import BuiltVersion
+from snapmerge.ports import IndexEngine
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +85,7 @@ class GroupCommit:
         self._rng = rng or random.Random()
         self._fetched: dict[int, list[Path] | None] = {}
         self._paths: list[Path] = []  # the sources of the last build, in apply order
+        self._digest: Future[str] | None = None  # the last build's content digest, computing
 
     # -- the loop ------------------------------------------------------------------------------
     def publish(
@@ -299,6 +303,7 @@ class GroupCommit:
         with the change sets of the publishes since, when every one has one and every batch we
         no longer apply is one of theirs (docs/adr/0008); else build in full.
         """
+        self._digest = None  # never a digest left from an earlier attempt's build
         group, paths = [], []
         for batch in chosen.group:
             got = sources if batch.seq == mine.seq else self._sources(request, batch, work)
@@ -371,10 +376,37 @@ class GroupCommit:
         inputs: str,
         dest: Path,
     ) -> BuiltVersion:
-        built = self.kit.build(request, base, paths, self.path.path, dest, inputs=inputs)
+        built = self.kit.build(
+            request, base, paths, self.path.path, dest, inputs=inputs, digest=False
+        )
         built = replace(built, manifest=replace(built.manifest, batches=group_payload(group)))
         self.path._validate(request, built)
+        self._digest = self._digest_aside(built.directory, dest / "digest-copy")
         return built
+
+    def _digest_aside(self, directory: Path, copy: Path) -> Future[str]:
+        """The content digest (an O(snapshot) read), computed on a copy while we upload."""
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(directory, copy)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-digest")
+        try:
+            return pool.submit(_digest_then_drop, self.kit.engine, copy)
+        finally:
+            pool.shutdown(wait=False)
+
+    def _with_digest(self, db: Database, built: BuiltVersion) -> BuiltVersion:
+        """Our upload's log entry, still unpublished, gets the digest computed beside it."""
+        job, self._digest = self._digest, None
+        if job is None:
+            return built
+        digest = job.result()
+        log_ = self.kit.store(db).log
+        found = log_.read(built.version)
+        if found is None:
+            raise SnapshotError(f"log entry of {built.version} vanished before its publish")
+        entry, etag = found
+        log_.advance(replace(entry, digest=digest), etag, EntryState.COMPLETE)
+        return replace(built, manifest=replace(built.manifest, digest=digest))
 
     def _sources(
         self, request: FinalMergeRequest, batch: PendingBatch, work: Path
@@ -412,6 +444,7 @@ class GroupCommit:
             for batch in group:
                 if batch.batch_id != request.batch_id:
                     log_.write_claim(batch.batch_id, built.version, batch.inputs_digest)
+            built = self._with_digest(db, built)
         except BaseException:
             self._discard(request, built, group)
             raise
@@ -477,3 +510,10 @@ class GroupCommit:
                 self.kit.delete_intermediates(batch.request(db))
         PendingQueue(self.kit.blobs, db).forget([*out.group, *out.done], out.highest)
         prune_changes(self.kit, db)
+
+
+def _digest_then_drop(engine: IndexEngine, copy: Path) -> str:
+    try:
+        return engine.digest(copy)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
