@@ -152,6 +152,8 @@ class _Worker:
             max_heartbeat_failures=2,
             chroma_root=root,
             lock_wait_timeout=timedelta(seconds=120),
+            # a forced race needs two builders on one base: group commit allows one at a time
+            group_commit=self.variant.race_step is None,
         )
         lock = LeaseLock(
             leases,
