@@ -18,10 +18,11 @@ import pytest
 
 from snapmerge import synth
 from snapmerge.domain import LATEST_DIRECT, Keys
+from snapmerge.errors import SnapshotError
 from snapmerge.snapshots import MANIFEST_NAME
 from snapmerge.transfer import upload_directory
 from tests.conftest import AwsEnv
-from tests.functional.merge_rig import DB, PATHS, Rig, make_rig, rows
+from tests.functional.merge_rig import DB, PATHS, Crash, Rig, crash_at, make_rig, rows
 
 
 @pytest.fixture
@@ -143,3 +144,24 @@ def test_the_verifier_rejects_a_hash_copied_from_another_version(rig: Rig) -> No
     new = rig.download(Keys.version_prefix(DB, second.version))
     (new / ".snapshot_hash").write_bytes((old / ".snapshot_hash").read_bytes())
     assert stored_hash(new) != original_verifier(new)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_retry_whose_publish_lies_under_an_original_version_stops_undecided(
+    rig: Rig, path: str
+) -> None:
+    """The original writer records no base: whether a's publish is under its version cannot be
+    told, so the retry neither re-applies (could revert) nor skips (could lose) — it stops."""
+    rig.seed(rows(1, 10))
+    request = rig.batch("a", [rows(2, 4, start=100)])
+    with pytest.raises(Crash):
+        rig.merger(path, crash_at("after_swap")).run(request)
+    original = rig.original_publish(rows(3, 2, start=200))
+
+    with pytest.raises(
+        SnapshotError, match=rf"below {original} reaches a version with no manifest"
+    ):
+        rig.merger(path).run(request)
+    pointer = rig.store.read_pointer()
+    assert pointer is not None and pointer.version == original
+    assert rig.blobs.list("intermediate/a/")
