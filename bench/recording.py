@@ -26,7 +26,7 @@ import numpy as np
 
 from snapmerge.domain import Record
 from snapmerge.ports import Blob, BlobStore, LeaseGrant, LeaseTable
-from snapmerge.snapshots import MANIFEST_NAME
+from snapmerge.snapshots import MANIFEST_NAME, completed_entry
 
 
 @dataclass
@@ -129,6 +129,8 @@ class RecordingBlobStore:
             self.record.publish(body.decode().strip())
         elif key.endswith("/" + MANIFEST_NAME) and "/timestamped/" in key:
             self.record.upload(key.split("/timestamped/")[1].split("/")[0])
+        elif (entry := completed_entry(key, body)) is not None:  # the commit log (ADR 0006)
+            self.record.upload(entry.version)
         return etag
 
     def get(self, key: str) -> Blob | None:
