@@ -84,4 +84,10 @@ def _under(key: str, prefix: str) -> bool:
 
 
 def _own_intermediate(batch_id: str) -> re.Pattern[str]:
-    return re.compile(rf"^{INTERMEDIATE}{re.escape(batch_id)}(/chunk-\d+/|-group-\d+/merged/)")
+    """This batch's chunk and group outputs, but not another batch's nested below them: a batch
+    named ``b/chunk-1`` writes ``intermediate/b/chunk-1/chunk-0/…`` and
+    ``intermediate/b/chunk-1-group-0/merged/…``, and a Chroma directory itself never holds a
+    ``chunk-N`` or ``…-group-N/merged`` directory."""
+    other = r"(?!(?:[^/]+/)*chunk-\d+/)(?!.*-group-\d+/merged/)"
+    own = r"(/chunk-\d+/|-group-\d+/merged/)"
+    return re.compile(rf"^{INTERMEDIATE}{re.escape(batch_id)}{own}{other}")

@@ -40,3 +40,20 @@ def test_request_keys_are_delimited_prefixes() -> None:
     # a request key without its trailing slash still means that directory only
     found = batch_intermediates(blobs, request("other", "intermediate/c/chunk-1"))
     assert found == ["intermediate/c/chunk-1/a"]
+
+
+def test_a_batch_named_below_another_keeps_its_intermediates() -> None:
+    """Found by the adversarial review: finishing ``b`` deleted ``b/chunk-1``'s chunk outputs."""
+    blobs = MemoryBlobStore()
+    own = ["intermediate/b/chunk-1/chroma.sqlite3", "intermediate/b/chunk-1/seg/header.bin"]
+    others = [
+        "intermediate/b/chunk-1/chunk-0/chroma.sqlite3",  # batch "b/chunk-1"
+        "intermediate/b/chunk-1/chunk-0/seg/header.bin",
+        "intermediate/b/chunk-1-group-0/merged/chroma.sqlite3",  # its group
+        "intermediate/b-group-0/merged/x/chunk-3/chroma.sqlite3",  # batch "b-group-0/merged/x"
+        "intermediate/b/chunk-2/y-group-1/merged/chroma.sqlite3",  # batch "b/chunk-2/y"'s group
+    ]
+    for key in own + others:
+        blobs.put(key, b"x")
+    assert batch_intermediates(blobs, request("b")) == sorted(own)
+    assert batch_intermediates(blobs, request("b/chunk-1")) == sorted(others[:3])
