@@ -20,6 +20,7 @@ import pytest
 from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
 from snapmerge.errors import LeaseLostError, LockBusyError
 from snapmerge.lock import LeaseLock
+from tests.clocks import Wall
 from tests.compat.original_lock import (
     ExpiryFormat,
     OriginalLockError,
@@ -33,20 +34,9 @@ ORIGINAL_LEASE = timedelta(minutes=1)  # the stream compactor's LOCK_DURATION_MI
 PHASE = timedelta(seconds=45)
 
 
-class Wall:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 12, 1, 22, 0, 33, 250000, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
-
-
 @pytest.fixture
 def wall() -> Wall:
-    return Wall()
+    return Wall(datetime(2026, 12, 1, 22, 0, 33, 250000, tzinfo=UTC))
 
 
 @pytest.fixture

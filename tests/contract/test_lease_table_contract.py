@@ -18,24 +18,12 @@ from snapmerge.adapters.dynamodb_lock import RELEASED_OWNER, DynamoLeaseTable, i
 from snapmerge.adapters.memory_lock import MemoryLeaseTable
 from snapmerge.errors import LeaseLostError, LockBusyError, LockError
 from snapmerge.ports import LeaseGrant, LeaseTable
+from tests.clocks import Wall
 from tests.compat.original_lock import OriginalLockManager
 
 LOCK = "chroma-words-update"
 COLLECTION = "words"
 MINUTE = timedelta(minutes=1)
-
-
-class Wall:
-    """A settable UTC clock; starts off a whole second so microseconds are exercised."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2025, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
 
 
 @pytest.fixture
