@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -169,6 +169,29 @@ def already_written(entries: list[AuditEntry], transition_id: str) -> AuditEntry
     return None
 
 
+def append_in_slots(
+    log: object,
+    history: Callable[[], list[AuditEntry]],
+    write_slot: Callable[[AuditEntry], AuditEntry],
+    entry: AuditEntry,
+    key: AuditKey | None,
+) -> AuditEntry:
+    """Append ``entry`` to a log whose entries each take their own slot, written only if empty
+    (S3 ``If-None-Match``, a DynamoDB condition): a retried transition answers with the entry it
+    already wrote; a slot another writer took means re-read and take the next one."""
+    for _ in range(_SLOT_ATTEMPTS):
+        entries = history()
+        done = already_written(entries, entry.transition_id)
+        if done is not None:
+            return done
+        prev = entries[-1].digest if entries else GENESIS
+        try:
+            return write_slot(entry.sealed(len(entries), prev, key))
+        except AuditSlotTakenError:
+            continue
+    raise StoreError(f"{log!r}: no free slot after {_SLOT_ATTEMPTS} attempts")
+
+
 class JsonlAuditLog:
     """A local JSON-lines file (see the module docstring)."""
 
@@ -262,14 +285,4 @@ class S3AuditLog:
         return entry
 
     def append(self, entry: AuditEntry) -> AuditEntry:
-        for _ in range(_SLOT_ATTEMPTS):
-            entries = self.history()
-            done = already_written(entries, entry.transition_id)
-            if done is not None:
-                return done
-            prev = entries[-1].digest if entries else GENESIS
-            try:
-                return self.write_slot(entry.sealed(len(entries), prev, self.key))
-            except AuditSlotTakenError:
-                continue  # another writer took this slot: re-read and take the next one
-        raise StoreError(f"{self!r}: no free slot after {_SLOT_ATTEMPTS} attempts")
+        return append_in_slots(self, self.history, self.write_slot, entry, self.key)

@@ -22,22 +22,19 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Final
+from typing import Any
 
 from rollout.audit import (
-    GENESIS,
     AuditEntry,
     AuditIntegrityError,
     AuditSlotTakenError,
-    already_written,
+    append_in_slots,
     check_chain,
 )
 from rollout.signing import AuditKey
 from rollout.state import RolloutState, StateConflictError
 from snapmerge import aws
 from snapmerge.errors import StoreError
-
-_ATTEMPTS: Final = 20
 
 
 def _code(exc: Exception) -> str | None:
@@ -182,14 +179,4 @@ class DynamoAuditLog:
         return entry
 
     def append(self, entry: AuditEntry) -> AuditEntry:
-        for _ in range(_ATTEMPTS):
-            entries = self.history()
-            done = already_written(entries, entry.transition_id)
-            if done is not None:
-                return done
-            prev = entries[-1].digest if entries else GENESIS
-            try:
-                return self._write_slot(entry.sealed(len(entries), prev, self.key))
-            except AuditSlotTakenError:
-                continue
-        raise StoreError(f"{self!r}: no free slot after {_ATTEMPTS} attempts")
+        return append_in_slots(self, self.history, self._write_slot, entry, self.key)
