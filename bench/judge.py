@@ -23,7 +23,7 @@ from rollout import checks
 from rollout.sequential import bernoulli_above_p, bernoulli_below_p, mean_shift_p
 
 Rng = np.random.Generator
-Look = Callable[[Rng, np.ndarray[Any, Any]], tuple[bool, bool]]  # (anytime, fixed) rejected
+Test = Callable[[Rng, np.ndarray[Any, Any], float], tuple[bool, bool]]  # (anytime, fixed)
 
 
 def _latency(rng: Rng, looks: np.ndarray[Any, Any], alpha: float) -> tuple[bool, bool]:
@@ -38,24 +38,22 @@ def _latency(rng: Rng, looks: np.ndarray[Any, Any], alpha: float) -> tuple[bool,
     return anytime, fixed
 
 
-def _budget(rng: Rng, looks: np.ndarray[Any, Any], alpha: float) -> tuple[bool, bool]:
-    events = np.cumsum(rng.random(looks[-1]) < 0.02)
-    anytime = fixed = False
-    for n in looks:
-        k = int(events[n - 1])
-        anytime |= bernoulli_above_p(k, int(n), 0.02) <= alpha
-        fixed |= stats.binomtest(k, int(n), 0.02, alternative="greater").pvalue <= alpha
-    return anytime, fixed
+def _rate_at(rate: float, *, above: bool) -> Test:
+    """A one-sided rate test under its null (the true rate is exactly ``rate``): the Beta mixture
+    against the exact binomial test, each read at every look."""
+    mixture = bernoulli_above_p if above else bernoulli_below_p
+    side = "greater" if above else "less"
 
+    def trial(rng: Rng, looks: np.ndarray[Any, Any], alpha: float) -> tuple[bool, bool]:
+        events = np.cumsum(rng.random(looks[-1]) < rate)
+        anytime = fixed = False
+        for n in looks:
+            k = int(events[n - 1])
+            anytime |= mixture(k, int(n), rate) <= alpha
+            fixed |= stats.binomtest(k, int(n), rate, alternative=side).pvalue <= alpha
+        return anytime, fixed
 
-def _noninferiority(rng: Rng, looks: np.ndarray[Any, Any], alpha: float) -> tuple[bool, bool]:
-    events = np.cumsum(rng.random(looks[-1]) < 0.04)
-    anytime = fixed = False
-    for n in looks:
-        k = int(events[n - 1])
-        anytime |= bernoulli_below_p(k, int(n), 0.04) <= alpha
-        fixed |= stats.binomtest(k, int(n), 0.04, alternative="less").pvalue <= alpha
-    return anytime, fixed
+    return trial
 
 
 def _event_share(rng: Rng, looks: np.ndarray[Any, Any], alpha: float) -> tuple[bool, bool]:
@@ -72,10 +70,10 @@ def _event_share(rng: Rng, looks: np.ndarray[Any, Any], alpha: float) -> tuple[b
     return anytime, fixed
 
 
-TESTS: dict[str, Callable[[Rng, np.ndarray[Any, Any], float], tuple[bool, bool]]] = {
+TESTS: dict[str, Test] = {
     "latency vs legacy (mSPRT)": _latency,
-    "rate over budget (Beta mixture)": _budget,
-    "rate within budget+margin (non-inferiority)": _noninferiority,
+    "rate over budget (Beta mixture)": _rate_at(0.02, above=True),
+    "rate within budget+margin (non-inferiority)": _rate_at(0.04, above=False),
     "rate vs legacy (event share)": _event_share,
 }
 
