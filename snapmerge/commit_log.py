@@ -59,6 +59,9 @@ class VersionManifest:
     format: str = ""  # on-disk chromadb format id of the version ("" where unknown)
     format_upgraded_from: str = ""  # the base's format, when the operator allowed an upgrade
     state: str = EntryState.COMPLETE.value
+    # Group commit: every batch the version consumed, in apply order, as (batch id, inputs
+    # digest, enqueue sequence); empty for a version that applied ``batch_id`` alone.
+    batches: tuple[tuple[str, str, int], ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -83,9 +86,22 @@ class VersionManifest:
                 format=str(raw.get("format") or ""),
                 format_upgraded_from=str(raw.get("format_upgraded_from") or ""),
                 state=str(EntryState(raw.get("state", EntryState.COMPLETE.value))),
+                batches=tuple((str(b), str(d), int(q)) for b, d, q in raw.get("batches", ()) or ()),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise SnapshotError(f"unreadable version manifest: {exc}") from exc
+
+    @property
+    def consumed(self) -> tuple[str, ...]:
+        """The batches this version applied, in order (group commit names several)."""
+        return tuple(b for b, _, _ in self.batches) or (self.batch_id,)
+
+    def inputs_of(self, batch_id: str) -> str:
+        """The inputs digest this version applied for ``batch_id``."""
+        for batch, digest, _ in self.batches:
+            if batch == batch_id:
+                return digest
+        return self.inputs_digest
 
     @property
     def complete(self) -> bool:

@@ -87,6 +87,12 @@ class Settings:
     rebuild_from_newest: bool = False  # a missing pointer: build on the newest complete version
     lineage_check: bool = True  # the cheap lineage check after each publish (off the lock)
     lineage_confirm_after: timedelta = timedelta(0)  # beside the original compactor: 15 minutes
+    # Group commit on the two-phase path (issue 12, docs/adr/0008-group-commit.md)
+    group_commit: bool = True
+    group_wait: timedelta = timedelta(minutes=2)  # longest wait for another builder, in all
+    group_beat: timedelta = timedelta(seconds=1)  # how often a builder refreshes its marker
+    group_stale: timedelta = timedelta(seconds=8)  # a marker unchanged this long is dead
+    change_sets: bool = True  # record what each publish wrote; rebase a lost CAS with them
 
     def check_leases(self) -> None:
         """Refuse lease settings under which no merge can publish, naming the variables.
@@ -186,6 +192,11 @@ class Settings:
             lineage_confirm_after=timedelta(
                 seconds=_float(env, "SNAPMERGE_LINEAGE_CONFIRM_AFTER_SECONDS", 0)
             ),
+            group_commit=env.get("SNAPMERGE_GROUP_COMMIT", "1").lower() in ("1", "true", "yes"),
+            group_wait=timedelta(seconds=_float(env, "SNAPMERGE_GROUP_WAIT_SECONDS", 120)),
+            group_beat=timedelta(seconds=_float(env, "SNAPMERGE_GROUP_BEAT_SECONDS", 1)),
+            group_stale=timedelta(seconds=_float(env, "SNAPMERGE_GROUP_STALE_SECONDS", 8)),
+            change_sets=env.get("SNAPMERGE_CHANGE_SETS", "1").lower() in ("1", "true", "yes"),
         )
         settings.check_leases()
         settings.check_lock_scope(env)

@@ -75,8 +75,15 @@ def inputs_present(blobs: BlobStore, request: FinalMergeRequest) -> bool:
 
 
 def receipt_payload(manifest: VersionManifest, request: FinalMergeRequest) -> dict[str, Any]:
-    """The receipt: derived from the log entry alone, so a duplicate run writes the same bytes."""
+    """The receipt: derived from the log entry alone, so a duplicate run writes the same bytes.
+
+    A group-commit version (several batches) adds who published it and what it consumed.
+    """
+    group: dict[str, Any] = {}
+    if manifest.batches:
+        group = {"published_by": manifest.batch_id, "consumed_batches": list(manifest.consumed)}
     return {
+        **group,
         "batch_id": request.batch_id,
         "database": request.database.value,
         "version": manifest.version,
@@ -85,7 +92,7 @@ def receipt_payload(manifest: VersionManifest, request: FinalMergeRequest) -> di
         "total_embeddings": manifest.record_count,
         "path": manifest.path,
         "digest": manifest.digest,
-        "inputs_digest": manifest.inputs_digest,
+        "inputs_digest": manifest.inputs_of(request.batch_id),
         "snapshot_format": manifest.format,
         "format_upgraded": bool(manifest.format_upgraded_from),
     }
@@ -114,6 +121,8 @@ def replayed_result(receipt: dict[str, Any], request: FinalMergeRequest) -> Fina
             digest=str(receipt.get("digest", "")),
             snapshot_format=str(receipt.get("snapshot_format") or ""),
             format_upgraded=bool(receipt.get("format_upgraded", False)),
+            consumed_batches=tuple(str(b) for b in receipt.get("consumed_batches") or ()),
+            published_by=str(receipt["published_by"]) if receipt.get("published_by") else None,
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise SnapshotError(f"receipt of batch {request.batch_id} is unreadable: {exc}") from exc

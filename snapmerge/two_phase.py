@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from snapmerge.change_sets import ChangeSets, prune_changes, rebase_build
 from snapmerge.domain import (
     FinalMergeRequest,
     FinalMergeResult,
@@ -36,6 +37,7 @@ from snapmerge.domain import (
 )
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError
 from snapmerge.exactly_once import Replay, receipt_payload
+from snapmerge.group_merge import GroupCommit
 from snapmerge.lock import Lease
 from snapmerge.merging import BuiltVersion, MergeKit, make_result
 
@@ -120,11 +122,55 @@ class TwoPhaseFinalMerge:
             inputs, replay = self.kit.inputs(request, fetched)
             if replay is not None:
                 return self.kit.finish_replay(request, replay, cleanup=not defer_cleanup)
+            if self.kit.settings.group_commit and not self.upload_in_phase3:
+                return self._group(request, fetched, inputs, work, meter, started, defer_cleanup)
             outcome, failures, fallback = self._publish(request, fetched, inputs, work, meter)
         if isinstance(outcome, Replay):
             return self.kit.finish_replay(request, outcome, cleanup=not defer_cleanup)
         stats = meter.stats(failures, fallback)
         result = make_result(request, outcome, self.path, started=started, lease_stats=stats)
+        receipt = receipt_payload(outcome.manifest, request)
+        lost = self.kit.finish(request, result, cleanup=not defer_cleanup, receipt=receipt)
+        prune_changes(self.kit, request.database)
+        return replace(result, lost_publishes=lost)
+
+    def _group(
+        self,
+        request: FinalMergeRequest,
+        sources: list[Path],
+        inputs: str,
+        work: Path,
+        meter: LockMeter,
+        started: float,
+        defer_cleanup: bool,
+    ) -> FinalMergeResult:
+        """Group commit (ADR 0008): publish every pending batch, or answer with the publish of
+        another execution that carried ours, in the same shape plus ``published_by``."""
+        group = GroupCommit(self)
+        out = group.publish(request, sources, inputs, work, meter)
+        stats = meter.stats(out.failures, out.fallback)
+        outcome = out.outcome
+        assert outcome is not None
+        if isinstance(outcome, Replay):
+            self.kit.finish_replay(request, outcome, cleanup=not defer_cleanup)
+            by = outcome.result.published_by
+            if by is None or by == request.batch_id:
+                return outcome.result  # a publish of this batch by an earlier run of it
+            return replace(  # carried by another execution: its publish, our own figures
+                outcome.result,
+                replayed=False,
+                processing_time_seconds=round(time.monotonic() - started, 3),
+                wasted_builds=out.wasted,
+                **stats,
+            )
+        result = make_result(request, outcome, self.path, started=started, lease_stats=stats)
+        result = replace(
+            result,
+            consumed_batches=outcome.manifest.consumed,
+            published_by=request.batch_id,
+            wasted_builds=out.wasted,
+        )
+        group.finish_others(request, out, cleanup=not defer_cleanup)
         receipt = receipt_payload(outcome.manifest, request)
         lost = self.kit.finish(request, result, cleanup=not defer_cleanup, receipt=receipt)
         return replace(result, lost_publishes=lost)
@@ -140,6 +186,7 @@ class TwoPhaseFinalMerge:
         """Phases 1–3, rebasing on each lost CAS; then the locked fallback. (outcome, losses,
         fell back). At each base, a publish of this batch already there is the outcome."""
         failures = 0
+        prev: BuiltVersion | None = None
         for attempt in range(self.max_rebases + 1):
             with ExitStack() as pins:
                 try:
@@ -150,7 +197,8 @@ class TwoPhaseFinalMerge:
                         return prior, failures, False
                     with self.kit.span("phase2"):
                         dest = work / f"v{attempt}"
-                        candidate = self._phase2(request, base, sources, inputs, dest)
+                        candidate = self._phase2(request, base, sources, inputs, dest, prev)
+                    prev = candidate
                     candidate = self._phase3(request, candidate, meter)
                 except PointerConflictError:
                     failures += 1
@@ -195,13 +243,40 @@ class TwoPhaseFinalMerge:
         sources: list[Path],
         inputs: str,
         dest: Path,
+        prev: BuiltVersion | None = None,
     ) -> BuiltVersion:
-        """No lock: build on ``base``, validate, upload (unless the upload belongs to phase 3)."""
-        built = self.kit.build(request, base, sources, self.path, dest, inputs=inputs)
+        """No lock: build on ``base``, validate, upload (unless the upload belongs to phase 3).
+
+        After a lost CAS (``prev``), the change sets of the publishes since bring ``prev`` up to
+        ``base`` when each has one (``snapmerge/change_sets.py``); else the full build. Each
+        upload records its own change set before the swap.
+        """
+        built = None
+        if prev is not None and self.kit.settings.change_sets:
+            built = rebase_build(
+                self.kit, request, prev, base, sources, inputs, (), dest, self.path
+            )
+        if built is None:
+            built = self.kit.build(request, base, sources, self.path, dest, inputs=inputs)
         self._validate(request, built)
         if not self.upload_in_phase3:
             built = self.kit.upload(request.database, built)
+            self._record_changes(request, built, sources, dest)
         return built
+
+    def _record_changes(
+        self, request: FinalMergeRequest, built: BuiltVersion, sources: list[Path], work: Path
+    ) -> None:
+        if not self.kit.settings.change_sets:
+            return
+        db = request.database
+        try:
+            ChangeSets(self.kit.blobs, db).write(
+                built.version, built.base.version if built.base else None, sources
+            )
+        except BaseException:
+            self.kit.discard(db, built)
+            raise
 
     def _phase3(
         self, request: FinalMergeRequest, built: BuiltVersion, meter: LockMeter
@@ -215,7 +290,7 @@ class TwoPhaseFinalMerge:
         try:
             with meter.held(self.kit, request, "phase3") as lease:
                 if self.upload_in_phase3:
-                    built = self.kit.upload(db, built)
+                    built = self.kit.upload(db, built)  # no change set: rebasers rebuild
                 self.kit.publish(db, built, lease)
         except BaseException:
             self.kit.discard(db, built)  # never raises: a conflict still reaches the rebase

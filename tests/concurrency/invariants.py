@@ -89,11 +89,12 @@ def _chain(history: History, final: FinalState) -> list[Violation]:
 
 
 def _batch_order(history: History) -> list[str]:
-    """Batch ids in the order their versions were published (repeats included)."""
+    """The batches in the order they were applied (a group-commit version applies several)."""
     return [
-        history.manifests[p.version].batch_id
+        batch_id
         for p in history.publishes
         if p.version in history.manifests
+        for batch_id in history.manifests[p.version].consumed
     ]
 
 
@@ -189,8 +190,9 @@ def _cleanup(plan: HistoryPlan, history: History) -> list[Violation]:
     """A key under a batch's own chunk prefix deleted before that batch's first publish."""
     first_publish: dict[str, int] = {}
     for p in history.publishes:
-        if p.version in history.manifests:
-            first_publish.setdefault(history.manifests[p.version].batch_id, p.seq)
+        if p.version in history.manifests:  # a group-commit version consumes several batches
+            for batch_id in history.manifests[p.version].consumed:
+                first_publish.setdefault(batch_id, p.seq)
     prefixes = [
         (Keys.intermediate_prefix(b.batch_id, i), b.batch_id)
         for b in plan.batches

@@ -192,6 +192,8 @@ class _Worker:
             chroma_root=root,
             lock_wait_timeout=timedelta(seconds=120),
             lock_scope=self.variant.lock_scope,
+            # a forced race needs two builders on one base: group commit allows one at a time
+            group_commit=self.variant.race_step is None,
         )
         lock = LeaseLock(
             leases,

@@ -1,0 +1,218 @@
+"""Change sets: what a two-phase publish wrote, so a lost CAS rebases in proportion to it.
+
+    {db}/snapshot/changes/{version}/…        an index of the records the version wrote (the
+                                             batches it applied, folded: later wins)
+    {db}/snapshot/changes/{version}.json     {"version", "base_version"}: written last
+
+Both are outside ``timestamped/`` (the original writer never copies them) and are written before
+the version's pointer swap, so a writer that lost its CAS to that version always finds them. A
+rebase from our old base ``B`` to the new pointer ``P`` walks ``P``'s base links down to ``B``;
+when every step has a change set, the local build (``B`` + ours) becomes ``B`` + ours + each
+change set in chain order + ours again, which holds what ``P`` + ours holds: an id we write
+keeps our write (we publish after ``P``), any other id takes ``P``'s value. A step without a
+change set (a legacy publish, the original writer's) means the full rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from snapmerge.commit_log import EntryState, VersionManifest, lineage
+from snapmerge.domain import (
+    LATEST_DIRECT,
+    Database,
+    FinalMergeRequest,
+    MergePath,
+    Pointer,
+    VersionId,
+    new_version_id,
+)
+from snapmerge.errors import MergeInputError, SnapshotError, StoreError
+from snapmerge.merging import BuiltVersion, MergeKit
+from snapmerge.ports import BlobStore
+from snapmerge.snapshots import SKIP, scan_files
+from snapmerge.transfer import download_prefix, upload_directory
+
+log = logging.getLogger(__name__)
+
+MAX_STEPS = 8  # a rebase over more publishes than this rebuilds in full
+
+
+def changes_prefix(db: Database) -> str:
+    return f"{db.value}/snapshot/changes/"
+
+
+class ChangeSets:
+    def __init__(self, blobs: BlobStore, db: Database) -> None:
+        self.blobs, self.db = blobs, db
+        self.prefix = changes_prefix(db)
+
+    def data_prefix(self, version: VersionId) -> str:
+        return f"{self.prefix}{version}/"
+
+    def marker_key(self, version: VersionId) -> str:
+        return f"{self.prefix}{version}.json"
+
+    def write(
+        self,
+        version: VersionId,
+        base: VersionId | None,
+        sources: list[Path],
+    ) -> None:
+        """Upload the sources as they are (in apply order), then the marker naming the base.
+
+        No merge into one index: creating a Chroma index costs more than uploading the few
+        small ones the batches already are.
+        """
+        for i, source in enumerate(sources):
+            upload_directory(self.blobs, source, f"{self.data_prefix(version)}{i:04d}/", skip=SKIP)
+        body = json.dumps(
+            {"version": version, "base_version": base, "sources": len(sources)}
+        ).encode()
+        self.blobs.put(self.marker_key(version), body)
+
+    def base_of(self, version: VersionId) -> tuple[int | None, VersionId | None]:
+        """(how many sources its change set has, None: no change set; the base it applies to)."""
+        blob = self.blobs.get(self.marker_key(version))
+        if blob is None:
+            return None, None
+        try:
+            raw = json.loads(blob.body)
+            base = raw.get("base_version")
+            if str(raw["version"]) != version:
+                return None, None
+            return int(raw["sources"]), VersionId(base) if base else None
+        except (ValueError, KeyError, TypeError):
+            return None, None
+
+    def path(
+        self, start: VersionId, old_base: VersionId | None
+    ) -> list[tuple[VersionId, int]] | None:
+        """The versions from ``old_base`` (exclusive) up to ``start``, oldest first, with their
+        source counts, if each has a change set and the walk reaches ``old_base`` within
+        ``MAX_STEPS``; else None."""
+        steps: list[tuple[VersionId, int]] = []
+        current: VersionId | None = start
+        while current != old_base:
+            if current is None or len(steps) >= MAX_STEPS:
+                return None
+            count, below = self.base_of(current)
+            if count is None:
+                return None
+            steps.append((current, count))
+            current = below
+        return steps[::-1]
+
+    def fetch(self, steps: list[tuple[VersionId, int]], dest: Path) -> list[Path] | None:
+        """Every source of every step, in apply order; None if any is missing."""
+        out: list[Path] = []
+        try:
+            for version, count in steps:
+                for i in range(count):
+                    target = dest / f"{len(out):04d}"
+                    shutil.rmtree(target, ignore_errors=True)
+                    prefix = f"{self.data_prefix(version)}{i:04d}/"
+                    download_prefix(self.blobs, prefix, target, skip=SKIP)
+                    if not any(target.iterdir()):
+                        return None
+                    out.append(target)
+        except (StoreError, SnapshotError, MergeInputError, OSError):
+            return None
+        return out
+
+    def delete(self, version: VersionId) -> None:
+        try:
+            self.blobs.delete([self.marker_key(version)])
+            self.blobs.delete(self.blobs.list(self.data_prefix(version)))
+        except StoreError:
+            log.warning("could not delete the change set of %s", version, exc_info=True)
+
+    def prune(self, states: dict[VersionId, str | None]) -> None:
+        """Delete change sets of versions whose data is gone (retired, discarded, unknown)."""
+        for version, state in states.items():
+            if state in (None, EntryState.RETIRED, EntryState.DISCARDED):
+                self.delete(version)
+
+    def versions(self) -> list[VersionId]:
+        keys = self.blobs.list(self.prefix)
+        return sorted(
+            VersionId(k[len(self.prefix) : -len(".json")])
+            for k in keys
+            if k.endswith(".json") and "/" not in k[len(self.prefix) :]
+        )
+
+
+def prune_changes(kit: MergeKit, db: Database) -> None:
+    """After a publish: drop the change sets of versions whose data retention has deleted."""
+    if not kit.settings.change_sets:
+        return
+    changes = ChangeSets(kit.blobs, db)
+    states: dict[VersionId, str | None] = {}
+    for version in changes.versions():
+        try:
+            entry = kit.store(db).log.entry(version)
+        except SnapshotError:
+            entry = None
+        states[version] = None if entry is None else entry.state
+    changes.prune(states)
+
+
+def rebase_build(
+    kit: MergeKit,
+    request: FinalMergeRequest,
+    prev: BuiltVersion,
+    base: Pointer | None,
+    sources: list[Path],
+    inputs: str,
+    batches: tuple[tuple[str, str, int], ...],
+    work: Path,
+    path: MergePath,
+) -> BuiltVersion | None:
+    """``prev`` (built on an older base, its upload refused) brought up to ``base``: apply each
+    publish's change set since ``prev.base``, then ``sources`` again. None: rebuild in full."""
+    db = request.database
+    if base is None or not base.exists or base.version == LATEST_DIRECT:
+        return None
+    changes = ChangeSets(kit.blobs, db)
+    old = prev.base.version if prev.base is not None else None
+    steps = changes.path(base.version, old)
+    if not steps:
+        return None
+    base_manifest = kit.check_base(db, base)
+    if base_manifest is None:
+        return None
+    fetched = changes.fetch(steps, work / "changes")
+    if fetched is None:
+        return None
+    target = prev.directory
+    dimension = base_manifest.dimension or None
+    merged = kit.engine.merge(
+        target, [*fetched, *sources], collection=db.value, dimension=dimension
+    )
+    height, root = lineage(base.version, base_manifest)
+    count = merged.final_count
+    stats = replace(
+        merged, base_count=base_manifest.record_count, new_ids=count - base_manifest.record_count
+    )
+    manifest = VersionManifest(
+        version=new_version_id(),
+        base_version=base.version,
+        batch_id=request.batch_id,
+        record_count=count,
+        dimension=merged.dimension,
+        path=path.value,
+        files=scan_files(target),
+        created_at=datetime.now(UTC).isoformat(),
+        digest=kit.engine.digest(target),
+        height=height,
+        root=root,
+        inputs_digest=inputs,
+        batches=batches,
+    )
+    kit.hook("rebased_from_changes")
+    return BuiltVersion(manifest.version, target, manifest, stats, base, base_manifest)

@@ -1,0 +1,324 @@
+"""Group commit of final merges on the two-phase path (issue 12, docs/adr/0008-group-commit.md).
+
+    enqueue    {db}/snapshot/pending/{seq:012d}.json   If-None-Match; seq = highest listed + 1
+    builder    {db}/snapshot/pending-builder.json      one builder at a time; its heartbeat
+    publish    base + every unpublished pending batch, in seq order, one fenced CAS
+
+Every execution enqueues its batch, then loops: if its batch is published at the pointer (a claim
+at or below it), it answers with that publish; if a live builder holds the marker, it waits (the
+marker's ETag changing is the heartbeat, observed on the waiter's own clock); otherwise it takes
+the marker (``If-None-Match`` / ``If-Match`` on the ETag it saw idle or dead) and builds the
+current base plus every pending batch not yet published, claims each before the swap, and
+publishes with the same CAS as the two-phase path. Waiting is bounded (``group_wait``): after it,
+an execution builds without the marker, so its liveness never depends on another execution.
+
+The enqueue order trusts no clock: a sequence number is taken with a conditional create of
+exactly that key, after a listing that showed every lower one. So a batch that is visible has
+every lower-numbered batch visible too (or already published), and a builder that applies a
+batch applies every unpublished lower one before it: for an id two batches write, the
+later-enqueued one wins. The highest-numbered pending object is never deleted, so numbers are
+never reused, and deleting a published batch's pending object by its exact key is safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from snapmerge.domain import Database, FinalMergeRequest
+from snapmerge.errors import PointerConflictError, SnapshotError, StoreError
+from snapmerge.ports import BlobStore
+
+log = logging.getLogger(__name__)
+
+PENDING = "pending"
+WITHDRAWN = "withdrawn"
+BUILDING = "building"
+IDLE = "idle"
+ENQUEUE_TRIES = 200
+
+
+def pending_prefix(db: Database) -> str:
+    return f"{db.value}/snapshot/pending/"
+
+
+def builder_key(db: Database) -> str:
+    return f"{db.value}/snapshot/pending-builder.json"
+
+
+@dataclass(frozen=True)
+class PendingBatch:
+    """A batch waiting to be published: what a builder needs to apply it and claim it."""
+
+    seq: int
+    batch_id: str
+    intermediate_keys: tuple[str, ...]
+    inputs_digest: str
+    delta_count: int = 0
+    state: str = PENDING
+    key: str = ""
+
+    def request(self, db: Database) -> FinalMergeRequest:
+        return FinalMergeRequest(
+            batch_id=self.batch_id,
+            database=db,
+            intermediate_keys=self.intermediate_keys,
+            delta_count=self.delta_count,
+        )
+
+    def body(self) -> bytes:
+        return json.dumps(
+            {
+                "seq": self.seq,
+                "batch_id": self.batch_id,
+                "intermediate_keys": list(self.intermediate_keys),
+                "inputs_digest": self.inputs_digest,
+                "delta_count": self.delta_count,
+                "state": self.state,
+            },
+            sort_keys=True,
+        ).encode()
+
+
+def _seq_of(key: str, prefix: str) -> int | None:
+    name = key[len(prefix) :]
+    if not name.endswith(".json") or not name[: -len(".json")].isdigit():
+        return None
+    return int(name[: -len(".json")])
+
+
+class PendingQueue:
+    """The pending batches of one database."""
+
+    def __init__(self, blobs: BlobStore, db: Database) -> None:
+        self.blobs, self.db = blobs, db
+        self.prefix = pending_prefix(db)
+
+    def key(self, seq: int) -> str:
+        return f"{self.prefix}{seq:012d}.json"
+
+    def _seqs(self) -> list[int]:
+        found = (_seq_of(k, self.prefix) for k in self.blobs.list(self.prefix))
+        return sorted(s for s in found if s is not None)
+
+    def read(self, seq: int) -> PendingBatch | None:
+        key = self.key(seq)
+        blob = self.blobs.get(key)
+        if blob is None:
+            return None
+        try:
+            raw = json.loads(blob.body)
+            return PendingBatch(
+                seq=int(raw["seq"]),
+                batch_id=str(raw["batch_id"]),
+                intermediate_keys=tuple(str(k) for k in raw["intermediate_keys"]),
+                inputs_digest=str(raw["inputs_digest"]),
+                delta_count=int(raw.get("delta_count", 0)),
+                state=str(raw.get("state", PENDING)),
+                key=key,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SnapshotError(f"pending batch {key} is unreadable: {exc}") from exc
+
+    def listing(self) -> tuple[list[PendingBatch], int]:
+        """Every pending object (withdrawn ones too), in seq order, and the highest seq listed."""
+        seqs = self._seqs()
+        found = [b for b in (self.read(s) for s in seqs) if b is not None]
+        return found, (seqs[-1] if seqs else 0)
+
+    def enqueue(self, request: FinalMergeRequest, inputs: str) -> PendingBatch:
+        """Record ``request`` as pending; a retry whose pending object is still there reuses it."""
+        found, _ = self.listing()
+        for batch in found:
+            if (
+                batch.batch_id == request.batch_id
+                and batch.inputs_digest == inputs
+                and batch.state == PENDING
+            ):
+                return batch
+        for _ in range(ENQUEUE_TRIES):
+            seqs = self._seqs()
+            seq = (seqs[-1] if seqs else 0) + 1
+            batch = PendingBatch(
+                seq,
+                request.batch_id,
+                request.intermediate_keys,
+                inputs,
+                request.delta_count,
+                key=self.key(seq),
+            )
+            try:
+                self.blobs.put(batch.key, batch.body(), if_none_match=True)
+            except PointerConflictError:  # another batch took this number: list again
+                found_now = self.read(seq)
+                if found_now is not None and found_now.body() == batch.body():
+                    return batch  # our own write, its reply lost
+                continue
+            return batch
+        raise SnapshotError(f"could not enqueue batch {request.batch_id}: too much contention")
+
+    def withdraw(self, batch: PendingBatch) -> None:
+        """A batch that failed its own merge: builders skip it (the number stays taken)."""
+        withdrawn = PendingBatch(
+            batch.seq,
+            batch.batch_id,
+            batch.intermediate_keys,
+            batch.inputs_digest,
+            batch.delta_count,
+            state=WITHDRAWN,
+            key=batch.key,
+        )
+        try:
+            self.blobs.put(batch.key, withdrawn.body())
+        except StoreError:
+            log.warning("could not withdraw pending batch %s", batch.key, exc_info=True)
+
+    def forget(self, batches: Sequence[PendingBatch], highest: int) -> None:
+        """Delete the pending objects of published batches, all but the highest number listed."""
+        keys = [b.key for b in batches if b.seq < highest]
+        if keys:
+            try:
+                self.blobs.delete(keys)
+            except StoreError:
+                log.warning("could not delete pending objects %s", keys, exc_info=True)
+
+
+@dataclass(frozen=True)
+class Marker:
+    """The builder marker as read: who builds, which batches, and its ETag (the heartbeat)."""
+
+    state: str
+    owner: str
+    batches: tuple[str, ...]
+    etag: str
+
+
+class BuilderSlot:
+    """One builder at a time per database; the marker's ETag changes on every heartbeat."""
+
+    def __init__(self, blobs: BlobStore, db: Database) -> None:
+        self.blobs, self.db = blobs, db
+        self.key = builder_key(db)
+
+    def read(self) -> Marker | None:
+        blob = self.blobs.get(self.key)
+        if blob is None:
+            return None
+        try:
+            raw = json.loads(blob.body)
+            return Marker(
+                str(raw["state"]),
+                str(raw.get("owner", "")),
+                tuple(str(b) for b in raw.get("batches", ())),
+                blob.etag,
+            )
+        except (ValueError, KeyError, TypeError):
+            return Marker(IDLE, "", (), blob.etag)  # unreadable: anyone may take it over
+
+    def _body(self, state: str, owner: str, batches: Sequence[str], beat: int) -> bytes:
+        return json.dumps(
+            {"state": state, "owner": owner, "batches": list(batches), "beat": beat}
+        ).encode()
+
+    def take(self, owner: str, seen: Marker | None) -> str | None:
+        """Take the marker over ``seen`` (None: there was none); our ETag, or None if lost."""
+        body = self._body(BUILDING, owner, (), 0)
+        try:
+            if seen is None:
+                return self.blobs.put(self.key, body, if_none_match=True)
+            return self.blobs.put(self.key, body, if_match=seen.etag)
+        except PointerConflictError:
+            return None
+
+
+class Heartbeat:
+    """Keeps our marker moving while we build; stops quietly if someone took it over."""
+
+    def __init__(self, slot: BuilderSlot, owner: str, etag: str, interval_s: float) -> None:
+        self.slot, self.owner, self.interval_s = slot, owner, interval_s
+        self._etag: str | None = etag
+        self._batches: tuple[str, ...] = ()
+        self._beat = 0
+        self._mutex = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"group-beat-{owner}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._write(IDLE)
+
+    @property
+    def held(self) -> bool:
+        return self._etag is not None
+
+    def cover(self, batches: Sequence[str]) -> None:
+        """Say which batches we are building (waiters for them keep waiting)."""
+        with self._mutex:
+            self._batches = tuple(batches)
+        self._write(BUILDING)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._write(BUILDING)
+
+    def _write(self, state: str) -> None:
+        with self._mutex:
+            if self._etag is None:
+                return
+            self._beat += 1
+            body = self.slot._body(state, self.owner, self._batches, self._beat)
+            try:
+                self._etag = self.slot.blobs.put(self.slot.key, body, if_match=self._etag)
+            except PointerConflictError:
+                self._etag = None  # taken over: our build may still publish (the CAS decides)
+            except Exception:
+                log.warning("builder heartbeat failed", exc_info=True)
+
+
+class Watch:
+    """Is another builder alive? Its marker's ETag must change within ``stale_s`` of our clock."""
+
+    def __init__(self, stale_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stale_s, self.clock = stale_s, clock
+        self._etag: str | None = None
+        self._since = 0.0
+
+    def dead(self, marker: Marker) -> bool:
+        now = self.clock()
+        if marker.etag != self._etag:
+            self._etag, self._since = marker.etag, now
+            return False
+        return now - self._since >= self.stale_s
+
+
+def new_owner() -> str:
+    return uuid.uuid4().hex
+
+
+def poll_delay(rng: random.Random, base_s: float) -> float:
+    return base_s * (0.5 + rng.random())
+
+
+def group_payload(batches: Sequence[PendingBatch]) -> tuple[tuple[str, str, int], ...]:
+    return tuple((b.batch_id, b.inputs_digest, b.seq) for b in batches)
+
+
+def describe(batches: Sequence[PendingBatch]) -> dict[str, Any]:
+    return {"batches": [b.batch_id for b in batches], "seqs": [b.seq for b in batches]}
+
+
+def local_dir(work: Path, batch: PendingBatch) -> Path:
+    return work / "group" / f"{batch.seq:012d}"

@@ -1,0 +1,394 @@
+"""Group commit on the embedded server with real ChromaDB (issue 12, ADR 0008).
+
+Each history runs final merges as threads, each with its own kit (its own local root), against
+one collection, and ends with :func:`violations`: the checker walks the commit log down from the
+pointer and demands that every batch was applied exactly once, that group-commit batches were
+applied in enqueue order (so for an id two batches write, the later-enqueued one wins), and that
+the snapshot readers see is the base plus the last write of every id in that order. The negative
+control (a builder that re-applies a consumed batch) shows the checker catches a real violation.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snapmerge import group_merge, synth
+from snapmerge.change_sets import ChangeSets
+from snapmerge.commit_log import VersionManifest
+from snapmerge.domain import FinalMergeRequest, FinalMergeResult, Keys, Record
+from snapmerge.errors import LeaseLostError
+from snapmerge.group_commit import BUILDING, BuilderSlot, PendingQueue
+from snapmerge.lock import Lease, LeaseLock
+from snapmerge.merging import Hook
+from tests.conftest import AwsEnv
+from tests.functional.merge_rig import DB, Crash, Rig, make_rig, rows
+
+
+@pytest.fixture
+def rig(aws: AwsEnv, tmp_path: Path) -> Rig:
+    return make_rig(aws.bucket, aws.table, tmp_path)
+
+
+def group_settings() -> dict[str, Any]:
+    """Group commit on, with a fast heartbeat so dead builders are noticed in a test's time."""
+    return {
+        "group_commit": True,
+        "group_beat": timedelta(seconds=0.05),
+        "group_stale": timedelta(seconds=0.6),
+        "group_wait": timedelta(seconds=60),
+    }
+
+
+def batch_rows(i: int) -> list[Record]:
+    """Three writes of shared base ids (content differs per batch) and two ids of its own."""
+    return rows(100 + i, 3) + rows(200 + i, 2, start=100 + 10 * i)
+
+
+class History:
+    """Batches submitted to one rig, run as threads, then checked."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.base = rows(1, 10)
+        rig.seed(self.base)
+        self.writes: dict[str, list[Record]] = {}
+        self.requests: dict[str, FinalMergeRequest] = {}
+        self.results: dict[str, FinalMergeResult] = {}
+        self.errors: dict[str, BaseException] = {}
+
+    def batch(self, name: str, i: int) -> FinalMergeRequest:
+        self.writes[name] = batch_rows(i)
+        self.requests[name] = self.rig.batch(name, [self.writes[name]])
+        return self.requests[name]
+
+    def start(
+        self, name: str, path: str = "two_phase", hooks: Hook | None = None, **kw: Any
+    ) -> threading.Thread:
+        merger = self.rig.merger(path, hooks, **{**group_settings(), **kw})
+
+        def go() -> None:
+            try:
+                self.results[name] = merger.run(self.requests[name])
+            except BaseException as exc:  # a crashed execution is part of the history
+                self.errors[name] = exc
+
+        thread = threading.Thread(target=go, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def chain(self) -> list[VersionManifest]:
+        """The published versions, oldest first (the seed excluded)."""
+        store = self.rig.store
+        pointer = store.read_pointer()
+        out = []
+        current = pointer.version if pointer else None
+        while current is not None:
+            entry = store.log.entry(current)
+            assert entry is not None, f"no log entry for {current}"
+            if entry.path == "seed":
+                break
+            out.append(entry)
+            current = entry.base_version
+        return out[::-1]
+
+
+def violations(history: History, *, expect: set[str] | None = None) -> list[str]:
+    """Exactly once, enqueue order, and the content readers see."""
+    found: list[str] = []
+    applied: list[str] = []
+    seqs: list[int] = []
+    for entry in history.chain():
+        applied.extend(entry.consumed)
+        seqs.extend(seq for _, _, seq in entry.batches)
+    for batch in sorted(set(applied)):
+        if applied.count(batch) > 1:
+            found.append(f"batch {batch} applied {applied.count(batch)} times")
+    for batch in sorted((expect or set(history.writes)) - set(applied)):
+        found.append(f"batch {batch} never applied")
+    if seqs != sorted(seqs) or len(set(seqs)) != len(seqs):
+        found.append(f"group batches applied out of enqueue order: {seqs}")
+    expected = synth.expected_state([history.base, *(history.writes[b] for b in applied)])
+    actual = history.rig.snapshot()
+    if actual != expected:
+        wrong = sorted(k for k in set(actual) | set(expected) if actual.get(k) != expected.get(k))
+        found.append(f"snapshot differs from the publish order at ids {wrong}")
+    return found
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def pending(rig: Rig) -> int:
+    found, _ = PendingQueue(rig.blobs, DB).listing()
+    return len(found)
+
+
+def enqueued(rig: Rig, batch_id: str) -> bool:
+    return any(b.batch_id == batch_id for b in PendingQueue(rig.blobs, DB).listing()[0])
+
+
+def builder_waiting_for(rig: Rig, n: int, taken: threading.Event) -> Hook:
+    """A hook for the first builder: once it holds the marker, wait until ``n`` are pending."""
+
+    def hook(step: str) -> None:
+        if step == "builder" and not taken.is_set():
+            taken.set()
+            wait_for(lambda: pending(rig) >= n, f"{n} pending batches")
+
+    return hook
+
+
+# -- a crowd coalesced into one publish ---------------------------------------------------------
+def test_a_crowd_is_published_by_one_build_in_enqueue_order(rig: Rig) -> None:
+    h = History(rig)
+    names = [f"b{i}" for i in range(4)]
+    for i, name in enumerate(names):
+        h.batch(name, i)
+    taken = threading.Event()
+    first = h.start("b0", hooks=builder_waiting_for(rig, 4, taken))
+    taken.wait(60)
+    others = []
+    for name in names[1:]:  # enqueued in this order, while b0 holds the marker
+        others.append(h.start(name))
+        wait_for(lambda n=name: enqueued(rig, n), f"{name} enqueued")
+    for t in [first, *others]:
+        t.join(120)
+
+    assert h.errors == {}
+    assert violations(h) == []
+    (publish,) = h.chain()
+    assert publish.consumed == tuple(names)  # one build of all four, in enqueue order
+    winner = h.results["b0"]
+    assert winner.published_by == "b0" and winner.consumed_batches == tuple(names)
+    # the content digest, computed beside the upload, is the published snapshot's
+    published = rig.download(Keys.version_prefix(DB, publish.version))
+    (published / ".snapshot_hash").unlink()
+    assert winner.digest == publish.digest == rig.engine.digest(published)
+    for name in names[1:]:
+        result = h.results[name]
+        assert result.published_by == "b0" and not result.replayed
+        assert result.version == publish.version and result.consumed_batches == tuple(names)
+        assert result.wasted_builds == 0 and result.total_embeddings == winner.total_embeddings
+    for name in names:
+        receipt = rig.receipt(name)
+        assert receipt is not None and receipt["version"] == publish.version
+        assert receipt["published_by"] == "b0"
+        assert rig.blobs.list(f"intermediate/{name}/") == []
+    # published pending objects are gone, but the highest number (never reused)
+    assert len(rig.blobs.list(f"{DB.value}/snapshot/pending/")) == 1
+
+    # a retry of a consumed batch answers with the publish that carried it
+    again = rig.merger("two_phase", **group_settings()).run(h.requests["b2"])
+    assert again.replayed and again.version == publish.version and again.published_by == "b0"
+    assert h.chain() == [publish]
+
+
+def test_a_free_crowd_with_legacy_interleaved_keeps_every_batch_once(rig: Rig) -> None:
+    h = History(rig)
+    kinds = ["two_phase"] * 5 + ["legacy"] * 2
+    for i, _ in enumerate(kinds):
+        h.batch(f"c{i}", i)
+    threads = [h.start(f"c{i}", kind) for i, kind in enumerate(kinds)]
+    for t in threads:
+        t.join(240)
+
+    assert h.errors == {}
+    assert violations(h) == []
+    chain = h.chain()
+    legacy = [e for e in chain if e.path == "legacy"]
+    assert len(legacy) == 2  # both legacy publishes are in the chain, one batch each
+    for name, result in h.results.items():
+        assert result.version in {e.version for e in chain}
+        assert name in next(e.consumed for e in chain if e.version == result.version)
+
+
+# -- builders that fail ---------------------------------------------------------------------------
+def test_a_dead_builders_marker_is_taken_over_after_it_stops_beating(rig: Rig) -> None:
+    h = History(rig)
+    for i in range(2):
+        h.batch(f"d{i}", i)
+    slot = BuilderSlot(rig.blobs, DB)
+    dead = slot._body(BUILDING, "dead", ["d0", "d1"], 7)
+    rig.blobs.put(slot.key, dead)  # what a builder that died mid-build leaves behind
+    builders: list[str] = []
+
+    def note(name: str) -> Hook:
+        return lambda step: builders.append(name) if step == "builder" else None
+
+    threads = [h.start(f"d{i}", hooks=note(f"d{i}")) for i in range(2)]
+    for t in threads:
+        t.join(120)
+
+    assert h.errors == {}
+    assert violations(h) == []
+    assert builders  # someone took the dead marker over (only a taker reaches "builder")
+    marker = slot.read()
+    assert marker is not None and marker.owner != "dead"
+
+
+def test_a_builder_that_crashes_mid_way_leaves_the_others_to_build(rig: Rig) -> None:
+    h = History(rig)
+    for i in range(3):
+        h.batch(f"e{i}", i)
+    taken = threading.Event()
+    waiting = builder_waiting_for(rig, 3, taken)
+
+    def crash_after_upload(step: str) -> None:
+        waiting(step)
+        if step == "after_upload":
+            raise Crash(step)
+
+    first = h.start("e0", hooks=crash_after_upload)
+    taken.wait(60)
+    others = [h.start(f"e{i}") for i in (1, 2)]
+    for t in [first, *others]:
+        t.join(120)
+
+    assert isinstance(h.errors.pop("e0"), Crash)  # the fault fired
+    assert h.errors == {}
+    assert violations(h) == []  # e0's batch too: its pending object outlived its execution
+    # e0's upload was an orphan: discarded, never on the chain
+    retry = rig.merger("two_phase", **group_settings()).run(h.requests["e0"])
+    assert retry.replayed and retry.published_by in {"e1", "e2"}
+
+
+class LosingLock(LeaseLock):
+    """A lock whose phase-3 grant (its second) is lost before the pointer write."""
+
+    def __init__(self, base: LeaseLock) -> None:
+        super().__init__(
+            base.table, duration=base.duration, heartbeat_interval=base.heartbeat_interval
+        )
+        self.grants = 0
+        self.lost_one = False
+
+    def acquire(self, *args: Any, **kwargs: Any) -> Lease:
+        lease = super().acquire(*args, **kwargs)
+        self.grants += 1
+        if self.grants == 2:
+            lease.lost.set()
+            self.lost_one = True
+        return lease
+
+
+def test_a_builder_that_loses_its_lease_while_others_wait(rig: Rig) -> None:
+    h = History(rig)
+    for i in range(3):
+        h.batch(f"f{i}", i)
+    taken = threading.Event()
+    merger = rig.merger("two_phase", builder_waiting_for(rig, 3, taken), **group_settings())
+    lock = LosingLock(merger.kit.lock)  # type: ignore[attr-defined]
+    merger.kit.lock = lock  # type: ignore[attr-defined]
+
+    def go() -> None:
+        try:
+            h.results["f0"] = merger.run(h.requests["f0"])
+        except BaseException as exc:
+            h.errors["f0"] = exc
+
+    first = threading.Thread(target=go, daemon=True)
+    first.start()
+    taken.wait(60)
+    others = [h.start(f"f{i}") for i in (1, 2)]
+    for t in [first, *others]:
+        t.join(120)
+
+    assert lock.lost_one and isinstance(h.errors.pop("f0"), LeaseLostError)
+    assert h.errors == {}
+    assert violations(h) == []
+
+
+def test_a_legacy_publish_during_the_build_is_rebased_over(rig: Rig) -> None:
+    h = History(rig)
+    h.batch("g0", 0)
+    h.batch("g1", 1)
+    h.batch("legacy", 9)
+    rival: list[FinalMergeResult] = []
+
+    def legacy_publishes(step: str) -> None:
+        if step == "after_build" and not rival:
+            rival.append(rig.merger("legacy").run(h.requests["legacy"]))
+
+    steps: list[str] = []
+
+    def hooks(step: str) -> None:
+        steps.append(step)
+        legacy_publishes(step)
+
+    thread = h.start("g0", hooks=hooks)
+    thread.join(120)
+    h.start("g1").join(120)
+
+    assert "rebased_from_changes" not in steps  # legacy records no change set: full rebuild
+    assert h.errors == {}
+    assert h.results["g0"].cas_failures == 1 and h.results["g0"].wasted_builds == 1
+    assert violations(h) == []
+    assert next(e.consumed for e in h.chain()) == ("legacy",)
+
+
+# -- a rebase proportional to what changed ------------------------------------------------------
+def test_a_lost_cas_rebases_with_the_winners_change_set(rig: Rig) -> None:
+    h = History(rig)
+    h.batch("k0", 0)
+    h.batch("k1", 1)
+    h.batch("rival", 9)
+    steps: list[str] = []
+
+    def rival_publishes(step: str) -> None:
+        steps.append(step)
+        if step == "after_build" and "after_build" not in steps[:-1]:
+            # a two-phase writer without group commit publishes while we build
+            rival = rig.merger("two_phase", group_commit=False).run(h.requests["rival"])
+            assert not rival.replayed
+
+    h.start("k0", hooks=rival_publishes).join(120)
+    h.start("k1").join(120)
+
+    assert h.errors == {}
+    assert "rebased_from_changes" in steps  # the fault fired and the change set was used
+    assert h.results["k0"].cas_failures == 1
+    assert violations(h) == []
+    assert [e.consumed for e in h.chain()] == [("rival",), ("k0",), ("k1",)]
+    # change sets of versions still on the chain stay; none of a discarded orphan
+    kept = set(ChangeSets(rig.blobs, DB).versions())
+    assert kept <= {e.version for e in h.chain()}
+
+
+# -- the negative control -----------------------------------------------------------------------
+def test_the_checker_catches_a_builder_that_reapplies_a_consumed_batch(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = History(rig)
+    for i in range(3):
+        h.batch(f"n{i}", i)
+    saved = {k: rig.blobs.get(k) for k in rig.blobs.list("intermediate/n1/")}
+    taken = threading.Event()
+    first = h.start("n0", hooks=builder_waiting_for(rig, 2, taken))
+    taken.wait(60)
+    second = h.start("n1")
+    for t in (first, second):
+        t.join(120)
+    assert violations(h, expect={"n0", "n1"}) == []
+    # n1's pending object is the highest number, so it stays; put its intermediates back as
+    # they were (same bytes) and let a builder skip the claims check for other batches
+    for key, blob in saved.items():
+        assert blob is not None
+        rig.blobs.put(key, blob.body)
+    monkeypatch.setattr(group_merge, "prior_publish", lambda *a, **k: None)
+    h.start("n2").join(120)
+
+    assert h.errors == {}
+    found = violations(h)
+    assert any("n1 applied 2 times" in v for v in found), found
