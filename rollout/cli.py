@@ -38,7 +38,6 @@ from rollout.controller import FlagWriter, RolloutController, TickResult, Timing
 from rollout.dynamo import DynamoAuditLog, DynamoStateStore, split_url
 from rollout.metric_names import EMF_FILE_ENV, default_namespace
 from rollout.plan import FlagStoreSpec, RolloutPlan, load_plan, parse_plan
-from rollout.report import build_report
 from rollout.signing import AuditKey, key_from_env
 from rollout.sources import CloudWatchLogsSource, EmfFileSource, MetricSource
 from rollout.state import BlobStateStore, FileStateStore, RolloutState, StateStore
@@ -316,6 +315,8 @@ def register_dashboard(subparsers: Subparsers) -> None:
 
 # -- report -----------------------------------------------------------------------------------
 def _report(args: argparse.Namespace) -> int:
+    from rollout.report import build_report  # matplotlib: the [report] extra, only here
+
     out = build_report(open_source(args), open_audit(args.audit), Path(args.out))
     print(f"wrote {out}")
     return 0

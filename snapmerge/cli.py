@@ -5,6 +5,12 @@ owns its code (``demo`` in handlers, ``rollout``/``dashboard``/``report`` in rol
 in bench) and registers itself through the ``snapmerge.commands`` entry-point group, so this
 module never imports upward. A registrar is ``register(subparsers) -> None`` and sets ``func``
 on its parser.
+
+Commands load lazily: only the registrar of the command named on the command line is imported
+(every registrar only for the help listing), so a command works when its own dependencies are
+installed, whatever the others need. The base install is the Lambda's runtime set; a command
+that needs an extra (pyproject's optional-dependencies) and runs without it exits with status 2
+and names the extra to install (:data:`EXTRA_FOR_MODULE`).
 """
 
 from __future__ import annotations
@@ -13,11 +19,51 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from importlib.metadata import entry_points
-from typing import Any
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Final
 
 from snapmerge import __version__
 from snapmerge.errors import SnapmergeError
+
+COMMANDS_GROUP: Final = "snapmerge.commands"
+CORE_COMMANDS: Final = ("serve", "gc", "lineage")
+
+# The extra that installs each module a command may import beyond the base install; equal to
+# pyproject.toml's optional-dependencies (tests/unit/test_cli_extras.py keeps them so).
+EXTRA_FOR_MODULE: Final = {
+    "scipy": "rollout",
+    "yaml": "rollout",
+    "matplotlib": "report",
+    "moto": "local",
+    "tqdm": "local",
+}
+
+# Commands whose whole extra is better named than the first module found missing: [local]
+# brings [rollout] and [report] too, and the demo and the benchmarks need all of it.
+EXTRA_FOR_COMMAND: Final = {"demo": "local", "bench": "local", "serve": "local"}
+
+
+class MissingExtraError(SnapmergeError):
+    """A command needs a module that this installation leaves out."""
+
+
+def missing_extra(command: str, exc: ModuleNotFoundError) -> MissingExtraError | None:
+    """What to tell the user when ``command`` failed to import ``exc.name``; None when the
+    module belongs to no extra (a real bug, left to raise)."""
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRA_FOR_MODULE.get(top)
+    if extra is not None:
+        extra = EXTRA_FOR_COMMAND.get(command, extra)
+        return MissingExtraError(
+            f"`snapmerge {command}` needs the [{extra}] extra ({top} is not installed): "
+            f"pip install 'snapmerge[{extra}]'"
+        )
+    if top == "bench":  # packaged in the wheel, left out of the Lambda image (infra/Dockerfile)
+        return MissingExtraError(
+            f"`snapmerge {command}` is not part of this installation (the bench package is "
+            "absent, as in the Lambda image): install snapmerge from its source with [local]"
+        )
+    return None
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -148,7 +194,30 @@ def _add_lineage(sub: Any) -> None:
     lineage.set_defaults(func=_lineage)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The sub-command on the command line: the first word that is not an option (the top-level
+    parser has no option that takes a value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def _plugins() -> list[EntryPoint]:
+    return sorted(entry_points(group=COMMANDS_GROUP), key=lambda e: e.name)
+
+
+def _add_unavailable(sub: Any, name: str, error: MissingExtraError) -> None:
+    """List a command whose registrar cannot load; running it reports ``error``."""
+
+    def fail(_: argparse.Namespace) -> int:
+        raise error
+
+    parser = sub.add_parser(name, help=f"(unavailable: {error})", add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(func=fail)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: the core commands plus the registrar of the command ``argv``
+    names — or every registrar when it names none of them (help, ``--version``, a typo)."""
     parser = argparse.ArgumentParser(
         prog="snapmerge",
         description="Legacy and two-phase final merges side by side, behind flags, rolled out "
@@ -165,19 +234,43 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
     _add_gc(sub)
     _add_lineage(sub)
-    for ep in sorted(entry_points(group="snapmerge.commands"), key=lambda e: e.name):
-        ep.load()(sub)
+    named = _named_command(sys.argv[1:] if argv is None else argv)
+    if named in CORE_COMMANDS:
+        return parser
+    plugins = _plugins()
+    if named in {ep.name for ep in plugins}:
+        plugins = [ep for ep in plugins if ep.name == named]
+    for ep in plugins:
+        try:
+            registrar = ep.load()
+        except ModuleNotFoundError as exc:
+            error = missing_extra(ep.name, exc)
+            if error is None:
+                raise
+            if ep.name == named:
+                raise error from exc
+            _add_unavailable(sub, ep.name, error)
+            continue
+        registrar(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+    command = "?"
     try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
+        command = str(args.command)
         return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        error = missing_extra(command, exc)
+        if error is None:
+            raise
+        print(f"snapmerge: error: {error}", file=sys.stderr)
+        return 2
     except SnapmergeError as exc:
         print(f"snapmerge: error: {exc}", file=sys.stderr)
         return 2

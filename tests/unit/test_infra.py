@@ -410,6 +410,8 @@ def test_dockerfile_builds_the_project_for_the_lambda_runtime() -> None:
     assert re.search(r"^FROM public\.ecr\.aws/lambda/python:3\.12$", text, re.M)
     assert "ANONYMIZED_TELEMETRY=False" in text
     assert 'pip install --target "${LAMBDA_TASK_ROOT}" .' in text
+    installs = [line for line in text.splitlines() if "pip install" in line]
+    assert installs and not any("[" in line for line in installs), "the image takes no extra"
     assert text.rstrip().endswith('CMD ["handlers.compaction.lambda_handler"]')
     for package in ("snapmerge", "legacy", "flags", "rollout", "handlers"):
         assert f"COPY {package} ./{package}" in text
