@@ -17,18 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from openfeature import api
-from openfeature.evaluation_context import EvaluationContext
-from openfeature.flag_evaluation import FlagResolutionDetails, Reason
-from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
-
 from flags import client as flag_client
+from flags.baseline import in_memory_path_provider
 from flags.provider import DocumentProvider
 from flags.stores import CacheSettings, FileStore
 from snapmerge.domain import MergePath
 
 PATH = "final-merge-path"
-CONTEXT = EvaluationContext("batch-0001", {"collection": "words", "batch_id": "batch-0001"})
+CONTEXT = flag_client.evaluation_context("batch-0001", "words", "batch-0001")
 
 
 def _document(kill_switch: bool, *, targeted: bool = False) -> dict[str, Any]:
@@ -64,30 +60,14 @@ def _best_of(call: Callable[[], object], n: int, rounds: int = 5) -> float:
     return min(_per_call_ns(call, n) for _ in range(rounds))
 
 
-def _targeted_in_memory(
-    flag: InMemoryFlag[str], ctx: EvaluationContext
-) -> FlagResolutionDetails[str]:
-    variant = "two_phase" if ctx.attributes.get("collection") == "words" else flag.default_variant
-    return FlagResolutionDetails(
-        flag.variants[variant], reason=Reason.TARGETING_MATCH, variant=variant
-    )
-
-
 def _compare(directory: Path, label: str, targeted: bool, n: int) -> dict[str, float]:
     """One flag, served by our provider (from a file) and by InMemoryProvider, measured alike."""
     file = directory / f"{label}.json"
     _write(file, _document(False, targeted=targeted))
     ours = DocumentProvider(FileStore(file), CacheSettings(1.0, 0.25))
-    flag = InMemoryFlag(
-        "legacy" if targeted else "two_phase",
-        {p.value: p.value for p in MergePath},
-        context_evaluator=_targeted_in_memory if targeted else None,
-    )
-    theirs = InMemoryProvider({PATH: flag})
-    api.set_provider_and_wait(ours, domain=f"bench-ours-{label}")
-    api.set_provider_and_wait(theirs, domain=f"bench-inmemory-{label}")
-    c_ours = api.get_client(f"bench-ours-{label}")
-    c_theirs = api.get_client(f"bench-inmemory-{label}")
+    theirs = in_memory_path_provider(targeted=targeted)
+    c_ours = flag_client.open_domain(ours, f"bench-ours-{label}")
+    c_theirs = flag_client.open_domain(theirs, f"bench-inmemory-{label}")
     assert c_ours.get_string_value(PATH, "legacy", CONTEXT) == "two_phase"
     assert c_theirs.get_string_value(PATH, "legacy", CONTEXT) == "two_phase"
     out = {
@@ -167,8 +147,7 @@ def run(n: int = 20000) -> dict[str, float]:
             results = evaluation_cost(Path(tmp), n)
             results.update(kill_switch_latency(Path(tmp)))
         finally:
-            flag_client.reset()
-            api.clear_providers()
+            flag_client.clear_domains()
     results["evaluations_per_measurement"] = n
     return results
 

@@ -22,6 +22,7 @@ from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
 from openfeature.flag_evaluation import FlagEvaluationDetails
+from openfeature.provider import FeatureProvider
 
 from flags.decision import PathDecision
 from flags.keys import DEFAULTS, ContextKey, DecisionReason, FlagKey
@@ -51,6 +52,16 @@ def _context(
     if targeting_key is None and not attributes:
         return _EMPTY_CONTEXT
     return EvaluationContext(targeting_key=targeting_key, attributes=attributes)
+
+
+def evaluation_context(
+    targeting_key: str | None = None,
+    collection: str | None = None,
+    batch_id: str | None = None,
+) -> EvaluationContext:
+    """The context :class:`FlagClient` evaluates with (for callers that evaluate directly, such
+    as the flag benchmark)."""
+    return _context(targeting_key, collection, batch_id)
 
 
 class FlagClient:
@@ -267,3 +278,18 @@ def reset() -> None:
     global _registered
     with _lock:
         _registered = None
+
+
+def open_domain(provider: FeatureProvider, domain: str) -> OpenFeatureClient:
+    """Register ``provider`` under its own ``domain`` and return a raw OpenFeature client for it:
+    comparisons only (the flag benchmark); the pipeline uses :func:`bootstrap`."""
+    if domain == DOMAIN:
+        raise ValueError(f"domain {DOMAIN!r} belongs to bootstrap()")
+    api.set_provider_and_wait(provider, domain=domain)
+    return api.get_client(domain=domain)
+
+
+def clear_domains() -> None:
+    """Unregister every provider of the process (after a comparison) and forget the client."""
+    reset()
+    api.clear_providers()
