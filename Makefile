@@ -2,7 +2,7 @@
 PY ?= python
 PYTEST_ARGS ?=
 
-.PHONY: install lint typecheck layers test test-quick test-long test-chroma-1021 bench demo check package-check
+.PHONY: install lint typecheck layers test test-long test-chroma-1021 bench demo check
 
 install:
 	$(PY) -m pip install -e '.[dev]'

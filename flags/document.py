@@ -64,7 +64,8 @@ class TargetingKeyMissing(Exception):
     treats both alike whichever way it is called)."""
 
 
-def _is_int(value: object) -> bool:
+def is_int(value: object) -> bool:
+    """An int that is not a bool (JSON's true/false are Python ints)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -76,7 +77,7 @@ def _check_known_value(flag: FlagKey, value: object) -> str | None:
     elif flag in (FlagKey.KILL_SWITCH, FlagKey.SINGLE_CHUNK_FAST_PATH):
         if not isinstance(value, bool):
             return f"{value!r} is not a boolean"
-    elif not _is_int(value) or int(value) < 1:  # type: ignore[call-overload]
+    elif not is_int(value) or int(value) < 1:  # type: ignore[call-overload]
         return f"{value!r} is not an integer >= 1"
     return None
 
@@ -95,7 +96,7 @@ def _check_feature(name: str, feature: dict[str, Any]) -> None:
             bound = cond.get("value")
             if (
                 cond.get("action") != _BUCKET_ACTION
-                or not _is_int(bound)
+                or not is_int(bound)
                 or not 0 <= bound <= BUCKETS
             ):
                 raise FlagDocumentError(

@@ -48,6 +48,7 @@ from flags.document import (
     TargetingKeyMissing,
     compile_document,
     flags_changed,
+    is_int,
 )
 from flags.keys import FlagKey
 from flags.stores import CacheSettings, FlagDocumentStore
@@ -65,10 +66,6 @@ def _is_bool(v: object) -> bool:
 
 def _is_str(v: object) -> bool:
     return isinstance(v, str)
-
-
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _is_number(v: object) -> bool:
@@ -313,7 +310,7 @@ class DocumentProvider(AbstractProvider):
     def resolve_integer_details(
         self, flag_key: str, default_value: int, evaluation_context: EvaluationContext | None = None
     ) -> FlagResolutionDetails[int]:
-        return self._resolve(flag_key, default_value, evaluation_context, _is_int, "integer")
+        return self._resolve(flag_key, default_value, evaluation_context, is_int, "integer")
 
     def resolve_float_details(
         self,

@@ -28,6 +28,15 @@ NAMESPACE_ENV = "POWERTOOLS_METRICS_NAMESPACE"
 EMF_FILE_ENV = "SNAPMERGE_EMF_FILE"
 
 
+class ShadowOutcome(StrEnum):
+    """What a shadow comparison found; each outcome is counted as its own metric
+    (``ShadowMatched`` / ``ShadowMismatched`` / ``ShadowSkipped``)."""
+
+    MATCHED = "matched"
+    MISMATCHED = "mismatched"
+    SKIPPED = "skipped"
+
+
 class Dimension(StrEnum):
     """The only two dimensions: anything with higher cardinality goes to metadata."""
 

@@ -39,7 +39,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from aws_lambda_powertools.metrics import EphemeralMetrics
 from aws_lambda_powertools.metrics.functions import is_metrics_disabled
@@ -48,17 +48,16 @@ from rollout.metric_names import (
     EMF_FILE_ENV,
     Dimension,
     MetricName,
+    ShadowOutcome,
     default_namespace,
     phase_metric,
 )
 from snapmerge.domain import FinalMergeResult, MergePath
 
-ShadowOutcome = Literal["matched", "mismatched", "skipped"]
-
 _SHADOW = {
-    "matched": MetricName.SHADOW_MATCHED,
-    "mismatched": MetricName.SHADOW_MISMATCHED,
-    "skipped": MetricName.SHADOW_SKIPPED,
+    ShadowOutcome.MATCHED: MetricName.SHADOW_MATCHED,
+    ShadowOutcome.MISMATCHED: MetricName.SHADOW_MISMATCHED,
+    ShadowOutcome.SKIPPED: MetricName.SHADOW_SKIPPED,
 }
 UNKNOWN_COLLECTION = "unknown"
 _MAX_ERROR_TEXT = 500

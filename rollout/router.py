@@ -14,18 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol
 
+from rollout.metric_names import ShadowOutcome
 from snapmerge.domain import FinalMergeRequest, FinalMergeResult, MergePath
 from snapmerge.errors import InvalidEventError
 from snapmerge.ports import DryRunner, FinalMerger
-
-
-class ShadowOutcome(StrEnum):
-    MATCHED = "matched"
-    MISMATCHED = "mismatched"
-    SKIPPED = "skipped"
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 _DEFAULT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 5},
@@ -27,3 +28,8 @@ def client(service: str, config: Config | None = None) -> Any:
     region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
     cfg = _DEFAULT_CONFIG.merge(config) if config else _DEFAULT_CONFIG
     return boto3.session.Session().client(service, region_name=region, config=cfg)  # type: ignore[call-overload]
+
+
+def error_code(exc: ClientError) -> str:
+    """The service's error code (``ConditionalCheckFailedException``, ``NoSuchKey``, ...)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))

@@ -12,7 +12,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from enum import StrEnum
 from pathlib import Path
 
 from snapmerge.domain import LockScope
@@ -28,12 +27,6 @@ DEFAULT_PHASE_LEASE = timedelta(seconds=45)
 DEFAULT_VERIFY_MARGIN = timedelta(seconds=30)  # merging.DEFAULT_VERIFY_MARGIN's value
 ALLOW_PER_BATCH_ENV = "SNAPMERGE_ALLOW_UNSAFE_PER_BATCH"
 _TRUE = {"1", "true", "yes"}
-
-
-class StorageMode(StrEnum):
-    AUTO = "auto"
-    S3 = "s3"
-    EFS = "efs"
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -74,7 +67,6 @@ class Settings:
     chunk_size_lines: int = 25
     group_size: int = 20
     chroma_root: Path = field(default_factory=lambda: Path("/tmp/chroma"))
-    storage_mode: StorageMode = StorageMode.AUTO
     lock_scope: LockScope = LockScope.COLLECTION
     keep_versions: int = 4
     max_tarball_bytes: int = 2 * 1024**3
@@ -155,7 +147,6 @@ class Settings:
         if not table:
             raise InvalidEventError("DYNAMODB_TABLE_NAME is not set")
         try:
-            mode = StorageMode(env.get("CHROMADB_STORAGE_MODE", "auto").lower())
             scope = LockScope(env.get("SNAPMERGE_LOCK_SCOPE", "collection").lower())
         except ValueError as exc:
             raise InvalidEventError(str(exc)) from None
@@ -170,7 +161,6 @@ class Settings:
             chunk_size_lines=_int(env, "CHUNK_SIZE_LINES", 25),
             group_size=_int(env, "GROUP_SIZE", 20),
             chroma_root=Path(env.get("CHROMA_ROOT", "/tmp/chroma")),
-            storage_mode=mode,
             lock_scope=scope,
             keep_versions=_int(env, "SNAPMERGE_KEEP_VERSIONS", 4),
             max_tarball_bytes=_int(env, "SNAPMERGE_MAX_TARBALL_BYTES", 2 * 1024**3),

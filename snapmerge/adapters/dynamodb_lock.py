@@ -172,7 +172,7 @@ class DynamoLeaseTable:
         try:
             self._client.transact_write_items(TransactItems=items)
         except ClientError as exc:
-            if _code(exc) != _CANCELLED:
+            if aws.error_code(exc) != _CANCELLED:
                 raise _lock_error("acquire", lock_id, exc) from exc
             reasons = [
                 str(r.get("Code", "None")) for r in exc.response.get("CancellationReasons", [])
@@ -216,7 +216,7 @@ class DynamoLeaseTable:
                 values=values,
             )
         except ClientError as exc:
-            if _code(exc) == _CONDITION_FAILED:
+            if aws.error_code(exc) == _CONDITION_FAILED:
                 raise LeaseLostError(
                     f"lease {grant.lock_id!r} (fence {grant.fence}) expired or was taken over"
                 ) from None
@@ -244,7 +244,7 @@ class DynamoLeaseTable:
                 values=values,
             )
         except ClientError as exc:
-            if _code(exc) == _CONDITION_FAILED:
+            if aws.error_code(exc) == _CONDITION_FAILED:
                 return  # not ours any more: somebody else's lease is none of our business
             raise _lock_error("release", grant.lock_id, exc) from exc
 
@@ -347,9 +347,5 @@ def _s(item: Mapping[str, Any], name: str) -> str | None:
     return str(value) if value is not None else None
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _lock_error(op: str, lock_id: str, exc: ClientError) -> LockError:
-    return LockError(f"lock table {op} of {lock_id!r} failed: {_code(exc)}: {exc}")
+    return LockError(f"lock table {op} of {lock_id!r} failed: {aws.error_code(exc)}: {exc}")

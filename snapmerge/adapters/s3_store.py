@@ -31,10 +31,6 @@ _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _DELETE_BATCH = 1000  # the DeleteObjects limit
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
@@ -52,7 +48,7 @@ class S3BlobStore:
             reply = self._client.get_object(Bucket=self.bucket, Key=key)
             body: bytes = reply["Body"].read()
         except ClientError as exc:
-            if _code(exc) in _MISSING_CODES:
+            if aws.error_code(exc) in _MISSING_CODES:
                 return None
             raise StoreError(f"get s3://{self.bucket}/{key} failed: {exc}") from exc
         except BotoCoreError as exc:
@@ -78,7 +74,7 @@ class S3BlobStore:
         try:
             reply = self._client.put_object(**kwargs)
         except ClientError as exc:
-            code, conditional = _code(exc), if_match is not None or if_none_match
+            code, conditional = aws.error_code(exc), if_match is not None or if_none_match
             lost = code in _CONFLICT_CODES or _status(exc) in (409, 412)
             vanished = if_match is not None and code in _MISSING_CODES
             if conditional and (lost or vanished):
@@ -104,7 +100,7 @@ class S3BlobStore:
         try:
             self._client.download_file(self.bucket, key, str(path), Callback=progress)
         except ClientError as exc:
-            if _code(exc) in _MISSING_CODES:
+            if aws.error_code(exc) in _MISSING_CODES:
                 raise StoreError(f"s3://{self.bucket}/{key} does not exist") from exc
             raise StoreError(f"download s3://{self.bucket}/{key} failed: {exc}") from exc
         except (BotoCoreError, Boto3Error, OSError) as exc:

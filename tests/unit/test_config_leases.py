@@ -95,3 +95,9 @@ def test_acknowledged_per_batch_scope_runs_with_a_loud_warning(
 
     assert settings.lock_scope is LockScope.PER_BATCH
     assert any("UNSAFE lock scope" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("mode", ["efs", "s3", "auto", "anything"])
+def test_the_originals_storage_mode_is_accepted_and_ignored(mode: str) -> None:
+    """The cache always lives under CHROMA_ROOT: CHROMADB_STORAGE_MODE changes no setting."""
+    assert Settings.from_env({**BASE, "CHROMADB_STORAGE_MODE": mode}) == Settings.from_env(BASE)
