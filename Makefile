@@ -39,7 +39,7 @@ $(CHROMA_1021_VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(CHROMA_1021_VENV)
 ifeq ($(CHROMA_1021_ISOLATED),1)
 	$(CHROMA_1021_PY) -m pip install -q --upgrade pip
-	$(CHROMA_1021_PY) -m pip install -q -e . 'chromadb==1.0.21' 'pytest>=8'
+	$(CHROMA_1021_PY) -m pip install -q -e '.[local]' 'chromadb==1.0.21' 'pytest>=8'
 else
 	$(PY) -c '$(PURELIB)' > "$$($(CHROMA_1021_PY) -c '$(PURELIB)')/_snapmerge_base_env.pth"
 	$(CHROMA_1021_PY) -m pip install -q --no-deps --ignore-installed $(CHROMA_1021_PKGS)
