@@ -135,3 +135,11 @@ def test_a_missing_base_dependency_is_a_bug_not_an_extra() -> None:
     assert result.returncode != 0
     assert "ModuleNotFoundError" in result.stderr and "openfeature" in result.stderr
     assert "pip install 'snapmerge[" not in result.stderr
+
+
+def test_a_command_whose_package_is_absent_says_so() -> None:
+    """The Lambda image leaves bench/ out while the wheel's metadata still names its command."""
+    result = _child(["bench"], ["bench", "merge"])
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "`snapmerge bench` is not part of this installation" in result.stderr
+    assert "Traceback" not in result.stderr
