@@ -103,6 +103,9 @@ class ConditionFailedError(SnapmergeError):
         self.condition = condition
         super().__init__(f"{where}: condition {condition!r} refused")
 
+    def __reduce__(self) -> tuple[type[ConditionFailedError], tuple[str, str]]:
+        return type(self), (self.where, self.condition)  # survives a process boundary intact
+
 
 class StoreError(SnapmergeError):
     """An AWS store failed (not a precondition failure); ``code`` is the AWS error code if known."""
