@@ -1,15 +1,17 @@
 """Flag stores on AWS: an S3 object, an SSM parameter, an AppConfig profile (read only).
 
-Clients come from :func:`snapmerge.aws.client` (so ``AWS_ENDPOINT_URL`` points them at the
-embedded server) or are injected; boto3 is never imported here. Library exceptions are translated:
-a read failure is :class:`~snapmerge.errors.StoreError`, a lost conditional save is
-:class:`~snapmerge.errors.FlagDocumentConflictError`.
+Each store talks to AWS through an adapter of :mod:`snapmerge.adapters` (which takes an injected
+client or builds one from the environment, so ``AWS_ENDPOINT_URL`` points it at the embedded
+server) and sees only the project's errors: a read failure is
+:class:`~snapmerge.errors.StoreError` (:class:`~snapmerge.errors.MissingResourceError` when there
+is no document), a lost conditional save is :class:`~snapmerge.errors.FlagDocumentConflictError`.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from typing import Any, Final
 
 from flags.document import (
@@ -19,19 +21,25 @@ from flags.document import (
     encode_document,
     validate_document,
 )
-from snapmerge import aws
-from snapmerge.errors import FlagDocumentConflictError, StoreError
+from snapmerge.adapters.s3_object import S3Object
+from snapmerge.adapters.ssm_parameters import Parameter, SsmParameters
+from snapmerge.errors import (
+    ConditionFailedError,
+    FlagDocumentConflictError,
+    MissingResourceError,
+    PointerConflictError,
+    StoreError,
+)
 
 
 class ReadOnlyStoreError(StoreError):
     """A save on a store we only read (AppConfig: deploying is AppConfig's job)."""
 
 
-def _error_code(exc: Exception) -> tuple[str, int]:
-    response = getattr(exc, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", ""))
-    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    return code, status
+def _failed(store: object, doing: str, exc: StoreError) -> StoreError:
+    """The adapter's error again, of the same class, saying which flag store and what failed."""
+    error = MissingResourceError if isinstance(exc, MissingResourceError) else StoreError
+    return error(f"{store!r}: cannot {doing} flag document: {exc.code or exc}", code=exc.code)
 
 
 class S3Store:
@@ -44,60 +52,47 @@ class S3Store:
     def __init__(self, bucket: str, key: str, client: Any = None) -> None:
         self.bucket = bucket
         self.key = key
-        self._client = client if client is not None else aws.client("s3")
+        self._object = S3Object(bucket, key, client)
         self._cached: tuple[dict[str, Any], str] | None = None
 
     def __repr__(self) -> str:
         return f"S3Store('s3://{self.bucket}/{self.key}')"
 
     def load(self) -> tuple[dict[str, Any], str]:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key}
-        if self._cached:
-            kwargs["IfNoneMatch"] = self._cached[1]
         try:
-            response = self._client.get_object(**kwargs)
-            body = response["Body"].read()
-        except Exception as exc:
-            code, status = _error_code(exc)
-            if self._cached and (status == 304 or code in ("304", "NotModified")):
-                return copy.deepcopy(self._cached[0]), self._cached[1]
-            raise StoreError(f"{self!r}: cannot read flag document: {code or exc!r}") from None
-        etag = str(response["ETag"])
-        self._cached = (decode_document(body, etag), etag)
-        return copy.deepcopy(self._cached[0]), etag
+            if self._cached:
+                blob = self._object.read_if_changed(self._cached[1])
+                if blob is None:  # 304: unchanged, no body sent
+                    return copy.deepcopy(self._cached[0]), self._cached[1]
+            else:
+                blob = self._object.read()
+        except StoreError as exc:
+            raise _failed(self, "read", exc) from exc
+        self._cached = (decode_document(blob.body, blob.etag), blob.etag)
+        return copy.deepcopy(self._cached[0]), blob.etag
 
     def save(self, doc: dict[str, Any], expected_version: str | None) -> str:
         validate_document(doc)
         body = encode_document(doc)
-        kwargs: dict[str, Any] = {
-            "Bucket": self.bucket,
-            "Key": self.key,
-            "Body": body,
-            "ContentType": "application/json",
-        }
-        if expected_version is None:
-            kwargs["IfNoneMatch"] = "*"
-        else:
-            kwargs["IfMatch"] = expected_version
         try:
-            return str(self._client.put_object(**kwargs)["ETag"])
-        except Exception as exc:
-            code, status = _error_code(exc)
-            if status not in (409, 412) and code not in (
-                "PreconditionFailed",
-                "ConditionalRequestConflict",
-            ):
-                raise StoreError(f"{self!r}: cannot save flag document: {code or exc!r}") from None
+            return self._object.write(
+                body, if_match=expected_version, content_type="application/json"
+            )
+        except PointerConflictError:
             landed = self._our_write_landed(body)
             if landed is not None:  # the SDK retried a PUT whose first reply was lost
                 return landed
             raise FlagDocumentConflictError(repr(self), expected_version, landed) from None
+        except StoreError as exc:
+            raise _failed(self, "save", exc) from exc
 
     def _our_write_landed(self, body: bytes) -> str | None:
         """The current ETag if it is the MD5 of ``body`` (a single-part PUT of our bytes)."""
         try:
-            etag = str(self._client.head_object(Bucket=self.bucket, Key=self.key)["ETag"])
-        except Exception:
+            etag = self._object.etag()
+        except StoreError:
+            return None
+        if etag is None:
             return None
         return (
             etag
@@ -122,59 +117,54 @@ class SSMStore:
 
     def __init__(self, name: str, client: Any = None) -> None:
         self.name = name
-        self._client = client if client is not None else aws.client("ssm")
+        self._parameters = SsmParameters(client)
         self._cached: tuple[dict[str, Any], str] | None = None
 
     def __repr__(self) -> str:
         return f"SSMStore({self.name!r})"
 
-    def _get(self) -> dict[str, Any] | None:
+    def _get(self) -> Parameter | None:
         try:
-            return dict(self._client.get_parameter(Name=self.name)["Parameter"])
-        except Exception as exc:
-            code, _ = _error_code(exc)
-            if code == "ParameterNotFound":
-                return None
-            raise StoreError(f"{self!r}: cannot read flag document: {code or exc!r}") from None
+            return self._parameters.get(self.name)
+        except StoreError as exc:
+            raise _failed(self, "read", exc) from exc
 
     def load(self) -> tuple[dict[str, Any], str]:
         parameter = self._get()
         if parameter is None:
-            raise StoreError(f"{self!r}: parameter does not exist")
-        version = str(parameter["Version"])
+            raise MissingResourceError(f"{self!r}: parameter does not exist")
+        version = str(parameter.version)
         if not self._cached or self._cached[1] != version:
-            self._cached = (decode_document(parameter["Value"], version), version)
+            self._cached = (decode_document(parameter.value, version), version)
         return copy.deepcopy(self._cached[0]), version
 
     def save(self, doc: dict[str, Any], expected_version: str | None) -> str:
         validate_document(doc)
         value = encode_document(doc, compact=True).decode()
         current = self._get()
-        current_version = None if current is None else str(current["Version"])
+        current_version = None if current is None else str(current.version)
         if current_version != expected_version:
             raise FlagDocumentConflictError(repr(self), expected_version, current_version)
         try:
-            put = self._client.put_parameter(
-                Name=self.name, Value=value, Type="String", Overwrite=expected_version is not None
-            )
-        except Exception as exc:
-            code, _ = _error_code(exc)
-            if code == "ParameterAlreadyExists":
-                raise FlagDocumentConflictError(repr(self), None, "created concurrently") from None
-            raise StoreError(f"{self!r}: cannot save flag document: {code or exc!r}") from None
-        written = int(put["Version"])
+            written = self._parameters.put(self.name, value, overwrite=expected_version is not None)
+        except ConditionFailedError:
+            raise FlagDocumentConflictError(repr(self), None, "created concurrently") from None
+        except StoreError as exc:
+            raise _failed(self, "save", exc) from exc
         if written != (0 if expected_version is None else int(expected_version)) + 1:
             raise FlagDocumentConflictError(repr(self), expected_version, str(written))
         return str(written)
 
 
 class AppConfigFlagStore:
-    """An AppConfig freeform JSON profile read through Powertools' ``AppConfigStore``.
+    """An AppConfig freeform JSON profile, polled through Powertools' ``AppConfigProvider``
+    (:class:`~snapmerge.adapters.appconfig.AppConfigProfile`).
 
     Read only: publishing a document is an AppConfig deployment (hosted configuration version +
     deployment strategy), which this code does not do. The version is the sha256 of the document.
     Powertools' own cache is disabled (``max_age=0``); the provider's TTL decides how often we poll.
     AppConfig refuses polls within a session's minimum poll interval, hence the 60 s defaults.
+    ``envelope`` is a JMESPath expression selecting the document inside the profile's JSON.
     """
 
     default_ttls: Final = (60.0, 60.0)
@@ -188,29 +178,28 @@ class AppConfigFlagStore:
         client: Any = None,
         envelope: str = "",
     ) -> None:
-        from aws_lambda_powertools.utilities.feature_flags import AppConfigStore
+        from snapmerge.adapters.appconfig import AppConfigProfile  # Powertools: only when asked
 
         self.where = f"{application}/{environment}/{profile}"
-        self._store = AppConfigStore(
-            environment=environment,
-            application=application,
-            name=profile,
-            max_age=0,
-            envelope=envelope,
-            boto3_client=client if client is not None else aws.client("appconfigdata"),
-        )
+        self.envelope = envelope
+        self._profile = AppConfigProfile(application, environment, profile, client)
 
     def __repr__(self) -> str:
         return f"AppConfigFlagStore({self.where!r})"
 
     def load(self) -> tuple[dict[str, Any], str]:
         try:
-            doc = self._store.get_configuration()
-        except Exception as exc:
-            cause = type(exc.__cause__).__name__ if exc.__cause__ else ""
-            if cause == "TransformParameterError":
-                raise FlagDocumentError(f"{self!r}: flag document is not JSON") from None
-            raise StoreError(f"{self!r}: cannot read flag document: {exc}") from None
+            raw = self._profile.latest()
+        except StoreError as exc:
+            raise _failed(self, "read", exc) from exc
+        try:
+            doc = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise FlagDocumentError(f"{self!r}: flag document is not JSON") from None
+        if self.envelope:
+            from aws_lambda_powertools.utilities.jmespath_utils import query
+
+            doc = query(data=doc, envelope=self.envelope)
         if not isinstance(doc, dict):
             raise FlagDocumentError(f"{self!r}: flag document is not an object")
         return copy.deepcopy(doc), content_version(doc)

@@ -165,11 +165,14 @@ class FileStore:
     def save(self, doc: dict[str, Any], expected_version: str | None) -> str:
         validate_document(doc)
         body = encode_document(doc)
-        with locked(self.path):
-            current = self.current_version()
-            if current != expected_version:
-                raise FlagDocumentConflictError(str(self.path), expected_version, current)
-            atomic_write(self.path, body)
+        try:
+            with locked(self.path):
+                current = self.current_version()
+                if current != expected_version:
+                    raise FlagDocumentConflictError(str(self.path), expected_version, current)
+                atomic_write(self.path, body)
+        except OSError as exc:  # no space, no permission: a store failure like any other
+            raise StoreError(f"flag file {self.path} cannot be written: {exc.strerror}") from exc
         return _sha256(body)
 
 

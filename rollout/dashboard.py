@@ -21,7 +21,7 @@ collection, always on the ``two_phase`` series (the candidate; the baseline is n
 Invariant guardrails (chunk counts of one batch through both paths) need per-batch pairing, which
 CloudWatch statistics cannot express: the judge checks them, no alarm does. The alarm ARNs can be
 given to an AppConfig environment as rollback monitors. :func:`deploy` puts the dashboard and the
-alarms through :func:`snapmerge.aws.client`.
+alarms through :class:`snapmerge.adapters.cloudwatch.CloudWatchDashboards`.
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ from typing import Any, Final
 
 from rollout.metric_names import DEFAULT_NAMESPACE, Dimension, MetricName
 from rollout.plan import RolloutPlan, alarm_threshold
-from snapmerge import aws
+from snapmerge.adapters.cloudwatch import CloudWatchDashboards
 from snapmerge.domain import MergePath
-from snapmerge.errors import StoreError
 
 PATHS: Final = (MergePath.LEGACY, MergePath.TWO_PHASE)
 COLLECTIONS: Final = ("words", "lines")
@@ -237,19 +236,13 @@ def alarms(
 def deploy(
     body: dict[str, Any], alarm_requests: Sequence[dict[str, Any]], name: str, client: Any = None
 ) -> dict[str, Any]:
-    """Put the dashboard and every alarm; return what was put (``StoreError`` on a refusal)."""
-    cw = client if client is not None else aws.client("cloudwatch")
-    try:
-        reply = cw.put_dashboard(DashboardName=name, DashboardBody=json.dumps(body))
-        problems = reply.get("DashboardValidationMessages") or []
-        if problems:
-            raise StoreError(f"dashboard {name} refused: {problems}")
-        for request in alarm_requests:
-            cw.put_metric_alarm(**request)
-    except StoreError:
-        raise
-    except Exception as exc:  # botocore's ClientError: rollout/ may not import botocore
-        if getattr(exc, "response", None) is None:
-            raise
-        raise StoreError(f"deploying dashboard {name} failed: {exc}") from exc
+    """Put the dashboard and every alarm; return what was put.
+
+    A refusal or any other CloudWatch failure is :class:`~snapmerge.errors.StoreError`; alarms
+    put before it stay put (each ``PutMetricAlarm`` replaces its alarm, so deploying again is safe).
+    """
+    cw = CloudWatchDashboards(client)
+    cw.put_dashboard(name, json.dumps(body))
+    for request in alarm_requests:
+        cw.put_metric_alarm(request)
     return {"dashboard": name, "alarms": [a["AlarmName"] for a in alarm_requests]}

@@ -15,6 +15,9 @@ the store applied it. So the document is read back before anything is concluded:
   lost race;
 * it cannot be read → nobody knows: :class:`FlagWriteUnknownError`, and the controller leaves its
   intent pending for the next command to settle the same way.
+
+Only the project's errors count as a store failure (:data:`STORE_FAILURES`): the stores' adapters
+translate every AWS error (a timeout included) into them, so anything else is a bug and propagates.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Protocol
 from snapmerge.errors import FlagDocumentConflictError, SnapmergeError
 
 ATTEMPTS = 5
+# what a FlagWriter raises when its store fails or refuses (see FlagWriter.write)
+STORE_FAILURES = (SnapmergeError, ValueError)
 
 
 class FlagWriteRefusedError(SnapmergeError):
@@ -67,7 +72,7 @@ def set_flags(writer: FlagWriter, percent: float, kill_switch: bool | None, labe
     for _ in range(ATTEMPTS):
         try:
             current, version = writer.read()
-        except Exception as exc:
+        except STORE_FAILURES as exc:
             raise FlagWriteUnknownError(
                 f"the flag document cannot be read for {label}: {exc}"
             ) from exc
@@ -80,7 +85,7 @@ def set_flags(writer: FlagWriter, percent: float, kill_switch: bool | None, labe
             return True
         except FlagDocumentConflictError:
             continue  # the document changed under us: re-read, re-apply
-        except Exception as exc:  # refused, timed out, reply lost: read back to know which
+        except STORE_FAILURES as exc:  # refused, timed out, reply lost: read back to know which
             if _settled(writer, want, version, label, exc):
                 return True
     raise FlagWriteRefusedError(
@@ -95,7 +100,7 @@ def _settled(
     raise FlagWriteRefusedError if nothing landed, FlagWriteUnknownError if we cannot tell."""
     try:
         after, after_version = writer.read()
-    except Exception as read_exc:
+    except STORE_FAILURES as read_exc:
         raise FlagWriteUnknownError(
             f"{label}: the write failed ({exc}) and the document cannot be read back "
             f"({read_exc}); the change may or may not be in effect"

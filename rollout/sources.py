@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rollout.metric_names import DEFAULT_NAMESPACE, Dimension
-from snapmerge import aws
+from snapmerge.adapters.cloudwatch_logs import CloudWatchLogs, LogPage
 from snapmerge.domain import MergePath
-from snapmerge.errors import InvalidEventError, StoreError
+from snapmerge.errors import InvalidEventError, MissingResourceError, StoreError
 
 EMF_FILTER_PATTERN = '{ $._aws.CloudWatchMetrics[0].Namespace = "%s" }'
 
@@ -222,7 +222,7 @@ class CloudWatchLogsSource:
         self.namespace = namespace
         self.page_size = page_size
         self.max_pages = max_pages
-        self._client = client if client is not None else aws.client("logs")
+        self._logs = CloudWatchLogs(client)
         self.ignored = 0
         self.last_read = ReadStats()
 
@@ -243,45 +243,36 @@ class CloudWatchLogsSource:
         return _window(out, since_ms, until_ms)
 
     def _messages(self, since_ms: int | None, until_ms: int | None) -> Iterable[str]:
-        kwargs: dict[str, Any] = {
-            "logGroupName": self.log_group,
-            "filterPattern": EMF_FILTER_PATTERN % self.namespace,
-        }
-        if since_ms is not None:
-            kwargs["startTime"] = since_ms
-        if until_ms is not None:
-            kwargs["endTime"] = until_ms
-        if self.page_size is not None:
-            kwargs["limit"] = self.page_size
+        token: str | None = None
         while True:
             if self.last_read.pages >= self.max_pages:
                 self.last_read.complete = False
                 return
-            page = self._call(kwargs)
+            page = self._page(since_ms, until_ms, token)
             self.last_read.pages += 1
-            for event in page.get("events", []):
-                yield str(event.get("message", ""))
-            token = page.get("nextToken")
-            if not token:  # an empty page with a token is not the end
+            yield from page.messages
+            if not page.next_token:  # an empty page with a token is not the end
                 return
-            if token == kwargs.get("nextToken"):
+            if page.next_token == token:
                 raise StoreError(
                     f"FilterLogEvents on {self.log_group!r} returned the same nextToken twice"
                 )
-            kwargs["nextToken"] = token
+            token = page.next_token
 
-    def _call(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """One page; a missing log group is an empty page, any other AWS error a StoreError."""
+    def _page(self, since_ms: int | None, until_ms: int | None, token: str | None) -> LogPage:
+        """One page; a missing log group (no invocation yet) is an empty last page. Any other
+        failure is the adapter's :class:`~snapmerge.errors.StoreError`."""
         try:
-            page: dict[str, Any] = self._client.filter_log_events(**kwargs)
-        except Exception as exc:  # botocore's ClientError: rollout/ may not import botocore
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code == "ResourceNotFoundException":
-                return {"events": []}
-            if code is None:
-                raise
-            raise StoreError(f"FilterLogEvents on {self.log_group!r} failed: {code}") from exc
-        return page
+            return self._logs.filter_page(
+                self.log_group,
+                pattern=EMF_FILTER_PATTERN % self.namespace,
+                start_ms=since_ms,
+                end_ms=until_ms,
+                limit=self.page_size,
+                token=token,
+            )
+        except MissingResourceError:
+            return LogPage([], None)
 
     def _parse(self, message: str) -> MetricRecord | None:
         start = message.find("{")

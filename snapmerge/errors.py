@@ -19,9 +19,21 @@ Adapters translate their library's exceptions into these (botocore's ``ClientErr
   ├── ``LockError``              the lock table failed (throttled past retries, no table, no access)
   │     ├── ``LockBusyError``    somebody else holds the lease (the only "try later" answer)
   │     └── ``LeaseLostError``   our lease expired or was taken; we must not publish
-  ├── ``PointerConflictError``   the conditional pointer write lost (someone published first)
-  ├── ``StoreError``             the object store failed for another reason
+  ├── ``PointerConflictError``   the conditional pointer write lost (someone published first);
+  │                              any conditional S3 object write (If-Match / If-None-Match)
+  ├── ``ConditionFailedError``   another conditional AWS write was refused: a DynamoDB
+  │                              ``ConditionExpression`` failed, an SSM parameter to create exists
+  ├── ``StoreError``             an AWS store (S3, DynamoDB, SSM, CloudWatch, CloudWatch Logs,
+  │     │                        AppConfig) failed for another reason: throttled past the SDK's
+  │     │                        retries, access denied, a connection error; ``code`` holds the
+  │     │                        AWS error code (or the botocore exception's name) when known
+  │     └── ``MissingResourceError`` the named log group, table, object or parameter does not
+  │                              exist (callers decide whether that is empty or an error)
   └── ``FlagDocumentConflictError`` a conditional save of a flag document lost (it changed)
+
+Adapters in :mod:`snapmerge.adapters` take an injected client and are the only code that sees
+botocore's ``ClientError`` / ``BotoCoreError``; an exception that is not the SDK's (a bug in an
+injected fake, say) passes through them unchanged.
 """
 
 from __future__ import annotations
@@ -82,8 +94,29 @@ class PointerConflictError(SnapmergeError):
         )
 
 
+class ConditionFailedError(SnapmergeError):
+    """A conditional AWS write other than an S3 object's was refused (a DynamoDB condition, an
+    SSM create of a parameter that exists). Nothing was written."""
+
+    def __init__(self, where: str, condition: str) -> None:
+        self.where = where
+        self.condition = condition
+        super().__init__(f"{where}: condition {condition!r} refused")
+
+    def __reduce__(self) -> tuple[type[ConditionFailedError], tuple[str, str]]:
+        return type(self), (self.where, self.condition)  # survives a process boundary intact
+
+
 class StoreError(SnapmergeError):
-    """The object store failed (not a precondition failure)."""
+    """An AWS store failed (not a precondition failure); ``code`` is the AWS error code if known."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        self.code = code
+        super().__init__(message)
+
+
+class MissingResourceError(StoreError):
+    """The log group, table, object or parameter named does not exist."""
 
 
 class FlagDocumentConflictError(SnapmergeError):

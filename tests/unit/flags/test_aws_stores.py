@@ -1,10 +1,12 @@
-"""S3 and SSM stores against the embedded (moto) server; AppConfig with botocore's Stubber."""
+"""S3 and SSM stores against the embedded (moto) server; AppConfig with botocore's Stubber.
+Every AWS failure reaches the caller as a project error (StoreError and its subclasses)."""
 
 from __future__ import annotations
 
 import io
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,8 +15,9 @@ from botocore.stub import Stubber
 
 from flags.document import FlagDocumentError
 from flags.store_aws import AppConfigFlagStore, ReadOnlyStoreError, S3Store, SSMStore
+from flags.stores import FileStore
 from snapmerge import aws
-from snapmerge.errors import FlagDocumentConflictError, StoreError
+from snapmerge.errors import FlagDocumentConflictError, MissingResourceError, StoreError
 from tests.conftest import AwsEnv
 from tests.unit.flags.helpers import kill, make_doc
 
@@ -168,4 +171,102 @@ def test_appconfig_through_powertools_with_stubber() -> None:
 def test_appconfig_is_read_only() -> None:
     store = AppConfigFlagStore("snapmerge", "prod", "flags", client=appconfig_client())
     with pytest.raises(ReadOnlyStoreError, match="AppConfig deployment"):
+        store.save(make_doc(), None)
+
+
+# -- AWS failures come back as the project's errors, through the adapters ---------------------
+class Refusing:
+    """The embedded client, except that ``operation`` fails as AWS does (a ClientError)."""
+
+    def __init__(self, inner: Any, operation: str, code: str, status: int = 400) -> None:
+        self.inner, self.operation, self.code, self.status = inner, operation, code, status
+        self.refused = 0
+        self.exceptions = inner.exceptions
+
+    def __getattr__(self, name: str) -> Any:
+        if name != self.operation:
+            return getattr(self.inner, name)
+
+        def refuse(**kwargs: Any) -> Any:
+            from botocore.exceptions import ClientError
+
+            self.refused += 1
+            reply = {
+                "Error": {"Code": self.code},
+                "ResponseMetadata": {"HTTPStatusCode": self.status},
+            }
+            raise ClientError(reply, name)  # type: ignore[arg-type]
+
+        return refuse
+
+
+@pytest.mark.parametrize(
+    ("operation", "code", "status"),
+    [("get_object", "AccessDenied", 403), ("put_object", "SlowDown", 503)],
+)
+def test_s3_store_refusals_are_store_errors(
+    aws: AwsEnv, operation: str, code: str, status: int
+) -> None:
+    S3Store(aws.bucket, "flags/refused.json").save(make_doc(), None)
+    client = Refusing(aws_client("s3"), operation, code, status)
+    store = S3Store(aws.bucket, "flags/refused.json", client)
+    with pytest.raises(StoreError) as info:
+        if operation == "get_object":
+            store.load()
+        else:
+            store.save(make_doc(final_merge_kill_switch=kill(True)), None)
+    assert client.refused == 1 and info.value.code == code
+    assert not isinstance(info.value, (MissingResourceError, FlagDocumentConflictError))
+
+
+def test_s3_store_missing_document_is_missing_resource(aws: AwsEnv) -> None:
+    with pytest.raises(MissingResourceError, match="cannot read flag document: NoSuchKey"):
+        S3Store(aws.bucket, "flags/none.json").load()
+
+
+@pytest.mark.parametrize("operation", ["get_parameter", "put_parameter"])
+def test_ssm_store_throttling_is_a_store_error(aws: AwsEnv, operation: str) -> None:
+    name = f"/snapmerge/flags-{uuid.uuid4().hex[:8]}"
+    SSMStore(name).save(make_doc(), None)
+    client = Refusing(aws_client("ssm"), operation, "ThrottlingException")
+    with pytest.raises(StoreError) as info:
+        SSMStore(name, client).save(make_doc(final_merge_kill_switch=kill(True)), "1")
+    assert client.refused == 1 and info.value.code == "ThrottlingException"
+    assert SSMStore(name).load()[1] == "1"  # nothing written
+
+
+def _appconfig_store(body: bytes, envelope: str = "") -> tuple[AppConfigFlagStore, Stubber]:
+    client = appconfig_client()
+    stub = Stubber(client)
+    stub.add_response("start_configuration_session", {"InitialConfigurationToken": "t0"})
+    stub.add_response("get_latest_configuration", _config_response(body, "t1"))
+    store = AppConfigFlagStore("snapmerge", "prod", "flags", client=client, envelope=envelope)
+    return store, stub
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"), [(b"{not json", "not JSON"), (b"[1, 2]", "not an object")]
+)
+def test_appconfig_content_that_is_no_document_is_a_document_error(
+    body: bytes, problem: str
+) -> None:
+    store, stub = _appconfig_store(body)
+    with stub, pytest.raises(FlagDocumentError, match=problem):
+        store.load()
+    stub.assert_no_pending_responses()
+
+
+def test_appconfig_envelope_selects_the_document() -> None:
+    store, stub = _appconfig_store(json.dumps({"features": make_doc(), "other": 1}).encode(),
+                                   envelope="features")  # fmt: skip
+    with stub:
+        doc, version = store.load()
+    assert doc == make_doc() and len(version) == 64
+
+
+def test_file_store_write_failure_is_a_store_error(tmp_path: Path) -> None:
+    """No space, no permission, a path through a file: a StoreError (was the raw OSError)."""
+    (tmp_path / "not-a-dir").write_text("x")
+    store = FileStore(tmp_path / "not-a-dir" / "flags.json")
+    with pytest.raises(StoreError, match="cannot be written"):
         store.save(make_doc(), None)

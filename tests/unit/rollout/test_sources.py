@@ -22,6 +22,7 @@ from rollout.sources import (
 )
 from snapmerge import aws as aws_clients
 from snapmerge.domain import MergePath
+from snapmerge.errors import StoreError
 from tests.conftest import AwsEnv
 
 
@@ -208,3 +209,35 @@ def test_a_missing_emf_file_is_a_clear_error_for_the_controller(tmp_path: Path) 
     with pytest.raises(MetricsUnavailableError, match=r"no EMF metrics file at .*nope.jsonl"):
         EmfFileSource(tmp_path / "nope.jsonl", must_exist=True).records()
     assert EmfFileSource(tmp_path / "nope.jsonl").records() == []  # the report: nothing yet
+
+
+# -- AWS failures come back as the project's errors (the adapter translates them) -------------
+class RefusingLogsClient:
+    """A logs client whose FilterLogEvents fails as CloudWatch Logs does (a ClientError)."""
+
+    def __init__(self, code: str) -> None:
+        self.code, self.calls = code, 0
+
+    def filter_log_events(self, **kwargs: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        self.calls += 1
+        error = {"Error": {"Code": self.code}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        raise ClientError(error, "FilterLogEvents")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("code", ["ThrottlingException", "AccessDeniedException"])
+def test_a_refused_read_is_a_store_error_with_the_aws_code(code: str) -> None:
+    client = RefusingLogsClient(code)
+    with pytest.raises(StoreError) as info:
+        CloudWatchLogsSource("/aws/lambda/compaction", client).records()
+    assert client.calls == 1 and info.value.code == code
+    assert "/aws/lambda/compaction" in str(info.value)
+
+
+def test_a_missing_group_is_no_records_but_only_that() -> None:
+    """The one AWS error read as "no executions yet" (negative control: throttling above)."""
+    client = RefusingLogsClient("ResourceNotFoundException")
+    source = CloudWatchLogsSource("/aws/lambda/compaction", client)
+    assert source.records() == [] and client.calls == 1
+    assert source.last_read.complete and source.last_read.pages == 1

@@ -1,16 +1,22 @@
 """The A/B dashboard shows every declared metric for both paths; alarms watch two_phase only;
-deploy puts both on the embedded CloudWatch and they read back unchanged."""
+deploy puts both on the embedded CloudWatch and they read back unchanged; a refusal is a
+StoreError."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import pytest
+from botocore.stub import Stubber
+
 from rollout import dashboard
 from rollout.dashboard import DASHBOARD_METRICS, LATENCY, PATHS
 from rollout.metric_names import MetricName
 from rollout.plan import RolloutPlan, load_plan
+from snapmerge import aws as aws_clients
 from snapmerge.domain import MergePath
+from snapmerge.errors import StoreError
 
 
 def _lines(body: dict[str, Any]) -> list[list[Any]]:
@@ -136,8 +142,6 @@ def test_absolute_and_relative_thresholds(plan: RolloutPlan) -> None:
 
 
 def test_deploy_against_the_embedded_cloudwatch(aws: Any) -> None:
-    from snapmerge import aws as aws_clients
-
     plan = load_plan()
     body = dashboard.render("ChromaCompaction", ["words"], "us-east-1", plan)
     alarms = dashboard.alarms(plan, collections=["words"], prefix="t")
@@ -154,3 +158,24 @@ def test_deploy_against_the_embedded_cloudwatch(aws: Any) -> None:
         assert stored["Threshold"] == request["Threshold"]
         assert stored["ComparisonOperator"] == request["ComparisonOperator"]
         assert [m["Id"] for m in stored["Metrics"]] == [m["Id"] for m in request["Metrics"]]
+
+
+def test_a_refused_deploy_is_a_store_error_with_the_aws_code(aws: Any) -> None:
+    plan = load_plan()
+    body = dashboard.render("ChromaCompaction", ["words"], "us-east-1", plan)
+    alarms = dashboard.alarms(plan, collections=["words"], prefix="t")
+    cw = aws_clients.client("cloudwatch")
+    stub = Stubber(cw)
+    stub.add_response("put_dashboard", {"DashboardValidationMessages": []})
+    stub.add_client_error("put_metric_alarm", "LimitExceeded", http_status_code=400)
+    with stub, pytest.raises(StoreError) as info:
+        dashboard.deploy(body, alarms, "snapmerge-test", client=cw)
+    stub.assert_no_pending_responses()  # the dashboard went in, the first alarm was refused
+    assert info.value.code == "LimitExceeded" and alarms[0]["AlarmName"] in str(info.value)
+
+    stub = Stubber(cw)
+    problem = [{"DataPath": "/widgets", "Message": "too many widgets"}]
+    stub.add_response("put_dashboard", {"DashboardValidationMessages": problem})
+    with stub, pytest.raises(StoreError, match="too many widgets"):
+        dashboard.deploy(body, alarms, "snapmerge-test", client=cw)
+    stub.assert_no_pending_responses()  # refused: no alarm was put after it
