@@ -13,6 +13,7 @@ from typing import Final
 from boto3.exceptions import Boto3Error
 from botocore.exceptions import BotoCoreError, ClientError
 
+from snapmerge import aws
 from snapmerge.errors import MissingResourceError, StoreError
 
 SDK_ERRORS: Final = (ClientError, BotoCoreError, Boto3Error)
@@ -25,7 +26,7 @@ MISSING_CODES: Final = frozenset(
 def error_code(exc: BaseException) -> str:
     """The AWS error code of a ``ClientError``; the exception's class name otherwise."""
     if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "")) or "ClientError"
+        return aws.error_code(exc) or "ClientError"
     return type(exc).__name__
 
 
