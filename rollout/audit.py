@@ -97,11 +97,14 @@ class AuditEntry:
     prev_digest: str = ""
     digest: str = ""
     key_id: str = ""  # which audit key signed (rollout.signing); "" when unsigned
+    rollout: str = ""  # the state's location (rollout.state.location_of): binds the entry to it
     mac: str = ""  # HMAC-SHA256(key, digest)
 
     def content_digest(self, prev: str) -> str:
         unsealed = ("digest", "prev_digest", "mac")
         body = {k: v for k, v in self.to_json().items() if k not in unsealed}
+        if not body.get("rollout"):
+            body.pop("rollout", None)  # entries written before the field existed hash as they did
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256((prev + canonical).encode()).hexdigest()
 

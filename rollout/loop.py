@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from rollout.judge import Verdict
 from rollout.plan import Stage, check_digest, parse_plan
-from rollout.signing import Anchor, AuditKey
 from rollout.state import RolloutState, StateConflictError
 from snapmerge.errors import InvalidEventError, SnapmergeError
 
@@ -69,8 +68,9 @@ class TickResult:
     wait_seconds: float = 0.0
 
 
-def check_state(state: RolloutState, key: AuditKey | None) -> None:
-    """Refuse a state that no plan stage or no digest backs, or whose anchor another key signed."""
+def check_state(state: RolloutState) -> None:
+    """Refuse a state that no plan stage or no digest backs (the record itself is checked by
+    :func:`rollout.verify.check_record`)."""
     check_digest(state.plan, state.plan_digest)
     stages = len(parse_plan(state.plan).stages)
     if not -1 <= state.stage_index < stages:
@@ -79,10 +79,3 @@ def check_state(state: RolloutState, key: AuditKey | None) -> None:
             f"{stages} stages (0..{stages - 1}): the state was edited or written for another "
             "plan; run `snapmerge rollout verify`, then `rollout init --force`"
         )
-    if key is not None and state.audit_anchor is not None:
-        anchor = Anchor.from_json(state.audit_anchor)
-        if not key.valid(anchor.message(), anchor.mac):
-            raise StateOutOfPlanError(
-                "the rollout state's audit anchor is not signed with this audit key: the "
-                "state was edited; run `snapmerge rollout verify`"
-            )
