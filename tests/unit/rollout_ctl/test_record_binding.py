@@ -300,7 +300,7 @@ LAUNDER = {
 
 
 @pytest.mark.parametrize("name", sorted(LAUNDER))
-@pytest.mark.parametrize("command", ["advance", "rollback", "pause", "status"])
+@pytest.mark.parametrize("command", ["advance", "rollback", "status"])
 def test_a_damaged_record_is_not_signed_on_top(rollout: Rollout, name: str, command: str) -> None:
     tamper, message = LAUNDER[name]
     tamper(rollout)
