@@ -11,25 +11,33 @@ Every change is a :class:`~rollout.state.Transition` applied in three steps:
    target, and the audit log returns the entry already written for that id.
 3. **commit** — the state after the transition replaces the intent (again conditionally).
 
-A controller that crashes after step 1 leaves ``pending`` behind; every operation first finishes
-it (:meth:`RolloutController.recover`) — and then stops, raising :class:`RolloutConflictError`
-naming that transition, because the operator asked for a change of the state *they* saw, not of
-the one the pending transition made (two racing ``advance`` commands would otherwise both apply,
-the second on top of the first). Likewise, a command given ``based_on`` (the state's sequence
-number when the CLI first read it) refuses a state another controller has moved on since. Only
-``rollback`` goes on after finishing a pending transition, unless the rollout is already rolled
-back. Whether the pending transition was left by a crash or
+Nothing read from the state is acted on before it is checked against the record
+(:func:`rollout.verify.check_record`): every state write carries an anchor over all the state's
+fields (``pending`` included), its location and the audit log's head, signed with the audit key
+(:mod:`rollout.signing`); every command — a read-only one too — refuses a state whose fields do
+not match it, a log that does not end at the anchored head, a missing anchor when a key is
+configured, and a signed rollout when no key is.
+
+A controller that crashes after step 1 leaves ``pending`` behind; the next operation that
+changes the rollout finishes it (:meth:`RolloutController.recover`) — and then stops, raising
+:class:`RolloutConflictError` naming that transition, because the operator asked for a change of
+the state *they* saw, not of the one the pending transition made (two racing ``advance`` commands
+would otherwise both apply, the second on top of the first). Likewise, a command given
+``based_on`` (the state's sequence number when the CLI first read it) refuses a state another
+controller has moved on since. Only ``rollback`` goes on after finishing a pending transition,
+unless the rollout is already rolled back. Whether the pending transition was left by a crash or
 is being applied right now by another process cannot be told apart and does not need to be: the
-steps are idempotent, so two processes finishing one transition write it once.
+steps are idempotent, so two processes finishing one transition write it once. Commands that
+only read (``status``, ``judge``) report a pending transition and never settle it.
 
 When the flag store *refuses* the write (the document is unchanged when read back) the intent is
 withdrawn and :class:`FlagWriteRefusedError` is raised: the flag document and the audit log are
 left as they were. When the outcome is unknown (a timeout, and the document cannot be read back)
-the intent stays pending and :class:`FlagWriteUnknownError` is raised: the next command finishes
-or withdraws it by what the document says (:func:`rollout.flag_writer.set_flags`).
-
-With an audit key (:mod:`rollout.signing`) every entry is signed and each committed state carries
-the signed head of the log (:class:`~rollout.signing.Anchor`); ``rollout verify`` checks both.
+the intent is marked ``outcome_unknown`` and :class:`FlagWriteUnknownError` is raised. The next
+command that changes the rollout *reconciles* it by reading the flag document, and never writes
+it for that transition: the document shows the target → the transition is recorded (audit entry,
+commit); it does not → the intent is withdrawn. A stale write is never applied later, over a
+change someone made by hand meanwhile.
 
 The flag document itself is reached through :class:`FlagWriter`, a Protocol: ``rollout`` may not
 import ``flags``, and the document format lives with the adapter in ``handlers/rollout_flags.py``.

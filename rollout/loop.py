@@ -77,5 +77,6 @@ def check_state(state: RolloutState) -> None:
         raise StateOutOfPlanError(
             f"the rollout state is at stage_index {state.stage_index}, but its plan has "
             f"{stages} stages (0..{stages - 1}): the state was edited or written for another "
-            "plan; run `snapmerge rollout verify`, then `rollout init --force`"
+            "plan; run `snapmerge rollout verify`, then start a new rollout "
+            "(`rollout init --force` with a new audit location)"
         )

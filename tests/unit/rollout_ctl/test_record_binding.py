@@ -379,3 +379,43 @@ def test_a_record_copied_to_another_rollout_does_not_verify(
     with pytest.raises(AuditIntegrityError, match="copied from another rollout"):
         rollout.controller(where=other).advance()
     assert rollout.flag_percent() == 25.0
+
+
+# -- the check itself under a race: state read, then another controller commits, then log read --
+class StaleFirstRead:
+    """Answers the first ``stale`` reads with an old (state, version): what a controller sees
+    when others commit between its read of the state and its read of the log."""
+
+    def __init__(self, inner: FileStateStore, old: Any, stale: int) -> None:
+        self.inner, self.old, self.stale = inner, old, stale
+        self.location = inner.location
+
+    def read(self) -> Any:
+        if self.stale:
+            self.stale -= 1
+            return self.old
+        return self.inner.read()
+
+    def write(self, state: Any, expected_version: str | None) -> str:
+        return self.inner.write(state, expected_version)
+
+
+@pytest.mark.parametrize(("stale", "believed"), [(1, False), (10, True)])
+def test_a_log_ahead_of_a_state_read_earlier_is_read_again(
+    tmp_path: Path, plan: RolloutPlan, stale: int, believed: bool
+) -> None:
+    """The log looks longer than the state only because the state moved: re-read, not refused.
+    Control: a state that stays behind the log (it does not move on re-reading) is refused."""
+    r = Rollout(_file(tmp_path, "race"), CountingStore(), ManualClock())
+    r.controller().init(plan)
+    old = r.where.states.read()
+    r.controller().advance()
+    r.controller().advance()  # the log is now two entries ahead of `old`
+    assert isinstance(r.where.states, FileStateStore)
+    racing = StaleFirstRead(r.where.states, old, stale)
+    ctl = RolloutController(racing, DocumentFlagWriter(r.flags), r.where.audit, key=KEY)
+    if believed:
+        with pytest.raises(AuditIntegrityError, match="follows the anchored head"):
+            ctl.status()
+    else:
+        assert ctl.status().percent == 25.0
