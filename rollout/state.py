@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -28,6 +28,8 @@ from rollout.signing import Anchor, AuditKey
 from snapmerge.errors import PointerConflictError, SnapmergeError, StoreError
 from snapmerge.localfiles import atomic_write, locked
 from snapmerge.ports import BlobStore
+
+_PLAIN = (str, int, float, bool, type(None))  # hash as they are (Status is a str)
 
 
 class StateConflictError(SnapmergeError):
@@ -138,15 +140,30 @@ class RolloutState:
         return json.loads(json.dumps(out, default=str))  # type: ignore[no-any-return]
 
     def field_digests(self) -> dict[str, str]:
-        """A short digest of every field but the anchor: what :class:`Anchor` signs."""
-        data = self.to_json()
-        data.pop("audit_anchor", None)
-        return {
-            name: hashlib.sha256(
-                json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
-            ).hexdigest()[:16]
-            for name, value in sorted(data.items())
-        }
+        """A short digest of every field but the anchor: what :class:`Anchor` signs.
+
+        Each value is hashed as it reads back from its stored JSON (so the state written and the
+        state read give one digest); plain values skip the round trip. Kept on the (frozen)
+        instance: a state read back from a store is a new instance, so it is always recomputed.
+        """
+        cached: dict[str, str] | None = self.__dict__.get("_field_digests")
+        if cached is not None:
+            return dict(cached)
+        out = {}
+        for name in sorted(self.__dataclass_fields__):
+            if name == "audit_anchor":
+                continue
+            value = getattr(self, name)
+            if is_dataclass(value) and not isinstance(value, type):
+                value = asdict(value)
+            if not isinstance(value, _PLAIN):
+                value = json.loads(json.dumps(value, default=str))
+            canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
+            out[name] = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        self.__dict__["_field_digests"] = dict(
+            out
+        )  # frozen: bypass __setattr__, as cached_property
+        return out
 
     def sealed(self, key: AuditKey | None, location: str, count: int, head: str) -> RolloutState:
         """This state with its anchor: the log's head (``count`` entries, ``head`` digest), its
