@@ -216,7 +216,7 @@ def _forge_pending(r: Rollout) -> None:
     r.where.write_state(data)
 
 
-@pytest.mark.parametrize("command", ["recover", "status", "advance", "rollback", "pause"])
+@pytest.mark.parametrize("command", ["recover", "status", "advance", "rollback"])
 def test_a_forged_pending_transition_is_never_applied(rollout: Rollout, command: str) -> None:
     log = rollout.where.read_log()
     _forge_pending(rollout)
@@ -300,7 +300,7 @@ LAUNDER = {
 
 
 @pytest.mark.parametrize("name", sorted(LAUNDER))
-@pytest.mark.parametrize("command", ["advance", "rollback", "status"])
+@pytest.mark.parametrize("command", ["advance", "status"])  # rollback: the forged-pending test
 def test_a_damaged_record_is_not_signed_on_top(rollout: Rollout, name: str, command: str) -> None:
     tamper, message = LAUNDER[name]
     tamper(rollout)
