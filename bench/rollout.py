@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench.rollout_sim import SCENARIOS, Fleet, FleetSource, Window
-from rollout.audit import AuditEntry
+from rollout.audit import MemoryAuditLog
 from rollout.controller import RolloutController, Timing
 from rollout.flag_writer import RolloutFlagState
 from rollout.judge import Guardrail, Samples, Verdict, judge_samples
@@ -79,16 +79,8 @@ class MemoryFlags:
         return str(self.version)
 
 
-class MemoryAudit:
-    def __init__(self) -> None:
-        self.entries: list[AuditEntry] = []
-
-    def append(self, entry: AuditEntry) -> AuditEntry:
-        self.entries.append(entry)
-        return entry
-
-    def history(self) -> list[AuditEntry]:
-        return list(self.entries)
+class MemoryAudit(MemoryAuditLog):
+    """A sealing in-memory log: the controller checks the log's head before every command."""
 
 
 _FIELDS = {f.name for f in dataclasses.fields(Samples)}

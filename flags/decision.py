@@ -115,7 +115,8 @@ def resolve_pinned(
     collection: str | None = None,
     batch_id: str | None = None,
 ) -> PathDecision:
-    """The decision for this step of an execution; never raises.
+    """The decision for this step of an execution; raises only for an event that is not a JSON
+    object (:class:`~snapmerge.errors.InvalidEventError`) — flag problems never raise.
 
     A pinned ``event["routing"]`` is reused (``pinned=True``) unless the kill switch is on now
     *for this execution* — it is evaluated with the execution's context (targeting key,
@@ -125,11 +126,15 @@ def resolve_pinned(
     defaults to the batch id (stable across retries of the same batch), the collection to the
     event's ``database``.
     """
+    if not isinstance(event, dict):
+        raise InvalidEventError(
+            f"the step's event must be a JSON object, not {type(event).__name__}"
+        )
     batch = batch_id if batch_id is not None else str(event.get("batch_id") or "")
     coll = collection if collection is not None else str(event.get("database") or "")
     execution = event.get("execution_id")
     execution_id = str(execution) if execution is not None else None
-    pinned_raw = event.get(ROUTING_KEY) if isinstance(event, dict) else None
+    pinned_raw = event.get(ROUTING_KEY)
     if pinned_raw is None:
         return client.decide_path(
             targeting_key=targeting_key or batch,

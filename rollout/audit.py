@@ -11,6 +11,7 @@ is no API to change or remove an entry: a log offers :meth:`AuditLog.append` and
   or reordered line and raises :class:`AuditIntegrityError`.
 * :class:`S3AuditLog` — one object per entry at ``<prefix><seq:010d>.json``, written with
   ``If-None-Match: *``: two writers can never take one slot; the loser moves to the next one.
+* :class:`MemoryAuditLog` — in process, for simulations and tests.
 * :class:`rollout.dynamo.DynamoAuditLog` — one item per entry, written with
   ``attribute_not_exists``: the same slot discipline in DynamoDB.
 
@@ -97,11 +98,14 @@ class AuditEntry:
     prev_digest: str = ""
     digest: str = ""
     key_id: str = ""  # which audit key signed (rollout.signing); "" when unsigned
+    rollout: str = ""  # the state's location (rollout.state.location_of): binds the entry to it
     mac: str = ""  # HMAC-SHA256(key, digest)
 
     def content_digest(self, prev: str) -> str:
         unsealed = ("digest", "prev_digest", "mac")
         body = {k: v for k, v in self.to_json().items() if k not in unsealed}
+        if not body.get("rollout"):
+            body.pop("rollout", None)  # entries written before the field existed hash as they did
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256((prev + canonical).encode()).hexdigest()
 
@@ -240,6 +244,35 @@ class JsonlAuditLog:
                 fh.write(line)
                 fh.flush()
                 os.fsync(fh.fileno())
+        return sealed
+
+
+class MemoryAuditLog:
+    """An in-process log (simulations, tests): entries sealed on append like every other log.
+
+    Only this object can reach its entries, so :meth:`history` does not re-hash the chain.
+    """
+
+    def __init__(self, key: AuditKey | None = None) -> None:
+        self.key = key
+        self.entries: list[AuditEntry] = []
+
+    def __repr__(self) -> str:
+        return f"MemoryAuditLog({len(self.entries)} entries)"
+
+    def exists(self) -> bool:
+        return bool(self.entries)
+
+    def history(self) -> list[AuditEntry]:
+        return list(self.entries)
+
+    def append(self, entry: AuditEntry) -> AuditEntry:
+        done = already_written(self.entries, entry.transition_id)
+        if done is not None:
+            return done
+        prev = self.entries[-1].digest if self.entries else GENESIS
+        sealed = entry.sealed(len(self.entries), prev, self.key)
+        self.entries.append(sealed)
         return sealed
 
 

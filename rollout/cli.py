@@ -40,7 +40,7 @@ from rollout.metric_names import EMF_FILE_ENV, default_namespace
 from rollout.plan import FlagStoreSpec, RolloutPlan, load_plan, parse_plan
 from rollout.signing import AuditKey, key_from_env
 from rollout.sources import CloudWatchLogsSource, EmfFileSource, MetricSource
-from rollout.state import BlobStateStore, FileStateStore, RolloutState, StateStore
+from rollout.state import BlobStateStore, FileStateStore, RolloutState, StateStore, location_of
 from rollout.verify import verify_record
 from snapmerge.errors import InvalidEventError
 
@@ -125,9 +125,13 @@ def _describe(state: RolloutState, flags: str) -> str:
             f"last      {state.last_action.get('action')}: {state.last_action.get('reason')}"
         )
     if state.pending:
-        lines.append(
-            f"pending   {state.pending.action} ({state.pending.id}): finished on next command"
+        settle = (
+            "flag write outcome unknown: the next command that changes the rollout records it "
+            "if the flag document shows it, else withdraws it"
+            if state.pending.outcome_unknown
+            else "the next command that changes the rollout finishes it"
         )
+        lines.append(f"pending   {state.pending.action} ({state.pending.id}): {settle}")
     return "\n".join(lines)
 
 
@@ -137,7 +141,8 @@ def _run_rollout(args: argparse.Namespace, factory: FlagWriterFactory) -> int:
     if args.action == "history":
         return _history(open_audit(args.audit, key), states, key, args)
     if args.action == "verify":
-        report = verify_record(open_audit(args.audit, key), states.read()[0], key)
+        audit = open_audit(args.audit, key)
+        report = verify_record(audit, states.read()[0], key, location_of(states))
         print(report.describe())
         return 0
     current, _ = states.read()  # what this command acts on: a later change by another is a race
@@ -189,7 +194,7 @@ def _history(
             "run `snapmerge rollout verify`)"
         )
     if key is not None:
-        verify_record(audit, states.read()[0], key)
+        verify_record(audit, states.read()[0], key, location_of(states))
     else:
         print(
             "warning: no audit key (SNAPMERGE_AUDIT_KEY): entries checked as a hash chain only",
@@ -231,7 +236,7 @@ _ACTIONS: dict[str, Callable[[RolloutController, argparse.Namespace, RolloutPlan
     "init": lambda c, a, p: _show(
         c, a, c.init(p, force=a.force, clear_kill_switch=a.clear_kill_switch)
     ),
-    "status": lambda c, a, p: _show(c, a, c.recover() or c.status()),
+    "status": lambda c, a, p: _show(c, a, c.status()),  # reads only: never settles `pending`
     "advance": lambda c, a, p: _show(c, a, c.advance(a.to, reason=a.reason)),
     "rollback": lambda c, a, p: _show(c, a, c.rollback(a.reason)),
     "pause": lambda c, a, p: _show(c, a, c.pause(a.reason)),

@@ -11,25 +11,33 @@ Every change is a :class:`~rollout.state.Transition` applied in three steps:
    target, and the audit log returns the entry already written for that id.
 3. **commit** — the state after the transition replaces the intent (again conditionally).
 
-A controller that crashes after step 1 leaves ``pending`` behind; every operation first finishes
-it (:meth:`RolloutController.recover`) — and then stops, raising :class:`RolloutConflictError`
-naming that transition, because the operator asked for a change of the state *they* saw, not of
-the one the pending transition made (two racing ``advance`` commands would otherwise both apply,
-the second on top of the first). Likewise, a command given ``based_on`` (the state's sequence
-number when the CLI first read it) refuses a state another controller has moved on since. Only
-``rollback`` goes on after finishing a pending transition, unless the rollout is already rolled
-back. Whether the pending transition was left by a crash or
+Nothing read from the state is acted on before it is checked against the record
+(:func:`rollout.verify.check_record`): every state write carries an anchor over all the state's
+fields (``pending`` included), its location and the audit log's head, signed with the audit key
+(:mod:`rollout.signing`); every command — a read-only one too — refuses a state whose fields do
+not match it, a log that does not end at the anchored head, a missing anchor when a key is
+configured, and a signed rollout when no key is.
+
+A controller that crashes after step 1 leaves ``pending`` behind; the next operation that
+changes the rollout finishes it (:meth:`RolloutController.recover`) — and then stops, raising
+:class:`RolloutConflictError` naming that transition, because the operator asked for a change of
+the state *they* saw, not of the one the pending transition made (two racing ``advance`` commands
+would otherwise both apply, the second on top of the first). Likewise, a command given
+``based_on`` (the state's sequence number when the CLI first read it) refuses a state another
+controller has moved on since. Only ``rollback`` goes on after finishing a pending transition,
+unless the rollout is already rolled back. Whether the pending transition was left by a crash or
 is being applied right now by another process cannot be told apart and does not need to be: the
-steps are idempotent, so two processes finishing one transition write it once.
+steps are idempotent, so two processes finishing one transition write it once. Commands that
+only read (``status``, ``judge``) report a pending transition and never settle it.
 
 When the flag store *refuses* the write (the document is unchanged when read back) the intent is
 withdrawn and :class:`FlagWriteRefusedError` is raised: the flag document and the audit log are
 left as they were. When the outcome is unknown (a timeout, and the document cannot be read back)
-the intent stays pending and :class:`FlagWriteUnknownError` is raised: the next command finishes
-or withdraws it by what the document says (:func:`rollout.flag_writer.set_flags`).
-
-With an audit key (:mod:`rollout.signing`) every entry is signed and each committed state carries
-the signed head of the log (:class:`~rollout.signing.Anchor`); ``rollout verify`` checks both.
+the intent is marked ``outcome_unknown`` and :class:`FlagWriteUnknownError` is raised. The next
+command that changes the rollout *reconciles* it by reading the flag document, and never writes
+it for that transition: the document shows the target → the transition is recorded (audit entry,
+commit); it does not → the intent is withdrawn. A stale write is never applied later, over a
+change someone made by hand meanwhile.
 
 The flag document itself is reached through :class:`FlagWriter`, a Protocol: ``rollout`` may not
 import ``flags``, and the document format lives with the adapter in ``handlers/rollout_flags.py``.
@@ -37,6 +45,7 @@ import ``flags``, and the document format lives with the adapter in ``handlers/r
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -44,7 +53,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from rollout.audit import GENESIS, AuditEntry, AuditLog, default_actor
+from rollout.audit import GENESIS, AuditEntry, AuditIntegrityError, AuditLog, default_actor
 from rollout.flag_writer import (
     FlagWriter,
     FlagWriteRefusedError,
@@ -62,11 +71,19 @@ from rollout.loop import (
     Timing,
     check_state,
 )
-from rollout.plan import RolloutPlan, parse_plan
-from rollout.signing import Anchor, AuditKey
+from rollout.plan import PlanDigestError, RolloutPlan, parse_plan
+from rollout.signing import Anchor, AuditKey, AuditKeyError
 from rollout.sources import MetricRecord, MetricSource, incomplete_read
-from rollout.state import RolloutState, StateConflictError, StateStore, Status, Transition
-from snapmerge.errors import InvalidEventError
+from rollout.state import (
+    RolloutState,
+    StateConflictError,
+    StateStore,
+    Status,
+    Transition,
+    location_of,
+)
+from rollout.verify import RecordMismatchError, check_record
+from snapmerge.errors import InvalidEventError, SnapmergeError
 
 JudgeFn = Callable[..., Verdict]
 _RECOVER_ATTEMPTS = 5
@@ -104,6 +121,7 @@ class RolloutController:
     ) -> None:
         self.states, self.flags, self.audit, self.source = states, flags, audit, source
         self.key = key
+        self.location = location_of(states)  # bound into every signature
         # the state's sequence number the command was given on (the CLI's first read): an
         # operation refuses to act on a state another controller has moved on since
         self.based_on = based_on
@@ -114,7 +132,9 @@ class RolloutController:
 
     # -- reading ----------------------------------------------------------------------------------
     def status(self) -> RolloutState:
-        state, _ = self.states.read()
+        """The state, checked against the record; read-only (a pending transition is reported,
+        never applied, by a command that only reads)."""
+        state, _ = self._read_checked()
         if state is None:
             raise NotInitialisedError("no rollout state: run `snapmerge rollout init --plan P`")
         return state
@@ -131,7 +151,20 @@ class RolloutController:
         self, plan: RolloutPlan, *, force: bool = False, clear_kill_switch: bool = False
     ) -> RolloutState:
         """Start ``plan`` at its first stage (refused while another rollout is live)."""
-        state, version = self._current_or_none(strict=True, check=not force)
+        try:
+            state, version = self._current_or_none(strict=True)
+            head = self._head(state)
+        except (AuditIntegrityError, PlanDigestError, StateOutOfPlanError, AuditKeyError) as exc:
+            if not force or self.audit.exists():
+                if force:
+                    raise RecordMismatchError(
+                        f"{exc} — init --force does not sign on top of a record that does not "
+                        "verify: start the new rollout with a new, empty audit location "
+                        "(--audit), and keep this one for investigation"
+                    ) from None
+                raise
+            state, version = self.states.read()  # replaced: nothing in it is acted on
+            head = (0, GENESIS)  # the new, empty audit location
         live = state is not None and state.stage_index >= 0  # -1: an init that never applied
         if state is not None and live and state.status in _LIVE and not force:
             raise InvalidEventError(
@@ -144,7 +177,7 @@ class RolloutController:
                 "the kill switch is on: pass --clear-kill-switch to start a rollout anyway"
             )
         base = RolloutState(plan.raw, plan.digest, -1, flags.percent, Status.PAUSED, self._now())
-        base = replace(base, seq=state.seq if state else 0)
+        base = self._seal(replace(base, seq=state.seq if state else 0), *head)
         first = plan.stages[0]
         t = self._transition(base, "init", 0, first.percent, Status.RUNNING, "start rollout", False)
         t = replace(t, from_status=state.status.value if state else "none")
@@ -317,34 +350,85 @@ class RolloutController:
             raise NotInitialisedError("no rollout state: run `snapmerge rollout init --plan P`")
         return state, version
 
-    def _current_or_none(
-        self, *, strict: bool, check: bool = True
-    ) -> tuple[RolloutState | None, str | None]:
-        """One read of the state and its version, with no transition pending in it.
+    def _current_or_none(self, *, strict: bool) -> tuple[RolloutState | None, str | None]:
+        """One read of the state and its version, checked, with no transition pending in it.
 
-        A pending transition is finished first; with ``strict`` the command then stops with
-        :class:`RolloutConflictError` naming it (see the module docstring).
+        A pending transition is settled first (:meth:`_settle`); with ``strict`` the command then
+        stops with :class:`RolloutConflictError` naming it (see the module docstring).
         """
-        finished: Transition | None = None
+        settled: str | None = None
         for _ in range(_RECOVER_ATTEMPTS):
-            state, version = self.states.read()
-            if state is not None and check:
-                self._check(state)
+            state, version = self._read_checked()
             if state is None or state.pending is None:
-                if finished is not None and strict:
-                    raise RolloutConflictError(
-                        repr(self.states), version, version, finished.describe()
-                    )
+                if settled is not None and strict:
+                    raise RolloutConflictError(repr(self.states), version, version, settled)
                 if strict and state is not None and self.based_on not in (None, state.seq):
                     last = (state.last_action or {}).get("description") or f"seq {state.seq}"
                     raise RolloutConflictError(repr(self.states), version, version, str(last))
                 return state, version
-            finished = state.pending
-            self._act_and_commit(state, version, state.pending)
+            settled = self._settle(state, version, state.pending)
         raise RolloutConflictError(repr(self.states), None, None, "a transition still pending")
 
-    def _check(self, state: RolloutState) -> None:
-        check_state(state, self.key)
+    def _read_checked(self) -> tuple[RolloutState | None, str | None]:
+        """The state, refused unless the record backs it (:func:`rollout.verify.check_record`).
+
+        The state is read before the log; a controller that commits in between makes the log
+        look longer than the state says, so a failed check is believed only if the state did
+        not move meanwhile.
+        """
+        for _ in range(_RECOVER_ATTEMPTS):
+            state, version = self.states.read()
+            try:
+                if state is not None:
+                    check_state(state)
+                check_record(self.audit, state, self.key, self.location)
+                return state, version
+            except AuditIntegrityError:
+                if self.states.read()[1] == version:
+                    raise
+        raise RolloutConflictError(repr(self.states), None, None, "the state kept changing")
+
+    def _settle(self, state: RolloutState, version: str | None, t: Transition) -> str:
+        """Finish a pending transition (it is authenticated: the record check passed), or — when
+        its flag write had an unknown outcome — reconcile it by reading the flag document:
+        recorded if the document shows it, withdrawn if not. Never re-applies a stale write."""
+        if not t.outcome_unknown:
+            self._act_and_commit(state, version, t)
+            return t.describe()
+        try:
+            flags, _ = self.flags.read()
+        except Exception as exc:
+            raise FlagWriteUnknownError(
+                f"{t.describe()}: its flag write had an unknown outcome and the flag document "
+                f"still cannot be read ({exc}); nothing changed"
+            ) from exc
+        kill = flags.kill_switch if t.kill_switch is None else t.kill_switch
+        if flags.same_as(RolloutFlagState(t.to_percent, kill)):
+            self._act_and_commit(state, version, t)  # it landed: record it (no flag write)
+            return f"{t.describe()} (its flag write landed: recorded)"
+        withdrawn = self._seal(replace(state, pending=None), *self._head(state))
+        try:
+            self.states.write(withdrawn, version)
+        except StateConflictError as exc:
+            raise RolloutConflictError(
+                exc.where, exc.expected, exc.current, self._winner()
+            ) from None
+        return (
+            f"withdrew {t.describe()}: its flag write had an unknown outcome and the flag "
+            f"document does not show it ({flags.percent:g} %, kill switch "
+            f"{'on' if flags.kill_switch else 'off'})"
+        )
+
+    def _seal(self, state: RolloutState, count: int, head: str) -> RolloutState:
+        return state.sealed(self.key, self.location, count, head)
+
+    @staticmethod
+    def _head(state: RolloutState | None) -> tuple[int, str]:
+        """The anchored head of a checked state (an empty log when there is none)."""
+        if state is None or state.audit_anchor is None:
+            return 0, GENESIS
+        anchor = Anchor.from_json(state.audit_anchor)
+        return anchor.count, anchor.head
 
     @staticmethod
     def _require_status(state: RolloutState, wanted: Status) -> None:
@@ -387,7 +471,7 @@ class RolloutController:
         """Intent, act, commit; on a refused flag write put back ``restore`` (else ``state``)."""
         if state.pending is not None:  # only ever built from _current_or_none's answer
             raise RolloutConflictError(repr(self.states), version, "a transition pending")
-        intent = replace(state, pending=t)
+        intent = self._seal(replace(state, pending=t), *self._head(state))
         try:
             intent_version = self.states.write(intent, version)
         except StateConflictError as exc:
@@ -405,6 +489,16 @@ class RolloutController:
         # FlagWriteUnknownError: the intent stays pending; the next command reads the document
         # back and finishes or withdraws it
 
+    def _mark_unknown(self, intent: RolloutState, version: str | None, t: Transition) -> None:
+        """Say in the state that ``t``'s flag write had an unknown outcome, so the next command
+        reconciles it by reading the flag document instead of applying it again later."""
+        if t.outcome_unknown:
+            return
+        marked = replace(intent, pending=replace(t, outcome_unknown=True))
+        # unmarked (this write failed too), it is finished — applied — by the next command
+        with contextlib.suppress(SnapmergeError):
+            self.states.write(self._seal(marked, *self._head(intent)), version)
+
     def _winner(self) -> str:
         """The transition that beat us to the state: pending in it, or the last one committed."""
         state, _ = self.states.read()
@@ -419,7 +513,11 @@ class RolloutController:
         self, intent: RolloutState, version: str | None, t: Transition
     ) -> RolloutState:
         if t.touches_flags:
-            set_flags(self.flags, t.to_percent, t.kill_switch, f"{t.action} ({t.id})")
+            try:
+                set_flags(self.flags, t.to_percent, t.kill_switch, f"{t.action} ({t.id})")
+            except FlagWriteUnknownError:
+                self._mark_unknown(intent, version, t)
+                raise
         entry = self.audit.append(
             AuditEntry(
                 transition_id=t.id,
@@ -433,10 +531,10 @@ class RolloutController:
                 at=datetime.fromtimestamp(t.at_ms / 1000, UTC).isoformat(timespec="milliseconds"),
                 plan_digest=intent.plan_digest,
                 evidence=t.evidence,
+                rollout=self.location,
             )
         )
-        anchor = Anchor(entry.seq + 1, entry.digest or GENESIS, intent.plan_digest, intent.seq + 1)
-        done = intent.after(t, anchor.signed(self.key).to_json())
+        done = self._seal(intent.after(t), entry.seq + 1, entry.digest or GENESIS)
         try:
             self.states.write(done, version)
         except StateConflictError:

@@ -55,6 +55,7 @@ def split_url(url: str) -> tuple[str, str]:
 class DynamoStateStore:
     def __init__(self, table: str, name: str = "default", client: Any = None) -> None:
         self.table, self.name = table, name
+        self.location = f"dynamodb://{table}/{name}"
         self._client = client if client is not None else aws.client("dynamodb")
 
     def __repr__(self) -> str:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from rollout.judge import Verdict
 from rollout.plan import Stage, check_digest, parse_plan
-from rollout.signing import Anchor, AuditKey
 from rollout.state import RolloutState, StateConflictError
 from snapmerge.errors import InvalidEventError, SnapmergeError
 
@@ -69,20 +68,15 @@ class TickResult:
     wait_seconds: float = 0.0
 
 
-def check_state(state: RolloutState, key: AuditKey | None) -> None:
-    """Refuse a state that no plan stage or no digest backs, or whose anchor another key signed."""
+def check_state(state: RolloutState) -> None:
+    """Refuse a state that no plan stage or no digest backs (the record itself is checked by
+    :func:`rollout.verify.check_record`)."""
     check_digest(state.plan, state.plan_digest)
     stages = len(parse_plan(state.plan).stages)
     if not -1 <= state.stage_index < stages:
         raise StateOutOfPlanError(
             f"the rollout state is at stage_index {state.stage_index}, but its plan has "
             f"{stages} stages (0..{stages - 1}): the state was edited or written for another "
-            "plan; run `snapmerge rollout verify`, then `rollout init --force`"
+            "plan; run `snapmerge rollout verify`, then start a new rollout "
+            "(`rollout init --force` with a new audit location)"
         )
-    if key is not None and state.audit_anchor is not None:
-        anchor = Anchor.from_json(state.audit_anchor)
-        if not key.valid(anchor.message(), anchor.mac):
-            raise StateOutOfPlanError(
-                "the rollout state's audit anchor is not signed with this audit key: the "
-                "state was edited; run `snapmerge rollout verify`"
-            )

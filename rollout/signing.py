@@ -7,10 +7,11 @@ secret itself) or from an SSM SecureString parameter (``SNAPMERGE_AUDIT_KEY_SSM`
 
 * every entry carries ``mac = HMAC-SHA256(key, digest)``; the digest covers the entry's content
   and the previous digest, so one MAC per entry authenticates the whole prefix up to it;
-* the state carries an :class:`Anchor`: how many entries the log holds after the last committed
-  transition, the head digest, the plan digest and the state's sequence number, also signed —
-  so a removed tail, a deleted log or a state whose plan was swapped is caught even though each
-  remaining entry is genuine.
+* every state write carries an :class:`Anchor`: how many entries the log holds and its head
+  digest, where the state lives, and a digest of every field of the state (its plan, stage,
+  percentage, status, timings, ``pending`` transition, ...), all signed — so a removed tail, a
+  deleted log, an edited or forged state field, or a record copied to another location is
+  caught even though each remaining entry is genuine.
 
 ``key_id`` (the first 12 hex digits of sha256(key)) says which key signed, never the key.
 See docs/adr/0009-audit-signing-and-anchor.md.
@@ -20,9 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Final
 
 from snapmerge import aws
@@ -79,43 +81,63 @@ def key_from_env(env: Mapping[str, str] | None = None, ssm: Any = None) -> Audit
     return AuditKey(value.encode())
 
 
+ANCHOR_VERSION: Final = 2
+
+
 @dataclass(frozen=True)
 class Anchor:
-    """The audit log's head as of a committed state, signed with the audit key."""
+    """The audit log's head and the state's content as of one state write, signed with the key.
+
+    ``fields`` maps every field of the state (but the anchor) to a short digest of its value, so
+    an edited field — ``percent``, ``status``, ``pending``, a timing — is named, not just found;
+    ``location`` is where the state lives, so a record copied to another rollout does not verify.
+    """
 
     count: int  # entries in the log
     head: str  # digest of the last entry (the genesis digest when count == 0)
-    plan_digest: str
-    state_seq: int
+    location: str  # the state store's location (rollout.state.location_of)
+    fields: Mapping[str, str]  # state field → short digest of its value
     key_id: str = ""
     mac: str = ""
+    version: int = ANCHOR_VERSION
 
     def message(self) -> str:
-        return f"anchor|{self.count}|{self.head}|{self.plan_digest}|{self.state_seq}"
+        body = {
+            "count": self.count,
+            "head": self.head,
+            "location": self.location,
+            "fields": dict(self.fields),
+            "version": self.version,
+        }
+        return "anchor|" + json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     def signed(self, key: AuditKey | None) -> Anchor:
         if key is None:
             return self
-        return Anchor(
-            self.count,
-            self.head,
-            self.plan_digest,
-            self.state_seq,
-            key.key_id,
-            key.sign(self.message()),
-        )
+        return replace(self, key_id=key.key_id, mac=key.sign(self.message()))
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["fields"] = dict(self.fields)
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Anchor:
+        if not isinstance(data, Mapping):
+            raise InvalidEventError("the state's audit anchor is not a JSON object")
+        if int(data.get("version", 1)) != ANCHOR_VERSION or "fields" not in data:
+            raise InvalidEventError(
+                "the state's audit anchor was written by an earlier version (it does not cover "
+                "the state's fields): verify the record with that version, then start a new "
+                "rollout with a new audit location"
+            )
         try:
+            fields = {str(k): str(v) for k, v in dict(data["fields"]).items()}
             return cls(
                 count=int(data["count"]),
                 head=str(data["head"]),
-                plan_digest=str(data["plan_digest"]),
-                state_seq=int(data["state_seq"]),
+                location=str(data["location"]),
+                fields=fields,
                 key_id=str(data.get("key_id", "")),
                 mac=str(data.get("mac", "")),
             )

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from rollout.signing import Anchor, AuditKey
 from snapmerge.errors import PointerConflictError, SnapmergeError, StoreError
 from snapmerge.localfiles import atomic_write, locked
 from snapmerge.ports import BlobStore
+
+_PLAIN = (str, int, float, bool, type(None))  # hash as they are (Status is a str)
 
 
 class StateConflictError(SnapmergeError):
@@ -65,6 +69,9 @@ class Transition:
     evidence: Mapping[str, Any] = field(default_factory=dict)
     recheck_ms: int = 0  # holds: when to judge again
     who: str = ""  # the actor that took the transition (named to a controller that lost a race)
+    # its flag write failed and the document could not be read back: the next mutating command
+    # reconciles it by reading the flag document (records it if there, withdraws it if not)
+    outcome_unknown: bool = False
 
     def describe(self) -> str:
         """One line naming the transition, for an operator who lost a race to it."""
@@ -132,6 +139,38 @@ class RolloutState:
         out["status"] = self.status.value
         return json.loads(json.dumps(out, default=str))  # type: ignore[no-any-return]
 
+    def field_digests(self) -> dict[str, str]:
+        """A short digest of every field but the anchor: what :class:`Anchor` signs.
+
+        Each value is hashed as it reads back from its stored JSON (so the state written and the
+        state read give one digest); plain values skip the round trip. Kept on the (frozen)
+        instance: a state read back from a store is a new instance, so it is always recomputed.
+        """
+        cached: dict[str, str] | None = self.__dict__.get("_field_digests")
+        if cached is not None:
+            return dict(cached)
+        out = {}
+        for name in sorted(self.__dataclass_fields__):
+            if name == "audit_anchor":
+                continue
+            value = getattr(self, name)
+            if is_dataclass(value) and not isinstance(value, type):
+                value = asdict(value)
+            if not isinstance(value, _PLAIN):
+                value = json.loads(json.dumps(value, default=str))
+            canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
+            out[name] = hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        self.__dict__["_field_digests"] = dict(
+            out
+        )  # frozen: bypass __setattr__, as cached_property
+        return out
+
+    def sealed(self, key: AuditKey | None, location: str, count: int, head: str) -> RolloutState:
+        """This state with its anchor: the log's head (``count`` entries, ``head`` digest), its
+        location and its fields, signed with ``key`` (unsigned without one)."""
+        anchor = Anchor(count, head, location, self.field_digests()).signed(key)
+        return replace(self, audit_anchor=anchor.to_json())
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RolloutState:
         pending = data.get("pending")
@@ -142,6 +181,12 @@ class RolloutState:
                 "pending": Transition(**pending) if pending else None,
             }
         )
+
+
+def location_of(store: object) -> str:
+    """Where a state store keeps the state (bound into every signature: a record copied to
+    another location does not verify); a store without ``location`` is named by its repr."""
+    return str(getattr(store, "location", None) or repr(store))
 
 
 class StateStore(Protocol):
@@ -168,6 +213,7 @@ def _decode(body: bytes, where: str) -> RolloutState:
 class FileStateStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
+        self.location = f"file://{os.path.abspath(self.path)}"
 
     def __repr__(self) -> str:
         return f"FileStateStore({str(self.path)!r})"
@@ -197,6 +243,7 @@ class BlobStateStore:
     def __init__(self, blobs: BlobStore, key: str = "rollout/state.json") -> None:
         self.blobs = blobs
         self.key = key
+        self.location = f"s3://{blobs.bucket}/{key}"
 
     def __repr__(self) -> str:
         return f"BlobStateStore('s3://{self.blobs.bucket}/{self.key}')"

@@ -1,17 +1,22 @@
-"""``snapmerge rollout verify``: is the record what the controller wrote?
+"""Is the record what the controller wrote? — checked by ``rollout verify`` and before every
+controller command.
 
-:func:`verify_record` checks, in order, and stops at the first problem with an
-:class:`~rollout.audit.AuditIntegrityError` naming it (entry index and transition id):
+:func:`check_record` checks the state and the audit log against each other, in order, and stops
+at the first problem with an :class:`~rollout.audit.AuditIntegrityError` naming it:
 
 1. the state's plan hashes to its ``plan_digest`` (:func:`rollout.plan.check_digest`);
-2. the log exists (unless there is no state either);
-3. the chain: each entry's sequence number, previous digest and content digest;
-4. each entry's HMAC under the operator's key (an entry edited with the chain recomputed, or
-   inserted, by someone without the key fails here);
-5. the state's signed :class:`~rollout.signing.Anchor`: its MAC, that it belongs to this state
-   (plan digest, sequence number), and that the log ends exactly at the anchored head — one entry
-   more is allowed only for the transition the state holds as ``pending``. A removed tail, a
-   truncated or deleted log fails here although every remaining entry is genuine.
+2. the state's :class:`~rollout.signing.Anchor`: present, signed with this key (or, with no key,
+   not signed at all — a signed rollout is never driven without its key), written for this
+   state's location, and every field of the state (plan, stage, percentage, status, timings,
+   ``pending``, ...) is the one signed: an edited field is named;
+3. the log exists when the anchor counts entries; its chain (sequence, previous digest, content);
+   each entry's HMAC and the rollout location it was written for;
+4. the log ends exactly at the anchored head — one entry more only for the transition the state
+   holds as ``pending`` (a controller stopped between the append and the commit);
+5. the last anchored entry is the state's last transition (percentage, status, plan digest).
+
+:func:`verify_record` is the same with the key required. With no key nothing is authenticated:
+the checks then catch accidents, not someone who recomputes the digests.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ from rollout.state import RolloutState
 from snapmerge.errors import InvalidEventError
 
 
+class RecordMismatchError(AuditIntegrityError):
+    """The state does not match its signed anchor, or the log does not end where it says."""
+
+
 @dataclass(frozen=True)
 class VerifyReport:
     entries: int
@@ -47,13 +56,20 @@ class VerifyReport:
         )
 
 
-def _bad(audit: AuditLog, problem: str) -> AuditIntegrityError:
-    return AuditIntegrityError(f"{audit!r}: {problem}")
+def _bad(audit: AuditLog, problem: str) -> RecordMismatchError:
+    return RecordMismatchError(f"{audit!r}: {problem}")
 
 
-def _check_signatures(audit: AuditLog, entries: list[AuditEntry], key: AuditKey) -> None:
+def _check_signatures(audit: AuditLog, entries: list[AuditEntry], key: AuditKey | None) -> None:
     for index, entry in enumerate(entries):
         named = f"entry {index} (transition {entry.transition_id})"
+        if key is None:
+            if entry.mac or entry.key_id:
+                raise AuditKeyError(
+                    f"{audit!r}: {named} is signed (key {entry.key_id}): this rollout is signed; "
+                    f"set {ENV_KEY} or {ENV_KEY_SSM} — without the key nothing is appended to it"
+                )
+            continue
         if not entry.mac:
             raise _bad(audit, f"{named} is not signed")
         if entry.key_id != key.key_id:
@@ -66,30 +82,78 @@ def _check_signatures(audit: AuditLog, entries: list[AuditEntry], key: AuditKey)
             )
 
 
-def _anchor(audit: AuditLog, state: RolloutState, key: AuditKey) -> Anchor:
+def _check_locations(audit: AuditLog, entries: list[AuditEntry], location: str) -> None:
+    for index, entry in enumerate(entries):
+        if entry.rollout != location:
+            raise _bad(
+                audit,
+                f"entry {index} (transition {entry.transition_id}) was written for the rollout "
+                f"at {entry.rollout or '(no location)'}, not {location}: the log was copied "
+                "from another rollout",
+            )
+
+
+def _anchor(audit: AuditLog, state: RolloutState, key: AuditKey | None, location: str) -> Anchor:
     if state.audit_anchor is None:
-        raise _bad(audit, "the state carries no audit anchor (written without one, or removed)")
+        if key is not None:
+            raise _bad(
+                audit,
+                "the state carries no audit anchor, but an audit key is configured: the anchor "
+                "was removed (or the rollout was started without a key: start a new one with a "
+                "new audit location)",
+            )
+        raise _bad(audit, "the state carries no audit anchor (removed, or an older version)")
     try:
         anchor = Anchor.from_json(state.audit_anchor)
     except InvalidEventError as exc:
         raise _bad(audit, str(exc)) from None
-    if not key.valid(anchor.message(), anchor.mac):
-        raise _bad(audit, "the state's audit anchor is not signed with this key (state edited?)")
-    if anchor.plan_digest != state.plan_digest or anchor.state_seq != state.seq:
-        raise _bad(audit, "the state's audit anchor belongs to another state (plan or sequence)")
+    if key is None:
+        if anchor.mac or anchor.key_id:
+            raise AuditKeyError(
+                f"this rollout is signed (key {anchor.key_id}): set {ENV_KEY} or {ENV_KEY_SSM}; "
+                "without the key its record cannot be checked and nothing is appended to it"
+            )
+    elif not anchor.mac:
+        raise _bad(
+            audit,
+            "the state's audit anchor is not signed, but an audit key is configured: the "
+            "signature was removed (or the rollout was started without a key: start a new one "
+            "with a new audit location)",
+        )
+    elif anchor.key_id != key.key_id:
+        raise _bad(
+            audit, f"the state's audit anchor is signed with key {anchor.key_id}, not {key.key_id}"
+        )
+    elif not key.valid(anchor.message(), anchor.mac):
+        raise _bad(audit, "the state's audit anchor is not signed with this key (anchor edited?)")
+    if anchor.location != location:
+        raise _bad(
+            audit,
+            f"the state's audit anchor was written for the rollout at {anchor.location}, not "
+            f"{location}: the state was copied from another rollout",
+        )
+    signed = "signed" if key is not None else "written"
+    fields = state.field_digests()
+    edited = sorted(
+        n for n in set(fields) | set(anchor.fields) if fields.get(n) != anchor.fields.get(n)
+    )
+    if edited:
+        raise _bad(
+            audit,
+            f"the state's field(s) {', '.join(edited)} do not match its {signed} audit anchor: "
+            "the state was edited after the controller wrote it; refusing to act on it",
+        )
     return anchor
 
 
-def _check_anchor(
+def _check_tail(
     audit: AuditLog, entries: list[AuditEntry], state: RolloutState, anchor: Anchor
 ) -> None:
     n = len(entries)
-    pending = state.pending
     if n < anchor.count:
-        first = f"entry {n}" if n else "entry 0"
         raise _bad(
             audit,
-            f"{first} is missing: the log holds {n} entries but the state anchors "
+            f"entry {n} is missing: the log holds {n} entries but the state anchors "
             f"{anchor.count} (head {anchor.head[:12]}): the tail was removed or truncated",
         )
     head = entries[anchor.count - 1].digest if anchor.count else GENESIS
@@ -102,6 +166,7 @@ def _check_anchor(
     extra = entries[anchor.count :]
     if not extra:
         return
+    pending = state.pending
     if len(extra) == 1 and pending is not None and extra[0].transition_id == pending.id:
         return
     raise _bad(
@@ -111,23 +176,66 @@ def _check_anchor(
     )
 
 
-def verify_record(
-    audit: AuditLog, state: RolloutState | None, key: AuditKey | None
+def _check_last(
+    audit: AuditLog, entries: list[AuditEntry], state: RolloutState, anchor: Anchor
+) -> None:
+    """The last anchored entry is the state's last transition."""
+    if not anchor.count or not state.last_action:
+        return
+    last = entries[anchor.count - 1]
+    said = (state.last_action.get("id"), state.percent, str(state.status), state.plan_digest)
+    logged = (last.transition_id, last.to_percent, last.to_status, last.plan_digest)
+    if said != logged:
+        raise _bad(
+            audit,
+            f"the state (last transition {said[0]}, {state.percent:g} % {state.status}) does "
+            f"not match the last audit entry {anchor.count - 1} (transition "
+            f"{last.transition_id}, {last.to_percent:g} % {last.to_status})",
+        )
+
+
+def check_record(
+    audit: AuditLog, state: RolloutState | None, key: AuditKey | None, location: str
 ) -> VerifyReport:
-    """Check the log and the state against each other; raise on the first problem."""
+    """Check the state and the log against each other (see the module docstring)."""
+    if state is None:
+        if audit.exists():
+            raise _bad(
+                audit,
+                f"there is an audit log but no rollout state at {location} (the state was "
+                "deleted, or the log belongs to another rollout): start a new rollout with a "
+                "new audit location",
+            )
+        return VerifyReport(0, GENESIS, key.key_id if key else "", None)
+    check_digest(state.plan, state.plan_digest)
+    anchor = _anchor(audit, state, key, location)
+    if not audit.exists():
+        if anchor.count:
+            raise AuditMissingError(
+                f"no audit log at {audit!r}, but the rollout state anchors {anchor.count} "
+                "entries: the log was deleted"
+            )
+        entries: list[AuditEntry] = []
+    else:
+        entries = audit.history()  # the chain
+    _check_signatures(audit, entries, key)
+    _check_locations(audit, entries, location)
+    _check_tail(audit, entries, state, anchor)
+    _check_last(audit, entries, state, anchor)
+    head = entries[-1].digest if entries else GENESIS
+    pending = state.pending.id if state.pending else None
+    return VerifyReport(len(entries), head, key.key_id if key else "", pending)
+
+
+def verify_record(
+    audit: AuditLog, state: RolloutState | None, key: AuditKey | None, location: str
+) -> VerifyReport:
+    """``rollout verify``: :func:`check_record`, which only vouches for a record with the key."""
     if key is None:
         raise AuditKeyError(f"rollout verify needs the audit key: set {ENV_KEY} or {ENV_KEY_SSM}")
-    if state is not None:
+    if state is None and not audit.exists():
+        raise AuditMissingError(f"no audit log at {audit!r} and no rollout state")
+    if state is not None and not audit.exists():
         check_digest(state.plan, state.plan_digest)
-    if not audit.exists():
-        if state is None:
-            raise AuditMissingError(f"no audit log at {audit!r} and no rollout state")
         raise AuditMissingError(f"no audit log at {audit!r}, but the rollout state exists")
-    entries = audit.history()  # the chain (3)
-    _check_signatures(audit, entries, key)
-    if state is None:
-        raise _bad(audit, "there is an audit log but no rollout state to anchor it")
-    anchor = _anchor(audit, state, key)
-    _check_anchor(audit, entries, state, anchor)
-    head = entries[-1].digest if entries else GENESIS
-    return VerifyReport(len(entries), head, key.key_id, state.pending.id if state.pending else None)
+    return check_record(audit, state, key, location)

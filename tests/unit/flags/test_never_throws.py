@@ -200,3 +200,13 @@ def test_a_kill_rule_on_one_execution_id() -> None:
 def test_the_switch_default_still_applies_with_a_context(on: bool) -> None:
     client = bootstrap(MemoryStore(make_doc(final_merge_kill_switch=kill(on))))
     assert client.read_kill_switch(collection="words", batch_id="b")[0] is on
+
+
+@pytest.mark.parametrize("event", [["not", "an", "object"], "final_merge", None, 42])
+def test_a_non_object_event_is_a_clear_invalid_event_error(event: object) -> None:
+    """Review finding (LOW): a list or string event raised AttributeError from ``event.get``."""
+    from snapmerge.errors import InvalidEventError
+
+    client = bootstrap(MemoryStore(make_doc(final_merge_path=path_feature("two_phase"))))
+    with pytest.raises(InvalidEventError, match="must be a JSON object, not"):
+        resolve_pinned(event, client)  # type: ignore[arg-type]

@@ -91,19 +91,60 @@ def test_timeout_before_the_write_landed_withdraws_the_intent(rig: Rig) -> None:
     assert state is not None and consistent(state, faulty, rig.audit.history()) == []
 
 
-@pytest.mark.parametrize("when", ["after", "before"])
-def test_unknown_outcome_leaves_the_intent_for_the_next_command(rig: Rig, when: str) -> None:
+@pytest.mark.parametrize(("when", "settled_at", "logged"), [("after", 5.0, 2), ("before", 1.0, 1)])
+def test_unknown_outcome_is_reconciled_by_reading_the_flag_document(
+    rig: Rig, when: str, settled_at: float, logged: int
+) -> None:
+    """The rule: an unknown-outcome write is marked in the state; the next command that changes
+    the rollout reads the flag document and records the transition if the document shows it,
+    else withdraws it — it never writes the flag document for it."""
     faulty = _arm(rig, when, reads_failing=1)
     with pytest.raises(FlagWriteUnknownError, match="may or may not"):
         rig.controller().advance()
     assert faulty.fired == 1 and faulty.reads_failing == 0
     pending = rig.states.read()[0]
     assert pending is not None and pending.pending is not None  # not withdrawn blindly
+    assert pending.pending.outcome_unknown  # marked for reconciliation
+    saves = faulty.saves
     state = rig.controller().recover()  # the store answers again: settle by what is there
+    assert faulty.saves == saves  # reconciled by reading: the flag document is not written
     assert state is not None and state.pending is None
-    assert state.percent == 5.0  # finished (after: it was there; before: written now)
+    assert state.percent == settled_at  # after: it was there (recorded); before: withdrawn
     assert consistent(state, faulty, rig.audit.history()) == []
-    assert [e.action for e in rig.audit.history()] == ["init", "advance"]
+    assert [e.action for e in rig.audit.history()] == ["init", "advance"][:logged]
+
+
+def test_read_only_commands_never_apply_an_unknown_outcome_write(rig: Rig) -> None:
+    """Review finding (MEDIUM): `rollout status` applied a pending unknown-outcome write later,
+    e.g. over a rollback the operator made by hand meanwhile."""
+    faulty = _arm(rig, "before", reads_failing=1)
+    with pytest.raises(FlagWriteUnknownError):
+        rig.controller().advance()
+    before, version = rig.states.read()
+    saves, entries = faulty.saves, rig.audit.history()
+    ctl = rig.controller()
+    shown = ctl.status()
+    ctl.judge()
+    assert shown.pending is not None and shown.pending.action == "advance"
+    assert faulty.saves == saves and rig.audit.history() == entries  # nothing written ...
+    assert rig.states.read() == (before, version)  # ... anywhere
+    assert rollout_state_of(faulty.load()[0]).percent == 1.0
+
+
+def test_an_unknown_outcome_write_is_not_reapplied_over_a_manual_rollback(rig: Rig) -> None:
+    """The operator pulls the kill switch by hand after the unknown outcome; the next command
+    withdraws the stale advance instead of writing it over the operator's change."""
+    faulty = _arm(rig, "before", reads_failing=1)
+    with pytest.raises(FlagWriteUnknownError):
+        rig.controller().advance()
+    writer = DocumentFlagWriter(faulty)
+    current, version = writer.read()
+    writer.write(current.__class__(0.0, True), version)  # "Rolling back by hand"
+    state = rig.controller().recover()
+    assert state is not None and state.pending is None and state.percent == 1.0
+    doc = rollout_state_of(faulty.load()[0])
+    assert (doc.percent, doc.kill_switch) == (0.0, True)  # the operator's change stands
+    assert [e.action for e in rig.audit.history()] == ["init"]
 
 
 def test_negative_control_blind_withdrawal_is_caught_by_the_checker(rig: Rig) -> None:

@@ -33,6 +33,9 @@ class CrashingAudit:
     def history(self) -> Any:
         return self.inner.history()
 
+    def exists(self) -> bool:
+        return bool(self.inner.exists())
+
 
 class CrashOnWrite(FileStateStore):
     """Fails the ``n``-th write (1-based) once."""

@@ -99,7 +99,7 @@ def test_dynamodb_state_and_audit_on_the_embedded_server(aws: Any, plan: Rollout
     audit = DynamoAuditLog(aws.table, "final-merge", KEY)
     ctl, flags = _drive_with(states, audit, plan)
     _check(ctl, flags)
-    report = verify_record(audit, states.read()[0], KEY)
+    report = verify_record(audit, states.read()[0], KEY, states.location)
     assert report.entries == 4
 
 
@@ -140,13 +140,13 @@ def test_dynamodb_tampering_is_caught(aws: Any, plan: RolloutPlan) -> None:
     states = DynamoStateStore(aws.table, "tamper")
     audit = DynamoAuditLog(aws.table, "tamper", KEY)
     _signed(states, audit, plan)
-    assert verify_record(audit, states.read()[0], KEY).entries == 3
+    assert verify_record(audit, states.read()[0], KEY, states.location).entries == 3
     aws_clients.client("dynamodb").delete_item(
         TableName=aws.table,
         Key={"PK": {"S": "ROLLOUT#tamper#AUDIT"}, "SK": {"S": "ENTRY#0000000002"}},
     )
     with pytest.raises(AuditIntegrityError, match=r"entry 2 is missing"):
-        verify_record(audit, states.read()[0], KEY)
+        verify_record(audit, states.read()[0], KEY, states.location)
 
 
 def test_s3_tampering_is_caught(plan: RolloutPlan) -> None:
@@ -154,13 +154,13 @@ def test_s3_tampering_is_caught(plan: RolloutPlan) -> None:
     states = BlobStateStore(blobs, "rollout/state.json")
     audit = S3AuditLog(blobs, "rollout/audit/", KEY)
     _signed(states, audit, plan)
-    assert verify_record(audit, states.read()[0], KEY).entries == 3
+    assert verify_record(audit, states.read()[0], KEY, states.location).entries == 3
     edited = json.loads(blobs.get(audit.slot_key(1)).body)  # type: ignore[union-attr]
     edited["who"] = "mallory"
     blobs.delete([audit.slot_key(1)])
     blobs.put(audit.slot_key(1), json.dumps(edited).encode())
     with pytest.raises(AuditIntegrityError, match=r"entry 1 was modified"):
-        verify_record(audit, states.read()[0], KEY)
+        verify_record(audit, states.read()[0], KEY, states.location)
     blobs.delete([audit.slot_key(n) for n in range(3)])
     with pytest.raises(AuditMissingError):
-        verify_record(audit, states.read()[0], KEY)
+        verify_record(audit, states.read()[0], KEY, states.location)
