@@ -14,8 +14,11 @@ Items (the table needs string keys ``PK`` and ``SK``; the lock table has them)::
   the loser re-reads and takes the next (as :class:`~rollout.audit.S3AuditLog`). There is no
   update or delete here.
 
-Reads are strongly consistent. The client comes from :func:`snapmerge.aws.client` or is injected;
-boto3 is not imported here, and botocore errors are recognised by their ``response`` code.
+Reads are strongly consistent. AWS is reached through
+:class:`~snapmerge.adapters.dynamodb_items.DynamoItems` (an injected client, or one from the
+environment), which translates every SDK error: a refused condition is
+:class:`~snapmerge.errors.ConditionFailedError`, anything else
+:class:`~snapmerge.errors.StoreError`.
 """
 
 from __future__ import annotations
@@ -33,15 +36,8 @@ from rollout.audit import (
 )
 from rollout.signing import AuditKey
 from rollout.state import RolloutState, StateConflictError
-from snapmerge import aws
-from snapmerge.errors import StoreError
-
-
-def _code(exc: Exception) -> str | None:
-    response = getattr(exc, "response", None)
-    if not isinstance(response, dict):
-        return None
-    return str(response.get("Error", {}).get("Code", "")) or None
+from snapmerge.adapters.dynamodb_items import DynamoItems
+from snapmerge.errors import ConditionFailedError, StoreError
 
 
 def split_url(url: str) -> tuple[str, str]:
@@ -56,7 +52,7 @@ class DynamoStateStore:
     def __init__(self, table: str, name: str = "default", client: Any = None) -> None:
         self.table, self.name = table, name
         self.location = f"dynamodb://{table}/{name}"
-        self._client = client if client is not None else aws.client("dynamodb")
+        self._table = DynamoItems(table, client)
 
     def __repr__(self) -> str:
         return f"DynamoStateStore('dynamodb://{self.table}/{self.name}')"
@@ -66,13 +62,9 @@ class DynamoStateStore:
 
     def read(self) -> tuple[RolloutState | None, str | None]:
         try:
-            item = self._client.get_item(
-                TableName=self.table, Key=self._key(), ConsistentRead=True
-            ).get("Item")
-        except Exception as exc:
-            if _code(exc) is None:
-                raise
-            raise StoreError(f"{self!r}: read failed: {_code(exc)}") from exc
+            item = self._table.get(self._key())
+        except StoreError as exc:
+            raise StoreError(f"{self!r}: read failed: {exc.code}", code=exc.code) from exc
         if item is None:
             return None, None
         try:
@@ -90,23 +82,20 @@ class DynamoStateStore:
         }
         # create: nothing there yet | update: still the version we read
         if expected_version is None:
-            condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(PK)"}
+            condition: dict[str, Any] = {"condition": "attribute_not_exists(PK)"}
         else:
             condition = {
-                "ConditionExpression": "#version = :expected",
-                "ExpressionAttributeNames": {"#version": "version"},
-                "ExpressionAttributeValues": {":expected": {"S": expected_version}},
+                "condition": "#version = :expected",
+                "names": {"#version": "version"},
+                "values": {":expected": {"S": expected_version}},
             }
         try:
-            self._client.put_item(TableName=self.table, Item=item, **condition)
-        except Exception as exc:
-            code = _code(exc)
-            if code == "ConditionalCheckFailedException":
-                _, current = self.read()
-                raise StateConflictError(repr(self), expected_version, current) from None
-            if code is None:
-                raise
-            raise StoreError(f"{self!r}: write failed: {code}") from exc
+            self._table.put(item, **condition)
+        except ConditionFailedError:
+            _, current = self.read()
+            raise StateConflictError(repr(self), expected_version, current) from None
+        except StoreError as exc:
+            raise StoreError(f"{self!r}: write failed: {exc.code}", code=exc.code) from exc
         return version
 
 
@@ -115,7 +104,7 @@ class DynamoAuditLog:
         self, table: str, name: str = "default", key: AuditKey | None = None, client: Any = None
     ) -> None:
         self.table, self.name, self.key = table, name, key
-        self._client = client if client is not None else aws.client("dynamodb")
+        self._table = DynamoItems(table, client)
 
     def __repr__(self) -> str:
         return f"DynamoAuditLog('dynamodb://{self.table}/{self.name}')"
@@ -125,27 +114,10 @@ class DynamoAuditLog:
         return f"ROLLOUT#{self.name}#AUDIT"
 
     def _items(self, limit: int | None = None) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": "PK = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": self._pk}},
-            "ConsistentRead": True,
-        }
-        if limit is not None:
-            kwargs["Limit"] = limit
-        items: list[dict[str, Any]] = []
-        while True:
-            try:
-                page = self._client.query(**kwargs)
-            except Exception as exc:
-                if _code(exc) is None:
-                    raise
-                raise StoreError(f"{self!r}: query failed: {_code(exc)}") from exc
-            items.extend(page.get("Items", []))
-            last = page.get("LastEvaluatedKey")
-            if not last or limit is not None:
-                return items
-            kwargs["ExclusiveStartKey"] = last
+        try:
+            return self._table.query_partition("PK", self._pk, limit=limit)
+        except StoreError as exc:
+            raise StoreError(f"{self!r}: query failed: {exc.code}", code=exc.code) from exc
 
     def exists(self) -> bool:
         return bool(self._items(limit=1))
@@ -167,16 +139,11 @@ class DynamoAuditLog:
             "body": {"S": json.dumps(entry.to_json(), sort_keys=True, default=str)},
         }
         try:  # only into an empty slot: entries are never replaced
-            self._client.put_item(
-                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(SK)"
-            )
-        except Exception as exc:
-            code = _code(exc)
-            if code == "ConditionalCheckFailedException":
-                raise AuditSlotTakenError(slot) from None
-            if code is None:
-                raise
-            raise StoreError(f"{self!r}: append failed: {code}") from exc
+            self._table.put(item, condition="attribute_not_exists(SK)")
+        except ConditionFailedError:
+            raise AuditSlotTakenError(slot) from None
+        except StoreError as exc:
+            raise StoreError(f"{self!r}: append failed: {exc.code}", code=exc.code) from exc
         return entry
 
     def append(self, entry: AuditEntry) -> AuditEntry:

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Final
 
-from snapmerge import aws
+from snapmerge.adapters.ssm_parameters import SsmParameters
 from snapmerge.errors import InvalidEventError, StoreError
 
 ENV_KEY: Final = "SNAPMERGE_AUDIT_KEY"
@@ -71,13 +71,15 @@ def key_from_env(env: Mapping[str, str] | None = None, ssm: Any = None) -> Audit
         return AuditKey(direct.encode())
     if not parameter:
         return None
-    client = ssm if ssm is not None else aws.client("ssm")
     try:
-        answer = client.get_parameter(Name=parameter, WithDecryption=True)
-        value = str(answer["Parameter"]["Value"])
-    except Exception as exc:  # botocore's ClientError: rollout/ may not import botocore
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
-        raise StoreError(f"audit key parameter {parameter!r} cannot be read: {code}") from None
+        found = SsmParameters(ssm).get(parameter, decrypt=True)
+    except StoreError as exc:
+        raise StoreError(
+            f"audit key parameter {parameter!r} cannot be read: {exc.code}", code=exc.code
+        ) from None
+    if found is None:
+        raise StoreError(f"audit key parameter {parameter!r} cannot be read: ParameterNotFound")
+    value = found.value
     return AuditKey(value.encode())
 
 

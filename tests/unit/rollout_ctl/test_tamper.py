@@ -18,6 +18,7 @@ from rollout.audit import GENESIS, AuditEntry, JsonlAuditLog
 from rollout.signing import AuditKey
 from rollout.state import FileStateStore
 from snapmerge.cli import main
+from snapmerge.errors import StoreError
 
 KEY = "operator-audit-key-0123456789abcdef"
 ATTACKER = AuditKey(b"attacker-key-0123456789abcdef")
@@ -319,7 +320,8 @@ def test_status_refuses_a_forged_pending_transition_and_applies_nothing(
 
 
 class _UnknownOutcome:
-    """A flag writer whose write times out before it lands and whose read-back then fails once."""
+    """A flag writer whose write times out before it lands and whose read-back then fails once
+    (the flag stores' adapters raise a timeout as ``StoreError``)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner, self.failed = inner, False
@@ -327,12 +329,12 @@ class _UnknownOutcome:
     def read(self) -> Any:
         if self.failed:
             self.failed = False
-            raise TimeoutError("GetObject timed out")
+            raise StoreError("GetObject timed out", code="ReadTimeoutError")
         return self.inner.read()
 
     def write(self, state: Any, expected_version: str) -> str:
         self.failed = True
-        raise TimeoutError("PutObject timed out")
+        raise StoreError("PutObject timed out", code="ReadTimeoutError")
 
 
 def test_status_never_applies_an_unknown_outcome_flag_write(
