@@ -2,6 +2,7 @@
 
     {db}/snapshot/manifests/{version}.json        the version's manifest (its log entry)
     {db}/snapshot/claims/{quoted batch}/{version}.json   "this batch is published as that version"
+    {db}/snapshot/published/{version}.json        "the pointer named this version" (after the CAS)
 
 Both live outside ``timestamped/``, so the original writer (which copies every file of a version
 into its own next version) never carries them, and retention (which deletes version *data*)
@@ -18,6 +19,12 @@ for the first version ever, else the id of a base we hold no entry for: an origi
 or ``latest-direct``). Along one chain, heights within a root fall by exactly one per step, so
 "is V an ancestor of B?" is decided by a walk of ``height(B) - height(V)`` reads, without trusting
 id order (clocks skew). See ``docs/adr/0006-exactly-once.md``.
+
+A *published mark* is written after a version's pointer swap, by the run that swapped it and by
+every replay of it, before its receipt: an upload whose run died before its CAS has none. The
+published chain is every marked version and its bases; with the pointer gone, its top is what a
+rebuild starts from (``snapmerge/bases.py``). A crash between the CAS and the mark leaves a
+published version unmarked until the next publish on it (its base link covers it) or its replay.
 """
 
 from __future__ import annotations
@@ -31,6 +38,14 @@ from typing import Any
 from snapmerge.domain import Database, Keys, VersionId
 from snapmerge.errors import PointerConflictError, SnapshotError, VersionTakenError
 from snapmerge.ports import BlobStore
+
+
+def published_prefix(db: Database) -> str:
+    return f"{db.value}/snapshot/published/"
+
+
+def published_key(db: Database, version: VersionId) -> str:
+    return f"{published_prefix(db)}{version}.json"
 
 
 class EntryState(StrEnum):
@@ -192,6 +207,17 @@ class CommitLog:
 
     def versions(self) -> list[VersionId]:
         prefix = Keys.manifests_prefix(self.db)
+        names = (key[len(prefix) :] for key in self.blobs.list(prefix))
+        return sorted(VersionId(n[: -len(".json")]) for n in names if n.endswith(".json"))
+
+    # -- published marks -----------------------------------------------------------------------
+    def mark_published(self, version: VersionId) -> None:
+        """Record that the pointer named ``version`` (idempotent: a replay writes it again)."""
+        body = json.dumps({"version": version, "at": datetime.now(UTC).isoformat()})
+        self.blobs.put(published_key(self.db, version), body.encode())
+
+    def published_marks(self) -> list[VersionId]:
+        prefix = published_prefix(self.db)
         names = (key[len(prefix) :] for key in self.blobs.list(prefix))
         return sorted(VersionId(n[: -len(".json")]) for n in names if n.endswith(".json"))
 
