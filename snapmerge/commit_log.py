@@ -246,6 +246,30 @@ class CommitLog:
                 found.append(claim)
         return found
 
+    def all_claims(self) -> list[tuple[str, Claim | None, str]]:
+        """Every claim object of every batch: (key, claim or None if unreadable, created_at)."""
+        found: list[tuple[str, Claim | None, str]] = []
+        for key in self.blobs.list(f"{self.db.value}/snapshot/claims/"):
+            blob = self.blobs.get(key)
+            if blob is None:  # deleted since we listed
+                continue
+            try:
+                raw = json.loads(blob.body)
+                claim = Claim(
+                    str(raw["batch_id"]), VersionId(raw["version"]), str(raw["inputs_digest"])
+                )
+                found.append((key, claim, str(raw.get("created_at") or "")))
+            except (ValueError, KeyError, TypeError):
+                found.append((key, None, ""))
+        return found
+
+    def delete_entry(self, version: VersionId) -> None:
+        """Remove a discarded entry that never held data (``snapmerge gc``)."""
+        found = self.read(version)
+        if found is not None and found[0].state != EntryState.DISCARDED:
+            raise SnapshotError(f"log entry of {version} is {found[0].state}, not discarded")
+        self.blobs.delete([Keys.manifest(self.db, version)])
+
     def delete_claim(self, batch_id: str, version: VersionId) -> None:
         self.blobs.delete([Keys.claim(self.db, batch_id, version)])
 
