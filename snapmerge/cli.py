@@ -101,7 +101,8 @@ def _gc(args: argparse.Namespace) -> int:
 def _add_gc(sub: Any) -> None:
     gc = sub.add_parser(
         "gc",
-        help="list orphan version prefixes and expired in-flight markers (--apply deletes them)",
+        help="list what dead merges left: orphan versions, claims, pending batches, change sets,"
+        " empty log entries, expired in-flight markers (--apply deletes them)",
     )
     gc.add_argument("--bucket", help="default: CHROMADB_BUCKET")
     gc.add_argument("--database", action="append", choices=["words", "lines"])

@@ -2,6 +2,7 @@
 
     {db}/snapshot/manifests/{version}.json        the version's manifest (its log entry)
     {db}/snapshot/claims/{quoted batch}/{version}.json   "this batch is published as that version"
+    {db}/snapshot/published/{version}.json        "the pointer named this version" (after the CAS)
 
 Both live outside ``timestamped/``, so the original writer (which copies every file of a version
 into its own next version) never carries them, and retention (which deletes version *data*)
@@ -18,6 +19,12 @@ for the first version ever, else the id of a base we hold no entry for: an origi
 or ``latest-direct``). Along one chain, heights within a root fall by exactly one per step, so
 "is V an ancestor of B?" is decided by a walk of ``height(B) - height(V)`` reads, without trusting
 id order (clocks skew). See ``docs/adr/0006-exactly-once.md``.
+
+A *published mark* is written after a version's pointer swap, by the run that swapped it and by
+every replay of it, before its receipt: an upload whose run died before its CAS has none. The
+published chain is every marked version and its bases; with the pointer gone, its top is what a
+rebuild starts from (``snapmerge/bases.py``). A crash between the CAS and the mark leaves a
+published version unmarked until the next publish on it (its base link covers it) or its replay.
 """
 
 from __future__ import annotations
@@ -31,6 +38,14 @@ from typing import Any
 from snapmerge.domain import Database, Keys, VersionId
 from snapmerge.errors import PointerConflictError, SnapshotError, VersionTakenError
 from snapmerge.ports import BlobStore
+
+
+def published_prefix(db: Database) -> str:
+    return f"{db.value}/snapshot/published/"
+
+
+def published_key(db: Database, version: VersionId) -> str:
+    return f"{published_prefix(db)}{version}.json"
 
 
 class EntryState(StrEnum):
@@ -195,6 +210,17 @@ class CommitLog:
         names = (key[len(prefix) :] for key in self.blobs.list(prefix))
         return sorted(VersionId(n[: -len(".json")]) for n in names if n.endswith(".json"))
 
+    # -- published marks -----------------------------------------------------------------------
+    def mark_published(self, version: VersionId) -> None:
+        """Record that the pointer named ``version`` (idempotent: a replay writes it again)."""
+        body = json.dumps({"version": version, "at": datetime.now(UTC).isoformat()})
+        self.blobs.put(published_key(self.db, version), body.encode())
+
+    def published_marks(self) -> list[VersionId]:
+        prefix = published_prefix(self.db)
+        names = (key[len(prefix) :] for key in self.blobs.list(prefix))
+        return sorted(VersionId(n[: -len(".json")]) for n in names if n.endswith(".json"))
+
     # -- claims --------------------------------------------------------------------------------
     def write_claim(self, batch_id: str, version: VersionId, inputs_digest: str) -> None:
         body = json.dumps(
@@ -219,6 +245,30 @@ class CommitLog:
             if claim is not None and claim.batch_id == batch_id:
                 found.append(claim)
         return found
+
+    def all_claims(self) -> list[tuple[str, Claim | None, str]]:
+        """Every claim object of every batch: (key, claim or None if unreadable, created_at)."""
+        found: list[tuple[str, Claim | None, str]] = []
+        for key in self.blobs.list(f"{self.db.value}/snapshot/claims/"):
+            blob = self.blobs.get(key)
+            if blob is None:  # deleted since we listed
+                continue
+            try:
+                raw = json.loads(blob.body)
+                claim = Claim(
+                    str(raw["batch_id"]), VersionId(raw["version"]), str(raw["inputs_digest"])
+                )
+                found.append((key, claim, str(raw.get("created_at") or "")))
+            except (ValueError, KeyError, TypeError):
+                found.append((key, None, ""))
+        return found
+
+    def delete_entry(self, version: VersionId) -> None:
+        """Remove a discarded entry that never held data (``snapmerge gc``)."""
+        found = self.read(version)
+        if found is not None and found[0].state != EntryState.DISCARDED:
+            raise SnapshotError(f"log entry of {version} is {found[0].state}, not discarded")
+        self.blobs.delete([Keys.manifest(self.db, version)])
 
     def delete_claim(self, batch_id: str, version: VersionId) -> None:
         self.blobs.delete([Keys.claim(self.db, batch_id, version)])

@@ -76,7 +76,7 @@ class Settings:
     blocks its collection for this long, not for ``lock_duration``."""
     verify_margin: timedelta = DEFAULT_VERIFY_MARGIN
     """Lease time ``verify`` demands right before a pointer write."""
-    rebuild_from_newest: bool = False  # a missing pointer: build on the newest complete version
+    rebuild_from_newest: bool = False  # a missing pointer: build on the published chain's top
     lineage_check: bool = True  # the cheap lineage check after each publish (off the lock)
     lineage_confirm_after: timedelta = timedelta(0)  # beside the original compactor: 15 minutes
     # Group commit on the two-phase path (issue 12, docs/adr/0008-group-commit.md)

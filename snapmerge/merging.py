@@ -446,7 +446,8 @@ class MergeKit:
         cleanup: bool,
         receipt: dict[str, Any] | None = None,
     ) -> int:
-        """After a publish: receipt, lineage mark, intermediates, lineage check, retention.
+        """After a publish: published mark, receipt, lineage mark, intermediates, lineage check,
+        retention.
 
         Returns how many earlier publishes the lineage check found overwritten (LostPublishes).
         """
@@ -456,6 +457,8 @@ class MergeKit:
             if entry is None:
                 raise SnapshotError(f"published version {result.version} has no manifest")
             receipt = receipt_payload(entry, request)
+        # before the receipt: a run (or replay) that answers has marked what the pointer named
+        store.log.mark_published(result.version)
         store.write_receipt(request.batch_id, receipt)
         self.hook("after_receipt")
         mark_pending(self.blobs, request.database, publish_of(receipt))

@@ -49,7 +49,9 @@ def seed_snapshot(
             digest=engine.digest(target),
         )
         store.upload_version(version, target, manifest)
-        return store.write_pointer(version, current)
+        pointer = store.write_pointer(version, current)
+        store.log.mark_published(version)
+        return pointer
 
 
 def upload_delta(

@@ -205,13 +205,6 @@ class SnapshotStore:
         names = {key[len(prefix) :].split("/", 1)[0] for key in self.blobs.list(prefix)}
         return sorted(VersionId(name) for name in names if name)
 
-    def newest_complete(self) -> VersionId | None:
-        """The newest complete version by id (only asked when the pointer is missing)."""
-        for version in reversed(self.list_versions()):
-            if self.is_complete(version):
-                return version
-        return None
-
     def delete_version(self, version: VersionId, state: EntryState = EntryState.RETIRED) -> None:
         """Mark the log entry first (a half-deleted version is never complete), then the data.
 

@@ -1,8 +1,9 @@
-"""The two-phase final merge: the lock only around a check and a pointer swap (DESIGN §2).
+"""The two-phase final merge: the lock only around a pointer read and a pointer swap (DESIGN §2).
 
     replay? (receipt; then, after the fetch, inputs digest vs receipt)
-    phase 1 (lock) ── read pointer + ETag, base complete? ── release ── already published here?
-    phase 2 (none) ── pin base ─ fetch intermediates ─ build ─ validate ─ upload to a fresh prefix
+    phase 1 (lock) ── read pointer + ETag (none: refuse, or opted in the published top) ── release
+    off the lock   ── pin base ─ base complete? ─ already published here? (replay)
+    phase 2 (none) ── build on the base ─ validate ─ upload to a fresh prefix
     phase 3 (lock) ── lease.verify ─ pointer CAS (If-Match: phase-1 ETag) ── release
                           │ refused (someone published since phase 1)
                           └─► discard our upload, back off, phase 1 again, REBASE (same

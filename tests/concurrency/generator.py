@@ -58,13 +58,22 @@ class HistoryPlan:
         return [b for w in self.workers for b in w.batches]
 
 
+REDELIVERY = 0.1  # the share of workers that also run a batch again (see ``_redeliver``)
+
+
 def generate(
-    index: int, base_seed: int = 0, *, min_workers: int = 2, max_workers: int = 8
+    index: int,
+    base_seed: int = 0,
+    *,
+    min_workers: int = 2,
+    max_workers: int = 8,
+    redelivery: float = REDELIVERY,
 ) -> HistoryPlan:
     """History ``index``: 2–8 workers, 1–2 batches each, legacy/two-phase mixed, one fault.
 
     The first ``len(COVERAGE)`` indices take their (fault, victim path) from ``COVERAGE``; later
-    ones draw both (a fault-free history now and then, as a control).
+    ones draw both (a fault-free history now and then, as a control). Then each worker, with
+    probability ``redelivery``, runs one batch again (``_redeliver``).
     """
     seed = base_seed * 100_003 + index
     rng = random.Random(seed)
@@ -86,7 +95,23 @@ def generate(
     victim = rng.randrange(n_workers)
     first, *rest = workers[victim].batches
     workers[victim] = WorkerPlan(victim, (with_path(first, path), *rest))
+    workers = _redeliver(workers, random.Random(seed * 7 + 3), redelivery)
     return HistoryPlan(index, seed, seed_rows, tuple(workers), fault, victim)
+
+
+def _redeliver(workers: list[WorkerPlan], rng: random.Random, rate: float) -> list[WorkerPlan]:
+    """A redelivery (Step Functions running a task again, a manual re-run): with probability
+    ``rate`` a worker ends with a duplicate of a batch drawn from all workers' — its own (a
+    re-run after it finished) or another's (possibly at the same time), same id and inputs, on
+    either path. Its own random stream, so the plans without redeliveries are unchanged."""
+    pool = [b for w in workers for b in w.batches]
+    out = []
+    for worker in workers:
+        if rng.random() < rate:
+            again = with_path(rng.choice(pool), rng.choice(PATHS))
+            worker = WorkerPlan(worker.worker, (*worker.batches, again))
+        out.append(worker)
+    return out
 
 
 def victim_path(plan: HistoryPlan) -> MergePath:

@@ -121,7 +121,8 @@ def test_missing_pointer_beside_versions_is_refused_then_rebuilt_on_opt_in(
     request = rig.batch("b", [fresh])
     versions = rig.store.list_versions()
 
-    with pytest.raises(SnapshotError, match=rf"newest: {a.version}.*SNAPMERGE_REBUILD_FROM_NEWEST"):
+    refusal = rf"newest published: {a.version}.*SNAPMERGE_REBUILD_FROM_NEWEST"
+    with pytest.raises(SnapshotError, match=refusal):
         rig.merger(path).run(request)
     assert rig.store.read_pointer() is None and rig.store.list_versions() == versions
     assert rig.blobs.list("intermediate/b/")  # inputs kept for the retry
@@ -141,11 +142,78 @@ def test_pointer_deleted_mid_run_is_refused_on_the_rebase(rig: Rig, path: str) -
         if step == "before_swap":
             rig.blobs.delete([Keys.pointer(DB)])
 
-    with pytest.raises(SnapshotError, match=f"newest: {seed.version}"):
+    with pytest.raises(SnapshotError, match=f"newest published: {seed.version}"):
         rig.merger(path, delete_pointer).run(request)
     assert rig.store.read_pointer() is None
     assert rig.store.list_versions() == [seed.version]  # the orphan upload went, the seed stays
     assert rig.blobs.list("intermediate/a/")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_missing_pointer_never_chooses_a_newer_upload_of_a_dead_run(rig: Rig, path: str) -> None:
+    """Adversarial finding F1: the newest complete version may be an upload whose run died
+    before its CAS. b publishes on the seed; a (built later, so its id sorts higher) uploads on
+    the same seed and dies. The base chosen and recommended must be b's, and a's retry then
+    applies a once on the rebuilt chain."""
+    base = rows(1, 10)
+    rig.seed(base)
+    first, second, fresh = rewrite(base, 2), rewrite(base, 3), rows(3, 4, start=200)
+    request_a = rig.batch("a", [second])
+    died: list[str] = []
+
+    def a_uploads_and_dies(step: str) -> None:
+        if step == "after_build" and not died:
+            died.append(step)
+            dying = rig.merger(path, crash_at("after_upload"), group_commit=False)
+            with pytest.raises(Crash):
+                dying.run(request_a)
+
+    b = rig.merger("two_phase", a_uploads_and_dies, group_commit=False).run(rig.batch("b", [first]))
+    assert died and rig.store.read_pointer().version == b.version  # type: ignore[union-attr]
+    orphan = max(v for v in rig.store.list_versions() if rig.store.is_complete(v))
+    assert orphan != b.version and rig.store.log.claims("a")[0].version == orphan  # the fault
+    rig.blobs.delete([Keys.pointer(DB)])
+    request_c = rig.batch("c", [fresh])
+
+    with pytest.raises(SnapshotError, match=rf"newest published: {b.version}") as refused:
+        rig.merger(path).run(request_c)
+    assert orphan not in str(refused.value)  # built on the seed, below b: an orphan, decidedly
+    result = rig.merger(path, rebuild_from_newest=True).run(request_c)
+    assert result.base_version == b.version
+    assert rig.snapshot() == synth.expected_state([base, first, fresh])  # b's publish kept
+
+    retry = rig.merger(path).run(request_a)
+    assert not retry.replayed and retry.base_version == result.version
+    assert rig.snapshot() == synth.expected_state([base, first, fresh, second])
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("then", ["replay", "next_publish"])
+def test_crash_between_swap_and_mark_is_found_by_the_replay_or_the_next_publish(
+    rig: Rig, path: str, then: str
+) -> None:
+    """The published mark is written after the CAS: a run that dies in between leaves its
+    version unmarked; its replay marks it, and a publish on top of it covers it by its base."""
+    base = rows(1, 10)
+    rig.seed(base)
+    first, later = rewrite(base, 2), rewrite(base, 3)
+    request = rig.batch("a", [first])
+    with pytest.raises(Crash):
+        rig.merger(path, crash_at("after_swap"), group_commit=False).run(request)
+    swapped = rig.store.read_pointer()
+    assert swapped is not None and swapped.version not in rig.store.log.published_marks()
+    writes = [base, first]
+    if then == "replay":
+        assert rig.merger(path).run(request).replayed
+        top = swapped.version
+    else:
+        top = rig.merger(path).run(rig.batch("b", [later])).version
+        writes.append(later)
+    rig.blobs.delete([Keys.pointer(DB)])
+
+    result = rig.merger(path, rebuild_from_newest=True).run(rig.batch("c", [rows(3, 4, 300)]))
+    assert result.base_version == top
+    assert rig.snapshot() == synth.expected_state([*writes, rows(3, 4, 300)])
 
 
 # -- case 4: a reused batch id with new inputs -----------------------------------------------------

@@ -1,10 +1,18 @@
-"""Which keys a finished batch may delete (``bases.batch_intermediates``), in memory."""
+"""What a final merge builds on with the pointer gone, and which keys a finished batch may delete
+(``snapmerge/bases.py``), in memory."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from snapmerge.adapters.memory import MemoryBlobStore
-from snapmerge.bases import batch_intermediates
-from snapmerge.domain import Database, FinalMergeRequest, Keys
+from snapmerge.bases import PublishedHead, batch_intermediates, published_head, resolve_base
+from snapmerge.commit_log import VersionManifest
+from snapmerge.domain import Database, FinalMergeRequest, Keys, Pointer, VersionId
+from snapmerge.errors import SnapshotError
+from snapmerge.snapshots import SnapshotStore
 
 
 def request(batch_id: str, *keys: str) -> FinalMergeRequest:
@@ -57,3 +65,54 @@ def test_a_batch_named_below_another_keeps_its_intermediates() -> None:
         blobs.put(key, b"x")
     assert batch_intermediates(blobs, request("b")) == sorted(own)
     assert batch_intermediates(blobs, request("b/chunk-1")) == sorted(others[:3])
+
+
+# -- the base with the pointer gone (adversarial finding F1) ------------------------------------
+def _upload(store: SnapshotStore, tmp: Path, base: VersionId | None, name: str) -> VersionId:
+    version = VersionId(name)
+    local = tmp / name
+    local.mkdir()
+    (local / "chroma.sqlite3").write_bytes(name.encode())
+    manifest = VersionManifest(version, base, f"batch-{name}", 1, 8, "two_phase", (), "2026-12-02")
+    store.upload_version(version, local, manifest)
+    return version
+
+
+def test_the_published_top_is_chosen_and_an_unmarked_upload_on_it_only_named(
+    tmp_path: Path,
+) -> None:
+    store = SnapshotStore(MemoryBlobStore(), Database.WORDS)
+    seed = _upload(store, tmp_path, None, "20260101_000000_a")
+    store.log.mark_published(seed)
+    published = _upload(store, tmp_path, seed, "20260101_000001_b")  # marked by its successor
+    later = _upload(store, tmp_path, published, "20260101_000002_c")
+    store.log.mark_published(later)
+    orphan = _upload(store, tmp_path, published, "20260101_000009_d")  # died before its CAS
+    on_top = _upload(store, tmp_path, later, "20260101_000003_e")  # died around its CAS
+
+    head = published_head(store)
+    assert head == PublishedHead(later, undecided=(on_top,))
+    assert resolve_base(store, rebuild_from_newest=True) == Pointer(later, "", exists=False)
+    with pytest.raises(SnapshotError, match=f"newest published: {later}") as refused:
+        resolve_base(store, rebuild_from_newest=False)
+    assert f"Not chosen: {on_top}" in str(refused.value) and orphan not in str(refused.value)
+
+
+def test_no_record_of_a_publish_or_two_tops_is_refused_even_opted_in(tmp_path: Path) -> None:
+    store = SnapshotStore(MemoryBlobStore(), Database.WORDS)
+    first = _upload(store, tmp_path, None, "20260101_000000_a")
+    with pytest.raises(SnapshotError, match=f"no record says which version.*{first}"):
+        resolve_base(store, rebuild_from_newest=True)
+    left = _upload(store, tmp_path, first, "20260101_000001_b")
+    right = _upload(store, tmp_path, first, "20260101_000002_c")
+    store.log.mark_published(left)
+    store.log.mark_published(right)  # only a writer outside the protocol forks the chain
+    with pytest.raises(SnapshotError, match=f"several tops \\({left}, {right}\\)"):
+        resolve_base(store, rebuild_from_newest=True)
+
+
+def test_an_empty_prefix_is_a_first_publish(tmp_path: Path) -> None:
+    assert (
+        resolve_base(SnapshotStore(MemoryBlobStore(), Database.WORDS), rebuild_from_newest=False)
+        is None
+    )

@@ -1,7 +1,8 @@
-"""``snapmerge gc``: orphans and expired markers listed by default, deleted only with --apply."""
+"""``snapmerge gc``: what crashed merges leave, listed by default, deleted only with --apply."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,9 +10,11 @@ import pytest
 
 from snapmerge import gc
 from snapmerge.adapters.memory import MemoryBlobStore
+from snapmerge.change_sets import ChangeSets
 from snapmerge.cli import main
 from snapmerge.commit_log import EntryState, VersionManifest
 from snapmerge.domain import Database, Keys, VersionId
+from snapmerge.group_commit import PENDING, WITHDRAWN, PendingBatch, PendingQueue
 from snapmerge.snapshots import SnapshotStore
 from tests.conftest import AwsEnv
 
@@ -107,3 +110,125 @@ def test_cli_gc_is_a_dry_run_by_default(aws: AwsEnv, capsys: pytest.CaptureFixtu
     assert f"deleted {prefix}" in capsys.readouterr().out
     assert store.blobs.list(prefix) == []
     assert store.blobs.get(Keys.pointer(DB)) is None  # nothing else touched
+
+
+# -- the commit log's and group commit's leftovers -------------------------------------------------
+LATER = NOW + timedelta(days=2)  # when gc runs: everything written at NOW is past the grace
+
+
+def entry_at(version: VersionId, base: VersionId | None, when: datetime) -> VersionManifest:
+    return VersionManifest(
+        version, base, f"batch-{version[-1]}", 1, 8, "two_phase", (), when.isoformat()
+    )
+
+
+def upload(store: SnapshotStore, tmp: Path, version: VersionId, base: VersionId | None) -> None:
+    src = tmp / version
+    src.mkdir()
+    (src / "chroma.sqlite3").write_bytes(version.encode())
+    store.upload_version(version, src, entry_at(version, base, NOW))
+
+
+def claim(store: SnapshotStore, batch: str, version: VersionId, when: datetime) -> str:
+    key = Keys.claim(DB, batch, version)
+    body = {"batch_id": batch, "version": version, "inputs_digest": f"in-{batch}"}
+    store.blobs.put(key, json.dumps({**body, "created_at": when.isoformat()}).encode())
+    return key
+
+
+def change_set(store: SnapshotStore, version: VersionId) -> None:
+    changes = ChangeSets(store.blobs, DB)
+    store.blobs.put(changes.data_prefix(version) + "0000/chroma.sqlite3", b"x")
+    store.blobs.put(changes.marker_key(version), json.dumps({"version": version}).encode())
+
+
+def pending(store: SnapshotStore, seq: int, batch: str, state: str = PENDING) -> str:
+    queue = PendingQueue(store.blobs, DB)
+    item = PendingBatch(seq, batch, (f"intermediate/{batch}/chunk-0/",), f"in-{batch}", state=state)
+    store.blobs.put(queue.key(seq), item.body())
+    return queue.key(seq)
+
+
+def test_claims_pending_batches_change_sets_and_empty_entries(
+    store: SnapshotStore, tmp_path: Path
+) -> None:
+    seed, published = version_at(NOW, "a"), version_at(NOW, "b")
+    upload(store, tmp_path, seed, None)
+    store.write_pointer(seed, None)
+    upload(store, tmp_path, published, seed)
+    store.write_pointer(published, store.read_pointer())
+    dead_run = version_at(NOW, "c")  # uploaded on the seed, its run died before its CAS
+    upload(store, tmp_path, dead_run, seed)
+    in_flight = version_at(NOW, "d")  # uploaded, its CAS still to come
+    upload(store, tmp_path, in_flight, published)
+    store.mark_inflight(in_flight, in_flight, timedelta(days=5))
+    discarded = version_at(NOW, "e")
+    upload(store, tmp_path, discarded, seed)
+    store.delete_version(discarded, EntryState.DISCARDED)
+    empty_old, empty_young = version_at(NOW, "f"), version_at(LATER, "g")
+    store.log.begin(entry_at(empty_old, published, NOW))
+    store.log.begin(entry_at(empty_young, published, LATER))
+
+    kept = [
+        claim(store, "b", published, NOW),  # on the chain: a retry replays from it
+        claim(store, "d", in_flight, NOW),  # protected by its in-flight marker
+        claim(store, "late", dead_run, LATER),  # young
+    ]
+    gone = [claim(store, "c", dead_run, NOW), claim(store, "e", discarded, NOW)]
+    for version in (published, dead_run, in_flight, discarded):
+        change_set(store, version)
+    done = pending(store, 1, "b")  # published (claim on the chain)
+    withdrawn = pending(store, 2, "bad", WITHDRAWN)
+    fresh = pending(store, 3, "fresh")  # nobody published it yet: a builder will
+    orphaned = pending(store, 4, "c")  # its claim is off the chain: not published
+    highest = pending(store, 5, "b")  # published, but the highest number is never deleted
+
+    found = gc.plan(store, now=LATER)
+
+    assert found.orphans == ()
+    assert found.empty_entries == (empty_old,)
+    assert sorted(found.orphan_claims) == sorted(gone)
+    assert sorted(found.pending) == sorted([done, withdrawn])
+    assert sorted(found.change_sets) == sorted([dead_run, discarded])
+    before = set(store.blobs.list(""))  # type: ignore[attr-defined]
+    gc.apply(store, found)
+    after = set(store.blobs.list(""))  # type: ignore[attr-defined]
+    assert set([*kept, fresh, orphaned, highest]) <= after
+    assert not set([*gone, done, withdrawn]) & after
+    assert store.log.entry(empty_old) is None and store.log.entry(empty_young) is not None
+    changes = ChangeSets(store.blobs, DB)
+    assert changes.versions() == sorted([published, in_flight])
+    removed = before - after
+    assert all(
+        k in [*gone, done, withdrawn, Keys.manifest(DB, empty_old)] or k.startswith(changes.prefix)
+        for k in removed
+    )
+
+
+def test_without_a_pointer_no_claim_pending_batch_or_change_set_is_collected(
+    store: SnapshotStore, tmp_path: Path
+) -> None:
+    seed, dead_run = version_at(NOW, "a"), version_at(NOW, "c")
+    upload(store, tmp_path, seed, None)
+    upload(store, tmp_path, dead_run, seed)
+    claim(store, "c", dead_run, NOW)
+    change_set(store, dead_run)
+    pending(store, 1, "c", WITHDRAWN)
+    pending(store, 2, "x")
+
+    found = gc.plan(store, now=LATER)
+
+    assert (found.orphan_claims, found.pending, found.change_sets) == ((), (), ())
+
+
+def test_an_empty_entry_an_upload_moves_on_meanwhile_is_kept(store: SnapshotStore) -> None:
+    version = version_at(NOW, "a")
+    etag = store.log.begin(entry_at(version, None, NOW))
+    found = gc.plan(store, now=LATER)
+    assert found.empty_entries == (version,)
+    store.log.advance(entry_at(version, None, NOW), etag, EntryState.COMPLETE)  # it went on
+
+    gc.apply(store, found)
+
+    entry = store.log.entry(version)
+    assert entry is not None and entry.state == EntryState.COMPLETE
