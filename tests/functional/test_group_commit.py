@@ -212,6 +212,36 @@ def test_a_free_crowd_with_legacy_interleaved_keeps_every_batch_once(rig: Rig) -
         assert name in next(e.consumed for e in chain if e.version == result.version)
 
 
+def test_a_waiter_answers_as_soon_as_the_pointer_names_its_batch(rig: Rig) -> None:
+    """The builder publishes both batches, then stalls (its marker still ``building``, its
+    heartbeat beating) until the waiter has answered: the waiter must see its batch in the
+    pointer, not wait for the marker to change. (Before: it looked at the pointer only when the
+    marker changed, so the builder's wait below ran out and the waiter answered after it.)"""
+    h = History(rig)
+    h.batch("w0", 0)
+    h.batch("w1", 1)
+    taken, answered = threading.Event(), threading.Event()
+    waiting = builder_waiting_for(rig, 2, taken)
+    released: list[bool] = []
+
+    def stall_after_swap(step: str) -> None:
+        waiting(step)
+        if step == "after_swap":
+            released.append(answered.wait(30))
+
+    first = h.start("w0", hooks=stall_after_swap)
+    taken.wait(60)
+    second = h.start("w1")
+    second.join(90)
+    answered.set()
+    first.join(120)
+
+    assert released == [True]  # the waiter answered while the builder was still stalled
+    assert h.errors == {}
+    assert h.results["w1"].published_by == "w0" and not h.results["w1"].replayed
+    assert violations(h) == []
+
+
 # -- builders that fail ---------------------------------------------------------------------------
 def test_a_dead_builders_marker_is_taken_over_after_it_stops_beating(rig: Rig) -> None:
     h = History(rig)
