@@ -13,7 +13,9 @@ the lock holds measured are the GIL's, not the path's. ``threads=True`` keeps th
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue as queuelib
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 
 from bench.common import bench_kit, merger
 from bench.recording import RecordingBlobStore, RecordingLeaseTable, RunRecord
+from snapmerge import synth
 from snapmerge.adapters.chroma_index import ChromaIndex
 from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
 from snapmerge.adapters.s3_store import S3BlobStore
@@ -85,6 +88,25 @@ class Crowd:
             context = multiprocessing.get_context("spawn")  # no fork of a threaded server
             self._manager = context.Manager()
             self._pool = ProcessPoolExecutor(max_workers=size, mp_context=context)
+            self._warm(size)
+
+    def _warm(self, size: int) -> None:
+        """Start every process and open ChromaDB once in each before any run is timed.
+
+        The pool starts a process only when no idle one is left, and a process's first ChromaDB
+        client costs a second or more: unwarmed, whichever path ran first at a level paid that
+        for every process it was the first to use (at level 1 with the order alternating by
+        level, always the same path).
+        """
+        assert self._pool is not None
+        ready: _Queue = self._manager.Queue()
+        go: _Event = self._manager.Event()
+        futures = [self._pool.submit(_warm_one, ready, go) for _ in range(size)]
+        for _ in range(size):  # each task holds its process until all have started
+            ready.get(timeout=START_TIMEOUT_S)
+        go.set()
+        for future in futures:
+            future.result()
 
     def run(self, jobs: Sequence[Job]) -> tuple[float, list[Outcome]]:
         """Start every job at once; return (makespan in seconds, outcomes in job order)."""
@@ -121,6 +143,16 @@ class Crowd:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _warm_one(ready: _Queue, go: _Event) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-warm-") as tmp:
+        engine = ChromaIndex()
+        rows = synth.records(1, 4, 8)
+        synth.write_index(engine, Path(tmp) / "warm", rows, "warm")
+        engine.digest(Path(tmp) / "warm")
+    ready.put(os.getpid())
+    go.wait(START_TIMEOUT_S)
 
 
 def _into(future: Future[Outcome], job: Job, ready: _Queue, go: _Event) -> None:

@@ -143,6 +143,11 @@ def demo_plan(opts: Options, name: str) -> RolloutPlan:
                 # hundred ms; the injected regression adds --regression-ms to every publish.
                 {"metric": "LockHoldTime", "kind": "latency", "worse": "higher",
                  "tolerance": 0, "critical": True, "against": "budget", "budget": 400},
+                # The whole final merge against legacy's in the same window (the default plan's
+                # guardrail): a two-phase path that holds the lock briefly but takes longer end
+                # to end (every publish invalidating the builds in flight) must not promote.
+                {"metric": "FinalMergeDuration", "kind": "latency", "worse": "higher",
+                 "tolerance": 0.1, "critical": True, "against": "baseline"},
                 {"metric": "MergeErrors", "kind": "rate", "worse": "higher",
                  "tolerance": 0.2, "critical": True},
                 {"metric": "CASFailures", "kind": "rate", "worse": "higher",

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
-import shutil
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import TYPE_CHECKING
 from snapmerge.change_sets import ChangeSets, prune_changes, rebase_build
 from snapmerge.commit_log import EntryState
 from snapmerge.deltas import fetch_delta
-from snapmerge.domain import LATEST_DIRECT, Database, FinalMergeRequest, Pointer
+from snapmerge.domain import LATEST_DIRECT, FinalMergeRequest, Pointer
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError, StoreError
 from snapmerge.exactly_once import Replay, inputs_digest, prior_publish, receipt_payload
 from snapmerge.group_commit import (
@@ -45,7 +43,6 @@ from snapmerge.group_commit import (
 )
 from snapmerge.lock import Lease
 from snapmerge.merging import BuiltVersion
-from snapmerge.ports import IndexEngine
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +82,6 @@ class GroupCommit:
         self._rng = rng or random.Random()
         self._fetched: dict[int, list[Path] | None] = {}
         self._paths: list[Path] = []  # the sources of the last build, in apply order
-        self._digest: Future[str] | None = None  # the last build's content digest, computing
 
     # -- the loop ------------------------------------------------------------------------------
     def publish(
@@ -106,17 +102,17 @@ class GroupCommit:
         deadline = time.monotonic() + settings.group_wait.total_seconds()
         watch = Watch(settings.group_stale.total_seconds())
         poll = min(POLL_S, settings.group_beat.total_seconds())
-        last: tuple[str, str, tuple[str, ...]] | None = None
+        seen: Pointer | bool | None = False  # the pointer at our last look (False: none yet)
         waited = False
         try:
             while True:
                 marker = slot.read()
-                shape = None if marker is None else (marker.state, marker.owner, marker.batches)
-                if last is None or shape != last:  # first look, or the builder moved on
-                    prior = kit.already_published(request, inputs, store.read_pointer())
+                pointer = store.read_pointer()
+                if pointer != seen:  # first look, or a publish since: is ours in it?
+                    prior = kit.already_published(request, inputs, pointer)
                     if prior is not None:
                         return GroupOutcome(prior, waited=waited)
-                last = shape or ("", "", ())
+                    seen = pointer
                 late = time.monotonic() >= deadline
                 live = marker is not None and marker.state == BUILDING and not watch.dead(marker)
                 if live and not late:
@@ -124,8 +120,7 @@ class GroupCommit:
                     self.path._sleep(poll_delay(self._rng, poll))
                     continue
                 etag = None if late else slot.take(owner, marker)
-                if etag is None and not late:
-                    last = None  # someone else took it: look again (and at the pointer)
+                if etag is None and not late:  # someone else took it: look again
                     self.path._sleep(poll_delay(self._rng, poll / 5))
                     continue
                 out = self._build(request, mine, sources, inputs, work, meter, slot, owner, etag)
@@ -303,7 +298,6 @@ class GroupCommit:
         with the change sets of the publishes since, when every one has one and every batch we
         no longer apply is one of theirs (docs/adr/0008); else build in full.
         """
-        self._digest = None  # never a digest left from an earlier attempt's build
         group, paths = [], []
         for batch in chosen.group:
             got = sources if batch.seq == mine.seq else self._sources(request, batch, work)
@@ -381,37 +375,16 @@ class GroupCommit:
         )
         built = replace(built, manifest=replace(built.manifest, batches=group_payload(group)))
         self.path._validate(request, built)
-        self._digest = self._digest_aside(built.directory, dest / "digest-copy")
         return built
-
-    def _digest_aside(self, directory: Path, copy: Path) -> Future[str]:
-        """The content digest (an O(snapshot) read), computed on a copy while we upload."""
-        shutil.rmtree(copy, ignore_errors=True)
-        shutil.copytree(directory, copy)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group-digest")
-        try:
-            return pool.submit(_digest_then_drop, self.kit.engine, copy)
-        finally:
-            pool.shutdown(wait=False)
-
-    def _with_digest(self, db: Database, built: BuiltVersion) -> BuiltVersion:
-        """Our upload's log entry, still unpublished, gets the digest computed beside it."""
-        job, self._digest = self._digest, None
-        if job is None:
-            return built
-        digest = job.result()
-        log_ = self.kit.store(db).log
-        found = log_.read(built.version)
-        if found is None:
-            raise SnapshotError(f"log entry of {built.version} vanished before its publish")
-        entry, etag = found
-        log_.advance(replace(entry, digest=digest), etag, EntryState.COMPLETE)
-        return replace(built, manifest=replace(built.manifest, digest=digest))
 
     def _sources(
         self, request: FinalMergeRequest, batch: PendingBatch, work: Path
     ) -> list[Path] | None:
-        """Another batch's intermediates, fetched once; None if gone or not what it enqueued."""
+        """Another batch's intermediates, fetched once; None if gone or not what it enqueued.
+
+        A read that fails (``StoreError``) raises: leaving the batch out would apply the later
+        ones before it, and for an id both write the earlier-enqueued write would win.
+        """
         if batch.seq in self._fetched:
             return self._fetched[batch.seq]
         dest = local_dir(work, batch)
@@ -428,7 +401,7 @@ class GroupCommit:
             ]
             if inputs_digest(request.database, paths) == batch.inputs_digest:
                 got = paths
-        except (MergeInputError, StoreError):
+        except MergeInputError:  # gone (published and cleaned up meanwhile) or unreadable
             got = None
         self._fetched[batch.seq] = got
         return got
@@ -444,7 +417,6 @@ class GroupCommit:
             for batch in group:
                 if batch.batch_id != request.batch_id:
                     log_.write_claim(batch.batch_id, built.version, batch.inputs_digest)
-            built = self._with_digest(db, built)
         except BaseException:
             self._discard(request, built, group)
             raise
@@ -510,10 +482,3 @@ class GroupCommit:
                 self.kit.delete_intermediates(batch.request(db))
         PendingQueue(self.kit.blobs, db).forget([*out.group, *out.done], out.highest)
         prune_changes(self.kit, db)
-
-
-def _digest_then_drop(engine: IndexEngine, copy: Path) -> str:
-    try:
-        return engine.digest(copy)
-    finally:
-        shutil.rmtree(copy, ignore_errors=True)

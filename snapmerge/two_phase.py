@@ -258,7 +258,9 @@ class TwoPhaseFinalMerge:
                 self.kit, request, prev, base, sources, inputs, (), dest, self.path
             )
         if built is None:
-            built = self.kit.build(request, base, sources, self.path, dest, inputs=inputs)
+            built = self.kit.build(
+                request, base, sources, self.path, dest, inputs=inputs, digest=False
+            )
         self._validate(request, built)
         if not self.upload_in_phase3:
             built = self.kit.upload(request.database, built)
@@ -329,8 +331,10 @@ class TwoPhaseFinalMerge:
         """Build on exactly ``base`` from the same intermediates; upload and publish nothing.
 
         No replay check (in shadow mode the legacy publish of this batch already exists) and no
-        in-flight marker (that would be a write). The result's ``digest`` is what a real publish
-        on the same base would hold.
+        in-flight marker (that would be a write). The result's ``digest`` is the content digest of
+        what a real publish on the same base holds: the one result that is compared with another
+        (legacy's, in shadow mode), so the one a two-phase run computes. A publish skips that
+        O(snapshot) read, as legacy does unless it is shadowed.
         """
         started = time.monotonic()
         pointer = Pointer(base, etag="") if base is not None else None

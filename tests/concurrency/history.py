@@ -12,6 +12,7 @@ landing order is the order the replies came back, and two writes may race inside
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -22,6 +23,8 @@ from snapmerge.domain import FinalMergeResult, VersionId
 from snapmerge.ports import BlobStore, LeaseGrant, LeaseTable
 from snapmerge.snapshots import VersionManifest, completed_entry
 from tests.concurrency.delegate import DelegatingBlobStore
+
+PENDING_DIR = "/snapshot/pending/"  # snapmerge.group_commit.pending_prefix, for any database
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,17 @@ class Outcome:
     error: BaseException | None
 
 
+@dataclass(frozen=True)
+class Enqueue:
+    """A group-commit pending object a worker created (``If-None-Match`` landed): the batch
+    and the number it took, in creation order."""
+
+    seq: int
+    worker: int
+    batch_id: str
+    number: int
+
+
 @dataclass
 class History:
     seed_version: VersionId
@@ -56,6 +70,7 @@ class History:
     manifest_seq: dict[VersionId, int] = field(default_factory=dict)
     deleted_keys: list[tuple[int, str]] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
+    enqueues: list[Enqueue] = field(default_factory=list)
     fault_fired: bool = False  # set by the runner from the victim's nemesis after the run
     pointer_lock: threading.Lock = field(default_factory=threading.Lock)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
@@ -158,6 +173,8 @@ class RecordingBlobStore(DelegatingBlobStore):
             if manifest is not None:
                 self.history.manifests[manifest.version] = manifest
                 self.history.manifest_seq[manifest.version] = self.history.next_seq()
+            if if_none_match and PENDING_DIR in key:
+                self._enqueued(body)
             return etag
         with self.history.pointer_lock if self.ordered else nullcontext():
             grant = self.leases.current
@@ -176,6 +193,11 @@ class RecordingBlobStore(DelegatingBlobStore):
                 )
             )
             return etag
+
+    def _enqueued(self, body: bytes) -> None:
+        raw = json.loads(body)
+        entry = Enqueue(self.history.next_seq(), self.worker, str(raw["batch_id"]), int(raw["seq"]))
+        self.history.enqueues.append(entry)
 
     def delete(self, keys: Sequence[str]) -> None:
         self.inner.delete(keys)

@@ -2,9 +2,12 @@
 
 1. Every batch is applied exactly once, and every record holds its last write: the expected
    state is the seed, then each published batch's chunks folded in the order of its FIRST
-   publish. A batch published again after later batches would revert their writes, so a second
+   publish (a group-commit version applies several batches, in the order its manifest names).
+   A batch published again after later batches would revert their writes, so a second
    publish is a violation, and so is any record (of any batch, or of the seed) whose content in
-   the pointer's snapshot differs from that expected state, or that should not be there.
+   the pointer's snapshot differs from that expected state, or that should not be there. Group
+   commit: every batch is applied under a number it enqueued, and for an id two enqueued batches
+   write, the later-enqueued one is applied last (its write wins).
 2. The pointer names a complete, readable snapshot, and the chain is linear: each publish's base
    is the version published just before it; each version was complete before it was named.
 3. No publish by an expired holder: every pointer write was sent by a worker holding a lease the
@@ -52,6 +55,7 @@ def check(plan: HistoryPlan, history: History, final: FinalState) -> list[Violat
     out: list[Violation] = []
     out += _chain(history, final)
     out += _exactly_once(history)
+    out += _enqueue_order(plan, history)
     out += _content(plan, history, final)
     out += _fencing(history)
     out += _results(history)
@@ -105,6 +109,41 @@ def _exactly_once(history: History) -> list[Violation]:
         for batch_id, n in sorted(Counter(order).items())
         if n > 1
     ]
+
+
+def _enqueue_order(plan: HistoryPlan, history: History) -> list[Violation]:
+    """Group commit: each batch applied under a number it really enqueued, and for an id two
+    enqueued batches write, the later-enqueued one applied after the other (so its write is the
+    last, which ``_content`` then checks in the snapshot). Legacy publishes have no number: they
+    are ordered by their publish."""
+    made = {(e.batch_id, e.number) for e in history.enqueues}
+    writes = {b.batch_id: {r.id for c in b.chunks for r in c} for b in plan.batches}
+    applied: list[tuple[str, int]] = []
+    out = []
+    for publish in history.publishes:
+        manifest = history.manifests.get(publish.version)
+        for batch_id, _, number in manifest.batches if manifest else ():
+            if (batch_id, number) not in made:
+                out.append(
+                    Violation(
+                        "1",
+                        f"{publish.version} applied {batch_id} as number {number},"
+                        " which no worker enqueued for it",
+                    )
+                )
+            applied.append((batch_id, number))
+    for i, (first, n_first) in enumerate(applied):
+        for later, n_later in applied[i + 1 :]:
+            shared = writes.get(first, set()) & writes.get(later, set())
+            if later != first and n_later < n_first and shared:
+                out.append(
+                    Violation(
+                        "1",
+                        f"{later} (enqueued {n_later}) applied after {first} (enqueued"
+                        f" {n_first}), both write {min(shared)}: the later-enqueued must win",
+                    )
+                )
+    return out
 
 
 def _content(plan: HistoryPlan, history: History, final: FinalState) -> list[Violation]:

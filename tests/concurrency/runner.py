@@ -36,8 +36,8 @@ from snapmerge.seeding import seed_snapshot
 from snapmerge.snapshots import SnapshotStore
 from snapmerge.transfer import upload_directory
 from snapmerge.two_phase import TwoPhaseFinalMerge
-from tests.concurrency.choreography import Script
-from tests.concurrency.generator import BatchPlan, HistoryPlan, WorkerPlan
+from tests.concurrency.choreography import Script, signal, wait
+from tests.concurrency.generator import BatchPlan, HistoryPlan, WorkerPlan, victim_path
 from tests.concurrency.history import History, RecordingBlobStore, RecordingLeaseTable
 from tests.concurrency.invariants import FinalState
 from tests.concurrency.nemesis import Fault, FaultyBlobStore, FaultyLeaseTable, Nemesis
@@ -102,7 +102,10 @@ def run_history(
             if not batch.late_upload:
                 uploads.request(worker.worker, n, batch)
     history = History(seed.version)
-    script = script or Script()
+    if script is None:
+        script = Script()
+        if variant.race_step is None:
+            _victim_builds_first(plan, script)
     script.blobs = raw
     two_phase = sum(b.path is MergePath.TWO_PHASE for b in plan.batches)
     barrier = threading.Barrier(two_phase) if variant.race_step else None
@@ -122,6 +125,23 @@ def run_history(
     script.release_all()
     history.fault_fired = any(n.fired for n in victims)
     return history, _final_state(raw, engine, workdir / "final")
+
+
+def _victim_builds_first(plan: HistoryPlan, script: Script) -> None:
+    """Group commit: a two-phase victim takes the builder marker before the others start.
+
+    Left to the scheduler, the victim's batch is often published by another worker's build and
+    the victim never reaches the step its fault is at (the fault never fires: the history tests
+    nothing). Ordered, the others enqueue while the victim builds and wait for it: a builder
+    that crashes, loses its lease, stalls or loses its reply while others wait.
+    """
+    if plan.fault is Fault.NONE or victim_path(plan) is not MergePath.TWO_PHASE:
+        return
+    script.at(plan.victim, "builder", signal("victim-building"))
+    script.at(plan.victim, "done", signal("victim-building"))
+    for worker in plan.workers:
+        if worker.worker != plan.victim:
+            script.at(worker.worker, "start", wait("victim-building"))
 
 
 class _Uploads:

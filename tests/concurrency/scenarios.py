@@ -188,3 +188,72 @@ def version_collision(path: MergePath) -> tuple[HistoryPlan, Script]:
 
 
 Builder = Callable[[MergePath], tuple[HistoryPlan, Script]]
+
+
+# -- group commit (issue 12) ----------------------------------------------------------------------
+GROUP = ("g0", "g1", "g2")
+
+
+def group_builder_fault(
+    fault: Fault, *, legacy_between: bool = False, redelivered: bool = False
+) -> tuple[HistoryPlan, Script]:
+    """Worker 0 takes the group-commit builder marker and holds it until workers 1 and 2 have
+    enqueued (they then wait for it); ``fault`` hits worker 0 as that builder. Optionally a
+    legacy worker publishes while worker 0 builds (``legacy_between``), and a redelivery of
+    g1's batch runs once everyone else is done (``redelivered``: a retry of a consumed batch)."""
+    seed = 10_012
+    rows = _seed(seed)
+    batches = [_batch(seed, k, rows, b, MergePath.TWO_PHASE) for k, b in enumerate(GROUP)]
+    if legacy_between:
+        batches.append(_batch(seed, 3, rows, "legacy", MergePath.LEGACY))
+    if redelivered:
+        batches.append(batches[1])
+    plan = _plan(seed, rows, batches)
+    plan = HistoryPlan(plan.index, seed, rows, plan.workers, fault, victim=0)
+    script = Script()
+    script.at(0, "builder", signal("building"), wait("enqueued-1"), wait("enqueued-2"))
+    for k in (1, 2):
+        script.at(k, "start", wait("building"))
+        script.at(k, "enqueued", signal(f"enqueued-{k}"))
+    if legacy_between:
+        script.at(0, "after_build", signal("built"), wait("legacy-done"))
+        script.at(3, "start", wait("built"))
+        script.at(3, "done", signal("legacy-done"))
+    if redelivered:
+        last = len(batches) - 1
+        for k in range(last):
+            script.at(k, "done", signal(f"done-{k}"))
+        script.at(last, "start", *(wait(f"done-{k}") for k in range(last)))
+    return plan, script
+
+
+def reapplied_consumed() -> tuple[HistoryPlan, Script]:
+    """For the negative control: g0 builds g0 + g1; g1's pending object (the highest number)
+    stays, as it must; its intermediates are put back (same bytes) before g2 runs, so a builder
+    that skips the claims check of other batches applies g1 a second time."""
+    seed = 10_013
+    rows = _seed(seed)
+    batches = [_batch(seed, k, rows, b, MergePath.TWO_PHASE) for k, b in enumerate(GROUP)]
+    plan = _plan(seed, rows, batches)
+    saved: dict[str, bytes] = {}
+    prefix = "intermediate/g1/"
+
+    def save(blobs: BlobStore) -> None:
+        for key in blobs.list(prefix):
+            blob = blobs.get(key)
+            assert blob is not None
+            saved[key] = blob.body
+
+    def restore(blobs: BlobStore) -> None:
+        for key, body in saved.items():
+            blobs.put(key, body)
+
+    script = Script()
+    script.at(0, "start", do(save))
+    script.at(0, "builder", signal("building"), wait("enqueued-1"))
+    script.at(1, "start", wait("building"))
+    script.at(1, "enqueued", signal("enqueued-1"))
+    script.at(0, "done", signal("done-0"))
+    script.at(1, "done", signal("done-1"))
+    script.at(2, "start", wait("done-0"), wait("done-1"), do(restore))
+    return plan, script

@@ -25,7 +25,7 @@ from snapmerge.domain import (
 )
 from snapmerge.snapshots import VersionManifest
 from tests.concurrency.generator import BatchPlan, HistoryPlan, WorkerPlan
-from tests.concurrency.history import History, Outcome, Publish
+from tests.concurrency.history import Enqueue, History, Outcome, Publish
 from tests.concurrency.invariants import FinalState, check
 from tests.concurrency.nemesis import Fault, WorkerCrash
 
@@ -82,6 +82,12 @@ def _clean() -> Case:
 
 def test_the_clean_history_passes() -> None:
     case = _clean()
+    assert check(case.plan, case.history, case.final) == []
+
+
+def test_the_clean_history_as_group_commit_passes() -> None:
+    case = _clean()
+    _group(case, a=1, b=2)
     assert check(case.plan, case.history, case.final) == []
 
 
@@ -177,6 +183,26 @@ def _victims_error_elsewhere(c: Case) -> None:
     c.history.outcomes.insert(2, Outcome(7, 1, "B", 0, None, WorkerCrash("not the victim")))
 
 
+def _group(c: Case, a: int, b: int, applied_b: int | None = None) -> None:
+    """Make A and B group-commit batches enqueued as numbers ``a`` and ``b`` (B applied as
+    ``applied_b``); each still publishes alone, A first."""
+    c.history.enqueues = [Enqueue(0, 0, "A", a), Enqueue(1, 1, "B", b)]
+    for version, batch, number in ((VA, "A", a), (VB, "B", b if applied_b is None else applied_b)):
+        c.history.manifests[version] = replace(
+            c.history.manifests[version], batches=((batch, "d", number),)
+        )
+
+
+def _enqueued_later_applied_first(c: Case) -> None:
+    """B was enqueued before A, but A was applied first: for seed 0 (both write it) the
+    earlier-enqueued B's write wins, though the snapshot is consistent with the apply order."""
+    _group(c, a=2, b=1)
+
+
+def _applied_under_a_number_never_enqueued(c: Case) -> None:
+    _group(c, a=1, b=2, applied_b=5)
+
+
 CASES: dict[str, tuple[Callable[[Case], None], str, str]] = {
     "named with no manifest": (_drop_manifest, "2", "named with no manifest"),
     "named before complete": (_late_manifest, "2", "named before it was complete"),
@@ -184,6 +210,16 @@ CASES: dict[str, tuple[Callable[[Case], None], str, str]] = {
     "pointer not the last publish": (_stale_pointer, "2", "last publish was vB"),
     "pointer's version incomplete": (_incomplete, "2", "not complete/readable"),
     "batch applied twice": (_applied_twice, "1", "batch A applied 2 times"),
+    "later-enqueued applied first": (
+        _enqueued_later_applied_first,
+        "1",
+        "B (enqueued 1) applied after A (enqueued 2)",
+    ),
+    "applied under a number never enqueued": (
+        _applied_under_a_number_never_enqueued,
+        "1",
+        "applied B as number 5, which no worker enqueued",
+    ),
     "record never published": (_extra_record, "1", "stray-0 (of None) was never published"),
     "record lost": (_lost, "1", f"{B_ROWS[0].id} of B is lost"),
     "write reverted": (_reverted, "1", "expected B's, holds A's"),
@@ -222,6 +258,7 @@ def test_a_second_application_is_seen_as_a_revert_too() -> None:
 BRANCHES = (
     "_chain",
     "_exactly_once",
+    "_enqueue_order",
     "_content",
     "_fencing",
     "_results",

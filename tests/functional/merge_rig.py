@@ -34,6 +34,12 @@ from snapmerge.two_phase import TwoPhaseFinalMerge
 DB = Database.WORDS
 DIM = 8
 PATHS = ("legacy", "two_phase")
+NESTED: dict[str, Any] = {"group_wait": timedelta(seconds=1)}
+"""Settings of a run started from inside another run (its hook, its lock wait). The outer run
+holds the group-commit builder marker and its heartbeat thread keeps beating, but it cannot go
+on until the nested run returns: a wait-for cycle that two real executions never form (a builder
+waits only for the lock, which no waiter holds). Nothing is published meanwhile, so only the
+bound on waiting (``group_wait``, 120 s by default) ends it: keep that bound short here."""
 
 
 class Crash(Exception):

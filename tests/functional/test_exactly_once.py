@@ -18,7 +18,7 @@ from snapmerge.domain import Keys, LockScope, VersionId
 from snapmerge.errors import MergeInputError, SnapshotError, StoreError
 from snapmerge.seeding import seed_snapshot
 from tests.conftest import AwsEnv
-from tests.functional.merge_rig import DB, PATHS, Crash, Rig, crash_at, make_rig, rows
+from tests.functional.merge_rig import DB, NESTED, PATHS, Crash, Rig, crash_at, make_rig, rows
 
 
 @pytest.fixture
@@ -73,8 +73,8 @@ def test_duplicate_run_that_waited_for_the_lock_replays_not_reapplies(
     results = []
 
     def meanwhile() -> None:  # while the duplicate waits for the lock: a publishes, then b
-        results.append(rig.merger(path).run(request))
-        results.append(rig.merger(path).run(rig.batch("b", [second])))
+        results.append(rig.merger(path, **NESTED).run(request))
+        results.append(rig.merger(path, **NESTED).run(rig.batch("b", [second])))
 
     duplicate = rig.merger(path, meanwhile=meanwhile).run(request)
 
@@ -95,7 +95,7 @@ def test_duplicate_that_loses_the_cas_rebases_into_a_replay(rig: Rig, path: str)
 
     def rival_publishes_first(step: str) -> None:
         if step == "after_upload" and not winner:
-            winner.append(rig.merger("two_phase").run(request))
+            winner.append(rig.merger("two_phase", **NESTED).run(request))
 
     loser = rig.merger(path, rival_publishes_first, lock_scope=LockScope.PER_BATCH)
     result = loser.run(request)
