@@ -339,6 +339,36 @@ def _fail(ev: dict[str, Any]) -> None:
         min(sides, key=lambda v: v["p_value"])["status"] = "fail"
 
 
+def _require_power(
+    found: dict[str, dict[str, Any]], by_key: Mapping[str, Guardrail], family_alpha: float
+) -> None:
+    """A comparison passes only if its test could have failed: the worst outcome possible at
+    its sample sizes (``p_extreme``) must reach the α it would be rejected at — Holm's first
+    step, ``family_alpha / m`` over the m critical guardrails judged, for a critical one (its
+    own α for a non-critical one), divided among its sides. Otherwise it holds with the reason."""
+    family = [
+        k
+        for k, ev in found.items()
+        if by_key[k].critical and not _deterministic(by_key[k]) and ev["status"] != "n/a"
+    ]
+    for key, ev in found.items():
+        g = by_key[key]
+        level = family_alpha / max(1, len(family)) if g.critical else g.alpha
+        judged = [v for v in ev["comparisons"].values() if v.get("status") == "pass"]
+        sides = max(1, sum(v.get("status") != "n/a" for v in ev["comparisons"].values()))
+        for side in judged:
+            extreme = side.get("p_extreme")
+            if extreme is not None and (_deterministic(g) or extreme * sides <= level):
+                continue
+            side["status"], side["enough"] = "insufficient", False
+            side["power"] = (
+                "not enough data to be able to reject: "
+                + ("no p-value yet" if extreme is None else f"the worst outcome at this n has "
+                   f"p = {extreme * sides:.3g} > α = {level:.3g}")
+            )  # fmt: skip
+            ev["status"] = "insufficient"
+
+
 def judge_samples(
     samples: Samples, guardrails: Sequence[Guardrail], *, min_samples: int
 ) -> Verdict:
@@ -353,6 +383,7 @@ def judge_samples(
     for g in guardrails:
         key = g.metric if g.metric not in found else f"{g.metric}#{g.kind}"
         found[key], by_key[key] = _guardrail(samples, g, min_samples), g
+    _require_power(found, by_key, family_alpha)
     p_of = {k: ev["p_value"] for k, ev in found.items() if ev["p_value"] is not None}
     certain = {k for k, p in p_of.items() if _deterministic(by_key[k]) and p == 0.0}
     p_of = {k: p for k, p in p_of.items() if not _deterministic(by_key[k])}
