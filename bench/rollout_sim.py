@@ -41,6 +41,9 @@ class Fleet:
     cas_rate: float | None = None  # None: the healthy rate (with contention: rising with share)
     error_rate: float = 0.002
     mismatch_rate: float = 0.0
+    # the regression shows only once the two-phase share reaches this (0: from the first stage);
+    # 0.9 = a regression only the full stage's load brings out
+    from_share: float = 0.0
 
 
 SCENARIOS: dict[str, Fleet] = {
@@ -55,12 +58,17 @@ SCENARIOS: dict[str, Fleet] = {
 }
 
 
+HEALTHY, HEALTHY_CONTENTION = SCENARIOS["aa"], SCENARIOS["aa_contention"]
+
+
 def _lognormal(rng: Rng, median: float, sigma: float, n: int) -> np.ndarray[Any, Any]:
     return rng.lognormal(np.log(median), sigma, n)
 
 
 def draw(rng: Rng, fleet: Fleet, n: int, share: float, candidate: bool) -> Arrays:
     """``n`` executions of one path while the two-phase share is ``share`` (0..1)."""
+    if share < fleet.from_share:
+        fleet = HEALTHY if not fleet.contention else HEALTHY_CONTENTION
     load = 1.0 + 0.3 * share if fleet.contention else 1.0
     duration = _lognormal(rng, 4000.0, 0.8, n) * load
     waits = rng.random(n) < (0.1 if candidate else 0.3)

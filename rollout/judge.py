@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -115,6 +115,9 @@ class Samples:
     reference_baseline: Mapping[str, Floats] | None = None  # the previous stage's legacy
     # invariant metrics some record of the window carries an expected value for (planned counts)
     planned_metrics: frozenset[str] = frozenset()
+    # the two-phase percentage the flag routed in this window (the controller knows it from the
+    # plan); None: inferred from the window's shares
+    routed_percent: float | None = None
 
 
 DEFAULT_GUARDRAILS: tuple[Guardrail, ...] = (
@@ -234,6 +237,8 @@ def _no_control(s: Samples, min_n: int = 1) -> bool:
     total = s.n_candidate + s.n_baseline
     if s.reference is None or total == 0:
         return False
+    if s.routed_percent is not None:  # known from the plan: a holdback is a control
+        return s.routed_percent >= 100.0
     stragglers = s.n_baseline < min_n <= s.n_candidate
     return stragglers or s.n_candidate / total >= checks.FULL_SHARE
 
@@ -416,9 +421,13 @@ def judge(
     reference: Sequence[MetricRecord] | None = None,
     candidate: MergePath = MergePath.TWO_PHASE,
     baseline: MergePath = MergePath.LEGACY,
+    routed_percent: float | None = None,
 ) -> Verdict:
-    """Judge one stage: ``records`` from its window, ``reference`` from the previous stage."""
+    """Judge one stage: ``records`` from its window, ``reference`` from the previous stage;
+    ``routed_percent``: the share the flag routed to ``candidate`` (a stage below 100 %, or
+    one with a holdback, has a same-window control however few of its records are legacy)."""
     samples = collect(records, reference=reference, candidate=candidate, baseline=baseline)
+    samples = replace(samples, routed_percent=routed_percent)
     verdict = judge_samples(samples, guardrails, min_samples=min_samples)
     verdict.evidence["counts"] = {
         "candidate": sum(1 for r in records if r.path == candidate),
