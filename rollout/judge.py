@@ -10,8 +10,9 @@ rollback over a whole rollout is at most that α. See ``docs/judge.md``.
 Controls (``against``):
 
 * ``baseline`` — this stage's ``legacy`` records: the same operation, same window, same load.
-  At the full stage (the candidate takes ≥ 99 % of the window's executions and a previous stage
-  exists) there is no control: that comparison is ``n/a``, judged at the stage before.
+  At a routed 100 % (the controller passes ``routed_percent``; without it: the candidate takes
+  ≥ 99 % of the window's executions, or legacy is a few stragglers) there is no control: that
+  comparison is ``n/a``. A stage with a legacy holdback keeps one (docs/judge.md).
 * ``reference`` — the previous stage's two-phase records (kept for plans that ask for it; a
   share-dependent metric should not use it).
 * ``both`` — baseline and reference (Bonferroni over the two).
@@ -22,7 +23,9 @@ Controls (``against``):
 
 Verdict: a critical guardrail rejected by Holm (or an invariant broken) → **rollback**, naming
 the guardrail that decided; else any guardrail without enough evidence (``min_samples`` on each
-side it needs; for a budget, non-inferiority shown) → **hold** with the reason; else a
+side it needs; for a budget, non-inferiority shown; and a test that could have failed: the worst
+outcome at its sample size rejected at its Holm-adjusted α, :func:`_require_power`) → **hold**
+with the reason; else a
 non-critical guardrail rejected at its own α → hold; else **promote**. Replayed results are left
 out; shadow dry runs count only for the shadow and invariant guardrails.
 """
