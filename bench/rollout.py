@@ -92,7 +92,9 @@ def _clean(arrays: dict[str, Any]) -> dict[str, Any]:
     return {k: v[keep] for k, v in arrays.items() if k != "planned"}
 
 
-def samples_of(window: Window, reference: Window | None) -> Samples:
+def samples_of(
+    window: Window, reference: Window | None, routed_percent: float | None = None
+) -> Samples:
     """What :func:`rollout.judge.collect` would gather from the same records."""
     cand = {k: v for k, v in window.candidate.items() if k != "planned"}
     base = {k: v for k, v in window.baseline.items() if k != "planned"}
@@ -112,6 +114,8 @@ def samples_of(window: Window, reference: Window | None) -> Samples:
             kwargs["reference_baseline"] = {
                 k: v for k, v in reference.baseline.items() if k != "planned"
             }
+    if "routed_percent" in _FIELDS:
+        kwargs["routed_percent"] = routed_percent
     return Samples(**kwargs)
 
 
@@ -121,8 +125,10 @@ def sim_judge(
     *,
     min_samples: int,
     reference: Window | None = None,
+    routed_percent: float | None = None,
 ) -> Verdict:
-    return judge_samples(samples_of(window, reference), guardrails, min_samples=min_samples)
+    samples = samples_of(window, reference, routed_percent)
+    return judge_samples(samples, guardrails, min_samples=min_samples)
 
 
 @dataclasses.dataclass(frozen=True)

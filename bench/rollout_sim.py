@@ -41,6 +41,9 @@ class Fleet:
     cas_rate: float | None = None  # None: the healthy rate (with contention: rising with share)
     error_rate: float = 0.002
     mismatch_rate: float = 0.0
+    # the regression shows only once the two-phase share reaches this (0: from the first stage);
+    # 0.9 = a regression only the full stage's load brings out
+    from_share: float = 0.0
 
 
 SCENARIOS: dict[str, Fleet] = {
@@ -55,12 +58,17 @@ SCENARIOS: dict[str, Fleet] = {
 }
 
 
+HEALTHY, HEALTHY_CONTENTION = SCENARIOS["aa"], SCENARIOS["aa_contention"]
+
+
 def _lognormal(rng: Rng, median: float, sigma: float, n: int) -> np.ndarray[Any, Any]:
     return rng.lognormal(np.log(median), sigma, n)
 
 
 def draw(rng: Rng, fleet: Fleet, n: int, share: float, candidate: bool) -> Arrays:
     """``n`` executions of one path while the two-phase share is ``share`` (0..1)."""
+    if share < fleet.from_share:
+        fleet = HEALTHY if not fleet.contention else HEALTHY_CONTENTION
     load = 1.0 + 0.3 * share if fleet.contention else 1.0
     duration = _lognormal(rng, 4000.0, 0.8, n) * load
     waits = rng.random(n) < (0.1 if candidate else 0.3)
@@ -105,6 +113,31 @@ class Window:
         return iter(())
 
 
+class _Path:
+    """One path's executions in time order: arrays grown in place (capacity doubles), so a window
+    is two binary searches and a slice (a view), not a copy of the whole history."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.times: np.ndarray[Any, Any] = np.zeros(0, dtype=np.int64)
+        self.cols: Arrays = {}
+
+    def append(self, times: np.ndarray[Any, Any], cols: Arrays) -> None:
+        end = self.n + len(times)
+        if end > len(self.times):
+            size = max(end, 2 * len(self.times), 1024)
+            self.times = np.resize(self.times, size)
+            self.cols = {k: np.resize(self.cols.get(k, np.zeros(0)), size) for k in cols}
+        self.times[self.n : end] = times
+        for k, v in cols.items():
+            self.cols[k][self.n : end] = v
+        self.n = end
+
+    def window(self, since: int, until: int, names: Any) -> Arrays:
+        lo, hi = np.searchsorted(self.times[: self.n], [since, until])
+        return {k: (self.cols[k][lo:hi] if k in self.cols else np.zeros(0)) for k in names}
+
+
 class FleetSource:
     """A ``MetricSource`` whose ``records`` returns :class:`Window` arrays, generated lazily up to
     the latest ``until_ms`` asked for, at the share the flag document says at that moment."""
@@ -112,11 +145,8 @@ class FleetSource:
     def __init__(self, rng: Rng, fleet: Fleet, start_ms: int, percent: Any) -> None:
         self.rng, self.fleet, self.percent = rng, fleet, percent
         self.until = start_ms
-        self.times: list[np.ndarray[Any, Any]] = []
-        self.paths: list[np.ndarray[Any, Any]] = []
-        self.cols: list[Arrays] = []
-        self.shadow: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]] = []
-        self._cache: Any = None
+        self.paths = {True: _Path(), False: _Path()}
+        self.shadow = _Path()
 
     def _extend(self, until_ms: int) -> None:
         span = until_ms - self.until
@@ -126,44 +156,35 @@ class FleetSource:
         share = self.percent() / 100.0
         times = np.sort(self.rng.integers(self.until, until_ms, n))
         cand = self.rng.random(n) < share
-        rows: Arrays = {}
         for is_cand in (True, False):
             idx = np.flatnonzero(cand == is_cand)
             drawn = draw(self.rng, self.fleet, len(idx), share, is_cand)
-            for name, values in drawn.items():
-                rows.setdefault(name, np.zeros(n))[idx] = values
+            self.paths[is_cand].append(times[idx], drawn)
         legacy_times = times[~cand]
         shadowed = self.rng.random(len(legacy_times)) < SHADOW_SHARE
         bad = self.rng.random(int(shadowed.sum())) < self.fleet.mismatch_rate
-        self.shadow.append((legacy_times[shadowed], bad.astype(float)))
-        self.times.append(times)
-        self.paths.append(cand)
-        self.cols.append(rows)
+        self.shadow.append(legacy_times[shadowed], {"bad": bad.astype(float)})
         self.until = until_ms
-
-    def _joined(self) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], Arrays]:
-        if self._cache is None or self._cache[0] != len(self.times):
-            cols = {k: np.concatenate([c[k] for c in self.cols]) for k in self.cols[0]}
-            joined = (np.concatenate(self.times), np.concatenate(self.paths), cols)
-            st = np.concatenate([s[0] for s in self.shadow])
-            sv = np.concatenate([s[1] for s in self.shadow])
-            self._cache = (len(self.times), joined, (st, sv))
-        out: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], Arrays] = self._cache[1]
-        return out
 
     def records(self, since_ms: int | None = None, until_ms: int | None = None) -> Window:
         end = until_ms if until_ms is not None else self.until
         self._extend(end)
-        if not self.cols:
-            empty: Arrays = {k: np.zeros(0) for k in (M.CHUNK_COUNT, "planned")}
-            return Window(empty, dict(empty), np.zeros(0))
-        times, paths, cols = self._joined()
-        lo, hi = np.searchsorted(times, [since_ms or 0, end])  # chunks are appended in time order
-        cand = paths[lo:hi]
-        st, sv = self._cache[2] if self._cache else (np.zeros(0), np.zeros(0))
-        s_lo, s_hi = np.searchsorted(st, [since_ms or 0, end])
+        since = since_ms or 0
+        names = list(_NAMES)
         return Window(
-            {k: v[lo:hi][cand] for k, v in cols.items()},
-            {k: v[lo:hi][~cand] for k, v in cols.items()},
-            sv[s_lo:s_hi],
+            self.paths[True].window(since, end, names),
+            self.paths[False].window(since, end, names),
+            self.shadow.window(since, end, ["bad"])["bad"],
         )
+
+
+_NAMES = (
+    M.FINAL_MERGE_DURATION,
+    M.LOCK_WAIT_TIME,
+    M.MERGE_ERRORS,
+    M.CHUNK_COUNT,
+    "planned",
+    M.LOCK_HOLD_TIME,
+    M.CAS_FAILURES,
+    M.FALLBACK_TO_LEGACY,
+)

@@ -63,6 +63,7 @@ def run_execution(
             "chunk_results": results,
             "poll_results_s3_key": split.get("poll_results_s3_key"),
             "poll_results_s3_bucket": split.get("poll_results_s3_bucket"),
+            "planned_chunk_count": split.get("planned_chunk_count"),
             **carry,
         }
     )

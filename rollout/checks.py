@@ -20,6 +20,13 @@ rolls back even before that, since the tests stay valid at any sample size.
   lock grants; contention must not count as a slower lock).
 * invariant — every value equals what it is checked against (the planned chunk count, the
   other path's value for the same batch in a shadow run); one disagreement fails.
+
+Every comparison also reports ``p_extreme``: the p-value its test would give the **worst
+outcome possible at the current sample sizes** (every execution beyond the budget, every
+execution an event, every candidate execution slower than every control execution x (1 +
+tolerance)). The judge lets a comparison pass only if that p-value is within the α it would be
+rejected at: a test that could not have failed at this n is no evidence, whatever ``min_samples``
+says.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from rollout.sequential import bernoulli_above_p, bernoulli_below_p, mean_shift_
 Floats = np.ndarray[Any, np.dtype[np.float64]]
 NONINFERIORITY_ALPHA = 0.05
 MIN_LATENCY_N = 10  # below this a variance estimate is noise: no p-value yet
+_TINY = 1e-12
 FULL_SHARE = 0.99  # the candidate takes (nearly) every execution: no same-window control
 
 
@@ -56,12 +64,20 @@ def latency_vs(
     signed = diff if worse == "higher" else -diff
     variance = float(x.var(ddof=1) / n_c + y.var(ddof=1) / n_o)
     p = mean_shift_p(signed - math.log1p(tolerance), variance)
+    # the worst outcome at these sizes: every candidate execution beyond every control
+    # execution x (1 + tolerance) — the candidate's values shifted until its best one is past the
+    # control's worst; the shift leaves the variance as it is
+    if worse == "higher":
+        spread = float(x.mean() - x.min() + y.max() - y.mean())
+    else:
+        spread = float(x.max() - x.mean() + y.mean() - y.min())
     return {
         **ev,
         "median_candidate": float(np.median(cand)),
         "median_other": float(np.median(other)),
         "effect": _num(math.expm1(signed)),  # ratio of geometric means - 1, worse direction
         "p_value": p,
+        "p_extreme": mean_shift_p(max(spread, _TINY), variance),
     }
 
 
@@ -88,6 +104,8 @@ def rate_vs(
                                "n_other": len(earlier[1]), "events_other": k_eo}  # fmt: skip
     ev |= {"rate_candidate": k_c / n_c, "rate_other": k_o / n_o, "share": strata[0][2]}
     ev["effect"] = k_c / n_c - k_o / n_o
+    worst = [(n_c, n_c + k_o, strata[0][2]), *strata[1:]]  # every candidate execution an event
+    ev["p_extreme"] = rate_ratio_p(worst, 1.0 + tolerance)
     return {**ev, "p_value": rate_ratio_p(strata, 1.0 + tolerance)}
 
 
@@ -101,9 +119,11 @@ def rate_vs_budget(
         return {**ev, "enough": False, "p_value": None}
     ev["rate_candidate"] = k / n
     if budget == 0.0:
-        return {**ev, "test": "any-event", "enough": n >= 1, "p_value": 0.0 if k else 1.0}
+        ev |= {"test": "any-event", "enough": n >= 1, "p_extreme": 0.0}
+        return {**ev, "p_value": 0.0 if k else 1.0}
     ni = bernoulli_below_p(k, n, budget + margin)
     ev |= {"noninferiority_p": ni, "enough": n >= min_n and ni <= NONINFERIORITY_ALPHA}
+    ev["p_extreme"] = bernoulli_above_p(n, n, budget)  # every execution an event
     return {**ev, "p_value": bernoulli_above_p(k, n, budget)}
 
 
@@ -115,6 +135,7 @@ def latency_vs_budget(values: Floats, budget: float, worse: str, min_n: int) -> 
     if n == 0:
         return {**ev, "p_value": None}
     ev["median_candidate"] = float(np.median(values))
+    ev["p_extreme"] = bernoulli_above_p(n, n, 0.5)  # every execution beyond the budget
     return {**ev, "p_value": bernoulli_above_p(beyond, n, 0.5)}
 
 
@@ -127,6 +148,7 @@ def invariant(pairs: list[tuple[float, float]], tolerance: float, min_n: int) ->
         "examples": [list(p) for p in bad[:5]],
         "enough": len(pairs) >= min_n,
         "p_value": 0.0 if bad else None,
+        "p_extreme": 0.0 if pairs else None,  # one disagreement always fails
     }
 
 

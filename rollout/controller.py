@@ -179,7 +179,7 @@ class RolloutController:
         base = RolloutState(plan.raw, plan.digest, -1, flags.percent, Status.PAUSED, self._now())
         base = self._seal(replace(base, seq=state.seq if state else 0), *head)
         first = plan.stages[0]
-        t = self._transition(base, "init", 0, first.percent, Status.RUNNING, "start rollout", False)
+        t = self._transition(base, "init", 0, first.routed, Status.RUNNING, "start rollout", False)
         t = replace(t, from_status=state.status.value if state else "none")
         return self._apply(base, version, t, restore=state)
 
@@ -205,11 +205,12 @@ class RolloutController:
                 )
             target = found
         if target >= len(plan.stages):
+            last = plan.stages[state.stage_index].percent  # a holdback ends here
             t = self._transition(
-                state, "complete", state.stage_index, state.percent, Status.COMPLETE, reason
+                state, "complete", state.stage_index, last, Status.COMPLETE, reason
             )
         else:
-            pct = plan.stages[target].percent
+            pct = plan.stages[target].routed
             t = self._transition(state, "advance", target, pct, Status.RUNNING, reason)
         return self._apply(state, version, t)
 
@@ -262,7 +263,11 @@ class RolloutController:
             short = short or incomplete_read(self.source)
         guards: Sequence[Guardrail] = plan.guardrails
         verdict = self.judge_fn(
-            records, guards, min_samples=stage.min_samples, reference=reference or None
+            records,
+            guards,
+            min_samples=stage.min_samples,
+            reference=reference or None,
+            routed_percent=stage.routed,
         )
         if short is None:
             return verdict
@@ -308,7 +313,7 @@ class RolloutController:
                 state,
                 "complete",
                 state.stage_index,
-                state.percent,
+                stage.percent,  # a holdback ends here
                 Status.COMPLETE,
                 reason,
                 None,
@@ -316,7 +321,7 @@ class RolloutController:
             )
             return TickResult("complete", self._apply(state, version, t), verdict)
         target = state.stage_index + 1
-        pct = plan.stages[target].percent
+        pct = plan.stages[target].routed
         t = self._transition(state, "promote", target, pct, Status.RUNNING, reason, None, evidence)
         return TickResult("promote", self._apply(state, version, t), verdict)
 

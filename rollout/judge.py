@@ -10,8 +10,9 @@ rollback over a whole rollout is at most that α. See ``docs/judge.md``.
 Controls (``against``):
 
 * ``baseline`` — this stage's ``legacy`` records: the same operation, same window, same load.
-  At the full stage (the candidate takes ≥ 99 % of the window's executions and a previous stage
-  exists) there is no control: that comparison is ``n/a``, judged at the stage before.
+  At a routed 100 % (the controller passes ``routed_percent``; without it: the candidate takes
+  ≥ 99 % of the window's executions, or legacy is a few stragglers) there is no control: that
+  comparison is ``n/a``. A stage with a legacy holdback keeps one (docs/judge.md).
 * ``reference`` — the previous stage's two-phase records (kept for plans that ask for it; a
   share-dependent metric should not use it).
 * ``both`` — baseline and reference (Bonferroni over the two).
@@ -22,7 +23,9 @@ Controls (``against``):
 
 Verdict: a critical guardrail rejected by Holm (or an invariant broken) → **rollback**, naming
 the guardrail that decided; else any guardrail without enough evidence (``min_samples`` on each
-side it needs; for a budget, non-inferiority shown) → **hold** with the reason; else a
+side it needs; for a budget, non-inferiority shown; and a test that could have failed: the worst
+outcome at its sample size rejected at its Holm-adjusted α, :func:`_require_power`) → **hold**
+with the reason; else a
 non-critical guardrail rejected at its own α → hold; else **promote**. Replayed results are left
 out; shadow dry runs count only for the shadow and invariant guardrails.
 """
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -115,6 +118,9 @@ class Samples:
     reference_baseline: Mapping[str, Floats] | None = None  # the previous stage's legacy
     # invariant metrics some record of the window carries an expected value for (planned counts)
     planned_metrics: frozenset[str] = frozenset()
+    # the two-phase percentage the flag routed in this window (the controller knows it from the
+    # plan); None: inferred from the window's shares
+    routed_percent: float | None = None
 
 
 DEFAULT_GUARDRAILS: tuple[Guardrail, ...] = (
@@ -234,6 +240,8 @@ def _no_control(s: Samples, min_n: int = 1) -> bool:
     total = s.n_candidate + s.n_baseline
     if s.reference is None or total == 0:
         return False
+    if s.routed_percent is not None:  # known from the plan: a holdback is a control
+        return s.routed_percent >= 100.0
     stragglers = s.n_baseline < min_n <= s.n_candidate
     return stragglers or s.n_candidate / total >= checks.FULL_SHARE
 
@@ -339,6 +347,36 @@ def _fail(ev: dict[str, Any]) -> None:
         min(sides, key=lambda v: v["p_value"])["status"] = "fail"
 
 
+def _require_power(
+    found: dict[str, dict[str, Any]], by_key: Mapping[str, Guardrail], family_alpha: float
+) -> None:
+    """A comparison passes only if its test could have failed: the worst outcome possible at
+    its sample sizes (``p_extreme``) must reach the α it would be rejected at — Holm's first
+    step, ``family_alpha / m`` over the m critical guardrails judged, for a critical one (its
+    own α for a non-critical one), divided among its sides. Otherwise it holds with the reason."""
+    family = [
+        k
+        for k, ev in found.items()
+        if by_key[k].critical and not _deterministic(by_key[k]) and ev["status"] != "n/a"
+    ]
+    for key, ev in found.items():
+        g = by_key[key]
+        level = family_alpha / max(1, len(family)) if g.critical else g.alpha
+        judged = [v for v in ev["comparisons"].values() if v.get("status") == "pass"]
+        sides = max(1, sum(v.get("status") != "n/a" for v in ev["comparisons"].values()))
+        for side in judged:
+            extreme = side.get("p_extreme")
+            if extreme is not None and (_deterministic(g) or extreme * sides <= level):
+                continue
+            side["status"], side["enough"] = "insufficient", False
+            side["power"] = (
+                "not enough data to be able to reject: "
+                + ("no p-value yet" if extreme is None else f"the worst outcome at this n has "
+                   f"p = {extreme * sides:.3g} > α = {level:.3g}")
+            )  # fmt: skip
+            ev["status"] = "insufficient"
+
+
 def judge_samples(
     samples: Samples, guardrails: Sequence[Guardrail], *, min_samples: int
 ) -> Verdict:
@@ -353,6 +391,7 @@ def judge_samples(
     for g in guardrails:
         key = g.metric if g.metric not in found else f"{g.metric}#{g.kind}"
         found[key], by_key[key] = _guardrail(samples, g, min_samples), g
+    _require_power(found, by_key, family_alpha)
     p_of = {k: ev["p_value"] for k, ev in found.items() if ev["p_value"] is not None}
     certain = {k for k, p in p_of.items() if _deterministic(by_key[k]) and p == 0.0}
     p_of = {k: p for k, p in p_of.items() if not _deterministic(by_key[k])}
@@ -385,9 +424,13 @@ def judge(
     reference: Sequence[MetricRecord] | None = None,
     candidate: MergePath = MergePath.TWO_PHASE,
     baseline: MergePath = MergePath.LEGACY,
+    routed_percent: float | None = None,
 ) -> Verdict:
-    """Judge one stage: ``records`` from its window, ``reference`` from the previous stage."""
+    """Judge one stage: ``records`` from its window, ``reference`` from the previous stage;
+    ``routed_percent``: the share the flag routed to ``candidate`` (a stage below 100 %, or
+    one with a holdback, has a same-window control however few of its records are legacy)."""
     samples = collect(records, reference=reference, candidate=candidate, baseline=baseline)
+    samples = replace(samples, routed_percent=routed_percent)
     verdict = judge_samples(samples, guardrails, min_samples=min_samples)
     verdict.evidence["counts"] = {
         "candidate": sum(1 for r in records if r.path == candidate),

@@ -106,8 +106,10 @@ class MergeMetrics:
         *,
         execution_id: str | None = None,
         decision: Mapping[str, Any] | None = None,
+        planned_chunk_count: int | None = None,
     ) -> None:
-        """Every number of one final merge under ``result.path``."""
+        """Every number of one final merge under ``result.path``; ``planned_chunk_count`` (what
+        the split planned) goes to metadata, where the judge checks ``ChunkCount`` against it."""
         pending = self._set(result.path, result.database.value)
         for name, value in _result_values(result).items():
             pending.add(name, value)
@@ -125,6 +127,7 @@ class MergeMetrics:
             decision=dict(decision) if decision else None,
             lock_phases_ms=dict(result.lock_phases_ms) or None,
             unnamed_phases=sorted(unnamed) or None,
+            planned_chunk_count=None if result.replayed else planned_chunk_count,
         )
 
     def record_error(

@@ -8,6 +8,7 @@ A plan is YAML or JSON (YAML is a superset, so one loader reads both)::
     stages:                              # percentages strictly increasing, in (0, 100]
       - {percent: 1, bake_seconds: 1800}
       - {percent: 5}
+      - {percent: 100, holdback: 5}      # judged at 95 %, completed at 100 %
     guardrails:
       - {metric: LockHoldTime, kind: latency, worse: higher, tolerance: 0.25, critical: true}
 
@@ -98,6 +99,15 @@ class Stage:
     bake_seconds: float
     min_samples: int
     recheck_seconds: float
+    # percentage points kept on legacy while the stage is judged: the flag routes
+    # ``percent - holdback`` until the stage's verdict, so the last stage still has a same-window
+    # control; completing the rollout routes ``percent`` (docs/judge.md, "The full stage")
+    holdback: float = 0.0
+
+    @property
+    def routed(self) -> float:
+        """The two-phase percentage the flag carries while this stage is judged."""
+        return round(self.percent - self.holdback, 2)
 
 
 @dataclass(frozen=True)
@@ -165,7 +175,7 @@ def _stages(raw: object, defaults: Mapping[str, Any]) -> tuple[Stage, ...]:
     for index, item in enumerate(raw):
         where = f"stages[{index}]"
         data = {"percent": item} if isinstance(item, int | float) else _mapping(where, item)
-        _no_extra(where, data, _STAGE_FIELDS)
+        _no_extra(where, data, _STAGE_FIELDS | {"holdback"})
         merged = {"recheck_seconds": DEFAULT_RECHECK_SECONDS, **defaults, **data}
         for key in _STAGE_FIELDS:
             if key not in merged:
@@ -182,8 +192,16 @@ def _stages(raw: object, defaults: Mapping[str, Any]) -> tuple[Stage, ...]:
                 f"{pct:g} {problem} the previous stage's {out[-1].percent:g}: stages must "
                 "strictly increase",
             )
+        holdback = _number(f"{where}.holdback", data.get("holdback", 0.0))
+        if not 0 <= holdback < pct or not math.isclose(
+            round(holdback * 100), holdback * 100, abs_tol=1e-9
+        ):
+            raise PlanError(
+                f"{where}.holdback", f"{holdback:g} must be in [0, {pct:g}) with two decimals"
+            )
         out.append(
             Stage(
+                holdback=holdback,
                 percent=pct,
                 bake_seconds=_positive(f"{where}.bake_seconds", merged["bake_seconds"]),
                 min_samples=_count(f"{where}.min_samples", merged["min_samples"]),

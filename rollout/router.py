@@ -34,7 +34,12 @@ class MetricsSink(Protocol):
     """What the router reports to (``rollout.metrics.MergeMetrics`` in production)."""
 
     def record_result(
-        self, result: FinalMergeResult, *, execution_id: str | None, decision: Mapping[str, Any]
+        self,
+        result: FinalMergeResult,
+        *,
+        execution_id: str | None,
+        decision: Mapping[str, Any],
+        planned_chunk_count: int | None = None,
     ) -> None: ...
 
     def record_error(
@@ -98,7 +103,12 @@ class Router:
                 batch_id=request.batch_id,
             )
             raise
-        self.metrics.record_result(result, execution_id=request.execution_id, decision=decision)
+        self.metrics.record_result(
+            result,
+            execution_id=request.execution_id,
+            decision=decision,
+            planned_chunk_count=request.planned_chunk_count,
+        )
         if path is not MergePath.SHADOW:
             return Routed(result)
         try:

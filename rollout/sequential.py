@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 from scipy import special, stats
@@ -63,6 +64,12 @@ def _prior(p0: float) -> tuple[float, float]:
     return mean * _CONCENTRATION, (1.0 - mean) * _CONCENTRATION
 
 
+# the Bernoulli mixtures are pure functions of (events, trials, bound): a judge that looks every
+# few minutes asks the same few thousand of them again and again
+_CACHE = 1 << 16
+
+
+@lru_cache(maxsize=_CACHE)
 def bernoulli_above_p(k: int, n: int, p0: float) -> float:
     """Always-valid p of "the rate is <= p0" after ``k`` events in ``n`` trials.
 
@@ -85,6 +92,7 @@ def bernoulli_above_p(k: int, n: int, p0: float) -> float:
     return _p_from_log_lr(log_lr)
 
 
+@lru_cache(maxsize=_CACHE)
 def bernoulli_below_p(k: int, n: int, p0: float) -> float:
     """Always-valid p of "the rate is >= p0": evidence that the rate is below ``p0``."""
     if n == 0 or k / n >= p0:

@@ -83,7 +83,8 @@ class Transition:
 
     @property
     def touches_flags(self) -> bool:
-        return self.action in ("init", "advance", "promote", "rollback")
+        moved = self.action == "complete" and self.to_percent != self.from_percent  # holdback
+        return moved or self.action in ("init", "advance", "promote", "rollback")
 
 
 @dataclass(frozen=True)

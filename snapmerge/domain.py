@@ -262,6 +262,8 @@ class FinalMergeRequest:
     poll_results_s3_bucket: str | None = None
     execution_id: str | None = None
     delta_count: int = 0
+    # the intermediates the split planned for this final merge (None: not told)
+    planned_chunk_count: int | None = None
 
     @property
     def collection(self) -> str:

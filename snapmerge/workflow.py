@@ -141,6 +141,10 @@ def split_into_chunks(
     out["use_groups"] = len(chunks) > GROUPING_THRESHOLD
     out["group_size"] = groups_of
     out["groups"] = list(range(math.ceil(len(chunks) / groups_of))) if out["use_groups"] else []
+    # the intermediates the final merge must receive (its ChunkCount): the deltas themselves on
+    # the fast path, else one per group or one per chunk — the judge's ChunkCount invariant
+    planned = len(keys) if out["fast_path"] else len(out["groups"]) or len(chunks)
+    out["planned_chunk_count"] = planned
     if out["use_groups"]:
         plan = [
             list(range(g * groups_of, min(len(chunks), (g + 1) * groups_of))) for g in out["groups"]
@@ -303,4 +307,12 @@ def parse_final_merge(event: Mapping[str, Any]) -> FinalMergeRequest:
         poll_results_s3_bucket=events.optional_text(event, "poll_results_s3_bucket"),
         execution_id=events.optional_text(event, "execution_id"),
         delta_count=events.delta_count(ordered),
+        planned_chunk_count=_planned(event),
     )
+
+
+def _planned(event: Mapping[str, Any]) -> int | None:
+    """``planned_chunk_count`` from the split (absent in an execution started before it)."""
+    if event.get("planned_chunk_count") is None:
+        return None
+    return events.optional_count(event, "planned_chunk_count", 0)

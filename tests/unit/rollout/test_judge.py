@@ -331,3 +331,19 @@ def test_shadow_mismatches_against_legacy_are_not_missing_outside_shadow_runs() 
     verdict = judge(stage, [both], min_samples=30)
     assert verdict.decision == "promote"
     assert verdict.evidence["guardrails"]["ShadowMismatched"]["status"] == "n/a"
+
+
+def test_a_holdback_is_a_control_however_few_its_legacy_executions() -> None:
+    """The controller says the stage routes 95 %: five legacy executions beside 150 are a thin
+    control (hold), not the full stage's missing one (n/a, which would let it complete)."""
+    now = records(TWO, "FinalMergeDuration", lognormal(25, 4000, 150))
+    before = records(TWO, "FinalMergeDuration", lognormal(26, 4000, 150))
+    legacy = records(LEGACY, "FinalMergeDuration", lognormal(27, 4000, 5))
+    duration = Guardrail(MetricName.FINAL_MERGE_DURATION, "latency", "higher", 0.1, True,
+                         against="baseline")  # fmt: skip
+    kept = judge(now + legacy, [duration], min_samples=30, reference=before, routed_percent=95)
+    side = kept.evidence["guardrails"]["FinalMergeDuration"]["comparisons"]["baseline"]
+    assert (kept.decision, side["status"]) == ("hold", "insufficient")
+    full = judge(now + legacy, [duration], min_samples=30, reference=before, routed_percent=100)
+    side = full.evidence["guardrails"]["FinalMergeDuration"]["comparisons"]["baseline"]
+    assert (full.decision, side["status"]) == ("promote", "n/a")

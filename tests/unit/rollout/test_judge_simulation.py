@@ -5,13 +5,14 @@ in docs/judge.md say, and the controller's own record (flags, audit) shows it.""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 
 from bench.rollout import MemoryAudit, main, run_one, samples_of, scenario
 from bench.rollout_sim import SCENARIOS, Fleet, FleetSource
 from rollout.judge import DEFAULT_GUARDRAILS, judge_samples
-from rollout.plan import load_plan
+from rollout.plan import RolloutPlan, load_plan, parse_plan
 
 
 def test_a_healthy_rollout_with_contention_reaches_100_percent() -> None:
@@ -71,3 +72,44 @@ def test_scenario_report_has_the_issue_shape(capsys) -> None:  # type: ignore[no
         "by_stage",
         "median_hours_to_100",
     }
+
+
+def _full_stage_plan(holdback: float) -> RolloutPlan:
+    last: dict[str, object] = {"percent": 100, "bake_seconds": 3600, "min_samples": 150}
+    if holdback:
+        last["holdback"] = holdback
+    raw = {**load_plan().raw, "stages": [{"percent": 50}, last]}
+    return parse_plan(raw)
+
+
+def test_a_regression_only_the_full_stage_shows_is_rolled_back_with_a_holdback() -> None:
+    """Merges twice as slow once two-phase takes (nearly) every execution: with a 5 % legacy
+    holdback the full stage still compares with legacy in its window and rolls back."""
+    late = replace(SCENARIOS["duration_30pct"], duration_factor=2.0, from_share=0.9)
+    for seed in (5, 6, 7):
+        outcome = run_one(_full_stage_plan(5), late, seed=seed, max_days=14)
+        assert (outcome.status, outcome.stage_percent) == ("rolled_back", 100.0), seed
+
+
+def test_without_a_holdback_the_same_regression_completes() -> None:
+    """The negative control: at a full stage of 100 % there is no legacy in the window, the
+    duration comparison is n/a there, and the regression completes."""
+    late = replace(SCENARIOS["duration_30pct"], duration_factor=2.0, from_share=0.9)
+    outcome = run_one(_full_stage_plan(0), late, seed=5, max_days=14)
+    assert (outcome.status, outcome.stage_percent) == ("complete", 100.0)
+
+
+def test_a_healthy_rollout_completes_at_100_percent_after_the_holdback(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    audits: list[MemoryAudit] = []
+    original = MemoryAudit.__init__
+
+    def keep(self: MemoryAudit) -> None:
+        original(self)
+        audits.append(self)
+
+    monkeypatch.setattr(MemoryAudit, "__init__", keep)
+    outcome = run_one(_full_stage_plan(5), SCENARIOS["aa_contention"], seed=8, max_days=14)
+    assert outcome.status == "complete"
+    [audit] = audits
+    routed = [(e.action, e.to_percent) for e in audit.history() if e.action != "hold"]
+    assert routed == [("init", 50.0), ("promote", 95.0), ("complete", 100.0)]

@@ -20,7 +20,8 @@ def test_packaged_plan_is_valid_and_names_known_metrics() -> None:
     plan = load_plan(DEFAULT_PLAN)
     assert [s.percent for s in plan.stages] == [1, 5, 25, 50, 100]
     assert plan.stages[0].bake_seconds == 3600 and plan.stages[1].bake_seconds == 1800
-    assert [s.min_samples for s in plan.stages] == [150, 600, 300, 300, 300]
+    assert [s.min_samples for s in plan.stages] == [150, 600, 300, 300, 150]
+    assert [s.routed for s in plan.stages] == [1, 5, 25, 50, 95]  # a 5 % legacy holdback
     assert all(g.alpha == 0.01 for g in plan.guardrails)  # judge.alpha 0.05 over 5 stages
     assert {g.metric for g in plan.guardrails} <= {m.value for m in MetricName}
     assert plan.flag_store.kind is FlagStoreKind.ENV
@@ -150,3 +151,19 @@ def test_not_yaml_and_missing_file_are_plan_errors(tmp_path: Path) -> None:
         load_plan(tmp_path / "nope.yaml")
     with pytest.raises(PlanError, match="expected a mapping"):
         loads_plan("- 1\n- 2\n")
+
+
+@pytest.mark.parametrize("holdback", [100, 120, -1, 0.001, "5"])
+def test_a_holdback_outside_the_stage_is_refused(holdback: object) -> None:
+    raw = copy.deepcopy(PLAN)
+    raw["stages"][-1] = {"percent": 100, "holdback": holdback}
+    with pytest.raises(PlanError) as info:
+        parse_plan(raw)
+    assert info.value.where == f"stages[{len(raw['stages']) - 1}].holdback"
+
+
+def test_a_holdback_routes_less_than_the_stage_percent() -> None:
+    raw = copy.deepcopy(PLAN)
+    raw["stages"][-1] = {"percent": 100, "holdback": 2.5}
+    last = parse_plan(raw).stages[-1]
+    assert (last.percent, last.holdback, last.routed) == (100.0, 2.5, 97.5)
