@@ -24,7 +24,13 @@ changes the rollout finishes it (:meth:`RolloutController.recover`) — and then
 the state *they* saw, not of the one the pending transition made (two racing ``advance`` commands
 would otherwise both apply, the second on top of the first). Likewise, a command given
 ``based_on`` (the state's sequence number when the CLI first read it) refuses a state another
-controller has moved on since. Only ``rollback`` goes on after finishing a pending transition,
+controller has moved on since. A pending transition is never finished over a kill switch pulled since it was written (the
+operator's "rollback by hand"): when the flag document has the switch on and the transition does
+not set it on, it is withdrawn — or, if its audit entry is already in the log (its flag write was
+done before the pull), recorded without writing the document. ``init`` clears the switch only when
+asked (``clear_kill_switch``), and a pending ``init`` asked to clear it is withdrawn likewise: it
+cannot tell the switch it was asked to clear from one pulled since. Only ``rollback`` goes on
+after finishing a pending transition,
 unless the rollout is already rolled back. Whether the pending transition was left by a crash or
 is being applied right now by another process cannot be told apart and does not need to be: the
 steps are idempotent, so two processes finishing one transition write it once. Commands that
@@ -179,7 +185,10 @@ class RolloutController:
         base = RolloutState(plan.raw, plan.digest, -1, flags.percent, Status.PAUSED, self._now())
         base = self._seal(replace(base, seq=state.seq if state else 0), *head)
         first = plan.stages[0]
-        t = self._transition(base, "init", 0, first.percent, Status.RUNNING, "start rollout", False)
+        # the kill switch is cleared only when asked: otherwise the write leaves it as it is, so
+        # one pulled by hand after the check above is not undone
+        clear = False if clear_kill_switch else None
+        t = self._transition(base, "init", 0, first.percent, Status.RUNNING, "start rollout", clear)
         t = replace(t, from_status=state.status.value if state else "none")
         return self._apply(base, version, t, restore=state)
 
@@ -392,20 +401,38 @@ class RolloutController:
         """Finish a pending transition (it is authenticated: the record check passed), or — when
         its flag write had an unknown outcome — reconcile it by reading the flag document:
         recorded if the document shows it, withdrawn if not. Never re-applies a stale write."""
-        if not t.outcome_unknown:
-            self._act_and_commit(state, version, t)
-            return t.describe()
-        try:
-            flags, _ = self.flags.read()
-        except Exception as exc:
-            raise FlagWriteUnknownError(
-                f"{t.describe()}: its flag write had an unknown outcome and the flag document "
-                f"still cannot be read ({exc}); nothing changed"
-            ) from exc
-        kill = flags.kill_switch if t.kill_switch is None else t.kill_switch
-        if flags.same_as(RolloutFlagState(t.to_percent, kill)):
+        flags: RolloutFlagState | None = None
+        if t.outcome_unknown or t.touches_flags:
+            try:
+                flags, _ = self.flags.read()
+            except Exception as exc:
+                if not t.outcome_unknown:
+                    raise FlagWriteUnknownError(
+                        f"{t.describe()} is pending and the flag document cannot be read "
+                        f"({exc}); nothing changed"
+                    ) from exc
+                raise FlagWriteUnknownError(
+                    f"{t.describe()}: its flag write had an unknown outcome and the flag "
+                    f"document still cannot be read ({exc}); nothing changed"
+                ) from exc
+        landed = False
+        if flags is not None:
+            kill = flags.kill_switch if t.kill_switch is None else t.kill_switch
+            landed = flags.same_as(RolloutFlagState(t.to_percent, kill))
+        if landed and t.outcome_unknown:
             self._act_and_commit(state, version, t)  # it landed: record it (no flag write)
             return f"{t.describe()} (its flag write landed: recorded)"
+        # a pending transition is finished only if that cannot undo a kill switch pulled since it
+        # was written (by hand: the controller pulls it only with a rollback, which is finished)
+        manual_kill = flags is not None and flags.kill_switch and t.kill_switch is not True
+        if not t.outcome_unknown and (landed or not manual_kill):
+            self._act_and_commit(state, version, t)
+            return t.describe()
+        if not t.outcome_unknown and self._logged(t):
+            # its entry is in the log, so its flag write was done before the kill switch was
+            # pulled: record it, and leave the document (and its kill switch) as it is
+            self._act_and_commit(state, version, t, write_flags=False)
+            return f"{t.describe()} (recorded; the kill switch pulled since stays on)"
         withdrawn = self._seal(replace(state, pending=None), *self._head(state))
         try:
             self.states.write(withdrawn, version)
@@ -413,10 +440,12 @@ class RolloutController:
             raise RolloutConflictError(
                 exc.where, exc.expected, exc.current, self._winner()
             ) from None
+        assert flags is not None  # read above: an unknown outcome, or a kill switch seen
+        why = "its flag write had an unknown outcome" if t.outcome_unknown else "it was pending"
         return (
-            f"withdrew {t.describe()}: its flag write had an unknown outcome and the flag "
-            f"document does not show it ({flags.percent:g} %, kill switch "
-            f"{'on' if flags.kill_switch else 'off'})"
+            f"withdrew {t.describe()}: {why} and the flag document does not show it "
+            f"({flags.percent:g} %, kill switch {'on' if flags.kill_switch else 'off'}: "
+            "never undone by a pending transition)"
         )
 
     def _seal(self, state: RolloutState, count: int, head: str) -> RolloutState:
@@ -509,10 +538,15 @@ class RolloutController:
         last = state.last_action or {}
         return str(last.get("description") or f"{last.get('action', 'a change')} (seq {state.seq})")
 
+    def _logged(self, t: Transition) -> bool:
+        """Is ``t``'s audit entry already the log's last (appended, not yet committed)?"""
+        entries = self.audit.history() if self.audit.exists() else []
+        return bool(entries) and entries[-1].transition_id == t.id
+
     def _act_and_commit(
-        self, intent: RolloutState, version: str | None, t: Transition
+        self, intent: RolloutState, version: str | None, t: Transition, *, write_flags: bool = True
     ) -> RolloutState:
-        if t.touches_flags:
+        if t.touches_flags and write_flags:
             try:
                 set_flags(self.flags, t.to_percent, t.kill_switch, f"{t.action} ({t.id})")
             except FlagWriteUnknownError:

@@ -1,0 +1,165 @@
+"""The controller never undoes a kill switch pulled by hand ("Rolling back by hand" in
+docs/runbook.md) — not when it finishes a transition a killed controller left pending, not in a
+rollback that first finishes one, and not when the switch is pulled while ``init`` runs.
+
+Each fault is shown to have fired (the transition is pending, the switch is on before the next
+command); the checker (:func:`kill_switch_kept`) is shown to catch the old behaviour (negative
+control).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from handlers.rollout_flags import DocumentFlagWriter, rollout_state_of
+from rollout.flag_writer import RolloutFlagState, set_flags
+from rollout.state import Status
+from tests.unit.rollout_ctl.conftest import Rig
+from tests.unit.rollout_ctl.helpers import CountingStore
+from tests.unit.rollout_ctl.test_resilience import Crash, CrashOnWrite
+
+
+class RecordingStore(CountingStore):
+    """Remembers what every save set (percent, kill switch)."""
+
+    def __init__(self, doc: object | None = None) -> None:
+        super().__init__(doc)
+        self.written: list[tuple[float, bool]] = []
+
+    def save(self, doc: dict[str, Any], expected_version: str | None) -> str:
+        version = super().save(doc, expected_version)
+        seen = rollout_state_of(doc)
+        self.written.append((seen.percent, seen.kill_switch))
+        return version
+
+
+def kill_switch_kept(store: RecordingStore, since: int) -> list[str]:
+    """The checker: after the manual pull (save ``since``), no save turned the switch off."""
+    later = enumerate(store.written[since:], start=since)
+    return [f"save {i} set the kill switch off" for i, (_, kill) in later if not kill]
+
+
+def pull_by_hand(store: CountingStore) -> None:
+    """The operator's manual kill switch: the fleet goes legacy, whatever the controller says."""
+    writer = DocumentFlagWriter(store)
+    current, version = writer.read()
+    writer.write(RolloutFlagState(current.percent, True), version)
+
+
+def _pending_after_crash(rig: Rig, step: str, **init: Any) -> None:
+    """Kill the controller in the middle of ``step`` (before its flag write lands)."""
+    ctl = rig.controller()
+    crashing = CountingStore(rig.flags.raw)
+    crashing.refuse = Crash("killed mid flag write")  # the process is gone
+    ctl.flags = DocumentFlagWriter(crashing)
+    with pytest.raises(Crash):
+        ctl.init(rig.plan, **init) if step == "init" else ctl.advance()
+    state = rig.states.read()[0]
+    assert state is not None and state.pending is not None and state.pending.action == step
+
+
+@pytest.mark.parametrize("command", ["recover", "advance", "rollback"])
+def test_a_pending_init_is_not_finished_over_a_manual_kill_switch(rig: Rig, command: str) -> None:
+    rig.flags = RecordingStore()
+    _pending_after_crash(rig, "init")
+    pull_by_hand(rig.flags)
+    assert rollout_state_of(rig.flags.load()[0]).kill_switch  # the pull happened
+    since = len(rig.flags.written)
+    ctl = rig.controller()
+    if command == "recover":
+        state = ctl.recover()
+        assert state is not None and state.pending is None and state.stage_index == -1
+        assert not rig.audit.exists() or rig.audit.history() == []  # withdrawn, not recorded
+    elif command == "advance":
+        with pytest.raises(Exception, match="withdrew init"):
+            ctl.advance()
+    else:
+        state = ctl.rollback("saw errors")
+        assert state.status is Status.ROLLED_BACK
+    assert kill_switch_kept(rig.flags, since) == []
+    assert rollout_state_of(rig.flags.load()[0]).kill_switch
+    rig.controller().status()  # the record still verifies
+
+
+def test_init_asked_to_clear_the_switch_does_not_clear_it_after_a_crash(rig: Rig) -> None:
+    """``--clear-kill-switch`` is the operator's word for *that* command: a pending init finished
+    later cannot tell the switch it was asked to clear from one pulled since, so it withdraws."""
+    rig.flags = RecordingStore()
+    pull_by_hand(rig.flags)
+    _pending_after_crash(rig, "init", clear_kill_switch=True)
+    since = len(rig.flags.written)
+    state = rig.controller().recover()
+    assert state is not None and state.pending is None and state.stage_index == -1
+    assert kill_switch_kept(rig.flags, since) == []
+    assert rollout_state_of(rig.flags.load()[0]).kill_switch
+    # asked again, the command clears it
+    assert rig.controller().init(rig.plan, clear_kill_switch=True).percent == 1.0
+    assert not rollout_state_of(rig.flags.load()[0]).kill_switch
+
+
+def test_a_pending_advance_does_not_move_the_flags_after_a_manual_rollback(rig: Rig) -> None:
+    rig.controller().init(rig.plan)
+    rig.flags = RecordingStore(rig.flags.raw)
+    _pending_after_crash(rig, "advance")
+    writer = DocumentFlagWriter(rig.flags)
+    current, version = writer.read()
+    writer.write(RolloutFlagState(0.0, True), version)  # the runbook's rollback by hand
+    state = rig.controller().recover()
+    assert state is not None and state.pending is None and state.percent == 1.0
+    doc = rollout_state_of(rig.flags.load()[0])
+    assert (doc.percent, doc.kill_switch) == (0.0, True)  # the operator's change stands
+    assert [e.action for e in rig.audit.history()] == ["init"]
+
+
+def test_a_pending_init_already_logged_is_recorded_without_touching_the_switch(rig: Rig) -> None:
+    """Killed between the audit append and the commit: the flag write was done, so the
+    transition is recorded (the log has its entry) — and the switch pulled since stays on."""
+    rig.flags = RecordingStore()
+    pull_by_hand(rig.flags)
+    crashing = CrashOnWrite(rig.tmp / "state.json", n=2)  # 1: intent, 2: commit
+    with pytest.raises(Crash):
+        rig.controller(states=crashing).init(rig.plan, clear_kill_switch=True)
+    assert [e.action for e in rig.audit.history()] == ["init"]
+    pull_by_hand(rig.flags)  # pulled again after the init's write
+    since = len(rig.flags.written)
+    state = rig.controller().recover()
+    assert state is not None and state.pending is None and state.stage_index == 0
+    assert kill_switch_kept(rig.flags, since) == []
+    assert rollout_state_of(rig.flags.load()[0]).kill_switch
+    rig.controller().status()  # the record still verifies
+
+
+class PullDuringInit(DocumentFlagWriter):
+    """The operator pulls the switch right after ``init`` checked it (its second read)."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store)
+        self.reads = 0
+
+    def read(self) -> tuple[RolloutFlagState, str]:
+        self.reads += 1
+        if self.reads == 2:
+            pull_by_hand(self.store)
+        return super().read()
+
+
+def test_a_switch_pulled_while_init_runs_stays_on(rig: Rig) -> None:
+    rig.flags = RecordingStore()
+    ctl = rig.controller()
+    ctl.flags = PullDuringInit(rig.flags)
+    state = ctl.init(rig.plan)
+    assert ctl.flags.reads >= 2 and len(rig.flags.written) >= 2  # the pull happened
+    assert state.percent == 1.0
+    assert kill_switch_kept(rig.flags, 1) == []
+    assert rollout_state_of(rig.flags.load()[0]).kill_switch
+
+
+def test_negative_control_finishing_a_pending_init_as_before_is_caught(rig: Rig) -> None:
+    """What the old code did: write the init's target with the switch off, over the pull."""
+    rig.flags = RecordingStore()
+    pull_by_hand(rig.flags)
+    since = len(rig.flags.written)
+    set_flags(DocumentFlagWriter(rig.flags), 1.0, False, "init (replayed)")
+    assert kill_switch_kept(rig.flags, since) != []
