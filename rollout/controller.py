@@ -24,7 +24,9 @@ changes the rollout finishes it (:meth:`RolloutController.recover`) — and then
 the state *they* saw, not of the one the pending transition made (two racing ``advance`` commands
 would otherwise both apply, the second on top of the first). Likewise, a command given
 ``based_on`` (the state's sequence number when the CLI first read it) refuses a state another
-controller has moved on since. A pending transition is never finished over a kill switch pulled since it was written (the
+controller has moved on since.
+
+A pending transition is never finished over a kill switch pulled since it was written (the
 operator's "rollback by hand"): when the flag document has the switch on and the transition does
 not set it on, it is withdrawn — or, if its audit entry is already in the log (its flag write was
 done before the pull), recorded without writing the document. ``init`` clears the switch only when

@@ -104,7 +104,7 @@ def test_a_pending_advance_does_not_move_the_flags_after_a_manual_rollback(rig: 
     rig.flags = RecordingStore(rig.flags.raw)
     _pending_after_crash(rig, "advance")
     writer = DocumentFlagWriter(rig.flags)
-    current, version = writer.read()
+    _, version = writer.read()
     writer.write(RolloutFlagState(0.0, True), version)  # the runbook's rollback by hand
     state = rig.controller().recover()
     assert state is not None and state.pending is None and state.percent == 1.0
