@@ -26,14 +26,13 @@ would otherwise both apply, the second on top of the first). Likewise, a command
 ``based_on`` (the state's sequence number when the CLI first read it) refuses a state another
 controller has moved on since.
 
-A pending transition is never finished over a kill switch pulled since it was written (the
-operator's "rollback by hand"): when the flag document has the switch on and the transition does
-not set it on, it is withdrawn — or, if its audit entry is already in the log (its flag write was
-done before the pull), recorded without writing the document. ``init`` clears the switch only when
-asked (``clear_kill_switch``), and a pending ``init`` asked to clear it is withdrawn likewise: it
-cannot tell the switch it was asked to clear from one pulled since. Only ``rollback`` goes on
-after finishing a pending transition,
-unless the rollout is already rolled back. Whether the pending transition was left by a crash or
+The controller never turns off a kill switch pulled by hand (the operator's "rollback by
+hand"): ``init`` clears it only when asked (``clear_kill_switch``) and otherwise leaves it as the
+document has it at the write, and a pending transition finished by a later command leaves it as
+it is (it cannot tell the switch its command was asked to clear from one pulled since). It is not
+withdrawn instead: the controller that wrote it may still be running, and would append its entry
+after the withdrawal. Only ``rollback`` goes on after finishing a pending transition, unless the
+rollout is already rolled back. Whether the pending transition was left by a crash or
 is being applied right now by another process cannot be told apart and does not need to be: the
 steps are idempotent, so two processes finishing one transition write it once. Commands that
 only read (``status``, ``judge``) report a pending transition and never settle it.
@@ -403,38 +402,23 @@ class RolloutController:
         """Finish a pending transition (it is authenticated: the record check passed), or — when
         its flag write had an unknown outcome — reconcile it by reading the flag document:
         recorded if the document shows it, withdrawn if not. Never re-applies a stale write."""
-        flags: RolloutFlagState | None = None
-        if t.outcome_unknown or t.touches_flags:
-            try:
-                flags, _ = self.flags.read()
-            except Exception as exc:
-                if not t.outcome_unknown:
-                    raise FlagWriteUnknownError(
-                        f"{t.describe()} is pending and the flag document cannot be read "
-                        f"({exc}); nothing changed"
-                    ) from exc
-                raise FlagWriteUnknownError(
-                    f"{t.describe()}: its flag write had an unknown outcome and the flag "
-                    f"document still cannot be read ({exc}); nothing changed"
-                ) from exc
-        landed = False
-        if flags is not None:
-            kill = flags.kill_switch if t.kill_switch is None else t.kill_switch
-            landed = flags.same_as(RolloutFlagState(t.to_percent, kill))
-        if landed and t.outcome_unknown:
-            self._act_and_commit(state, version, t)  # it landed: record it (no flag write)
-            return f"{t.describe()} (its flag write landed: recorded)"
-        # a pending transition is finished only if that cannot undo a kill switch pulled since it
-        # was written (by hand: the controller pulls it only with a rollback, which is finished)
-        manual_kill = flags is not None and flags.kill_switch and t.kill_switch is not True
-        if not t.outcome_unknown and (landed or not manual_kill):
-            self._act_and_commit(state, version, t)
+        if not t.outcome_unknown:
+            # finished by another command than the one that asked: it never turns the kill
+            # switch off (one pulled by hand since the intent stays on)
+            self._act_and_commit(state, version, t, keep_kill_switch=True)
             return t.describe()
-        if not t.outcome_unknown and self._logged(t):
-            # its entry is in the log, so its flag write was done before the kill switch was
-            # pulled: record it, and leave the document (and its kill switch) as it is
-            self._act_and_commit(state, version, t, write_flags=False)
-            return f"{t.describe()} (recorded; the kill switch pulled since stays on)"
+        try:
+            flags, _ = self.flags.read()
+        except Exception as exc:
+            raise FlagWriteUnknownError(
+                f"{t.describe()}: its flag write had an unknown outcome and the flag document "
+                f"still cannot be read ({exc}); nothing changed"
+            ) from exc
+        kill = flags.kill_switch if t.kill_switch is None else t.kill_switch
+        if flags.same_as(RolloutFlagState(t.to_percent, kill)):
+            # it landed: record it (no flag write; the switch is not turned off if pulled since)
+            self._act_and_commit(state, version, t, keep_kill_switch=True)
+            return f"{t.describe()} (its flag write landed: recorded)"
         withdrawn = self._seal(replace(state, pending=None), *self._head(state))
         try:
             self.states.write(withdrawn, version)
@@ -442,12 +426,10 @@ class RolloutController:
             raise RolloutConflictError(
                 exc.where, exc.expected, exc.current, self._winner()
             ) from None
-        assert flags is not None  # read above: an unknown outcome, or a kill switch seen
-        why = "its flag write had an unknown outcome" if t.outcome_unknown else "it was pending"
         return (
-            f"withdrew {t.describe()}: {why} and the flag document does not show it "
-            f"({flags.percent:g} %, kill switch {'on' if flags.kill_switch else 'off'}: "
-            "never undone by a pending transition)"
+            f"withdrew {t.describe()}: its flag write had an unknown outcome and the flag "
+            f"document does not show it ({flags.percent:g} %, kill switch "
+            f"{'on' if flags.kill_switch else 'off'})"
         )
 
     def _seal(self, state: RolloutState, count: int, head: str) -> RolloutState:
@@ -540,17 +522,18 @@ class RolloutController:
         last = state.last_action or {}
         return str(last.get("description") or f"{last.get('action', 'a change')} (seq {state.seq})")
 
-    def _logged(self, t: Transition) -> bool:
-        """Is ``t``'s audit entry already the log's last (appended, not yet committed)?"""
-        entries = self.audit.history() if self.audit.exists() else []
-        return bool(entries) and entries[-1].transition_id == t.id
-
     def _act_and_commit(
-        self, intent: RolloutState, version: str | None, t: Transition, *, write_flags: bool = True
+        self,
+        intent: RolloutState,
+        version: str | None,
+        t: Transition,
+        *,
+        keep_kill_switch: bool = False,
     ) -> RolloutState:
-        if t.touches_flags and write_flags:
+        if t.touches_flags:
+            kill = None if keep_kill_switch and t.kill_switch is False else t.kill_switch
             try:
-                set_flags(self.flags, t.to_percent, t.kill_switch, f"{t.action} ({t.id})")
+                set_flags(self.flags, t.to_percent, kill, f"{t.action} ({t.id})")
             except FlagWriteUnknownError:
                 self._mark_unknown(intent, version, t)
                 raise

@@ -1,4 +1,4 @@
-"""The controller never undoes a kill switch pulled by hand ("Rolling back by hand" in
+"""The controller never turns off a kill switch pulled by hand ("Rolling back by hand" in
 docs/runbook.md) — not when it finishes a transition a killed controller left pending, not in a
 rollback that first finishes one, and not when the switch is pulled while ``init`` runs.
 
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from handlers.rollout_flags import DocumentFlagWriter, rollout_state_of
+from rollout.controller import RolloutConflictError
 from rollout.flag_writer import RolloutFlagState, set_flags
 from rollout.state import Status
 from tests.unit.rollout_ctl.conftest import Rig
@@ -70,10 +71,9 @@ def test_a_pending_init_is_not_finished_over_a_manual_kill_switch(rig: Rig, comm
     ctl = rig.controller()
     if command == "recover":
         state = ctl.recover()
-        assert state is not None and state.pending is None and state.stage_index == -1
-        assert not rig.audit.exists() or rig.audit.history() == []  # withdrawn, not recorded
-    elif command == "advance":
-        with pytest.raises(Exception, match="withdrew init"):
+        assert state is not None and state.pending is None and state.stage_index == 0
+    elif command == "advance":  # finishes the init, then stops (it asked from another state)
+        with pytest.raises(RolloutConflictError, match="init"):
             ctl.advance()
     else:
         state = ctl.rollback("saw errors")
@@ -85,43 +85,52 @@ def test_a_pending_init_is_not_finished_over_a_manual_kill_switch(rig: Rig, comm
 
 def test_init_asked_to_clear_the_switch_does_not_clear_it_after_a_crash(rig: Rig) -> None:
     """``--clear-kill-switch`` is the operator's word for *that* command: a pending init finished
-    later cannot tell the switch it was asked to clear from one pulled since, so it withdraws."""
+    by a later one cannot tell the switch it was asked to clear from one pulled since."""
     rig.flags = RecordingStore()
     pull_by_hand(rig.flags)
     _pending_after_crash(rig, "init", clear_kill_switch=True)
     since = len(rig.flags.written)
     state = rig.controller().recover()
-    assert state is not None and state.pending is None and state.stage_index == -1
+    assert state is not None and state.pending is None and state.stage_index == 0
     assert kill_switch_kept(rig.flags, since) == []
-    assert rollout_state_of(rig.flags.load()[0]).kill_switch
-    # asked again, the command clears it
-    assert rig.controller().init(rig.plan, clear_kill_switch=True).percent == 1.0
-    assert not rollout_state_of(rig.flags.load()[0]).kill_switch
-
-
-def test_a_pending_advance_does_not_move_the_flags_after_a_manual_rollback(rig: Rig) -> None:
-    rig.controller().init(rig.plan)
-    rig.flags = RecordingStore(rig.flags.raw)
-    _pending_after_crash(rig, "advance")
-    writer = DocumentFlagWriter(rig.flags)
-    _, version = writer.read()
-    writer.write(RolloutFlagState(0.0, True), version)  # the runbook's rollback by hand
-    state = rig.controller().recover()
-    assert state is not None and state.pending is None and state.percent == 1.0
-    doc = rollout_state_of(rig.flags.load()[0])
-    assert (doc.percent, doc.kill_switch) == (0.0, True)  # the operator's change stands
+    assert rollout_state_of(rig.flags.load()[0]) == RolloutFlagState(1.0, True)
     assert [e.action for e in rig.audit.history()] == ["init"]
 
 
+@pytest.mark.parametrize("crash_at", ["flag write", "commit"])
+def test_a_pending_advance_keeps_a_manual_rollback(rig: Rig, crash_at: str) -> None:
+    rig.controller().init(rig.plan)
+    rig.flags = RecordingStore(rig.flags.raw)
+    if crash_at == "flag write":
+        _pending_after_crash(rig, "advance")
+    else:
+        crashing = CrashOnWrite(rig.tmp / "state.json", n=2)  # 1: intent, 2: commit
+        with pytest.raises(Crash):
+            rig.controller(states=crashing).advance()
+    writer = DocumentFlagWriter(rig.flags)
+    _, version = writer.read()
+    writer.write(RolloutFlagState(0.0, True), version)  # the runbook's rollback by hand
+    since = len(rig.flags.written)
+    state = rig.controller().recover()
+    assert state is not None and state.pending is None and state.percent == 5.0
+    assert kill_switch_kept(rig.flags, since) == []
+    assert rollout_state_of(rig.flags.load()[0]).kill_switch  # the operator's pull stands
+    # ... and the runbook's next step records it
+    assert rig.controller().rollback("pulled by hand").status is Status.ROLLED_BACK
+    assert rollout_state_of(rig.flags.load()[0]) == RolloutFlagState(0.0, True)
+    assert [e.action for e in rig.audit.history()] == ["init", "advance", "rollback"]
+
+
 def test_a_pending_init_already_logged_is_recorded_without_touching_the_switch(rig: Rig) -> None:
-    """Killed between the audit append and the commit: the flag write was done, so the
-    transition is recorded (the log has its entry) — and the switch pulled since stays on."""
+    """Killed between the audit append and the commit, then the switch pulled: the next command
+    records the init and leaves the switch on."""
     rig.flags = RecordingStore()
     pull_by_hand(rig.flags)
     crashing = CrashOnWrite(rig.tmp / "state.json", n=2)  # 1: intent, 2: commit
     with pytest.raises(Crash):
         rig.controller(states=crashing).init(rig.plan, clear_kill_switch=True)
     assert [e.action for e in rig.audit.history()] == ["init"]
+    assert not rollout_state_of(rig.flags.load()[0]).kill_switch  # init cleared it, as asked
     pull_by_hand(rig.flags)  # pulled again after the init's write
     since = len(rig.flags.written)
     state = rig.controller().recover()
