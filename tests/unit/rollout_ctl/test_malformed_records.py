@@ -1,0 +1,126 @@
+"""A state or audit entry that is not what the controller writes — wrong JSON type, a field of the
+wrong type, nesting deeper than the parser goes — is refused with the project's error naming the
+field, by every command and by ``rollout verify``, on the local file, S3 and DynamoDB; nothing is
+written. Before, these crashed with ``TypeError``/``AttributeError``/``RecursionError``
+tracebacks (each case below did on the code before this change)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from rollout.audit import AuditIntegrityError
+from rollout.dynamo import DynamoStateStore
+from rollout.state import BlobStateStore, FileStateStore
+from rollout.verify import verify_record
+from snapmerge.errors import SnapmergeError, StoreError
+from tests.unit.rollout_ctl.test_record_binding import (  # noqa: F401 (fixtures)
+    KEY,
+    Rollout,
+    at,
+    rollout,
+)
+
+
+def _write_raw_state(r: Rollout, body: bytes) -> None:
+    states = r.where.states
+    if isinstance(states, FileStateStore):
+        states.path.write_bytes(body)
+    elif isinstance(states, BlobStateStore):
+        states.blobs.put(states.key, body)
+    else:
+        from snapmerge import aws as clients
+
+        assert isinstance(states, DynamoStateStore)
+        item = {**states._key(), "body": {"S": body.decode()}, "version": {"S": "hand"}}
+        clients.client("dynamodb").put_item(TableName=states.table, Item=item)
+
+
+def _edited(r: Rollout, edit: Callable[[dict[str, Any]], object]) -> bytes:
+    data = r.where.read_state()
+    edit(data)
+    return json.dumps(data).encode()
+
+
+STATES: dict[str, tuple[Callable[[Rollout], bytes], str]] = {
+    "a JSON list": (lambda r: b'["not", "a", "state"]', "a rollout state is a JSON object"),
+    "stage_index a string": (
+        lambda r: _edited(r, lambda d: d.update(stage_index="2")),
+        "field 'stage_index' is str",
+    ),
+    "percent a bool": (
+        lambda r: _edited(r, lambda d: d.update(percent=True)),
+        "field 'percent' is bool",
+    ),
+    "percent NaN": (lambda r: _edited(r, lambda d: d.update(percent=float("nan"))), "nan"),
+    "pending percent a string": (
+        lambda r: _edited(
+            r,
+            lambda d: d.update(
+                pending={
+                    "id": "x",
+                    "action": "advance",
+                    "from_percent": 25.0,
+                    "to_percent": "100",
+                    "from_status": "running",
+                    "to_status": "running",
+                    "to_stage": 4,
+                    "kill_switch": None,
+                    "reason": "r",
+                    "at_ms": 1,
+                }
+            ),
+        ),
+        "field 'to_percent' is str",
+    ),
+    "nested past the parser's depth": (lambda r: b"[" * 100_000 + b"]" * 100_000, "Recursion"),
+}
+
+
+@pytest.mark.parametrize("shape", list(STATES))
+def test_a_malformed_state_is_refused_by_every_command(rollout: Rollout, shape: str) -> None:  # noqa: F811
+    make, named = STATES[shape]
+    body = make(rollout)
+    _write_raw_state(rollout, body)
+    log = rollout.where.read_log()
+    for command in ("status", "recover", "advance", "rollback"):
+        with pytest.raises(StoreError, match="unreadable") as caught:
+            getattr(rollout.controller(), command)()
+        assert named in str(caught.value)
+    with pytest.raises(StoreError, match="unreadable"):
+        verify_record(rollout.where.audit, rollout.where.states.read()[0], KEY, "x")
+    rollout.unchanged(log, 25.0)  # nothing written anywhere
+
+
+def _entry_edit(field: str, value: object) -> Callable[[Rollout], None]:
+    def edit(r: Rollout) -> None:
+        entries = r.where.read_log()
+        entries[1][field] = value
+        r.where.write_log(entries)
+
+    return edit
+
+
+ENTRIES = {
+    "evidence a list": (_entry_edit("evidence", [1, 2]), "field 'evidence' is list"),
+    "to_percent a string": (_entry_edit("to_percent", "5"), "field 'to_percent' is str"),
+    "who a number": (_entry_edit("who", 7), "field 'who' is int"),
+}
+
+
+@pytest.mark.parametrize("shape", list(ENTRIES))
+def test_a_malformed_audit_entry_is_refused(rollout: Rollout, shape: str) -> None:  # noqa: F811
+    edit, named = ENTRIES[shape]
+    edit(rollout)
+    log = rollout.where.read_log()
+    for command in ("status", "advance"):
+        with pytest.raises(SnapmergeError, match="unreadable") as caught:
+            getattr(rollout.controller(), command)()
+        assert named in str(caught.value)
+    state = rollout.where.states.read()[0]
+    with pytest.raises(AuditIntegrityError, match=named):
+        verify_record(rollout.where.audit, state, KEY, rollout.where.states.location)  # type: ignore[attr-defined]
+    rollout.unchanged(log, 25.0)
