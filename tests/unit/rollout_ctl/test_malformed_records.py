@@ -124,3 +124,30 @@ def test_a_malformed_audit_entry_is_refused(rollout: Rollout, shape: str) -> Non
     with pytest.raises(AuditIntegrityError, match=named):
         verify_record(rollout.where.audit, state, KEY, rollout.where.states.location)  # type: ignore[attr-defined]
     rollout.unchanged(log, 25.0)
+
+
+# -- replay: the whole record put back to an earlier signed point ---------------------------------
+def test_an_earlier_signed_record_put_back_whole_verifies_but_halves_do_not(
+    rollout: Rollout,  # noqa: F811
+) -> None:
+    """The documented limit (ADR 0009, runbook "The record"): an earlier state *and* log,
+    restored together, verify — nothing in them can tell. Restoring only one of them is caught."""
+    old_state, old_log = rollout.where.read_state(), rollout.where.read_log()
+    rollout.controller().advance()
+    new_state, new_log = rollout.where.read_state(), rollout.where.read_log()
+    assert new_state["percent"] == 50.0 and len(new_log) == 4
+
+    rollout.where.write_state(old_state)  # the state alone: the log goes on past its anchor
+    with pytest.raises(AuditIntegrityError, match=r"entry 3 .* follows the anchored head"):
+        rollout.controller().status()
+    rollout.where.write_state(new_state)
+    rollout.where.write_log(old_log)  # the log alone: its tail is missing
+    with pytest.raises(AuditIntegrityError, match="entry 3 is missing"):
+        rollout.controller().status()
+
+    rollout.where.write_state(old_state)  # both: undetectable without history kept elsewhere
+    where = rollout.where
+    report = verify_record(where.audit, where.states.read()[0], KEY, where.states.location)  # type: ignore[attr-defined]
+    assert report.entries == 3
+    assert rollout.controller().status().percent == 25.0
+    assert rollout.flag_percent() == 50.0  # what gives it away: the flags `status` prints
