@@ -17,6 +17,7 @@ from rollout.dynamo import DynamoStateStore
 from rollout.state import BlobStateStore, FileStateStore
 from rollout.verify import verify_record
 from snapmerge.errors import SnapmergeError, StoreError
+from tests.unit.rollout_ctl.conftest import Rig
 from tests.unit.rollout_ctl.test_record_binding import (  # noqa: F401 (fixtures)
     KEY,
     Rollout,
@@ -151,3 +152,19 @@ def test_an_earlier_signed_record_put_back_whole_verifies_but_halves_do_not(
     assert report.entries == 3
     assert rollout.controller().status().percent == 25.0
     assert rollout.flag_percent() == 50.0  # what gives it away: the flags `status` prints
+
+
+def test_the_whole_record_deleted_is_a_fresh_location(rig: Rig) -> None:
+    """The earliest earlier point: with state and log both gone there is nothing to check
+    against (docs/runbook.md, "Not detected"); the flag document still shows the old rollout."""
+    from handlers.rollout_flags import rollout_state_of
+    from rollout.controller import NotInitialisedError
+
+    rig.controller().init(rig.plan)
+    rig.controller().advance()
+    rig.states.path.unlink()
+    rig.audit.path.unlink()
+    with pytest.raises(NotInitialisedError):
+        rig.controller().status()
+    assert rollout_state_of(rig.flags.load()[0]).percent == 5.0  # what gives it away
+    assert rig.controller().init(rig.plan).percent == 1.0
