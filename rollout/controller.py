@@ -229,16 +229,31 @@ class RolloutController:
         """Percentage 0 and the kill switch on, in one flag-document write.
 
         Goes on after finishing another controller's pending transition (the lever must work
-        whatever else is in flight), but not when the rollout is already rolled back.
+        whatever else is in flight), and tries again when another controller's transition won
+        the state write first (its intent lost, it applied nothing), but not when the rollout is
+        already rolled back.
         """
-        state, version = self._current(finish_then_continue=True)
-        if state.status is Status.ROLLED_BACK:
-            last = (state.last_action or {}).get("description", "an earlier rollback")
-            raise RolloutConflictError(repr(self.states), version, version, str(last))
-        t = self._transition(
-            state, "rollback", state.stage_index, 0.0, Status.ROLLED_BACK, reason, True, evidence
-        )
-        return self._apply(state, version, t)
+        for attempt in range(_RECOVER_ATTEMPTS):
+            state, version = self._current(finish_then_continue=True)
+            if state.status is Status.ROLLED_BACK:
+                last = (state.last_action or {}).get("description", "an earlier rollback")
+                raise RolloutConflictError(repr(self.states), version, version, str(last))
+            t = self._transition(
+                state,
+                "rollback",
+                state.stage_index,
+                0.0,
+                Status.ROLLED_BACK,
+                reason,
+                True,
+                evidence,
+            )
+            try:
+                return self._apply(state, version, t)
+            except RolloutConflictError:
+                if attempt + 1 == _RECOVER_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def pause(self, reason: str = "manual pause") -> RolloutState:
         state, version = self._current()

@@ -16,7 +16,7 @@ import pytest
 from handlers.rollout_flags import DocumentFlagWriter, rollout_state_of
 from rollout.controller import RolloutConflictError
 from rollout.flag_writer import RolloutFlagState, set_flags
-from rollout.state import Status
+from rollout.state import FileStateStore, RolloutState, Status
 from tests.unit.rollout_ctl.conftest import Rig
 from tests.unit.rollout_ctl.helpers import CountingStore
 from tests.unit.rollout_ctl.test_resilience import Crash, CrashOnWrite
@@ -172,3 +172,32 @@ def test_negative_control_finishing_a_pending_init_as_before_is_caught(rig: Rig)
     since = len(rig.flags.written)
     set_flags(DocumentFlagWriter(rig.flags), 1.0, False, "init (replayed)")
     assert kill_switch_kept(rig.flags, since) != []
+
+
+class AdvanceFirst(FileStateStore):
+    """Another controller's ``advance`` wins the state write this controller's first intent
+    was going to make (both read the same version: the ``together`` interleaving)."""
+
+    def __init__(self, rig: Rig) -> None:
+        super().__init__(rig.states.path)
+        self.rig, self.fired = rig, 0
+
+    def write(self, state: RolloutState, expected_version: str | None) -> str:
+        if not self.fired:
+            self.fired += 1
+            self.rig.controller(actor="ci@runner").advance()
+        return super().write(state, expected_version)
+
+
+def test_a_rollback_racing_an_advance_still_rolls_back(rig: Rig) -> None:
+    """The lever works whatever else is in flight: the rollback that lost the state write to an
+    advance reads again and rolls back (before, it exited naming the advance, and the rollout
+    went on at the advanced stage)."""
+    rig.controller().init(rig.plan)
+    racing = AdvanceFirst(rig)
+    state = rig.controller(states=racing).rollback("saw errors")
+    assert racing.fired == 1  # the advance won the first write
+    assert state.status is Status.ROLLED_BACK and state.percent == 0.0
+    assert rollout_state_of(rig.flags.load()[0]) == RolloutFlagState(0.0, True)
+    assert [e.action for e in rig.audit.history()] == ["init", "advance", "rollback"]
+    rig.controller().status()  # the record verifies
