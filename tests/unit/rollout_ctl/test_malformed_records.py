@@ -12,12 +12,16 @@ from typing import Any
 
 import pytest
 
-from rollout.audit import AuditIntegrityError
-from rollout.dynamo import DynamoStateStore
+from handlers.rollout_flags import DocumentFlagWriter
+from rollout.audit import AuditIntegrityError, AuditLog, JsonlAuditLog, S3AuditLog
+from rollout.controller import RolloutController
+from rollout.dynamo import DynamoAuditLog, DynamoStateStore
+from rollout.plan import parse_plan
+from rollout.signing import AuditKey
 from rollout.state import BlobStateStore, FileStateStore
 from rollout.verify import verify_record
 from snapmerge.errors import SnapmergeError, StoreError
-from tests.unit.rollout_ctl.conftest import Rig
+from tests.unit.rollout_ctl.conftest import PLAN, Rig
 from tests.unit.rollout_ctl.test_record_binding import (  # noqa: F401 (fixtures)
     KEY,
     Rollout,
@@ -168,3 +172,43 @@ def test_the_whole_record_deleted_is_a_fresh_location(rig: Rig) -> None:
         rig.controller().status()
     assert rollout_state_of(rig.flags.load()[0]).percent == 5.0  # what gives it away
     assert rig.controller().init(rig.plan).percent == 1.0
+
+
+# -- key rotation ---------------------------------------------------------------------------------
+def _fresh_audit(r: Rollout, key: AuditKey) -> AuditLog:
+    states = r.where.states
+    if isinstance(states, FileStateStore):
+        return JsonlAuditLog(states.path.parent / "audit-rotated.jsonl", key)
+    if isinstance(states, BlobStateStore):
+        return S3AuditLog(states.blobs, "alpha/audit-rotated/", key)
+    assert isinstance(states, DynamoStateStore)
+    return DynamoAuditLog(states.table, "alpha-rotated", key)
+
+
+def test_a_rotated_key_needs_a_new_rollout_at_a_new_audit_location(
+    rollout: Rollout,  # noqa: F811
+) -> None:
+    """ADR 0009: a state signed with another key is refused by every command; `init --force`
+    does not sign with the new key on top of the old log; a new audit location does."""
+    new = AuditKey(b"the-rotated-audit-key-98765")
+    log = rollout.where.read_log()
+    for command in ("status", "recover", "advance", "rollback", "pause"):
+        with pytest.raises(AuditIntegrityError, match=r"signed with key \w+, not \w+"):
+            getattr(rollout.controller(key=new), command)()
+    with pytest.raises(AuditIntegrityError, match="init --force does not sign on top"):
+        rollout.controller(key=new).init(parse_plan(PLAN), force=True)
+    rollout.unchanged(log, 25.0)
+    fresh = _fresh_audit(rollout, new)
+    ctl = RolloutController(
+        rollout.where.states,
+        DocumentFlagWriter(rollout.flags),
+        fresh,
+        clock=rollout.clock,
+        actor="ci",
+        key=new,
+    )
+    assert ctl.init(parse_plan(PLAN), force=True).percent == 1.0
+    where = rollout.where.states
+    report = verify_record(fresh, where.read()[0], new, where.location)  # type: ignore[attr-defined]
+    assert report.entries == 1 and report.key_id == new.key_id
+    assert rollout.where.read_log() == log  # the old log kept as it was, for investigation
