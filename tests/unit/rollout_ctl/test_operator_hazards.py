@@ -2,6 +2,9 @@
 docs/runbook.md) — not when it finishes a transition a killed controller left pending, not in a
 rollback that first finishes one, and not when the switch is pulled while ``init`` runs.
 
+Also: a rollback that loses the state write to an advance still rolls back, and what a clock
+running ahead does to the bake (a documented limit).
+
 Each fault is shown to have fired (the transition is pending, the switch is on before the next
 command); the checker (:func:`kill_switch_kept`) is shown to catch the old behaviour (negative
 control).
@@ -18,7 +21,7 @@ from rollout.controller import RolloutConflictError
 from rollout.flag_writer import RolloutFlagState, set_flags
 from rollout.state import FileStateStore, RolloutState, Status
 from tests.unit.rollout_ctl.conftest import Rig
-from tests.unit.rollout_ctl.helpers import CountingStore
+from tests.unit.rollout_ctl.helpers import CountingStore, ManualClock
 from tests.unit.rollout_ctl.test_resilience import Crash, CrashOnWrite
 
 
@@ -201,3 +204,15 @@ def test_a_rollback_racing_an_advance_still_rolls_back(rig: Rig) -> None:
     assert rollout_state_of(rig.flags.load()[0]) == RolloutFlagState(0.0, True)
     assert [e.action for e in rig.audit.history()] == ["init", "advance", "rollback"]
     rig.controller().status()  # the record verifies
+
+
+def test_a_controller_whose_clock_runs_ahead_shortens_the_bake_by_that_much(rig: Rig) -> None:
+    """The documented limit (docs/runbook.md, "Clocks"): the bake is measured from the stage's
+    start, stamped by the controller that started it, with the clock of the one that judges."""
+    rig.controller().init(rig.plan)  # bake 600 s
+    assert rig.controller().tick().action == "baking"  # a clock in step waits
+    ahead = ManualClock(rig.clock.now + 600)
+    result = rig.controller(clock=ahead, sleep=ahead.sleep).tick()
+    assert result.action == "promote"  # judged at once: the bake was skipped
+    behind = ManualClock(rig.clock.now - 600)
+    assert rig.controller(clock=behind, sleep=behind.sleep).tick().action == "baking"
