@@ -1,8 +1,15 @@
-"""A state or audit entry that is not what the controller writes — wrong JSON type, a field of the
-wrong type, nesting deeper than the parser goes — is refused with the project's error naming the
-field, by every command and by ``rollout verify``, on the local file, S3 and DynamoDB; nothing is
-written. Before, these crashed with ``TypeError``/``AttributeError``/``RecursionError``
-tracebacks (each case below did on the code before this change)."""
+"""The record under an unlucky operator and an adversary, on the local file, S3 and DynamoDB:
+
+* a state or audit entry that is not what the controller writes — wrong JSON type, a field of the
+  wrong type, nesting deeper than the parser goes — is refused with the project's error naming
+  the field, by every command and by ``rollout verify``; nothing is written (before, these
+  crashed with ``TypeError``/``AttributeError``/``RecursionError`` tracebacks, or were reported
+  as tampering);
+* an earlier signed record put back whole verifies (the documented limit), either half is caught;
+* a rotated key needs a new rollout at a new audit location (ADR 0009);
+* a controller killed after each step of a transition is finished once by the next command
+  (with a negative control for the checker).
+"""
 
 from __future__ import annotations
 
@@ -212,3 +219,90 @@ def test_a_rotated_key_needs_a_new_rollout_at_a_new_audit_location(
     report = verify_record(fresh, where.read()[0], new, where.location)  # type: ignore[attr-defined]
     assert report.entries == 1 and report.key_id == new.key_id
     assert rollout.where.read_log() == log  # the old log kept as it was, for investigation
+
+
+# -- kill -9 after each step of a transition, on the three backends -------------------------------
+class Killed(BaseException):
+    """The process is gone at that point (no ``except Exception`` runs)."""
+
+
+class _States:
+    def __init__(self, inner: Any, die_after_write: int) -> None:
+        self.inner, self.left, self.location = inner, die_after_write, inner.location
+
+    def read(self) -> Any:
+        return self.inner.read()
+
+    def write(self, state: Any, expected: Any) -> str:
+        version = self.inner.write(state, expected)
+        self.left -= 1
+        if self.left == 0:
+            raise Killed("after the state write")
+        return str(version)
+
+
+class _Audit:
+    def __init__(self, inner: Any, die: bool) -> None:
+        self.inner, self.die = inner, die
+
+    def append(self, entry: Any) -> Any:
+        written = self.inner.append(entry)
+        if self.die:
+            raise Killed("after the audit append")
+        return written
+
+    def history(self) -> Any:
+        return self.inner.history()
+
+    def exists(self) -> bool:
+        return bool(self.inner.exists())
+
+
+class _Flags(DocumentFlagWriter):
+    def write(self, state: Any, expected_version: str) -> str:
+        super().write(state, expected_version)
+        raise Killed("after the flag write")
+
+
+@pytest.mark.parametrize("step", ["intent", "flag write", "audit append", "commit"])
+def test_killed_after_each_step_the_next_command_finishes_it_once(
+    rollout: Rollout,  # noqa: F811
+    step: str,
+) -> None:
+    r, where = rollout, rollout.where
+    states: Any = _States(where.states, {"intent": 1, "commit": 2}.get(step, 0))
+    flags = _Flags(r.flags) if step == "flag write" else DocumentFlagWriter(r.flags)
+    audit: Any = _Audit(where.audit, step == "audit append")
+    ctl = RolloutController(states, flags, audit, clock=r.clock, actor="ci", key=KEY)
+    with pytest.raises(Killed):
+        ctl.advance()
+    left = where.states.read()[0]
+    assert left is not None and (left.pending is not None) == (step != "commit")  # it fired
+    state = r.controller().recover()
+    assert state is not None and state.pending is None
+    assert finished_once(r) == []
+
+
+def finished_once(r: Rollout) -> list[str]:
+    """The checker: the killed advance (25 → 50 %) is in the state, the flags and the log once."""
+    where, problems = r.where, []
+    state = where.states.read()[0]
+    if state is None or state.pending is not None or state.percent != 50.0:
+        problems.append(f"state {state and state.percent} %, pending {state and state.pending}")
+    if r.flag_percent() != 50.0:
+        problems.append(f"flags {r.flag_percent()} %")
+    log = where.read_log()
+    if [e["to_percent"] for e in log] != [1.0, 5.0, 25.0, 50.0]:
+        problems.append(f"log {[e['to_percent'] for e in log]}")
+    try:
+        verify_record(where.audit, state, KEY, where.states.location)  # type: ignore[attr-defined]
+    except AuditIntegrityError as exc:
+        problems.append(str(exc))
+    return problems
+
+
+def test_negative_control_an_advance_applied_twice_is_caught(rollout: Rollout) -> None:  # noqa: F811
+    rollout.controller().advance()
+    assert finished_once(rollout) == []
+    rollout.controller().advance()  # what a blind replay of the transition would add
+    assert finished_once(rollout) != []
