@@ -31,8 +31,9 @@ hand"): ``init`` clears it only when asked (``clear_kill_switch``) and otherwise
 document has it at the write, and a pending transition finished by a later command leaves it as
 it is (it cannot tell the switch its command was asked to clear from one pulled since). It is not
 withdrawn instead: the controller that wrote it may still be running, and would append its entry
-after the withdrawal. Only ``rollback`` goes on after finishing a pending transition, unless the
-rollout is already rolled back. Whether the pending transition was left by a crash or
+after the withdrawal. Only ``rollback`` goes on after finishing a pending transition, or after
+losing its intent write to another controller's (it reads again), unless the rollout is already
+rolled back. Whether the pending transition was left by a crash or
 is being applied right now by another process cannot be told apart and does not need to be: the
 steps are idempotent, so two processes finishing one transition write it once. Commands that
 only read (``status``, ``judge``) report a pending transition and never settle it.
