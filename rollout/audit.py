@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from rollout.signing import AuditKey
+from rollout.state import check_types
 from snapmerge.errors import PointerConflictError, SnapmergeError, StoreError
 from snapmerge.localfiles import locked
 from snapmerge.ports import BlobStore
@@ -123,12 +124,21 @@ class AuditEntry:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AuditEntry:
         """Decode one stored entry; a field this version does not write is refused."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"an audit entry is a JSON object, not {type(data).__name__}")
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"unknown field(s) {unknown}")
+        check_types(data, _ENTRY_TYPES, "audit entry", _ENTRY_REQUIRED)
         return cls(**data)
+
+
+_ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("transition_id", "action", "from_status", "to_status", "reason"), (str,)),
+    "from_percent": (int, float),
+    "to_percent": (int, float),
+    **dict.fromkeys(("who", "at", "plan_digest", "prev_digest", "digest", "key_id"), (str,)),
+    "evidence": (Mapping,),
+    "seq": (int,),
+    "rollout": (str,),
+    "mac": (str,),
+}
+_ENTRY_REQUIRED = tuple(list(_ENTRY_TYPES)[:7])  # the fields with no default
 
 
 def mac_message(digest: str) -> str:
@@ -226,7 +236,7 @@ class JsonlAuditLog:
                     continue
                 try:
                     entries.append(AuditEntry.from_json(json.loads(line)))
-                except (ValueError, TypeError) as exc:
+                except (ValueError, TypeError, RecursionError) as exc:
                     raise AuditIntegrityError(f"{self.path}:{number}: unreadable: {exc}") from None
         return check_chain(entries, str(self.path))
 
@@ -303,7 +313,7 @@ class S3AuditLog:
                 raise AuditIntegrityError(f"s3://{self.blobs.bucket}/{key} vanished")
             try:
                 entries.append(AuditEntry.from_json(json.loads(blob.body)))
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, RecursionError) as exc:
                 raise AuditIntegrityError(f"{key}: unreadable: {exc}") from None
         return check_chain(entries, f"s3://{self.blobs.bucket}/{self.prefix}")
 

@@ -24,8 +24,16 @@ changes the rollout finishes it (:meth:`RolloutController.recover`) — and then
 the state *they* saw, not of the one the pending transition made (two racing ``advance`` commands
 would otherwise both apply, the second on top of the first). Likewise, a command given
 ``based_on`` (the state's sequence number when the CLI first read it) refuses a state another
-controller has moved on since. Only ``rollback`` goes on after finishing a pending transition,
-unless the rollout is already rolled back. Whether the pending transition was left by a crash or
+controller has moved on since.
+
+The controller never turns off a kill switch pulled by hand (the operator's "rollback by
+hand"): ``init`` clears it only when asked (``clear_kill_switch``) and otherwise leaves it as the
+document has it at the write, and a pending transition finished by a later command leaves it as
+it is (it cannot tell the switch its command was asked to clear from one pulled since). It is not
+withdrawn instead: the controller that wrote it may still be running, and would append its entry
+after the withdrawal. Only ``rollback`` goes on after finishing a pending transition, or after
+losing its intent write to another controller's (it reads again), unless the rollout is already
+rolled back. Whether the pending transition was left by a crash or
 is being applied right now by another process cannot be told apart and does not need to be: the
 steps are idempotent, so two processes finishing one transition write it once. Commands that
 only read (``status``, ``judge``) report a pending transition and never settle it.
@@ -179,7 +187,10 @@ class RolloutController:
         base = RolloutState(plan.raw, plan.digest, -1, flags.percent, Status.PAUSED, self._now())
         base = self._seal(replace(base, seq=state.seq if state else 0), *head)
         first = plan.stages[0]
-        t = self._transition(base, "init", 0, first.routed, Status.RUNNING, "start rollout", False)
+        # the kill switch is cleared only when asked: otherwise the write leaves it as it is, so
+        # one pulled by hand after the check above is not undone
+        clear = False if clear_kill_switch else None
+        t = self._transition(base, "init", 0, first.routed, Status.RUNNING, "start rollout", clear)
         t = replace(t, from_status=state.status.value if state else "none")
         return self._apply(base, version, t, restore=state)
 
@@ -220,16 +231,31 @@ class RolloutController:
         """Percentage 0 and the kill switch on, in one flag-document write.
 
         Goes on after finishing another controller's pending transition (the lever must work
-        whatever else is in flight), but not when the rollout is already rolled back.
+        whatever else is in flight), and tries again when another controller's transition won
+        the state write first (its intent lost, it applied nothing), but not when the rollout is
+        already rolled back.
         """
-        state, version = self._current(finish_then_continue=True)
-        if state.status is Status.ROLLED_BACK:
-            last = (state.last_action or {}).get("description", "an earlier rollback")
-            raise RolloutConflictError(repr(self.states), version, version, str(last))
-        t = self._transition(
-            state, "rollback", state.stage_index, 0.0, Status.ROLLED_BACK, reason, True, evidence
-        )
-        return self._apply(state, version, t)
+        for attempt in range(_RECOVER_ATTEMPTS):
+            state, version = self._current(finish_then_continue=True)
+            if state.status is Status.ROLLED_BACK:
+                last = (state.last_action or {}).get("description", "an earlier rollback")
+                raise RolloutConflictError(repr(self.states), version, version, str(last))
+            t = self._transition(
+                state,
+                "rollback",
+                state.stage_index,
+                0.0,
+                Status.ROLLED_BACK,
+                reason,
+                True,
+                evidence,
+            )
+            try:
+                return self._apply(state, version, t)
+            except RolloutConflictError:
+                if attempt + 1 == _RECOVER_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def pause(self, reason: str = "manual pause") -> RolloutState:
         state, version = self._current()
@@ -398,7 +424,9 @@ class RolloutController:
         its flag write had an unknown outcome — reconcile it by reading the flag document:
         recorded if the document shows it, withdrawn if not. Never re-applies a stale write."""
         if not t.outcome_unknown:
-            self._act_and_commit(state, version, t)
+            # finished by another command than the one that asked: it never turns the kill
+            # switch off (one pulled by hand since the intent stays on)
+            self._act_and_commit(state, version, t, keep_kill_switch=True)
             return t.describe()
         try:
             flags, _ = self.flags.read()
@@ -409,7 +437,8 @@ class RolloutController:
             ) from exc
         kill = flags.kill_switch if t.kill_switch is None else t.kill_switch
         if flags.same_as(RolloutFlagState(t.to_percent, kill)):
-            self._act_and_commit(state, version, t)  # it landed: record it (no flag write)
+            # it landed: record it (no flag write; the switch is not turned off if pulled since)
+            self._act_and_commit(state, version, t, keep_kill_switch=True)
             return f"{t.describe()} (its flag write landed: recorded)"
         withdrawn = self._seal(replace(state, pending=None), *self._head(state))
         try:
@@ -515,11 +544,17 @@ class RolloutController:
         return str(last.get("description") or f"{last.get('action', 'a change')} (seq {state.seq})")
 
     def _act_and_commit(
-        self, intent: RolloutState, version: str | None, t: Transition
+        self,
+        intent: RolloutState,
+        version: str | None,
+        t: Transition,
+        *,
+        keep_kill_switch: bool = False,
     ) -> RolloutState:
         if t.touches_flags:
+            kill = None if keep_kill_switch and t.kill_switch is False else t.kill_switch
             try:
-                set_flags(self.flags, t.to_percent, t.kill_switch, f"{t.action} ({t.id})")
+                set_flags(self.flags, t.to_percent, kill, f"{t.action} ({t.id})")
             except FlagWriteUnknownError:
                 self._mark_unknown(intent, version, t)
                 raise

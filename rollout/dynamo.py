@@ -69,7 +69,7 @@ class DynamoStateStore:
             return None, None
         try:
             state = RolloutState.from_json(json.loads(item["body"]["S"]))
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise StoreError(f"rollout state {self!r} is unreadable: {exc!r}") from None
         return state, str(item["version"]["S"])
 
@@ -127,7 +127,7 @@ class DynamoAuditLog:
         for item in self._items():
             try:
                 entries.append(AuditEntry.from_json(json.loads(item["body"]["S"])))
-            except (ValueError, TypeError, KeyError) as exc:
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
                 raise AuditIntegrityError(f"{item['SK']['S']}: unreadable: {exc}") from None
         return check_chain(entries, repr(self))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
@@ -174,7 +175,12 @@ class RolloutState:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RolloutState:
+        """Decode a stored state; a field of the wrong type is refused (``ValueError``) here,
+        before anything compares or formats it."""
+        check_types(data, _STATE_TYPES, "rollout state", _REQUIRED)
         pending = data.get("pending")
+        if pending is not None:
+            check_types(pending, _TRANSITION_TYPES, "pending transition", _TRANSITION_REQUIRED)
         return cls(
             **{
                 **{k: v for k, v in data.items() if k in cls.__dataclass_fields__},
@@ -182,6 +188,70 @@ class RolloutState:
                 "pending": Transition(**pending) if pending else None,
             }
         )
+
+
+_INT = (int,)
+_NUM = (int, float)
+_MAP = (Mapping,)
+_NONE = (type(None),)
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "plan": _MAP,
+    "plan_digest": (str,),
+    "stage_index": _INT,
+    "percent": _NUM,
+    "status": (str,),
+    "stage_started_ms": _INT,
+    "previous_stage_started_ms": _INT + _NONE,
+    "next_judge_ms": _INT,
+    "seq": _INT,
+    "pending": _MAP + _NONE,
+    "last_action": _MAP + _NONE,
+    "audit_anchor": _MAP + _NONE,
+}
+_TRANSITION_TYPES: dict[str, tuple[type, ...]] = {
+    "id": (str,),
+    "action": (str,),
+    "from_percent": _NUM,
+    "to_percent": _NUM,
+    "from_status": (str,),
+    "to_status": (str,),
+    "to_stage": _INT,
+    "kill_switch": (bool, type(None)),
+    "reason": (str,),
+    "at_ms": _INT,
+    "evidence": _MAP,
+    "recheck_ms": _INT,
+    "who": (str,),
+    "outcome_unknown": (bool,),
+}
+_REQUIRED = ("plan", "plan_digest", "stage_index", "percent", "status", "stage_started_ms")
+_TRANSITION_REQUIRED = tuple(list(_TRANSITION_TYPES)[:10])  # id .. at_ms: no default
+
+
+def check_types(
+    data: object,
+    types: Mapping[str, tuple[type, ...]],
+    what: str,
+    required: tuple[str, ...] = (),
+) -> None:
+    """Refuse (``ValueError``) a stored record that is not an object of these fields and types
+    (bools are not numbers; floats are finite)."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"a {what} is a JSON object, not {type(data).__name__}")
+    unknown = sorted(set(data) - set(types))
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} in a {what}")
+    for name, allowed in types.items():
+        if name not in data:
+            if name in required:
+                raise ValueError(f"{what}: field {name!r} is missing")
+            continue
+        value = data[name]
+        numeric = allowed in (_INT, _NUM, _INT + _NONE)
+        if (numeric and isinstance(value, bool)) or not isinstance(value, allowed):
+            raise ValueError(f"{what}: field {name!r} is {type(value).__name__}: {value!r:.40}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{what}: field {name!r} is {value!r}")
 
 
 def location_of(store: object) -> str:
@@ -207,7 +277,7 @@ def _encode(state: RolloutState) -> bytes:
 def _decode(body: bytes, where: str) -> RolloutState:
     try:
         return RolloutState.from_json(json.loads(body))
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise StoreError(f"rollout state {where} is unreadable: {exc!r}") from None
 
 
