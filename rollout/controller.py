@@ -389,7 +389,7 @@ class RolloutController:
         """
         settled: str | None = None
         for _ in range(_RECOVER_ATTEMPTS):
-            state, version = self._read_checked()
+            state, version = self._read_checked(strict=strict)
             if state is None or state.pending is None:
                 if settled is not None and strict:
                     raise RolloutConflictError(repr(self.states), version, version, settled)
@@ -400,12 +400,14 @@ class RolloutController:
             settled = self._settle(state, version, state.pending)
         raise RolloutConflictError(repr(self.states), None, None, "a transition still pending")
 
-    def _read_checked(self) -> tuple[RolloutState | None, str | None]:
+    def _read_checked(self, *, strict: bool = False) -> tuple[RolloutState | None, str | None]:
         """The state, refused unless the record backs it (:func:`rollout.verify.check_record`).
 
         The state is read before the log; a controller that commits in between makes the log
         look longer than the state says, so a failed check is believed only if the state did
-        not move meanwhile.
+        not move meanwhile. If it moved, another controller acted since our first read: with
+        ``strict`` that is a lost race (:class:`RolloutConflictError` naming the winner), exactly
+        as if our conditional write had lost; otherwise (rollback) read again and go on.
         """
         for _ in range(_RECOVER_ATTEMPTS):
             state, version = self.states.read()
@@ -415,8 +417,13 @@ class RolloutController:
                 check_record(self.audit, state, self.key, self.location)
                 return state, version
             except AuditIntegrityError:
-                if self.states.read()[1] == version:
+                now = self.states.read()[1]
+                if now == version:
                     raise
+                if strict and state is not None:
+                    raise RolloutConflictError(
+                        repr(self.states), version, now, self._winner()
+                    ) from None
         raise RolloutConflictError(repr(self.states), None, None, "the state kept changing")
 
     def _settle(self, state: RolloutState, version: str | None, t: Transition) -> str:

@@ -215,3 +215,41 @@ def test_a_concurrent_flag_edit_is_kept_and_the_change_reapplied(rig: Rig) -> No
     assert doc["group-size"]["default"] == 7
     assert rollout_state_of(doc) == RolloutFlagState(5.0, False)
     assert ctl.status().status is Status.RUNNING
+
+
+class OtherCommitsAfterFirstRead(FileStateStore):
+    """Another controller's whole advance lands between our first state read and our log read
+    (the interleaving the threaded race above hits about one run in twelve under load)."""
+
+    def __init__(self, path: Any, other: Any) -> None:
+        super().__init__(path)
+        self.other, self.fired = other, False
+
+    def read(self) -> Any:
+        answer = super().read()
+        if not self.fired:
+            self.fired = True
+            self.other()  # it commits: state and log move on before we read the log
+        return answer
+
+
+def test_a_commit_between_our_state_read_and_log_read_is_a_lost_race(rig: Rig) -> None:
+    """Found in the merged tree: the record check re-read the moved state and advanced from it,
+    so both racing advances acted (1 → 5 → 25 %). The command now stops as if its conditional
+    write had lost, naming the winner."""
+    rig.controller().init(rig.plan)
+    store = OtherCommitsAfterFirstRead(rig.tmp / "state.json", lambda: rig.controller().advance())
+    with pytest.raises(RolloutConflictError, match=r"advance 1→5 %"):
+        rig.controller(states=store).advance()
+    assert store.fired
+    assert [e.action for e in rig.audit.history()] == ["init", "advance"]
+    assert rig.controller().status().percent == 5.0
+
+
+def test_a_rollback_whose_first_read_is_overtaken_still_rolls_back(rig: Rig) -> None:
+    """The lever is not strict: the same interleaving reads again and rolls back."""
+    rig.controller().init(rig.plan)
+    store = OtherCommitsAfterFirstRead(rig.tmp / "state.json", lambda: rig.controller().advance())
+    state = rig.controller(states=store).rollback()
+    assert store.fired and state.status is Status.ROLLED_BACK
+    assert [e.action for e in rig.audit.history()] == ["init", "advance", "rollback"]
