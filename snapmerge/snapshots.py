@@ -45,6 +45,9 @@ CHROMA_MARKER = "chroma.sqlite3"
 SKIP = frozenset({MANIFEST_NAME, HASH_NAME})
 """Never uploaded from, nor downloaded into, a working directory: each version gets its own."""
 _ORIGINAL_ID = re.compile(r"^\d{8}_\d{6}$")
+# Retention never takes a complete version of ours that is not below the pointer until it is this
+# old (``snapmerge gc``'s default grace): its run may still swap the pointer to it.
+UNPUBLISHED_GRACE = timedelta(hours=24)
 
 
 def scan_files(local_dir: Path) -> tuple[tuple[str, int], ...]:
@@ -58,6 +61,20 @@ def completed_entry(key: str, body: bytes) -> VersionManifest | None:
         return None
     entry = VersionManifest.from_json(body)
     return entry if entry.complete else None
+
+
+def _parse_time(text: str | None, version: VersionId | None = None) -> datetime | None:
+    """A log entry's ``created_at``, else the time in its id (``YYYYMMDD_HHMMSS``); None when
+    neither can be read (never old enough)."""
+    try:
+        if text:
+            when = datetime.fromisoformat(text)
+            return when if when.tzinfo else when.replace(tzinfo=UTC)
+        if version is not None:
+            return datetime.strptime(version[:15], "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        pass
+    return None
 
 
 def _now(now: datetime | None) -> datetime:
@@ -259,9 +276,12 @@ class SnapshotStore:
         """Delete all but the newest ``keep`` versions; return the ids deleted.
 
         Never deleted: the version the pointer names, any version with an unexpired
-        in-flight marker, and an unconfirmed publish and its base (lineage marks). Protection is
-        read before the listing, so a version created after we looked is not in the listing at
-        all. Expired markers are removed as garbage.
+        in-flight marker, an unconfirmed publish and its base (lineage marks), and a version of
+        ours that is not below the pointer on its chain unless it is older than
+        :data:`UNPUBLISHED_GRACE` (an upload whose swap may still come: its run's marker can
+        expire first, for a slow run or a skewed clock, and its swap would then name a deleted
+        version). Protection is read before the listing, so a version created after we looked
+        is not in the listing at all. Expired markers are removed as garbage.
         """
         now = datetime.now(UTC)
         markers = self._markers()
@@ -271,13 +291,33 @@ class SnapshotStore:
             protected.add(pointer.version)
         protected |= self._lineage_pending()
         versions = self.list_versions()
-        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v not in protected]
+        doomed = [
+            v
+            for v in versions[: max(0, len(versions) - keep)]
+            if v not in protected and self._retirable(v, pointer, now)
+        ]
         for version in doomed:
             self.delete_version(version)
         expired = [key for key, _, expires in markers if expires <= now]
         if expired:
             self.blobs.delete(expired)
         return doomed
+
+    def _retirable(self, version: VersionId, pointer: Pointer | None, now: datetime) -> bool:
+        """May retention take ``version``? An original-format version (no entry), an entry
+        whose data is already retired or discarded, a version below the pointer on its chain (no
+        swap can name it again: every CAS expects the pointer's ETag), or one older than the
+        grace. Anything else may be an upload whose swap is still to come."""
+        try:
+            entry = self.log.entry(version)
+        except SnapshotError:
+            return False  # an unreadable entry: left for the operator (gc protects it too)
+        if entry is None or entry.state in (EntryState.RETIRED, EntryState.DISCARDED):
+            return True
+        if pointer is not None and self.log.is_ancestor(entry, pointer.version) is True:
+            return True
+        started = _parse_time(entry.created_at) or _parse_time(None, version)
+        return started is not None and now - started >= UNPUBLISHED_GRACE
 
     def _lineage_pending(self) -> set[VersionId]:
         """Publishes whose lineage is unconfirmed, and their bases (``snapmerge/lineage.py``):
