@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from snapmerge.commit_log import CommitLog, EntryState, VersionManifest, lineage
+from snapmerge.commit_log import CommitLog, EntryState, VersionManifest, lineage, published_key
 from snapmerge.domain import LATEST_DIRECT, Database, Keys, Pointer, S3Key, VersionId
 from snapmerge.errors import PointerConflictError, SnapshotError
 from snapmerge.ports import BlobStore
@@ -307,7 +307,8 @@ class SnapshotStore:
         """May retention take ``version``? An original-format version (no entry), an entry
         whose data is already retired or discarded, a version below the pointer on its chain (no
         swap can name it again: every CAS expects the pointer's ETag), or one older than the
-        grace. Anything else may be an upload whose swap is still to come."""
+        grace, or one with a published mark (the walk cannot pass an original-format version).
+        Anything else may be an upload whose swap is still to come."""
         try:
             entry = self.log.entry(version)
         except SnapshotError:
@@ -316,6 +317,8 @@ class SnapshotStore:
             return True
         if pointer is not None and self.log.is_ancestor(entry, pointer.version) is True:
             return True
+        if self.blobs.get(published_key(self.db, version)) is not None:
+            return True  # its swap happened (below an original-format pointer, say): never again
         started = _parse_time(entry.created_at) or _parse_time(None, version)
         return started is not None and now - started >= UNPUBLISHED_GRACE
 

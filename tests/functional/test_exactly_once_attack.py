@@ -18,7 +18,7 @@ from snapmerge import synth
 from snapmerge.domain import Keys, LockScope
 from snapmerge.two_phase import TwoPhaseFinalMerge
 from tests.conftest import AwsEnv
-from tests.functional.merge_rig import DB, PATHS, Crash, Rig, crash_at, make_rig, rows
+from tests.functional.merge_rig import DB, Crash, Rig, crash_at, make_rig, rows
 
 
 @pytest.fixture
@@ -58,8 +58,14 @@ def killed_before_swap(rig: Rig, batch_id: str, write: list[Any]) -> None:
 
 
 # -- A1: retention deletes a complete upload that is about to be published ---------------------
-@pytest.mark.parametrize("path", PATHS)
-def test_retention_never_deletes_an_upload_whose_swap_is_still_to_come(rig: Rig, path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "group"),
+    [("legacy", False), ("two_phase", False), ("two_phase", True)],
+    ids=["legacy", "two_phase", "two_phase-group"],
+)
+def test_retention_never_deletes_an_upload_whose_swap_is_still_to_come(
+    rig: Rig, path: str, group: bool
+) -> None:
     """Retention kept the newest ``keep`` version *prefixes*, whatever they were: with the
     uploader's in-flight marker expired (a slow run, a skewed clock) and ``keep`` newer uploads of
     rivals killed before their swap, a retention run that does not move the pointer (here a
@@ -83,7 +89,8 @@ def test_retention_never_deletes_an_upload_whose_swap_is_still_to_come(rig: Rig,
         replay = rig.merger(path, lock_scope=LockScope.PER_BATCH).run(done)
         assert replay.replayed
 
-    result = rig.merger(path, meanwhile, group_commit=False).run(rig.batch("ours", [ours_rows]))
+    ours = rig.merger(path, meanwhile, group_commit=group)
+    result = ours.run(rig.batch("ours", [ours_rows]))
 
     assert fired and fired[0] >= 1  # the fault fired: our upload's marker was expired
     pointer = rig.store.read_pointer()

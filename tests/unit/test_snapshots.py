@@ -321,6 +321,23 @@ def test_retention_spares_a_young_upload_off_the_chain_whose_marker_expired(
     assert store.is_complete(pending) and all(store.is_complete(v) for v in newer)
 
 
+def test_retention_takes_marked_versions_below_an_original_format_pointer(
+    store: SnapshotStore, tmp_path: Path
+) -> None:
+    """The original writer published on top: the chain walk cannot pass its version, so our
+    young versions go by their published marks (else a day of them would stay)."""
+    ours = publish_chain(store, tmp_path, [f"2024010{i}_000000" for i in range(1, 6)])
+    for version in ours:
+        store.log.mark_published(version)
+    unmarked = publish(store, tmp_path, VersionId("20240106_000000"))  # its swap may still come
+    original = VersionId("20240107_000000")
+    store.blobs.put(store.version_prefix(original) + "chroma.sqlite3", b"db")
+    store.blobs.put(store.pointer_key, original.encode())  # unconditional, no log entry
+
+    assert store.apply_retention(keep=2) == ours
+    assert store.is_complete(unmarked) and store.is_complete(original)
+
+
 def test_retention_negative_control_an_upload_past_the_grace_goes(
     store: SnapshotStore, tmp_path: Path
 ) -> None:
