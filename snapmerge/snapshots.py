@@ -275,7 +275,8 @@ class SnapshotStore:
     def apply_retention(self, keep: int = 4) -> list[VersionId]:
         """Delete all but the newest ``keep`` versions; return the ids deleted.
 
-        Never deleted: the version the pointer names, any version with an unexpired
+        Nothing is deleted while the pointer is missing. Never deleted: the version the pointer
+        names, any version with an unexpired
         in-flight marker, an unconfirmed publish and its base (lineage marks), and a version of
         ours that is not below the pointer on its chain unless it is older than
         :data:`UNPUBLISHED_GRACE` (an upload whose swap may still come: its run's marker can
@@ -287,8 +288,11 @@ class SnapshotStore:
         markers = self._markers()
         protected = {version for _, version, expires in markers if expires > now}
         pointer = self.read_pointer()
-        if pointer is not None:
-            protected.add(pointer.version)
+        if pointer is None:
+            # Deleted by hand (or never written): the top of the published chain is what a
+            # rebuild starts from, and nothing here says which version that is. Take nothing.
+            return []
+        protected.add(pointer.version)
         protected |= self._lineage_pending()
         versions = self.list_versions()
         doomed = [

@@ -338,6 +338,26 @@ def test_retention_takes_marked_versions_below_an_original_format_pointer(
     assert store.is_complete(unmarked) and store.is_complete(original)
 
 
+def test_retention_takes_nothing_while_the_pointer_is_missing(
+    store: SnapshotStore, tmp_path: Path
+) -> None:
+    """atk10-A3: with the pointer deleted, a replay's retention kept the newest N ids: N newer
+    uploads of runs killed before their swap pushed out the published top, the one version a
+    rebuild could start from (issue 10 case 3)."""
+    chain = publish_chain(store, tmp_path, [f"2024010{i}_000000" for i in range(1, 4)])
+    for version in chain:
+        store.log.mark_published(version)
+    for i in range(4, 8):  # uploads whose runs died before their swap
+        publish(store, tmp_path, VersionId(f"2024010{i}_000000"), created_at="")
+    store.blobs.delete([store.pointer_key])
+
+    assert store.apply_retention(keep=4) == []
+    assert store.is_complete(chain[-1])
+    # control: with the pointer back, the same call takes the versions below it
+    store.blobs.put(store.pointer_key, chain[-1].encode())
+    assert chain[0] in store.apply_retention(keep=4)
+
+
 def test_retention_negative_control_an_upload_past_the_grace_goes(
     store: SnapshotStore, tmp_path: Path
 ) -> None:
