@@ -307,24 +307,25 @@ class SnapshotStore:
             self.blobs.delete(expired)
         return doomed
 
-    def _retirable(self, version: VersionId, pointer: Pointer | None, now: datetime) -> bool:
+    def _retirable(self, version: VersionId, pointer: Pointer, now: datetime) -> bool:
         """May retention take ``version``? An original-format version (no entry), an entry
-        whose data is already retired or discarded, a version below the pointer on its chain (no
-        swap can name it again: every CAS expects the pointer's ETag), or one older than the
-        grace, or one with a published mark (the walk cannot pass an original-format version).
-        Anything else may be an upload whose swap is still to come."""
+        whose data is already retired or discarded, one with a published mark (its swap
+        happened; no CAS can name it again: every CAS expects the pointer's ETag), one older
+        than the grace, or one below the pointer on its chain (a publish that died before its
+        mark). Anything else may be an upload whose swap is still to come. Cheapest first: the
+        walk runs only for young unmarked versions (uploads of killed runs, mostly)."""
         try:
             entry = self.log.entry(version)
         except SnapshotError:
             return False  # an unreadable entry: left for the operator (gc protects it too)
         if entry is None or entry.state in (EntryState.RETIRED, EntryState.DISCARDED):
             return True
-        if pointer is not None and self.log.is_ancestor(entry, pointer.version) is True:
-            return True
         if self.blobs.get(published_key(self.db, version)) is not None:
-            return True  # its swap happened (below an original-format pointer, say): never again
+            return True
         started = _parse_time(entry.created_at) or _parse_time(None, version)
-        return started is not None and now - started >= UNPUBLISHED_GRACE
+        if started is not None and now - started >= UNPUBLISHED_GRACE:
+            return True
+        return self.log.is_ancestor(entry, pointer.version) is True
 
     def _lineage_pending(self) -> set[VersionId]:
         """Publishes whose lineage is unconfirmed, and their bases (``snapmerge/lineage.py``):
