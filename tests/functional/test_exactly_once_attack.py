@@ -2,7 +2,8 @@
 
 Each test lines up one case the issue's fixes left open and checks the DESIGN §3 invariants on
 what readers see (the pointer's snapshot against the last write of every id, in publish order).
-Each failed on the code before its fix (see the report of the atk10 branch).
+Each failed on the code before its fix unless its docstring says otherwise (see the report of
+the atk10 branch).
 """
 
 from __future__ import annotations
@@ -101,3 +102,31 @@ def test_retention_never_deletes_an_upload_whose_swap_is_still_to_come(
     after = rewrite(base, 4)
     rig.merger(path).run(rig.batch("after", [after]))
     assert rig.snapshot() == synth.expected_state([base, done_rows, ours_rows, after])
+
+
+# -- A3: with the pointer deleted, retention pushed out the published top ----------------------
+@pytest.mark.parametrize("path", ["legacy", "two_phase"])
+def test_retention_keeps_the_published_top_while_the_pointer_is_missing(
+    rig: Rig, path: str
+) -> None:
+    """Uploads of runs killed before their swap, then the pointer deleted by hand, then a replay
+    of a finished batch (which runs retention): the published top must survive for the
+    opted-in rebuild. A regression guard end to end (on the code before atk10-A3 the top's
+    unconfirmed-lineage mark happened to protect it here); the unit test
+    ``test_retention_takes_nothing_while_the_pointer_is_missing`` shows the rule itself."""
+    base = rows(1, 10)
+    rig.seed(base)
+    done_rows = rewrite(base, 2)
+    done = rig.batch("done", [done_rows])
+    top = rig.merger(path).run(done)
+    for i in range(4):  # keep=4 newer prefixes: rivals killed before their swap
+        killed_before_swap(rig, f"rival-{i}", rewrite(base, 20 + i))
+    rig.blobs.delete([Keys.pointer(DB)])
+    replay = rig.merger(path).run(done)  # a redelivered finished batch: runs retention
+    assert replay.replayed and rig.store.read_pointer() is None  # the fault held
+
+    assert rig.store.is_complete(top.version)
+    after = rewrite(base, 4)
+    rebuilt = rig.merger(path, rebuild_from_newest=True).run(rig.batch("after", [after]))
+    assert rebuilt.base_version == top.version
+    assert rig.snapshot() == synth.expected_state([base, done_rows, after])

@@ -343,7 +343,8 @@ def test_retention_takes_nothing_while_the_pointer_is_missing(
 ) -> None:
     """atk10-A3: with the pointer deleted, a replay's retention kept the newest N ids: N newer
     uploads of runs killed before their swap pushed out the published top, the one version a
-    rebuild could start from (issue 10 case 3)."""
+    rebuild could start from (issue 10 case 3), whenever no unconfirmed-lineage mark happened
+    to protect it (none here)."""
     chain = publish_chain(store, tmp_path, [f"2024010{i}_000000" for i in range(1, 4)])
     for version in chain:
         store.log.mark_published(version)
