@@ -35,12 +35,17 @@ from datetime import UTC, datetime, timedelta
 from snapmerge.change_sets import ChangeSets
 from snapmerge.commit_log import Claim, EntryState, VersionManifest
 from snapmerge.domain import VersionId
-from snapmerge.errors import SnapshotError
+from snapmerge.errors import InvalidEventError, SnapshotError
 from snapmerge.group_commit import PENDING, WITHDRAWN, PendingBatch, PendingQueue
 from snapmerge.lineage import walk_chain
 from snapmerge.snapshots import SnapshotStore
 
 DEFAULT_GRACE = timedelta(hours=24)
+# Below this, gc would race live merges: a claim, a change set or an upload of a run whose swap
+# is still to come is protected only by its in-flight marker, which a slow run or a skewed clock
+# outlives. (A claim gc deletes under a version that then lands lets the batch's retry apply it
+# again.)
+MIN_GRACE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,13 @@ class _View:
 def plan(
     store: SnapshotStore, *, grace: timedelta = DEFAULT_GRACE, now: datetime | None = None
 ) -> GcPlan:
-    """What ``apply`` would delete; reads only."""
+    """What ``apply`` would delete; reads only. A grace below :data:`MIN_GRACE` is refused."""
+    if grace < MIN_GRACE:
+        raise InvalidEventError(
+            f"gc grace {grace.total_seconds() / 3600:g} h is below the minimum"
+            f" {MIN_GRACE.total_seconds() / 3600:g} h: it would collect claims and uploads of"
+            " merges still running"
+        )
     view = _View(store, now or datetime.now(UTC), grace, store.inflight_versions(now))
     pointer = store.read_pointer()
     if pointer is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from snapmerge.commit_log import CommitLog, EntryState, VersionManifest, lineage
+from snapmerge.commit_log import CommitLog, EntryState, VersionManifest, lineage, published_key
 from snapmerge.domain import LATEST_DIRECT, Database, Keys, Pointer, S3Key, VersionId
 from snapmerge.errors import PointerConflictError, SnapshotError
 from snapmerge.ports import BlobStore
@@ -45,6 +45,9 @@ CHROMA_MARKER = "chroma.sqlite3"
 SKIP = frozenset({MANIFEST_NAME, HASH_NAME})
 """Never uploaded from, nor downloaded into, a working directory: each version gets its own."""
 _ORIGINAL_ID = re.compile(r"^\d{8}_\d{6}$")
+# Retention never takes a complete version of ours that is not below the pointer until it is this
+# old (``snapmerge gc``'s default grace): its run may still swap the pointer to it.
+UNPUBLISHED_GRACE = timedelta(hours=24)
 
 
 def scan_files(local_dir: Path) -> tuple[tuple[str, int], ...]:
@@ -58,6 +61,20 @@ def completed_entry(key: str, body: bytes) -> VersionManifest | None:
         return None
     entry = VersionManifest.from_json(body)
     return entry if entry.complete else None
+
+
+def _parse_time(text: str | None, version: VersionId | None = None) -> datetime | None:
+    """A log entry's ``created_at``, else the time in its id (``YYYYMMDD_HHMMSS``); None when
+    neither can be read (never old enough)."""
+    try:
+        if text:
+            when = datetime.fromisoformat(text)
+            return when if when.tzinfo else when.replace(tzinfo=UTC)
+        if version is not None:
+            return datetime.strptime(version[:15], "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        pass
+    return None
 
 
 def _now(now: datetime | None) -> datetime:
@@ -258,26 +275,57 @@ class SnapshotStore:
     def apply_retention(self, keep: int = 4) -> list[VersionId]:
         """Delete all but the newest ``keep`` versions; return the ids deleted.
 
-        Never deleted: the version the pointer names, any version with an unexpired
-        in-flight marker, and an unconfirmed publish and its base (lineage marks). Protection is
-        read before the listing, so a version created after we looked is not in the listing at
-        all. Expired markers are removed as garbage.
+        Nothing is deleted while the pointer is missing. Never deleted: the version the pointer
+        names, any version with an unexpired
+        in-flight marker, an unconfirmed publish and its base (lineage marks), and a version of
+        ours that is not below the pointer on its chain unless it is older than
+        :data:`UNPUBLISHED_GRACE` (an upload whose swap may still come: its run's marker can
+        expire first, for a slow run or a skewed clock, and its swap would then name a deleted
+        version). Protection is read before the listing, so a version created after we looked
+        is not in the listing at all. Expired markers are removed as garbage.
         """
         now = datetime.now(UTC)
         markers = self._markers()
         protected = {version for _, version, expires in markers if expires > now}
         pointer = self.read_pointer()
-        if pointer is not None:
-            protected.add(pointer.version)
+        if pointer is None:
+            # Deleted by hand (or never written): the top of the published chain is what a
+            # rebuild starts from, and nothing here says which version that is. Take nothing.
+            return []
+        protected.add(pointer.version)
         protected |= self._lineage_pending()
         versions = self.list_versions()
-        doomed = [v for v in versions[: max(0, len(versions) - keep)] if v not in protected]
+        doomed = [
+            v
+            for v in versions[: max(0, len(versions) - keep)]
+            if v not in protected and self._retirable(v, pointer, now)
+        ]
         for version in doomed:
             self.delete_version(version)
         expired = [key for key, _, expires in markers if expires <= now]
         if expired:
             self.blobs.delete(expired)
         return doomed
+
+    def _retirable(self, version: VersionId, pointer: Pointer, now: datetime) -> bool:
+        """May retention take ``version``? An original-format version (no entry), an entry
+        whose data is already retired or discarded, one with a published mark (its swap
+        happened; no CAS can name it again: every CAS expects the pointer's ETag), one older
+        than the grace, or one below the pointer on its chain (a publish that died before its
+        mark). Anything else may be an upload whose swap is still to come. Cheapest first: the
+        walk runs only for young unmarked versions (uploads of killed runs, mostly)."""
+        try:
+            entry = self.log.entry(version)
+        except SnapshotError:
+            return False  # an unreadable entry: left for the operator (gc protects it too)
+        if entry is None or entry.state in (EntryState.RETIRED, EntryState.DISCARDED):
+            return True
+        if self.blobs.get(published_key(self.db, version)) is not None:
+            return True
+        started = _parse_time(entry.created_at) or _parse_time(None, version)
+        if started is not None and now - started >= UNPUBLISHED_GRACE:
+            return True
+        return self.log.is_ancestor(entry, pointer.version) is True
 
     def _lineage_pending(self) -> set[VersionId]:
         """Publishes whose lineage is unconfirmed, and their bases (``snapmerge/lineage.py``):

@@ -29,7 +29,9 @@ def fake_chroma(root: Path, tag: str = "x") -> Path:
     return root
 
 
-def manifest_for(version: VersionId, base: VersionId | None = None) -> VersionManifest:
+def manifest_for(
+    version: VersionId, base: VersionId | None = None, *, created_at: str | None = None
+) -> VersionManifest:
     return VersionManifest(
         version=version,
         base_version=base,
@@ -38,7 +40,7 @@ def manifest_for(version: VersionId, base: VersionId | None = None) -> VersionMa
         dimension=1536,
         path="two_phase",
         files=(),
-        created_at=datetime.now(UTC).isoformat(),
+        created_at=datetime.now(UTC).isoformat() if created_at is None else created_at,
     )
 
 
@@ -52,11 +54,28 @@ def store(blobs: MemoryBlobStore) -> SnapshotStore:
     return SnapshotStore(blobs, DB, workers=4)
 
 
-def publish(store: SnapshotStore, tmp_path: Path, version: VersionId) -> VersionId:
+def publish(
+    store: SnapshotStore, tmp_path: Path, version: VersionId, *, created_at: str | None = None
+) -> VersionId:
     store.upload_version(
-        version, fake_chroma(tmp_path / f"src-{version}", version), manifest_for(version)
+        version,
+        fake_chroma(tmp_path / f"src-{version}", version),
+        manifest_for(version, created_at=created_at),
     )
     return version
+
+
+def publish_chain(store: SnapshotStore, tmp_path: Path, ids: list[str]) -> list[VersionId]:
+    """Each version built on the one before and swapped in: the published chain."""
+    pointer = store.read_pointer()
+    for name in ids:
+        version = VersionId(name)
+        base = pointer.version if pointer is not None else None
+        store.upload_version(
+            version, fake_chroma(tmp_path / f"src-{version}", version), manifest_for(version, base)
+        )
+        pointer = store.write_pointer(version, pointer)
+    return [VersionId(name) for name in ids]
 
 
 # -- pointer CAS ---------------------------------------------------------------------------------
@@ -250,7 +269,12 @@ def test_inflight_markers_expire(store: SnapshotStore) -> None:
 def test_retention_keeps_newest_pointer_target_and_inflight(
     store: SnapshotStore, tmp_path: Path
 ) -> None:
-    versions = [publish(store, tmp_path, VersionId(f"2024010{i}_000000")) for i in range(1, 9)]
+    # versions older than the grace (their age is their id's): above a rolled-back pointer, a
+    # young one is spared (its swap may still come; see the next tests)
+    versions = [
+        publish(store, tmp_path, VersionId(f"2024010{i}_000000"), created_at="")
+        for i in range(1, 9)
+    ]
     store.write_pointer(versions[0], None)  # a pointer naming an old version (e.g. a rollback)
     store.mark_inflight(versions[1], "merge-a", timedelta(minutes=10))  # a merge's base
     store.mark_inflight(versions[2], "merge-b", timedelta(seconds=-1))  # an expired marker
@@ -267,8 +291,7 @@ def test_retention_spares_a_version_still_uploading(
     old = VersionId("20200101_000000_000000_aaaaaaaa")
     store.mark_inflight(old, "uploader", timedelta(minutes=10))
     blobs.put(store.version_prefix(old) + "chroma.sqlite3", b"partial")  # no manifest yet
-    for i in range(1, 6):
-        publish(store, tmp_path, VersionId(f"2024010{i}_000000"))
+    publish_chain(store, tmp_path, [f"2024010{i}_000000" for i in range(1, 6)])
     assert store.apply_retention(keep=4) == ["20240101_000000"]
     assert old in store.list_versions()
 
@@ -276,10 +299,75 @@ def test_retention_spares_a_version_still_uploading(
 def test_retention_negative_control_unprotected_versions_go(
     store: SnapshotStore, tmp_path: Path
 ) -> None:
-    versions = [publish(store, tmp_path, VersionId(f"2024010{i}_000000")) for i in range(1, 7)]
+    versions = publish_chain(store, tmp_path, [f"2024010{i}_000000" for i in range(1, 7)])
     assert store.apply_retention(keep=4) == versions[:2]
     assert store.list_versions() == versions[2:]
     assert not store.blobs.list(store.version_prefix(versions[0]))
+
+
+def test_retention_spares_a_young_upload_off_the_chain_whose_marker_expired(
+    store: SnapshotStore, tmp_path: Path
+) -> None:
+    """An upload not below the pointer may still be swapped in by its run (a slow run or a
+    skewed clock lets its in-flight marker expire first): retention waits out the grace."""
+    chain = publish_chain(store, tmp_path, [f"2024010{i}_000000" for i in range(1, 3)])
+    pending = publish(store, tmp_path, VersionId("20240103_000000"))  # built now, not swapped
+    store.mark_inflight(pending, pending, timedelta(seconds=-1))  # its marker: already expired
+    newer = [publish(store, tmp_path, VersionId(f"2024010{i}_000000")) for i in range(4, 8)]
+
+    deleted = store.apply_retention(keep=4)
+
+    assert deleted == chain[:1]  # below the pointer: goes; the pointer's own is protected
+    assert store.is_complete(pending) and all(store.is_complete(v) for v in newer)
+
+
+def test_retention_takes_marked_versions_below_an_original_format_pointer(
+    store: SnapshotStore, tmp_path: Path
+) -> None:
+    """The original writer published on top: the chain walk cannot pass its version, so our
+    young versions go by their published marks (else a day of them would stay)."""
+    ours = publish_chain(store, tmp_path, [f"2024010{i}_000000" for i in range(1, 6)])
+    for version in ours:
+        store.log.mark_published(version)
+    unmarked = publish(store, tmp_path, VersionId("20240106_000000"))  # its swap may still come
+    original = VersionId("20240107_000000")
+    store.blobs.put(store.version_prefix(original) + "chroma.sqlite3", b"db")
+    store.blobs.put(store.pointer_key, original.encode())  # unconditional, no log entry
+
+    assert store.apply_retention(keep=2) == ours
+    assert store.is_complete(unmarked) and store.is_complete(original)
+
+
+def test_retention_takes_nothing_while_the_pointer_is_missing(
+    store: SnapshotStore, tmp_path: Path
+) -> None:
+    """atk10-A3: with the pointer deleted, a replay's retention kept the newest N ids: N newer
+    uploads of runs killed before their swap pushed out the published top, the one version a
+    rebuild could start from (issue 10 case 3), whenever no unconfirmed-lineage mark happened
+    to protect it (none here)."""
+    chain = publish_chain(store, tmp_path, [f"2024010{i}_000000" for i in range(1, 4)])
+    for version in chain:
+        store.log.mark_published(version)
+    for i in range(4, 8):  # uploads whose runs died before their swap
+        publish(store, tmp_path, VersionId(f"2024010{i}_000000"), created_at="")
+    store.blobs.delete([store.pointer_key])
+
+    assert store.apply_retention(keep=4) == []
+    assert store.is_complete(chain[-1])
+    # control: with the pointer back, the same call takes the versions below it
+    store.blobs.put(store.pointer_key, chain[-1].encode())
+    assert chain[0] in store.apply_retention(keep=4)
+
+
+def test_retention_negative_control_an_upload_past_the_grace_goes(
+    store: SnapshotStore, tmp_path: Path
+) -> None:
+    publish_chain(store, tmp_path, [f"2024010{i}_000000" for i in range(1, 3)])
+    stale = publish(store, tmp_path, VersionId("20240103_000000"), created_at="")  # 2024: old
+    for i in range(4, 8):
+        publish(store, tmp_path, VersionId(f"2024010{i}_000000"))
+    assert stale in store.apply_retention(keep=4)
+    assert not store.is_complete(stale)
 
 
 # -- receipts ------------------------------------------------------------------------------------
@@ -435,7 +523,7 @@ def test_ancestry_across_an_original_version_is_undecided(store: SnapshotStore) 
 def test_retention_retires_log_entries_and_never_deletes_them(
     store: SnapshotStore, tmp_path: Path
 ) -> None:
-    versions = [publish(store, tmp_path, VersionId(f"2024010{i}_000000")) for i in range(1, 7)]
+    versions = publish_chain(store, tmp_path, [f"2024010{i}_000000" for i in range(1, 7)])
     assert store.apply_retention(keep=4) == versions[:2]
     for version in versions[:2]:
         entry = store.log.entry(version)
