@@ -84,8 +84,21 @@ def stage(
 
 
 def bucket_state(app: bootstrap.App) -> tuple[list[str], str | None]:
+    """Every key and the pointer's ETag, leaving out group commit's queue (a refused batch
+    leaves its pending entry withdrawn and the builder marker idle: :func:`queue_settled`)."""
     pointer = app.blobs.get(Keys.pointer(DB))
-    return app.blobs.list(""), pointer.etag if pointer else None
+    queue = (f"{DB.value}/snapshot/pending/", f"{DB.value}/snapshot/pending-builder.json")
+    keys = [k for k in app.blobs.list("") if not k.startswith(queue)]
+    return keys, pointer.etag if pointer else None
+
+
+def queue_settled(app: bootstrap.App) -> None:
+    """No batch of a refused merge is left for a builder to take, and nobody is building."""
+    for key in app.blobs.list(f"{DB.value}/snapshot/pending/"):
+        blob = app.blobs.get(key)
+        assert blob is not None and json.loads(blob.body)["state"] == "withdrawn", key
+    marker = app.blobs.get(f"{DB.value}/snapshot/pending-builder.json")
+    assert marker is None or json.loads(marker.body)["state"] != "building"
 
 
 @pytest.mark.skipif(RUNNING_IS_1_0, reason="on 1.0.21 this base is in the running format")
@@ -101,6 +114,7 @@ def test_older_format_base_is_refused_and_nothing_changes(
     for part in (fmt.CHROMADB_1_0.id, running_format().id, fmt.UPGRADE_ENV):
         assert part in str(info.value)
     assert bucket_state(app) == before  # no upload, no receipt, pointer and intermediates kept
+    queue_settled(app)
     assert app.blobs.list(request.intermediate_keys[0])
 
 
@@ -204,3 +218,4 @@ def test_chunk_of_another_collection_is_refused(
     with pytest.raises(MergeInputError, match="'receipt_lines', but this merge is for 'words'"):
         merger(app, path).run(request)
     assert bucket_state(app) == before
+    queue_settled(app)
