@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,6 +146,55 @@ class ChangeSets:
             for k in keys
             if k.endswith(".json") and "/" not in k[len(self.prefix) :]
         )
+
+
+def upload_with_changes(
+    kit: MergeKit, db: Database, built: BuiltVersion, sources: list[Path]
+) -> BuiltVersion:
+    """``kit.upload`` and, at the same time, the change set of ``built``: both are done (or
+    neither is left behind) when this returns, so the change set still precedes the swap.
+
+    They were written one after the other; on the embedded server the change set's uploads (a
+    few objects per source) added about a quarter of a second to every two-phase publish. Any
+    failure removes both: the upload discards itself (``kit.upload``), the change set is deleted
+    once its writer has stopped. An upload renamed to a new version id (the old one was taken)
+    gets its change set written again under the new id.
+    """
+    if not kit.settings.change_sets:
+        return kit.upload(db, built)
+    changes = ChangeSets(kit.blobs, db)
+    base = built.base.version if built.base else None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="changes") as pool:
+        recording = pool.submit(changes.write, built.version, base, sources)
+        try:
+            uploaded = kit.upload(db, built)
+        except BaseException:
+            _stopped(recording)
+            changes.delete(built.version)
+            raise
+        try:
+            recording.result()
+        except BaseException:
+            kit.discard(db, uploaded)
+            changes.delete(built.version)
+            raise
+    if uploaded.version != built.version:
+        changes.delete(built.version)
+        try:
+            changes.write(uploaded.version, base, sources)
+        except BaseException:
+            kit.discard(db, uploaded)
+            changes.delete(uploaded.version)
+            raise
+    return uploaded
+
+
+def _stopped(future: Future[None]) -> None:
+    """Wait for ``future`` to end, whatever it ends with (its error is not ours to raise)."""
+    try:
+        future.result()
+    except BaseException:
+        log.debug("change set write failed beside a failed upload", exc_info=True)
 
 
 def prune_changes(kit: MergeKit, db: Database) -> None:
