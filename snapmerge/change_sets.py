@@ -155,33 +155,35 @@ def upload_with_changes(
     neither is left behind) when this returns, so the change set still precedes the swap.
 
     They were written one after the other; on the embedded server the change set's uploads (a
-    few objects per source) added about a quarter of a second to every two-phase publish. Any
-    failure removes both: the upload discards itself (``kit.upload``), the change set is deleted
-    once its writer has stopped. An upload renamed to a new version id (the old one was taken)
-    gets its change set written again under the new id.
+    few objects per source) added about a quarter of a second to every two-phase publish. The
+    change set starts once the version id is claimed (a taken id, redrawn, never gets one: its
+    prefix is another writer's). Any failure removes both: the upload discards itself
+    (``kit.upload``), the change set is deleted once its writer has stopped.
     """
     if not kit.settings.change_sets:
         return kit.upload(db, built)
     changes = ChangeSets(kit.blobs, db)
     base = built.base.version if built.base else None
+    started: list[tuple[VersionId, Future[None]]] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="changes") as pool:
-        recording = pool.submit(changes.write, built.version, base, sources)
+
+        def claimed(version: VersionId) -> None:
+            started.append((version, pool.submit(changes.write, version, base, sources)))
+
         try:
-            uploaded = kit.upload(db, built)
+            uploaded = kit.upload(db, built, on_claimed=claimed)
         except BaseException:
-            _stopped(recording)
-            changes.delete(built.version)
+            for version, recording in started:
+                _stopped(recording)
+                changes.delete(version)
             raise
         try:
-            recording.result()
-        except BaseException:
-            kit.discard(db, uploaded)
-            changes.delete(built.version)
-            raise
-    if uploaded.version != built.version:
-        changes.delete(built.version)
-        try:
-            changes.write(uploaded.version, base, sources)
+            for version, recording in started:
+                recording.result()
+                if version != uploaded.version:  # not expected: a claim is never redrawn
+                    changes.delete(version)
+            if not any(version == uploaded.version for version, _ in started):
+                changes.write(uploaded.version, base, sources)
         except BaseException:
             kit.discard(db, uploaded)
             changes.delete(uploaded.version)

@@ -33,20 +33,26 @@ def _kit(tmp_path: Path) -> MergeKit:
     return MergeKit(MemoryBlobStore(), MemoryIndex(), MemoryLeaseTable(), settings)
 
 
-def _built(kit: MergeKit, tmp_path: Path) -> tuple[Pointer, list[Path], BuiltVersion]:
-    base = seed_snapshot(kit.blobs, kit.engine, DB, synth.records(1, 10, DIM), workdir=tmp_path)
+def _built(
+    kit: MergeKit, tmp_path: Path, name: str = "b1", base: Pointer | None = None
+) -> tuple[Pointer, list[Path], BuiltVersion]:
+    if base is None:
+        records = synth.records(1, 10, DIM)
+        base = seed_snapshot(kit.blobs, kit.engine, DB, records, workdir=tmp_path)
     sources = []
     for i in range(2):
-        local = tmp_path / f"src-{i}"
-        synth.write_index(
-            kit.engine, local, synth.records(2 + i, 4, DIM, start=100 * (i + 1)), "receipt_words"
-        )
+        local = tmp_path / f"{name}-src-{i}"
+        records = synth.records(len(name) + i, 4, DIM, id_prefix=f"{name}-", start=100 * i)
+        synth.write_index(kit.engine, local, records, "receipt_words")
         sources.append(local)
-    request = FinalMergeRequest(batch_id="b1", database=DB, intermediate_keys=("unused/",))
-    built = kit.build(
-        request, base, sources, MergePath.TWO_PHASE, tmp_path / "build", digest=False, inputs="d"
-    )
+    request = FinalMergeRequest(batch_id=name, database=DB, intermediate_keys=("unused/",))
+    dest = tmp_path / f"{name}-build"
+    built = kit.build(request, base, sources, MergePath.TWO_PHASE, dest, digest=False, inputs="d")
     return base, sources, built
+
+
+def _records(kit: MergeKit, paths: list[Path]) -> list[dict[str, object]]:
+    return [{r.id: r for page in kit.engine.read_records(p) for r in page} for p in paths]
 
 
 def _fail_on(kit: MergeKit, part: str) -> None:
@@ -70,9 +76,7 @@ def test_the_change_set_is_whole_when_the_upload_returns(tmp_path: Path) -> None
     assert changes.base_of(uploaded.version) == (2, base.version)
     fetched = changes.fetch([(uploaded.version, 2)], tmp_path / "fetched")
     assert fetched is not None
-    got = [{r.id: r for page in kit.engine.read_records(p) for r in page} for p in fetched]
-    want = [{r.id: r for page in kit.engine.read_records(p) for r in page} for p in sources]
-    assert got == want
+    assert _records(kit, fetched) == _records(kit, sources)
     assert kit.store(DB).list_versions() == sorted([base.version, uploaded.version])
 
 
@@ -100,3 +104,22 @@ def test_a_failed_change_set_discards_the_upload(tmp_path: Path) -> None:
 
     assert kit.blobs.list(ChangeSets(kit.blobs, DB).prefix) == []
     assert kit.store(DB).list_versions() == [base.version]
+
+
+def test_a_taken_version_id_never_gets_our_change_set(tmp_path: Path) -> None:
+    """The id we drew is another writer's: its change set stays whole, ours goes under the id
+    the upload redrew."""
+    kit = _kit(tmp_path)
+    base, theirs, built = _built(kit, tmp_path, "aa")
+    other = upload_with_changes(kit, DB, built, theirs)
+    _, ours, mine = _built(kit, tmp_path, "bbbb", base=base)
+
+    uploaded = upload_with_changes(kit, DB, mine.renamed(other.version), ours)
+
+    assert uploaded.version != other.version
+    changes = ChangeSets(kit.blobs, DB)
+    for version, sources in ((other.version, theirs), (uploaded.version, ours)):
+        assert changes.base_of(version) == (2, base.version)
+        fetched = changes.fetch([(version, 2)], tmp_path / f"fetched-{version}")
+        assert fetched is not None
+        assert _records(kit, fetched) == _records(kit, sources)
