@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,6 +146,57 @@ class ChangeSets:
             for k in keys
             if k.endswith(".json") and "/" not in k[len(self.prefix) :]
         )
+
+
+def upload_with_changes(
+    kit: MergeKit, db: Database, built: BuiltVersion, sources: list[Path]
+) -> BuiltVersion:
+    """``kit.upload`` and, at the same time, the change set of ``built``: both are done (or
+    neither is left behind) when this returns, so the change set still precedes the swap.
+
+    They were written one after the other; on the embedded server the change set's uploads (a
+    few objects per source) added about a quarter of a second to every two-phase publish. The
+    change set starts once the version id is claimed (a taken id, redrawn, never gets one: its
+    prefix is another writer's). Any failure removes both: the upload discards itself
+    (``kit.upload``), the change set is deleted once its writer has stopped.
+    """
+    if not kit.settings.change_sets:
+        return kit.upload(db, built)
+    changes = ChangeSets(kit.blobs, db)
+    base = built.base.version if built.base else None
+    started: list[tuple[VersionId, Future[None]]] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="changes") as pool:
+
+        def claimed(version: VersionId) -> None:
+            started.append((version, pool.submit(changes.write, version, base, sources)))
+
+        try:
+            uploaded = kit.upload(db, built, on_claimed=claimed)
+        except BaseException:
+            for version, recording in started:
+                _stopped(recording)
+                changes.delete(version)
+            raise
+        try:
+            for version, recording in started:
+                recording.result()
+                if version != uploaded.version:  # not expected: a claim is never redrawn
+                    changes.delete(version)
+            if not any(version == uploaded.version for version, _ in started):
+                changes.write(uploaded.version, base, sources)
+        except BaseException:
+            kit.discard(db, uploaded)
+            changes.delete(uploaded.version)
+            raise
+    return uploaded
+
+
+def _stopped(future: Future[None]) -> None:
+    """Wait for ``future`` to end, whatever it ends with (its error is not ours to raise)."""
+    try:
+        future.result()
+    except BaseException:
+        log.debug("change set write failed beside a failed upload", exc_info=True)
 
 
 def prune_changes(kit: MergeKit, db: Database) -> None:

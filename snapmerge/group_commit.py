@@ -136,7 +136,7 @@ class PendingQueue:
 
     def enqueue(self, request: FinalMergeRequest, inputs: str) -> PendingBatch:
         """Record ``request`` as pending; a retry whose pending object is still there reuses it."""
-        found, _ = self.listing()
+        found, highest = self.listing()
         for batch in found:
             if (
                 batch.batch_id == request.batch_id
@@ -144,9 +144,11 @@ class PendingQueue:
                 and batch.state == PENDING
             ):
                 return batch
-        for _ in range(ENQUEUE_TRIES):
-            seqs = self._seqs()
-            seq = (seqs[-1] if seqs else 0) + 1
+        for attempt in range(ENQUEUE_TRIES):
+            if attempt:  # the first try numbers after the listing above: one LIST less
+                seqs = self._seqs()
+                highest = seqs[-1] if seqs else 0
+            seq = highest + 1
             batch = PendingBatch(
                 seq,
                 request.batch_id,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from snapmerge.change_sets import ChangeSets, prune_changes, rebase_build
+from snapmerge.change_sets import ChangeSets, prune_changes, rebase_build, upload_with_changes
 from snapmerge.commit_log import EntryState
 from snapmerge.deltas import fetch_delta
 from snapmerge.domain import LATEST_DIRECT, FinalMergeRequest, Pointer
@@ -409,9 +409,10 @@ class GroupCommit:
     def _upload(
         self, request: FinalMergeRequest, built: BuiltVersion, group: list[PendingBatch]
     ) -> BuiltVersion:
-        """Upload (which claims our batch), then claim every other batch: all before the swap."""
+        """Upload (which claims our batch) with the change set, then claim every other batch: all
+        before the swap."""
         db = request.database
-        built = self.kit.upload(db, built)
+        built = upload_with_changes(self.kit, db, built, self._paths)  # the change set too
         log_ = self.kit.store(db).log
         try:
             for batch in group:
@@ -420,10 +421,6 @@ class GroupCommit:
         except BaseException:
             self._discard(request, built, group)
             raise
-        if self.kit.settings.change_sets:
-            ChangeSets(self.kit.blobs, db).write(
-                built.version, built.base.version if built.base else None, self._paths
-            )
         self.kit.hook("after_claims")
         return built
 

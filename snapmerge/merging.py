@@ -324,18 +324,24 @@ class MergeKit:
         finally:
             store.clear_inflight(base.version, owner)
 
-    def upload(self, db: Database, built: BuiltVersion) -> BuiltVersion:
+    def upload(
+        self,
+        db: Database,
+        built: BuiltVersion,
+        on_claimed: Callable[[VersionId], None] | None = None,
+    ) -> BuiltVersion:
         """Claim a version id, upload, then claim the batch; return what was uploaded.
 
         An id someone else already claimed is redrawn (nothing was written into its prefix).
-        Any other failure discards what we wrote, then raises.
+        Any other failure discards what we wrote, then raises. ``on_claimed``: see
+        ``SnapshotStore.upload_version``.
         """
         store = self.store(db)
         for attempt in range(VERSION_ID_TRIES):
             # Retention must not take a version that is still being uploaded and not published.
             store.mark_inflight(built.version, built.version, self.settings.lock_duration)
             try:
-                store.upload_version(built.version, built.directory, built.manifest)
+                store.upload_version(built.version, built.directory, built.manifest, on_claimed)
                 store.log.write_claim(
                     built.manifest.batch_id, built.version, built.manifest.inputs_digest
                 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -143,13 +144,18 @@ class SnapshotStore:
 
     # -- versions ------------------------------------------------------------------------------
     def upload_version(
-        self, version: VersionId, local_dir: Path, manifest: VersionManifest
+        self,
+        version: VersionId,
+        local_dir: Path,
+        manifest: VersionManifest,
+        on_claimed: Callable[[VersionId], None] | None = None,
     ) -> None:
         """Claim the id in the log, upload the files and their hash, then mark it complete.
 
         The claim (``If-None-Match`` on the log entry) comes before any file, so a taken id is
         refused with nothing written into the prefix. A manifest with no ``files`` gets them
-        from ``local_dir``; one that lists files must match it.
+        from ``local_dir``; one that lists files must match it. ``on_claimed`` runs once the id
+        is ours (what else is keyed by it may start then).
         """
         files = scan_files(local_dir)
         if manifest.version != version:
@@ -160,6 +166,8 @@ class SnapshotStore:
             manifest = self._with_lineage(manifest)
         manifest = replace(manifest, files=files)
         etag = self.log.begin(manifest)
+        if on_claimed is not None:
+            on_claimed(version)
         prefix = self.version_prefix(version)
         upload_directory(self.blobs, local_dir, prefix, self.workers, skip=SKIP)
         digest = hash_files(local_files(local_dir, SKIP))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from snapmerge.change_sets import ChangeSets, prune_changes, rebase_build
+from snapmerge.change_sets import prune_changes, rebase_build, upload_with_changes
 from snapmerge.domain import (
     FinalMergeRequest,
     FinalMergeResult,
@@ -263,23 +263,8 @@ class TwoPhaseFinalMerge:
             )
         self._validate(request, built)
         if not self.upload_in_phase3:
-            built = self.kit.upload(request.database, built)
-            self._record_changes(request, built, sources, dest)
+            built = upload_with_changes(self.kit, request.database, built, sources)
         return built
-
-    def _record_changes(
-        self, request: FinalMergeRequest, built: BuiltVersion, sources: list[Path], work: Path
-    ) -> None:
-        if not self.kit.settings.change_sets:
-            return
-        db = request.database
-        try:
-            ChangeSets(self.kit.blobs, db).write(
-                built.version, built.base.version if built.base else None, sources
-            )
-        except BaseException:
-            self.kit.discard(db, built)
-            raise
 
     def _phase3(
         self, request: FinalMergeRequest, built: BuiltVersion, meter: LockMeter
