@@ -38,7 +38,7 @@ from snapmerge.domain import VersionId
 from snapmerge.errors import InvalidEventError, SnapshotError
 from snapmerge.group_commit import PENDING, WITHDRAWN, PendingBatch, PendingQueue
 from snapmerge.lineage import walk_chain
-from snapmerge.snapshots import SnapshotStore
+from snapmerge.snapshots import SnapshotStore, entry_time
 
 DEFAULT_GRACE = timedelta(hours=24)
 # Below this, gc would race live merges: a claim, a change set or an upload of a run whose swap
@@ -95,7 +95,7 @@ class _View:
         return self.entries[version]
 
     def old(self, text: str | None, version: VersionId | None = None) -> bool:
-        started = _parse(text, version)
+        started = entry_time(text, version)  # None (an age we cannot tell): never collected
         return started is not None and self.at - started >= self.grace
 
 
@@ -235,15 +235,3 @@ def apply(store: SnapshotStore, gc_plan: GcPlan) -> None:
     changes = ChangeSets(store.blobs, store.db)
     for version in gc_plan.change_sets:
         changes.delete(version)
-
-
-def _parse(text: str | None, version: VersionId | None) -> datetime | None:
-    try:
-        if text:
-            when = datetime.fromisoformat(text)
-            return when if when.tzinfo else when.replace(tzinfo=UTC)
-        if version is not None:
-            return datetime.strptime(version[:15], "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        pass
-    return None  # an age we cannot tell: never collected

@@ -64,7 +64,7 @@ def completed_entry(key: str, body: bytes) -> VersionManifest | None:
     return entry if entry.complete else None
 
 
-def _parse_time(text: str | None, version: VersionId | None = None) -> datetime | None:
+def entry_time(text: str | None, version: VersionId | None = None) -> datetime | None:
     """A log entry's ``created_at``, else the time in its id (``YYYYMMDD_HHMMSS``); None when
     neither can be read (never old enough)."""
     try:
@@ -330,7 +330,7 @@ class SnapshotStore:
             return True
         if self.blobs.get(published_key(self.db, version)) is not None:
             return True
-        started = _parse_time(entry.created_at) or _parse_time(None, version)
+        started = entry_time(entry.created_at) or entry_time(None, version)
         if started is not None and now - started >= UNPUBLISHED_GRACE:
             return True
         return self.log.is_ancestor(entry, pointer.version) is True
