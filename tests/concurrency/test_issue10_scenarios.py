@@ -17,7 +17,7 @@ import pytest
 from snapmerge import merging, synth
 from snapmerge.adapters.memory_index import MemoryIndex
 from snapmerge.domain import MergePath, VersionId, new_version_id
-from snapmerge.errors import MergeInputError, SnapmergeError, SnapshotError
+from snapmerge.errors import LeaseLostError, MergeInputError, SnapmergeError, SnapshotError
 from snapmerge.snapshots import SnapshotStore
 from tests.concurrency import scenarios
 from tests.concurrency.choreography import Script, do
@@ -91,7 +91,10 @@ def test_a_reused_batch_id_with_new_inputs_is_refused(
 ) -> None:
     plan, script = scenarios.reused_batch_id(path)
     history, final = _run(aws, tmp_path, plan, script)
-    assert [o.error for o in history.outcomes if o.worker == 0] == [None]
+    first = [o.error for o in history.outcomes if o.worker == 0]
+    # under load its lease may pass its local deadline once: a declared error, retried
+    assert first and first[-1] is None, first
+    assert all(isinstance(e, LeaseLostError) for e in first[:-1]), first
     # the second set of inputs must never get a success-shaped answer it did not earn
     again = [o for o in history.outcomes if o.worker == 1]
     assert again and all(o.error is not None for o in again), [o.result for o in again]
