@@ -17,15 +17,14 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 
 from snapmerge.domain import Record
-from snapmerge.ports import Blob, BlobStore, LeaseGrant, LeaseTable
+from snapmerge.ports import BlobStore, DelegatingBlobStore, LeaseGrant, LeaseTable
 from snapmerge.snapshots import completed_entry
 
 
@@ -106,12 +105,12 @@ class RecordingLeaseTable:
         return self.inner.read(lock_id, collection)
 
 
-class RecordingBlobStore:
+class RecordingBlobStore(DelegatingBlobStore):
     """Notes versions whose log entry turned complete, and landed writes of a pointer."""
 
     def __init__(self, inner: BlobStore, record: RunRecord) -> None:
-        self.inner, self.record = inner, record
-        self.bucket = inner.bucket
+        super().__init__(inner)
+        self.record = record
 
     def put(
         self,
@@ -130,23 +129,6 @@ class RecordingBlobStore:
         elif (entry := completed_entry(key, body)) is not None:
             self.record.upload(entry.version)  # its log entry turned complete: every file is up
         return etag
-
-    def get(self, key: str) -> Blob | None:
-        return self.inner.get(key)
-
-    def upload_file(self, key: str, path: Path) -> None:
-        self.inner.upload_file(key, path)
-
-    def download_file(
-        self, key: str, path: Path, *, progress: Callable[[int], None] | None = None
-    ) -> None:
-        self.inner.download_file(key, path, progress=progress)
-
-    def list(self, prefix: str) -> list[str]:
-        return self.inner.list(prefix)
-
-    def delete(self, keys: Sequence[str]) -> None:
-        self.inner.delete(keys)
 
 
 def fingerprint(record: Record) -> str:

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from snapmerge.domain import FinalMergeResult, VersionId
-from snapmerge.ports import BlobStore, LeaseGrant, LeaseTable
+from snapmerge.ports import BlobStore, DelegatingBlobStore, LeaseGrant, LeaseTable
 from snapmerge.snapshots import VersionManifest, completed_entry
-from tests.concurrency.delegate import DelegatingBlobStore
 
 PENDING_DIR = "/snapshot/pending/"  # snapmerge.group_commit.pending_prefix, for any database
 

@@ -37,8 +37,7 @@ from snapmerge.errors import (
     PointerConflictError,
     StoreError,
 )
-from snapmerge.ports import BlobStore, LeaseGrant, LeaseTable
-from tests.concurrency.delegate import DelegatingBlobStore
+from snapmerge.ports import BlobStore, DelegatingBlobStore, LeaseGrant, LeaseTable
 
 
 class Fault(StrEnum):
