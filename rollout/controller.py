@@ -1,25 +1,13 @@
-"""The rollout controller: bake, judge, act — one conditional state write ahead of every action.
+"""The rollout controller: bake, judge, act — what each command changes in the rollout.
 
-Every change is a :class:`~rollout.state.Transition` applied in three steps:
+Each command (``init``, ``advance``, ``rollback``, ``pause``, ``resume``, and the loop's
+``tick``/``run``) reads the state, decides the :class:`~rollout.state.Transition` it makes, and
+has :class:`~rollout.transitions.TransitionRunner` apply it: one conditional state write (the
+intent) ahead of the flag write and the audit entry, then the commit. How a transition is
+applied, checked against the record, settled after a crash and reconciled after a flag write of
+unknown outcome is told there.
 
-1. **intent** — the current state plus ``pending=transition`` is written conditionally on the
-   version just read. Of two controllers acting on one state exactly one write succeeds; the
-   other raises :class:`RolloutConflictError` having touched nothing.
-2. **act** — the flag document is set to the transition's target (percentage of ``two_phase``
-   and, for a rollback, the kill switch: one write), then the audit entry is appended. Both are
-   idempotent for a transition id: the flag write is skipped when the document already has the
-   target, and the audit log returns the entry already written for that id.
-3. **commit** — the state after the transition replaces the intent (again conditionally).
-
-Nothing read from the state is acted on before it is checked against the record
-(:func:`rollout.verify.check_record`): every state write carries an anchor over all the state's
-fields (``pending`` included), its location and the audit log's head, signed with the audit key
-(:mod:`rollout.signing`); every command — a read-only one too — refuses a state whose fields do
-not match it, a log that does not end at the anchored head, a missing anchor when a key is
-configured, and a signed rollout when no key is.
-
-A controller that crashes after step 1 leaves ``pending`` behind; the next operation that
-changes the rollout finishes it (:meth:`RolloutController.recover`) — and then stops, raising
+A command that finds a transition pending finishes it and then stops, raising
 :class:`RolloutConflictError` naming that transition, because the operator asked for a change of
 the state *they* saw, not of the one the pending transition made (two racing ``advance`` commands
 would otherwise both apply, the second on top of the first). Likewise, a command given
@@ -28,46 +16,26 @@ controller has moved on since.
 
 The controller never turns off a kill switch pulled by hand (the operator's "rollback by
 hand"): ``init`` clears it only when asked (``clear_kill_switch``) and otherwise leaves it as the
-document has it at the write, and a pending transition finished by a later command leaves it as
-it is (it cannot tell the switch its command was asked to clear from one pulled since). It is not
-withdrawn instead: the controller that wrote it may still be running, and would append its entry
-after the withdrawal. Only ``rollback`` goes on after finishing a pending transition, or after
-losing its intent write to another controller's (it reads again), unless the rollout is already
-rolled back. Whether the pending transition was left by a crash or
-is being applied right now by another process cannot be told apart and does not need to be: the
-steps are idempotent, so two processes finishing one transition write it once. Commands that
-only read (``status``, ``judge``) report a pending transition and never settle it.
-
-When the flag store *refuses* the write (the document is unchanged when read back) the intent is
-withdrawn and :class:`FlagWriteRefusedError` is raised: the flag document and the audit log are
-left as they were. When the outcome is unknown (a timeout, and the document cannot be read back)
-the intent is marked ``outcome_unknown`` and :class:`FlagWriteUnknownError` is raised. The next
-command that changes the rollout *reconciles* it by reading the flag document, and never writes
-it for that transition: the document shows the target → the transition is recorded (audit entry,
-commit); it does not → the intent is withdrawn. A stale write is never applied later, over a
-change someone made by hand meanwhile.
-
-The flag document itself is reached through :class:`FlagWriter`, a Protocol: ``rollout`` may not
-import ``flags``, and the document format lives with the adapter in ``handlers/rollout_flags.py``.
+document has it at the write. A pending transition is not withdrawn instead of finished: the
+controller that wrote it may still be running, and would append its entry after the withdrawal.
+Only ``rollback`` goes on after finishing a pending transition, or after losing its intent write
+to another controller's (it reads again), unless the rollout is already rolled back. Commands
+that only read (``status``, ``judge``) report a pending transition and never settle it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
-from rollout.audit import GENESIS, AuditEntry, AuditIntegrityError, AuditLog, default_actor
+from rollout.audit import GENESIS, AuditIntegrityError, AuditLog
 from rollout.flag_writer import (
     FlagWriter,
     FlagWriteRefusedError,
     FlagWriteUnknownError,
     RolloutFlagState,
-    set_flags,
 )
 from rollout.judge import Decision, Guardrail, Verdict, judge
 from rollout.loop import (
@@ -77,24 +45,16 @@ from rollout.loop import (
     StateOutOfPlanError,
     TickResult,
     Timing,
-    check_state,
 )
 from rollout.plan import PlanDigestError, RolloutPlan, parse_plan
-from rollout.signing import Anchor, AuditKey, AuditKeyError
+from rollout.signing import AuditKey, AuditKeyError
 from rollout.sources import MetricRecord, MetricSource, incomplete_read
-from rollout.state import (
-    RolloutState,
-    StateConflictError,
-    StateStore,
-    Status,
-    Transition,
-    location_of,
-)
-from rollout.verify import RecordMismatchError, check_record
-from snapmerge.errors import InvalidEventError, SnapmergeError
+from rollout.state import RolloutState, StateStore, Status
+from rollout.transitions import RECOVER_ATTEMPTS, TransitionRunner
+from rollout.verify import RecordMismatchError
+from snapmerge.errors import InvalidEventError
 
 JudgeFn = Callable[..., Verdict]
-_RECOVER_ATTEMPTS = 5
 _LIVE = (Status.RUNNING, Status.PAUSED)
 __all__ = [
     "MIN_RECHECK_SECONDS",
@@ -111,7 +71,9 @@ __all__ = [
 ]
 
 
-class RolloutController:
+class RolloutController(TransitionRunner):
+    """Runs a rollout plan: the operator's commands and the loop that bakes, judges and acts."""
+
     def __init__(
         self,
         states: StateStore,
@@ -127,15 +89,10 @@ class RolloutController:
         key: AuditKey | None = None,
         based_on: int | None = None,
     ) -> None:
-        self.states, self.flags, self.audit, self.source = states, flags, audit, source
-        self.key = key
-        self.location = location_of(states)  # bound into every signature
-        # the state's sequence number the command was given on (the CLI's first read): an
-        # operation refuses to act on a state another controller has moved on since
-        self.based_on = based_on
-        self.clock, self.sleep = clock, sleep
+        super().__init__(states, flags, audit, clock=clock, actor=actor, key=key, based_on=based_on)
+        self.source = source
+        self.sleep = sleep
         self.timing = timing or Timing()
-        self.actor = actor or default_actor()
         self.judge_fn = judge_fn
 
     # -- reading ----------------------------------------------------------------------------------
@@ -190,7 +147,9 @@ class RolloutController:
         # the kill switch is cleared only when asked: otherwise the write leaves it as it is, so
         # one pulled by hand after the check above is not undone
         clear = False if clear_kill_switch else None
-        t = self._transition(base, "init", 0, first.routed, Status.RUNNING, "start rollout", clear)
+        t = self._transition(
+            base, "init", 0, first.routed, Status.RUNNING, "start rollout", kill_switch=clear
+        )
         t = replace(t, from_status=state.status.value if state else "none")
         return self._apply(base, version, t, restore=state)
 
@@ -235,7 +194,7 @@ class RolloutController:
         the state write first (its intent lost, it applied nothing), but not when the rollout is
         already rolled back.
         """
-        for attempt in range(_RECOVER_ATTEMPTS):
+        for attempt in range(RECOVER_ATTEMPTS):
             state, version = self._current(finish_then_continue=True)
             if state.status is Status.ROLLED_BACK:
                 last = (state.last_action or {}).get("description", "an earlier rollback")
@@ -247,13 +206,13 @@ class RolloutController:
                 0.0,
                 Status.ROLLED_BACK,
                 reason,
-                True,
-                evidence,
+                kill_switch=True,
+                evidence=evidence,
             )
             try:
                 return self._apply(state, version, t)
             except RolloutConflictError:
-                if attempt + 1 == _RECOVER_ATTEMPTS:
+                if attempt + 1 == RECOVER_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -329,8 +288,7 @@ class RolloutController:
                 state.percent,
                 Status.RUNNING,
                 reason,
-                None,
-                evidence,
+                evidence=evidence,
             )
             new = self._apply(state, version, replace(t, recheck_ms=recheck))
             return TickResult("hold", new, verdict, (recheck - now) / 1000)
@@ -342,13 +300,14 @@ class RolloutController:
                 stage.percent,  # a holdback ends here
                 Status.COMPLETE,
                 reason,
-                None,
-                evidence,
+                evidence=evidence,
             )
             return TickResult("complete", self._apply(state, version, t), verdict)
         target = state.stage_index + 1
         pct = plan.stages[target].routed
-        t = self._transition(state, "promote", target, pct, Status.RUNNING, reason, None, evidence)
+        t = self._transition(
+            state, "promote", target, pct, Status.RUNNING, reason, evidence=evidence
+        )
         return TickResult("promote", self._apply(state, version, t), verdict)
 
     def run(
@@ -371,222 +330,7 @@ class RolloutController:
                 )
         return self.status()
 
-    # -- machinery ----------------------------------------------------------------------------
-    def _now(self) -> int:
-        return int(self.clock() * 1000)
-
-    def _current(self, *, finish_then_continue: bool = False) -> tuple[RolloutState, str | None]:
-        state, version = self._current_or_none(strict=not finish_then_continue)
-        if state is None:
-            raise NotInitialisedError("no rollout state: run `snapmerge rollout init --plan P`")
-        return state, version
-
-    def _current_or_none(self, *, strict: bool) -> tuple[RolloutState | None, str | None]:
-        """One read of the state and its version, checked, with no transition pending in it.
-
-        A pending transition is settled first (:meth:`_settle`); with ``strict`` the command then
-        stops with :class:`RolloutConflictError` naming it (see the module docstring).
-        """
-        settled: str | None = None
-        for _ in range(_RECOVER_ATTEMPTS):
-            state, version = self._read_checked(strict=strict)
-            if state is None or state.pending is None:
-                if settled is not None and strict:
-                    raise RolloutConflictError(repr(self.states), version, version, settled)
-                if strict and state is not None and self.based_on not in (None, state.seq):
-                    last = (state.last_action or {}).get("description") or f"seq {state.seq}"
-                    raise RolloutConflictError(repr(self.states), version, version, str(last))
-                return state, version
-            settled = self._settle(state, version, state.pending)
-        raise RolloutConflictError(repr(self.states), None, None, "a transition still pending")
-
-    def _read_checked(self, *, strict: bool = False) -> tuple[RolloutState | None, str | None]:
-        """The state, refused unless the record backs it (:func:`rollout.verify.check_record`).
-
-        The state is read before the log; a controller that commits in between makes the log
-        look longer than the state says, so a failed check is believed only if the state did
-        not move meanwhile. If it moved, another controller acted since our first read: with
-        ``strict`` that is a lost race (:class:`RolloutConflictError` naming the winner), exactly
-        as if our conditional write had lost; otherwise (rollback) read again and go on.
-        """
-        for _ in range(_RECOVER_ATTEMPTS):
-            state, version = self.states.read()
-            try:
-                if state is not None:
-                    check_state(state)
-                check_record(self.audit, state, self.key, self.location)
-                return state, version
-            except AuditIntegrityError:
-                now = self.states.read()[1]
-                if now == version:
-                    raise
-                if strict and state is not None:
-                    raise RolloutConflictError(
-                        repr(self.states), version, now, self._winner()
-                    ) from None
-        raise RolloutConflictError(repr(self.states), None, None, "the state kept changing")
-
-    def _settle(self, state: RolloutState, version: str | None, t: Transition) -> str:
-        """Finish a pending transition (it is authenticated: the record check passed), or — when
-        its flag write had an unknown outcome — reconcile it by reading the flag document:
-        recorded if the document shows it, withdrawn if not. Never re-applies a stale write."""
-        if not t.outcome_unknown:
-            # finished by another command than the one that asked: it never turns the kill
-            # switch off (one pulled by hand since the intent stays on)
-            self._act_and_commit(state, version, t, keep_kill_switch=True)
-            return t.describe()
-        try:
-            flags, _ = self.flags.read()
-        except Exception as exc:
-            raise FlagWriteUnknownError(
-                f"{t.describe()}: its flag write had an unknown outcome and the flag document "
-                f"still cannot be read ({exc}); nothing changed"
-            ) from exc
-        kill = flags.kill_switch if t.kill_switch is None else t.kill_switch
-        if flags.same_as(RolloutFlagState(t.to_percent, kill)):
-            # it landed: record it (no flag write; the switch is not turned off if pulled since)
-            self._act_and_commit(state, version, t, keep_kill_switch=True)
-            return f"{t.describe()} (its flag write landed: recorded)"
-        withdrawn = self._seal(replace(state, pending=None), *self._head(state))
-        try:
-            self.states.write(withdrawn, version)
-        except StateConflictError as exc:
-            raise RolloutConflictError(
-                exc.where, exc.expected, exc.current, self._winner()
-            ) from None
-        return (
-            f"withdrew {t.describe()}: its flag write had an unknown outcome and the flag "
-            f"document does not show it ({flags.percent:g} %, kill switch "
-            f"{'on' if flags.kill_switch else 'off'})"
-        )
-
-    def _seal(self, state: RolloutState, count: int, head: str) -> RolloutState:
-        return state.sealed(self.key, self.location, count, head)
-
-    @staticmethod
-    def _head(state: RolloutState | None) -> tuple[int, str]:
-        """The anchored head of a checked state (an empty log when there is none)."""
-        if state is None or state.audit_anchor is None:
-            return 0, GENESIS
-        anchor = Anchor.from_json(state.audit_anchor)
-        return anchor.count, anchor.head
-
     @staticmethod
     def _require_status(state: RolloutState, wanted: Status) -> None:
         if state.status is not wanted:
             raise InvalidEventError(f"the rollout is {state.status}, not {wanted}")
-
-    def _transition(
-        self,
-        state: RolloutState,
-        action: str,
-        stage: int,
-        percent: float,
-        status: Status,
-        reason: str,
-        kill_switch: bool | None = None,
-        evidence: dict[str, Any] | None = None,
-    ) -> Transition:
-        return Transition(
-            who=self.actor,
-            id=f"{state.seq + 1:06d}-{action}-{uuid.uuid4().hex[:12]}",
-            action=action,
-            from_percent=state.percent,
-            to_percent=percent,
-            from_status=state.status.value,
-            to_status=status.value,
-            to_stage=stage,
-            kill_switch=kill_switch,
-            reason=reason,
-            at_ms=self._now(),
-            evidence=evidence or {},
-        )
-
-    def _apply(
-        self,
-        state: RolloutState,
-        version: str | None,
-        t: Transition,
-        restore: RolloutState | None = None,
-    ) -> RolloutState:
-        """Intent, act, commit; on a refused flag write put back ``restore`` (else ``state``)."""
-        if state.pending is not None:  # only ever built from _current_or_none's answer
-            raise RolloutConflictError(repr(self.states), version, "a transition pending")
-        intent = self._seal(replace(state, pending=t), *self._head(state))
-        try:
-            intent_version = self.states.write(intent, version)
-        except StateConflictError as exc:
-            raise RolloutConflictError(
-                exc.where, exc.expected, exc.current, self._winner()
-            ) from None
-        try:
-            done = self._act_and_commit(intent, intent_version, t)
-        except FlagWriteRefusedError:  # read back: the document does not have the change
-            self.states.write(restore or state, intent_version)  # withdraw the intent
-            raise
-        if self.based_on is not None:
-            self.based_on = done.seq  # our own change: the loop goes on from it
-        return done
-        # FlagWriteUnknownError: the intent stays pending; the next command reads the document
-        # back and finishes or withdraws it
-
-    def _mark_unknown(self, intent: RolloutState, version: str | None, t: Transition) -> None:
-        """Say in the state that ``t``'s flag write had an unknown outcome, so the next command
-        reconciles it by reading the flag document instead of applying it again later."""
-        if t.outcome_unknown:
-            return
-        marked = replace(intent, pending=replace(t, outcome_unknown=True))
-        # unmarked (this write failed too), it is finished — applied — by the next command
-        with contextlib.suppress(SnapmergeError):
-            self.states.write(self._seal(marked, *self._head(intent)), version)
-
-    def _winner(self) -> str:
-        """The transition that beat us to the state: pending in it, or the last one committed."""
-        state, _ = self.states.read()
-        if state is None:
-            return "the state was removed"
-        if state.pending is not None:
-            return state.pending.describe()
-        last = state.last_action or {}
-        return str(last.get("description") or f"{last.get('action', 'a change')} (seq {state.seq})")
-
-    def _act_and_commit(
-        self,
-        intent: RolloutState,
-        version: str | None,
-        t: Transition,
-        *,
-        keep_kill_switch: bool = False,
-    ) -> RolloutState:
-        if t.touches_flags:
-            kill = None if keep_kill_switch and t.kill_switch is False else t.kill_switch
-            try:
-                set_flags(self.flags, t.to_percent, kill, f"{t.action} ({t.id})")
-            except FlagWriteUnknownError:
-                self._mark_unknown(intent, version, t)
-                raise
-        entry = self.audit.append(
-            AuditEntry(
-                transition_id=t.id,
-                action=t.action,
-                from_percent=t.from_percent,
-                to_percent=t.to_percent,
-                from_status=t.from_status,
-                to_status=t.to_status,
-                reason=t.reason,
-                who=t.who or self.actor,
-                at=datetime.fromtimestamp(t.at_ms / 1000, UTC).isoformat(timespec="milliseconds"),
-                plan_digest=intent.plan_digest,
-                evidence=t.evidence,
-                rollout=self.location,
-            )
-        )
-        done = self._seal(intent.after(t), entry.seq + 1, entry.digest or GENESIS)
-        try:
-            self.states.write(done, version)
-        except StateConflictError:
-            current, _ = self.states.read()
-            if current is None or current.seq != done.seq or current.pending is not None:
-                raise
-            return current  # another controller finished the same transition
-        return done
