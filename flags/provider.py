@@ -1,8 +1,9 @@
 """An OpenFeature provider over Powertools-schema flag documents (none exists for Python).
 
 The provider asks its :class:`~flags.stores.FlagDocumentStore` for the document at most once per
-TTL (a shorter one for the kill switch), validates and compiles it, and evaluates flags itself so
-it can say *why* a value was chosen:
+TTL (a shorter one for the kill switch), validates and compiles it
+(:class:`~flags.document_cache.DocumentCache`), and evaluates flags itself so it can say *why* a
+value was chosen:
 
 * ``STATIC`` — the flag has no rules; ``TARGETING_MATCH`` — a rule on context attributes
   (``collection``, ``batch_id``, ...) matched; ``SPLIT`` — a percentage rule (a ``bucket``
@@ -30,27 +31,19 @@ A new document version emits ``PROVIDER_CONFIGURATION_CHANGED`` with the changed
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 from openfeature.evaluation_context import EvaluationContext
-from openfeature.event import ProviderEventDetails
 from openfeature.exception import ErrorCode, ProviderNotReadyError
 from openfeature.flag_evaluation import FlagResolutionDetails, FlagValueType, Reason
 from openfeature.provider import AbstractProvider, Metadata
 
-from flags.document import (
-    CompiledDocument,
-    FlagDocumentError,
-    TargetingKeyMissing,
-    compile_document,
-    flags_changed,
-    is_int,
-)
-from flags.keys import FlagKey
+from flags.compiled import CompiledDocument, TargetingKeyMissing
+from flags.document import is_int
+from flags.document_cache import DocumentCache, Events
 from flags.stores import CacheSettings, FlagDocumentStore
 
 log = logging.getLogger("snapmerge.flags")
@@ -90,13 +83,9 @@ class DocumentProvider(AbstractProvider):
         self.store = store
         self.cache = cache or CacheSettings.for_store(store)
         self.errors: Counter[str] = Counter()
-        self._clock = clock
-        self._lock = threading.RLock()
-        self._document: CompiledDocument | None = None
-        self._rejected: str | None = None
-        self._checked_at = float("-inf")
-        self._state = "ready"
-        self._shut_down = False
+        self._documents = DocumentCache(
+            store, self.cache, clock=clock, errors=self.errors, emit=self._emit_all
+        )
 
     # -- lifecycle -----------------------------------------------------------------------------
     def get_metadata(self) -> Metadata:
@@ -104,99 +93,24 @@ class DocumentProvider(AbstractProvider):
 
     def initialize(self, evaluation_context: EvaluationContext) -> None:
         """Load the first document; raising lets the SDK mark the provider ERROR (not FATAL)."""
-        with self._lock:
-            self._shut_down = False
+        self._documents.reopen()
         self.refresh(emit=False)
-        if self._document is None:
+        if self._documents.document is None:
             raise ProviderNotReadyError(f"no valid flag document from {self.store!r}")
 
     def shutdown(self) -> None:
         """Revert to the uninitialised state: no document, nothing served until initialize()."""
-        with self._lock:
-            self._shut_down = True
-            self._document = None
-            self._rejected = None
-            self._checked_at = float("-inf")
-            self._state = "not_ready"
+        self._documents.close()
 
     @property
     def version(self) -> str | None:
-        doc = self._document
-        return doc.version if doc else None
+        return self._documents.version
 
     def refresh(self, *, emit: bool = True) -> None:
         """Ask the store now; swap in a new valid document; count and log any failure."""
-        events: list[tuple[str, ProviderEventDetails]] = []
-        with self._lock:
-            self._checked_at = self._clock()
-            try:
-                raw, version = self.store.load()
-            except FlagDocumentError as exc:
-                self._reject(exc.version, exc, events)
-            except Exception as exc:  # any store failure, whatever the backend raised
-                self.errors["store_error"] += 1
-                log.warning("flag store %r failed: %s", self.store, exc)
-                self._degrade(f"flag store failed: {exc}", events)
-            else:
-                self._accept(raw, version, events)
-        if emit:
-            self._emit_all(events)
+        self._documents.refresh(emit=emit)
 
-    def _accept(
-        self, raw: dict[str, Any], version: str, events: list[tuple[str, ProviderEventDetails]]
-    ) -> None:
-        current = self._document
-        if current is not None and current.version == version:
-            self._recover(events)
-            return
-        if version == self._rejected:
-            return  # still the same bad document: counted and logged once
-        try:
-            compiled = compile_document(raw, version)
-        except FlagDocumentError as exc:
-            self._reject(version, exc, events)
-            return
-        self._document = compiled
-        self._rejected = None
-        log.info("flag document %s loaded from %r", version, self.store)
-        self._recover(events)
-        if current is not None:
-            changed = flags_changed(current.raw, compiled.raw)
-            details = ProviderEventDetails(
-                flags_changed=changed, metadata={"flag_version": version}
-            )
-            events.append(("configuration_changed", details))
-
-    def _reject(
-        self,
-        version: str | None,
-        exc: Exception,
-        events: list[tuple[str, ProviderEventDetails]],
-    ) -> None:
-        if version is not None and version == self._rejected:
-            return
-        self._rejected = version
-        self.errors["invalid_document"] += 1
-        serving = self.version or "defaults"
-        log.error(
-            "flag document %s from %r refused (serving %s): %s", version, self.store, serving, exc
-        )
-        self._degrade(f"flag document refused: {exc}", events)
-
-    def _degrade(self, message: str, events: list[tuple[str, ProviderEventDetails]]) -> None:
-        state = "stale" if self._document is not None else "error"
-        if state != self._state:
-            self._state = state
-            events.append(
-                (state, ProviderEventDetails(message=message, error_code=ErrorCode.GENERAL))
-            )
-
-    def _recover(self, events: list[tuple[str, ProviderEventDetails]]) -> None:
-        if self._state != "ready":
-            self._state = "ready"
-            events.append(("ready", ProviderEventDetails(message="flag document readable again")))
-
-    def _emit_all(self, events: list[tuple[str, ProviderEventDetails]]) -> None:
+    def _emit_all(self, events: Events) -> None:
         emitters = {
             "ready": self.emit_provider_ready,
             "stale": self.emit_provider_stale,
@@ -210,18 +124,6 @@ class DocumentProvider(AbstractProvider):
                 log.exception("flag event handler failed on %s", kind)
 
     # -- resolution ----------------------------------------------------------------------------
-    def _current(self, flag_key: str) -> CompiledDocument | None:
-        if self._shut_down:
-            return None
-        ttl = (
-            self.cache.kill_switch_ttl_seconds
-            if flag_key == FlagKey.KILL_SWITCH
-            else self.cache.ttl_seconds
-        )
-        if self._clock() - self._checked_at >= ttl:
-            self.refresh()
-        return self._document
-
     def _resolve(
         self,
         flag_key: str,
@@ -247,9 +149,10 @@ class DocumentProvider(AbstractProvider):
         accepts: Any,
         kind: str,
     ) -> FlagResolutionDetails[T]:
-        doc = self._current(flag_key)
+        doc = self._documents.current(flag_key)
         if doc is None:
-            why = "the provider was shut down" if self._shut_down else "no valid flag document"
+            shut = self._documents.shut_down
+            why = "the provider was shut down" if shut else "no valid flag document"
             return self._error(default, ErrorCode.PROVIDER_NOT_READY, why, "no_document")
         flag = doc.flags.get(flag_key)
         if flag is None:

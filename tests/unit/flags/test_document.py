@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flags.bucketing import bucket_of
+from flags.compiled import compile_document
 from flags.document import (
     FlagDocumentError,
-    compile_document,
     decode_document,
     encode_document,
     flags_changed,

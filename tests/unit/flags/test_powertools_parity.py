@@ -311,7 +311,7 @@ def test_negative_control_an_evaluator_that_matches_absent_keys_is_caught() -> N
     friends match it. The differential test must fail on such an evaluator."""
     import pytest
 
-    from flags.document import CompiledFlag
+    from flags.compiled import CompiledFlag
 
     original = CompiledFlag._matches
 
