@@ -19,7 +19,8 @@ option                env                             default
 ====================  ==============================  ====================================
 
 The audit key (``SNAPMERGE_AUDIT_KEY`` or ``SNAPMERGE_AUDIT_KEY_SSM``, :mod:`rollout.signing`)
-signs every entry and the head kept in the state; ``rollout verify`` needs it.
+signs every entry and the head kept in the state; ``rollout verify`` needs it. The locations are
+opened by :mod:`rollout.locations`.
 """
 
 from __future__ import annotations
@@ -33,74 +34,20 @@ from pathlib import Path
 from typing import Any
 
 from rollout import dashboard
-from rollout.audit import AuditLog, AuditMissingError, JsonlAuditLog, S3AuditLog
+from rollout.audit import AuditLog
+from rollout.audit_entry import AuditMissingError
 from rollout.controller import FlagWriter, RolloutController, TickResult, Timing
-from rollout.dynamo import DynamoAuditLog, DynamoStateStore, split_url
-from rollout.metric_names import EMF_FILE_ENV, default_namespace
+from rollout.locations import HOME, env_or, open_audit, open_source, open_state, source_options
+from rollout.metric_names import default_namespace
 from rollout.plan import FlagStoreSpec, RolloutPlan, load_plan, parse_plan
 from rollout.signing import AuditKey, key_from_env
-from rollout.sources import CloudWatchLogsSource, EmfFileSource, MetricSource
-from rollout.state import BlobStateStore, FileStateStore, RolloutState, StateStore, location_of
+from rollout.state import StateStore, location_of
+from rollout.state_types import RolloutState
 from rollout.verify import verify_record
 from snapmerge.errors import InvalidEventError
 
 FlagWriterFactory = Callable[[FlagStoreSpec], FlagWriter]
 Subparsers = Any  # argparse's _SubParsersAction is private
-
-HOME = Path(".snapmerge")
-
-
-def _env_or(name: str, default: Path) -> str:
-    return os.environ.get(name) or str(default)
-
-
-def _split_s3(url: str) -> tuple[str, str]:
-    bucket, _, key = url[len("s3://") :].partition("/")
-    if not bucket:
-        raise InvalidEventError(f"{url!r} is not s3://bucket/key")
-    return bucket, key
-
-
-def _blobs(bucket: str) -> Any:
-    from snapmerge.adapters.s3_store import S3BlobStore  # only when S3 is asked for
-
-    return S3BlobStore(bucket)
-
-
-def open_state(where: str) -> StateStore:
-    if where.startswith("s3://"):
-        bucket, key = _split_s3(where)
-        return BlobStateStore(_blobs(bucket), key or "rollout/state.json")
-    if where.startswith("dynamodb://"):
-        return DynamoStateStore(*split_url(where))
-    return FileStateStore(where)
-
-
-def open_audit(where: str, key: AuditKey | None = None) -> AuditLog:
-    if where.startswith("s3://"):
-        bucket, prefix = _split_s3(where)
-        return S3AuditLog(_blobs(bucket), prefix or "rollout/audit/", key)
-    if where.startswith("dynamodb://"):
-        table, name = split_url(where)
-        return DynamoAuditLog(table, name, key)
-    return JsonlAuditLog(where, key)
-
-
-def open_source(args: argparse.Namespace, *, must_exist: bool = False) -> MetricSource:
-    if getattr(args, "log_group", None):
-        return CloudWatchLogsSource(args.log_group, namespace=args.namespace)
-    return EmfFileSource(
-        args.emf, strict=not args.skip_malformed, namespace=args.namespace, must_exist=must_exist
-    )
-
-
-def _source_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--emf", default=_env_or(EMF_FILE_ENV, HOME / "emf.jsonl"))
-    parser.add_argument("--log-group", default=os.environ.get("SNAPMERGE_LOG_GROUP"))
-    parser.add_argument("--namespace", default=default_namespace())
-    parser.add_argument(
-        "--skip-malformed", action="store_true", help="skip malformed EMF lines (else an error)"
-    )
 
 
 def _print(data: Any) -> None:
@@ -249,10 +196,10 @@ _ACTIONS: dict[str, Callable[[RolloutController, argparse.Namespace, RolloutPlan
 def register_rollout(subparsers: Subparsers, flag_writer_factory: FlagWriterFactory) -> None:
     parser = subparsers.add_parser("rollout", help="drive the staged rollout of two_phase")
     parser.add_argument(
-        "--state", default=_env_or("SNAPMERGE_ROLLOUT_STATE", HOME / "rollout-state.json")
+        "--state", default=env_or("SNAPMERGE_ROLLOUT_STATE", HOME / "rollout-state.json")
     )
-    parser.add_argument("--audit", default=_env_or("SNAPMERGE_AUDIT", HOME / "audit.jsonl"))
-    _source_options(parser)
+    parser.add_argument("--audit", default=env_or("SNAPMERGE_AUDIT", HOME / "audit.jsonl"))
+    source_options(parser)
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     init = sub.add_parser("init", help="validate a plan and start its first stage")
     init.add_argument("--plan", type=Path, default=None, help="YAML/JSON plan (default: packaged)")
@@ -329,8 +276,8 @@ def _report(args: argparse.Namespace) -> int:
 
 def register_report(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser("report", help="one self-contained HTML report")
-    _source_options(parser)
-    parser.add_argument("--audit", default=_env_or("SNAPMERGE_AUDIT", HOME / "audit.jsonl"))
+    source_options(parser)
+    parser.add_argument("--audit", default=env_or("SNAPMERGE_AUDIT", HOME / "audit.jsonl"))
     parser.add_argument("--out", default=str(HOME / "report.html"))
     parser.set_defaults(func=_report)
 

@@ -1,11 +1,11 @@
 """The rollout controller: bake, judge, act — what each command changes in the rollout.
 
 Each command (``init``, ``advance``, ``rollback``, ``pause``, ``resume``, and the loop's
-``tick``/``run``) reads the state, decides the :class:`~rollout.state.Transition` it makes, and
-has :class:`~rollout.transitions.TransitionRunner` apply it: one conditional state write (the
-intent) ahead of the flag write and the audit entry, then the commit. How a transition is
-applied, checked against the record, settled after a crash and reconciled after a flag write of
-unknown outcome is told there.
+``tick``/``run``) reads the state, decides the :class:`~rollout.state_types.Transition` it
+makes, and has :class:`~rollout.transitions.TransitionRunner` apply it: one conditional state
+write (the intent) ahead of the flag write and the audit entry, then the commit. How a
+transition is applied, checked against the record, settled after a crash and reconciled after a
+flag write of unknown outcome is told there.
 
 A command that finds a transition pending finishes it and then stops, raising
 :class:`RolloutConflictError` naming that transition, because the operator asked for a change of
@@ -30,7 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from rollout.audit import GENESIS, AuditIntegrityError, AuditLog
+from rollout.audit import AuditLog
+from rollout.audit_entry import GENESIS, AuditIntegrityError
 from rollout.flag_writer import (
     FlagWriter,
     FlagWriteRefusedError,
@@ -49,7 +50,8 @@ from rollout.loop import (
 from rollout.plan import PlanDigestError, RolloutPlan, parse_plan
 from rollout.signing import AuditKey, AuditKeyError
 from rollout.sources import MetricRecord, MetricSource, incomplete_read
-from rollout.state import RolloutState, StateStore, Status
+from rollout.state import StateStore
+from rollout.state_types import RolloutState, Status
 from rollout.transitions import RECOVER_ATTEMPTS, TransitionRunner
 from rollout.verify import RecordMismatchError
 from snapmerge.errors import InvalidEventError

@@ -27,15 +27,11 @@ import json
 import uuid
 from typing import Any
 
-from rollout.audit import (
-    AuditEntry,
-    AuditIntegrityError,
-    AuditSlotTakenError,
-    append_in_slots,
-    check_chain,
-)
+from rollout.audit import append_in_slots
+from rollout.audit_entry import AuditEntry, AuditIntegrityError, AuditSlotTakenError, check_chain
 from rollout.signing import AuditKey
-from rollout.state import RolloutState, StateConflictError
+from rollout.state import StateConflictError
+from rollout.state_types import RolloutState
 from snapmerge.adapters.dynamodb_items import DynamoItems
 from snapmerge.errors import ConditionFailedError, StoreError
 

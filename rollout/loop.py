@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from rollout.judge import Verdict
 from rollout.plan import Stage, check_digest, parse_plan
-from rollout.state import RolloutState, StateConflictError
+from rollout.state import StateConflictError
+from rollout.state_types import RolloutState
 from snapmerge.errors import InvalidEventError, SnapmergeError
 
 MIN_RECHECK_SECONDS = 1.0

@@ -25,7 +25,8 @@ import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import numpy as np
 
-from rollout.audit import AuditEntry, AuditLog
+from rollout.audit import AuditLog
+from rollout.audit_entry import AuditEntry
 from rollout.metric_names import MetricName
 from rollout.sources import MetricRecord, MetricSource
 from snapmerge.domain import MergePath

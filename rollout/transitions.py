@@ -1,6 +1,6 @@
 """How the controller changes a rollout: one conditional state write ahead of every action.
 
-Every change is a :class:`~rollout.state.Transition` applied in three steps
+Every change is a :class:`~rollout.state_types.Transition` applied in three steps
 (:meth:`TransitionRunner._apply`):
 
 1. **intent** — the current state plus ``pending=transition`` is written conditionally on the
@@ -50,7 +50,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from rollout.audit import GENESIS, AuditEntry, AuditIntegrityError, AuditLog, default_actor
+from rollout.audit import AuditLog
+from rollout.audit_entry import GENESIS, AuditEntry, AuditIntegrityError, default_actor
 from rollout.flag_writer import (
     FlagWriter,
     FlagWriteRefusedError,
@@ -60,14 +61,8 @@ from rollout.flag_writer import (
 )
 from rollout.loop import NotInitialisedError, RolloutConflictError, check_state
 from rollout.signing import Anchor, AuditKey
-from rollout.state import (
-    RolloutState,
-    StateConflictError,
-    StateStore,
-    Status,
-    Transition,
-    location_of,
-)
+from rollout.state import StateConflictError, StateStore, location_of
+from rollout.state_types import RolloutState, Status, Transition
 from rollout.verify import check_record
 from snapmerge.errors import SnapmergeError
 

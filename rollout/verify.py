@@ -23,17 +23,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rollout.audit import (
+from rollout.audit import AuditLog
+from rollout.audit_entry import (
     GENESIS,
     AuditEntry,
     AuditIntegrityError,
-    AuditLog,
     AuditMissingError,
     mac_message,
 )
 from rollout.plan import check_digest
 from rollout.signing import ENV_KEY, ENV_KEY_SSM, Anchor, AuditKey, AuditKeyError
-from rollout.state import RolloutState
+from rollout.state_types import RolloutState
 from snapmerge.errors import InvalidEventError
 
 

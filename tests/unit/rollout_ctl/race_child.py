@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from rollout.dynamo import DynamoStateStore
-from rollout.state import BlobStateStore, FileStateStore, RolloutState, StateConflictError
+from rollout.state import BlobStateStore, FileStateStore, StateConflictError
+from rollout.state_types import RolloutState
 
 WAIT_SECONDS = 60.0
 

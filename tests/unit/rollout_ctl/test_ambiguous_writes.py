@@ -14,7 +14,7 @@ import pytest
 
 from handlers.rollout_flags import DocumentFlagWriter, rollout_state_of
 from rollout.controller import FlagWriteRefusedError, FlagWriteUnknownError
-from rollout.state import RolloutState
+from rollout.state_types import RolloutState
 from snapmerge.errors import StoreError
 from tests.unit.rollout_ctl.conftest import Rig
 from tests.unit.rollout_ctl.helpers import CountingStore

@@ -10,13 +10,8 @@ from typing import Any
 
 import pytest
 
-from rollout.audit import (
-    AuditEntry,
-    AuditIntegrityError,
-    AuditSlotTakenError,
-    JsonlAuditLog,
-    S3AuditLog,
-)
+from rollout.audit import JsonlAuditLog, S3AuditLog
+from rollout.audit_entry import AuditEntry, AuditIntegrityError, AuditSlotTakenError
 from snapmerge.adapters.memory import MemoryBlobStore
 
 

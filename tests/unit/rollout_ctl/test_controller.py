@@ -7,11 +7,11 @@ import random
 
 import pytest
 
-from flags.document import compile_document
+from flags.compiled import compile_document
 from flags.keys import FlagKey
 from rollout.controller import NotInitialisedError, Timing
 from rollout.flag_writer import RolloutFlagState
-from rollout.state import Status
+from rollout.state_types import Status
 from snapmerge.domain import MergePath
 from snapmerge.errors import InvalidEventError
 from tests.unit.rollout_ctl.conftest import Rig

@@ -19,7 +19,8 @@ import pytest
 from handlers.rollout_flags import DocumentFlagWriter, rollout_state_of
 from rollout.controller import RolloutConflictError
 from rollout.flag_writer import RolloutFlagState, set_flags
-from rollout.state import FileStateStore, RolloutState, Status
+from rollout.state import FileStateStore
+from rollout.state_types import RolloutState, Status
 from tests.unit.rollout_ctl.conftest import Rig
 from tests.unit.rollout_ctl.helpers import CountingStore, ManualClock
 from tests.unit.rollout_ctl.test_resilience import Crash, CrashOnWrite

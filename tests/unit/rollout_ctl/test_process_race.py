@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from handlers.rollout_flags import rollout_state_of
-from rollout.cli import open_audit, open_state
+from rollout.locations import open_audit, open_state
 from rollout.metrics import MergeMetrics
 from snapmerge.cli import main as snapmerge_main
 from snapmerge.domain import MergePath

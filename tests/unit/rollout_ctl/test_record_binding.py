@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 
 from handlers.rollout_flags import DocumentFlagWriter, rollout_state_of
-from rollout.audit import AuditIntegrityError, AuditLog, JsonlAuditLog, S3AuditLog
+from rollout.audit import AuditLog, JsonlAuditLog, S3AuditLog
+from rollout.audit_entry import AuditIntegrityError
 from rollout.controller import RolloutController
 from rollout.dynamo import DynamoAuditLog, DynamoStateStore
 from rollout.plan import RolloutPlan
 from rollout.signing import AuditKey, AuditKeyError
-from rollout.state import BlobStateStore, FileStateStore, StateStore, Transition
+from rollout.state import BlobStateStore, FileStateStore, StateStore
+from rollout.state_types import Transition
 from rollout.verify import verify_record
 from tests.unit.rollout_ctl.helpers import CountingStore, ListSource, ManualClock, ScriptedJudge
 
@@ -272,7 +274,7 @@ def test_without_a_key_an_edited_state_is_still_compared_with_the_log(
 
 
 def _fields_of(r: Rollout, data: Raw) -> dict[str, str]:
-    from rollout.state import RolloutState
+    from rollout.state_types import RolloutState
 
     return RolloutState.from_json(data).field_digests()
 

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from handlers.rollout_flags import DocumentFlagWriter
-from rollout.audit import AuditIntegrityError, AuditLog, JsonlAuditLog, S3AuditLog
+from rollout.audit import AuditLog, JsonlAuditLog, S3AuditLog
+from rollout.audit_entry import AuditIntegrityError
 from rollout.controller import RolloutController
 from rollout.dynamo import DynamoAuditLog, DynamoStateStore
 from rollout.plan import parse_plan

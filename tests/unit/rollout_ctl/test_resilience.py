@@ -11,7 +11,8 @@ import pytest
 from handlers.rollout_flags import DocumentFlagWriter, rollout_state_of
 from rollout.controller import FlagWriteRefusedError, RolloutConflictError
 from rollout.flag_writer import RolloutFlagState
-from rollout.state import FileStateStore, RolloutState, StateConflictError, Status
+from rollout.state import FileStateStore, StateConflictError
+from rollout.state_types import RolloutState, Status
 from tests.unit.rollout_ctl.conftest import Rig
 from tests.unit.rollout_ctl.helpers import CountingStore, refusal
 

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 
 from handlers.rollout_flags import DocumentFlagWriter, rollout_state_of
-from rollout.audit import AuditIntegrityError, AuditMissingError, AuditSlotTakenError, S3AuditLog
+from rollout.audit import S3AuditLog
+from rollout.audit_entry import AuditIntegrityError, AuditMissingError, AuditSlotTakenError
 from rollout.controller import RolloutController
 from rollout.dynamo import DynamoAuditLog, DynamoStateStore
 from rollout.plan import RolloutPlan
 from rollout.signing import AuditKey
-from rollout.state import BlobStateStore, StateConflictError, Status
+from rollout.state import BlobStateStore, StateConflictError
+from rollout.state_types import Status
 from rollout.verify import verify_record
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.ports import BlobStore

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from rollout.audit import GENESIS, AuditEntry, JsonlAuditLog
+from rollout.audit import JsonlAuditLog
+from rollout.audit_entry import GENESIS, AuditEntry
 from rollout.signing import AuditKey
 from rollout.state import FileStateStore
 from snapmerge.cli import main
@@ -282,7 +283,7 @@ def test_a_pending_transition_whose_entry_is_written_verifies(
     log = JsonlAuditLog(audit_path(record), AuditKey(KEY.encode()))
     from dataclasses import replace
 
-    from rollout.state import Transition
+    from rollout.state_types import Transition
 
     t = Transition("000005-init-x", "init", 0.0, 10.0, "rolled_back", "running", 0, False, "r", 1)
     key, where = AuditKey(KEY.encode()), states.location
@@ -306,7 +307,7 @@ def test_status_refuses_a_forged_pending_transition_and_applies_nothing(
     by the next command, even `rollout status`."""
     from dataclasses import asdict
 
-    from rollout.state import Transition
+    from rollout.state_types import Transition
 
     forged = Transition("000005-advance-f", "advance", 0.0, 100.0, "rolled_back", "running", 2,
                         False, "looks fine", 1)  # fmt: skip
