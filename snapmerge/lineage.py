@@ -16,12 +16,12 @@ writer; we can notice and repair. See docs/compatibility.md ("Lineage check and 
 
 A pending mark is deleted (the publish *confirmed*) once V is present and not the pointer itself,
 and at least ``confirm_after`` old. Retention keeps every pending version and its base, so a
-lost publish can be repaired from what is still on S3 (``snapmerge/lineage_repair.py``).
+lost publish can be repaired from what is still on S3 (``snapmerge/lineage_repair.py``). The
+records a publish leaves for this check (receipts aside) are in ``snapmerge/lineage_marks.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -33,41 +33,19 @@ from typing import Any
 import numpy as np
 
 from snapmerge.commit_log import CommitLog
-from snapmerge.domain import LATEST_DIRECT, Database, Keys, Record, VersionId
-from snapmerge.errors import PointerConflictError, SnapshotError, StoreError
-from snapmerge.ports import BlobStore, IndexEngine
+from snapmerge.domain import LATEST_DIRECT, Keys, Record, VersionId
+from snapmerge.errors import SnapshotError, StoreError
+from snapmerge.lineage_marks import Publish, pending_publishes
+from snapmerge.lineage_marks import (  # merging.py takes these from here, with the checker
+    mark_pending as mark_pending,
+)
+from snapmerge.lineage_marks import publish_of as publish_of
+from snapmerge.ports import IndexEngine
 from snapmerge.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
 
 PUBLISHED_STATES = ("complete", "retired")
-
-
-@dataclass(frozen=True)
-class Publish:
-    """One publish of ours: the version, what it was built on, the batch it carried."""
-
-    version: VersionId
-    base_version: VersionId | None
-    batch_id: str
-    published_at: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> Publish:
-        try:
-            raw: dict[str, Any] = json.loads(text)
-            base = raw.get("base_version")
-            return cls(
-                VersionId(str(raw["version"])),
-                VersionId(str(base)) if base else None,
-                str(raw["batch_id"]),
-                str(raw.get("published_at", "")),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise SnapshotError(f"unreadable lineage record: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -123,34 +101,6 @@ class LineageReport:
             )
         lines += [f"cannot tell {v}: {reason}" for v, reason in self.unverifiable]
         return lines
-
-
-def publish_of(receipt: dict[str, Any]) -> Publish:
-    """The publish a receipt records, stamped now (the lineage mark written after it)."""
-    base = receipt.get("base_version")
-    return Publish(
-        VersionId(str(receipt["version"])),
-        VersionId(str(base)) if base else None,
-        str(receipt["batch_id"]),
-        datetime.now(UTC).isoformat(),
-    )
-
-
-# -- pending marks -------------------------------------------------------------------------------
-def mark_pending(blobs: BlobStore, db: Database, publish: Publish) -> None:
-    """Record a publish as not yet confirmed (idempotent: a replay finds the mark there)."""
-    key = Keys.lineage_pending(db, publish.version)
-    with contextlib.suppress(PointerConflictError):
-        blobs.put(key, publish.to_json().encode(), if_none_match=True)
-
-
-def pending_publishes(blobs: BlobStore, db: Database) -> list[Publish]:
-    found = []
-    for key in blobs.list(Keys.lineage_pending_prefix(db)):
-        blob = blobs.get(key)
-        if blob is not None:
-            found.append(Publish.from_json(blob.body))
-    return found
 
 
 # -- the chain -----------------------------------------------------------------------------------

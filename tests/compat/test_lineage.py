@@ -15,7 +15,8 @@ from snapmerge import synth
 from snapmerge.aws import client as aws_client
 from snapmerge.cli import main
 from snapmerge.domain import Keys, Record, VersionId
-from snapmerge.lineage import LineageChecker, pending_publishes
+from snapmerge.lineage import LineageChecker
+from snapmerge.lineage_marks import pending_publishes
 from tests.compat.original_compactor import OriginalCompactor
 from tests.conftest import AwsEnv
 from tests.functional.merge_rig import DB, PATHS, Rig, make_rig, rows

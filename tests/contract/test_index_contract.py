@@ -14,7 +14,8 @@ import pytest
 
 from snapmerge import synth
 from snapmerge.adapters.chroma_index import ChromaIndex, close_client
-from snapmerge.adapters.memory_index import MemoryIndex, digest_records, normalize
+from snapmerge.adapters.memory_index import MemoryIndex
+from snapmerge.adapters.merge_plan import digest_records, normalize
 from snapmerge.domain import Record
 from snapmerge.errors import MergeInputError
 

@@ -21,11 +21,11 @@ import pytest
 
 from snapmerge import group_merge, synth
 from snapmerge.change_sets import ChangeSets
-from snapmerge.commit_log import VersionManifest
 from snapmerge.domain import FinalMergeRequest, FinalMergeResult, Record
 from snapmerge.errors import LeaseLostError
 from snapmerge.group_commit import BUILDING, BuilderSlot, PendingQueue
 from snapmerge.lock import Lease, LeaseLock
+from snapmerge.manifest import VersionManifest
 from snapmerge.merging import Hook
 from tests.conftest import AwsEnv
 from tests.functional.merge_rig import DB, Crash, Rig, make_rig, rows

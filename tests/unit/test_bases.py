@@ -9,9 +9,9 @@ import pytest
 
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.bases import PublishedHead, batch_intermediates, published_head, resolve_base
-from snapmerge.commit_log import VersionManifest
 from snapmerge.domain import Database, FinalMergeRequest, Keys, Pointer, VersionId
 from snapmerge.errors import SnapshotError
+from snapmerge.manifest import VersionManifest
 from snapmerge.snapshots import SnapshotStore
 
 

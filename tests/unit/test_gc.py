@@ -12,10 +12,10 @@ from snapmerge import gc
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.change_sets import ChangeSets
 from snapmerge.cli import main
-from snapmerge.commit_log import EntryState, VersionManifest
 from snapmerge.domain import Database, Keys, VersionId
 from snapmerge.errors import InvalidEventError
 from snapmerge.group_commit import PENDING, WITHDRAWN, PendingBatch, PendingQueue
+from snapmerge.manifest import EntryState, VersionManifest
 from snapmerge.snapshots import SnapshotStore
 from tests.conftest import AwsEnv
 

@@ -12,15 +12,10 @@ from rollout.metric_names import MetricName, Unit
 from rollout.metrics import MergeMetrics
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.adapters.memory_index import MemoryIndex
-from snapmerge.commit_log import VersionManifest
 from snapmerge.domain import Database, FinalMergeResult, MergePath, VersionId
-from snapmerge.lineage import (
-    LineageChecker,
-    Publish,
-    mark_pending,
-    pending_publishes,
-    walk_chain,
-)
+from snapmerge.lineage import LineageChecker, walk_chain
+from snapmerge.lineage_marks import Publish, mark_pending, pending_publishes
+from snapmerge.manifest import VersionManifest
 from snapmerge.snapshots import SnapshotStore
 
 DB = Database.WORDS

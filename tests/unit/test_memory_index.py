@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 
 from snapmerge import synth
-from snapmerge.adapters.memory_index import (
-    MARKER_NAME,
-    RECORDS_NAME,
-    MemoryIndex,
+from snapmerge.adapters.memory_index import MARKER_NAME, RECORDS_NAME, MemoryIndex
+from snapmerge.adapters.merge_plan import (
     canonical_metadata,
     classify,
     digest_records,

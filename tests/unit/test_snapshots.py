@@ -11,9 +11,9 @@ import pytest
 
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.cache import SnapshotCache
-from snapmerge.commit_log import EntryState
 from snapmerge.domain import Database, Keys, Pointer, VersionId, new_version_id
 from snapmerge.errors import PointerConflictError, SnapshotError, StoreError
+from snapmerge.manifest import EntryState
 from snapmerge.snapshots import MANIFEST_NAME, SnapshotStore, VersionManifest, scan_files
 
 DB = Database.WORDS
