@@ -15,6 +15,8 @@ from snapmerge.domain import MergePath
 
 
 class FlagKey(StrEnum):
+    """Every flag snapmerge reads (the keys of a flag document; defaults in ``DEFAULTS``)."""
+
     FINAL_MERGE_PATH = "final-merge-path"
     KILL_SWITCH = "final-merge-kill-switch"
     CHUNK_SIZE_WORDS = "chunk-size-words"

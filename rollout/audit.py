@@ -40,6 +40,8 @@ _RECENT: Final = 50  # entries scanned for a transition id already written
 
 
 class AuditLog(Protocol):
+    """An append-only log of audit entries (see the module docstring for the backends)."""
+
     def append(self, entry: AuditEntry) -> AuditEntry:
         """Write ``entry`` at the end (or return the entry already written for its transition)."""
         ...

@@ -54,6 +54,9 @@ class RolloutFlagState:
 
 
 class FlagWriter(Protocol):
+    """The flag document as the controller sees it: the rollout percentage and the kill switch,
+    read and written together (``handlers/rollout_flags.py`` adapts the document format)."""
+
     def read(self) -> tuple[RolloutFlagState, str]:
         """The current rollout flags and the document's version."""
         ...

@@ -63,6 +63,9 @@ class Timing:
 
 @dataclass(frozen=True)
 class TickResult:
+    """What one step of the loop did (``action``), the state after it, the verdict it acted on
+    and how long to wait before the next step."""
+
     action: str  # idle | baking | promote | hold | rollback | complete
     state: RolloutState
     verdict: Verdict | None = None

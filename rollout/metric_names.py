@@ -52,6 +52,9 @@ class Unit(StrEnum):
 
 
 class MetricName(StrEnum):
+    """Every metric snapmerge emits; units in ``UNITS``, per-phase lock names by
+    :func:`phase_metric`."""
+
     LOCK_HOLD_TIME = "LockHoldTime"
     LOCK_HOLD_TIME_PHASE1 = "LockHoldTimePhase1"
     LOCK_HOLD_TIME_PHASE3 = "LockHoldTimePhase3"

@@ -41,6 +41,9 @@ class AuditKeyError(InvalidEventError):
 
 @dataclass(frozen=True, repr=False)
 class AuditKey:
+    """The secret that signs audit entries and the state's anchor (HMAC-SHA256); ``key_id``
+    names it without showing it."""
+
     secret: bytes
 
     def __post_init__(self) -> None:

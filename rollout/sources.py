@@ -98,6 +98,8 @@ class MetricRecord:
 
 
 class MetricSource(Protocol):
+    """Where the judge reads the merge metrics back: an EMF file or a CloudWatch Logs group."""
+
     def records(
         self, since_ms: int | None = None, until_ms: int | None = None
     ) -> list[MetricRecord]:

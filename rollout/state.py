@@ -61,6 +61,8 @@ def location_of(store: object) -> str:
 
 
 class StateStore(Protocol):
+    """Keeps the rollout state with an opaque version; writes are conditional on it."""
+
     def read(self) -> tuple[RolloutState | None, str | None]:
         """The state and its version, or (None, None) when there is none."""
         ...
@@ -82,6 +84,8 @@ def _decode(body: bytes, where: str) -> RolloutState:
 
 
 class FileStateStore:
+    """The state in a local JSON file (see the module docstring)."""
+
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.location = f"file://{os.path.abspath(self.path)}"
@@ -111,6 +115,8 @@ class FileStateStore:
 
 
 class BlobStateStore:
+    """The state in one object of a :class:`~snapmerge.ports.BlobStore` (S3)."""
+
     def __init__(self, blobs: BlobStore, key: str = "rollout/state.json") -> None:
         self.blobs = blobs
         self.key = key

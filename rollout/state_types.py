@@ -24,6 +24,8 @@ _PLAIN = (str, int, float, bool, type(None))  # hash as they are (Status is a st
 
 
 class Status(StrEnum):
+    """Where a rollout stands: running, paused, rolled back or complete."""
+
     RUNNING = "running"
     PAUSED = "paused"
     ROLLED_BACK = "rolled_back"
@@ -67,6 +69,9 @@ class Transition:
 
 @dataclass(frozen=True)
 class RolloutState:
+    """Where the rollout stands: its plan, stage and percentage, status, pending transition,
+    last action and the signed anchor over the audit log's head."""
+
     plan: Mapping[str, Any]
     plan_digest: str
     stage_index: int  # -1 before init applied
