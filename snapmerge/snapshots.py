@@ -99,10 +99,6 @@ class SnapshotStore:
     def version_prefix(self, version: VersionId) -> str:
         return Keys.version_prefix(self.db, version)
 
-    def snapshot_key(self, version: VersionId) -> str:
-        """The ``snapshot_key`` a final merge reports: the version's prefix."""
-        return self.version_prefix(version)
-
     # -- the pointer ---------------------------------------------------------------------------
     def read_pointer(self) -> Pointer | None:
         blob = self.blobs.get(self.pointer_key)
