@@ -180,7 +180,7 @@ class CommitLog:
     def all_claims(self) -> list[tuple[str, Claim | None, str]]:
         """Every claim object of every batch: (key, claim or None if unreadable, created_at)."""
         found: list[tuple[str, Claim | None, str]] = []
-        for key in self.blobs.list(f"{self.db.value}/snapshot/claims/"):
+        for key in self.blobs.list(Keys.all_claims_prefix(self.db)):
             blob = self.blobs.get(key)
             if blob is None:  # deleted since we listed
                 continue

@@ -95,7 +95,7 @@ class Keys:
 
     @staticmethod
     def version_prefix(db: Database, version: VersionId) -> str:
-        return f"{db.value}/snapshot/timestamped/{version}/"
+        return f"{Keys.versions_prefix(db)}{version}/"
 
     @staticmethod
     def legacy_latest_prefix(db: Database) -> str:
@@ -129,16 +129,20 @@ class Keys:
     @staticmethod
     def manifest(db: Database, version: VersionId) -> S3Key:
         """The commit-log entry of a version: outside its prefix, never deleted by retention."""
-        return S3Key(f"{db.value}/snapshot/manifests/{version}.json")
+        return S3Key(f"{Keys.manifests_prefix(db)}{version}.json")
 
     @staticmethod
     def manifests_prefix(db: Database) -> str:
         return f"{db.value}/snapshot/manifests/"
 
     @staticmethod
+    def all_claims_prefix(db: Database) -> str:
+        return f"{db.value}/snapshot/claims/"
+
+    @staticmethod
     def claims_prefix(db: Database, batch_id: str) -> str:
         """Every version a batch claimed before its pointer swap (one object each)."""
-        return f"{db.value}/snapshot/claims/{quote(batch_id, safe='')}/"
+        return f"{Keys.all_claims_prefix(db)}{quote(batch_id, safe='')}/"
 
     @staticmethod
     def claim(db: Database, batch_id: str, version: VersionId) -> S3Key:
@@ -147,7 +151,7 @@ class Keys:
     @staticmethod
     def receipt(db: Database, batch_id: str) -> S3Key:
         """What a batch's publish returned; a retried final merge answers from it."""
-        return S3Key(f"{db.value}/snapshot/receipts/{batch_id}.json")
+        return S3Key(f"{Keys.receipts_prefix(db)}{batch_id}.json")
 
     @staticmethod
     def receipts_prefix(db: Database) -> str:
