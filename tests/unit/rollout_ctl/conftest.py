@@ -1,10 +1,14 @@
 """Fixtures for the rollout controller tests: a controller on local state, a memory flag store,
-a JSONL audit log, a list metric source and a manual clock."""
+a JSONL audit log, a list metric source and a manual clock; and a scratch directory for the
+``snapmerge rollout`` CLI."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,3 +96,38 @@ def rig(tmp_path: Path, plan: RolloutPlan) -> Rig:
         source=ListSource(),
         verdicts=ScriptedJudge("promote"),
     )
+
+
+# Every variable that points the rollout CLI at a location or a key. A test that runs the CLI
+# clears them all, so the shell it runs in cannot point it at a real record or at AWS.
+CLI_VARIABLES = (
+    "SNAPMERGE_FLAGS_FILE",
+    "SNAPMERGE_FLAGS_S3",
+    "SNAPMERGE_FLAGS_SSM",
+    "SNAPMERGE_FLAGS_APPCONFIG",
+    "SNAPMERGE_EMF_FILE",
+    "SNAPMERGE_ROLLOUT_STATE",
+    "SNAPMERGE_AUDIT",
+    "SNAPMERGE_AUDIT_KEY",
+    "SNAPMERGE_AUDIT_KEY_SSM",
+    "SNAPMERGE_LOG_GROUP",
+)
+CliDir = Callable[..., Path]
+
+
+@pytest.fixture
+def cli_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliDir:
+    """``cli_dir(plan, **env)``: run the CLI in ``tmp_path`` with every variable of
+    :data:`CLI_VARIABLES` cleared (so the local defaults under ``.snapmerge/`` apply), then
+    ``env`` set, and ``plan`` written to ``plan.json``; returns the directory."""
+
+    def make(plan: Mapping[str, Any], **env: str) -> Path:
+        for name in CLI_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "plan.json").write_text(json.dumps(plan))
+        return tmp_path
+
+    return make

@@ -16,6 +16,7 @@ from rollout.flag_writer import RolloutFlagState
 from rollout.metrics import MergeMetrics
 from rollout.sources import MalformedMetricsError
 from snapmerge.domain import MergePath
+from tests.unit.rollout_ctl.conftest import CliDir
 from tests.unit.rollout_ctl.test_report import _result
 
 PLAN = {
@@ -39,26 +40,11 @@ PLAN = {
         },
     ],
 }
-ENV = (
-    "SNAPMERGE_FLAGS_FILE",
-    "SNAPMERGE_FLAGS_S3",
-    "SNAPMERGE_FLAGS_SSM",
-    "SNAPMERGE_FLAGS_APPCONFIG",
-    "SNAPMERGE_EMF_FILE",
-    "SNAPMERGE_ROLLOUT_STATE",
-    "SNAPMERGE_AUDIT",
-    "SNAPMERGE_LOG_GROUP",
-)
 
 
 @pytest.fixture
-def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SNAPMERGE_ACTOR", "cli-test")
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "plan.json").write_text(json.dumps(PLAN))
-    return tmp_path
+def scratch(cli_dir: CliDir) -> Path:
+    return cli_dir(PLAN, SNAPMERGE_ACTOR="cli-test")
 
 
 def run(*argv: str) -> int:

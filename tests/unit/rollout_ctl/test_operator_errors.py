@@ -16,23 +16,16 @@ import pytest
 from rollout.controller import StateOutOfPlanError
 from rollout.sources import ReadStats
 from snapmerge.cli import main
-from tests.unit.rollout_ctl.conftest import Rig
+from tests.unit.rollout_ctl.conftest import CliDir, Rig
 from tests.unit.rollout_ctl.helpers import ListSource
 from tests.unit.rollout_ctl.test_cli import PLAN
 
 
 @pytest.fixture
-def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in ("SNAPMERGE_FLAGS_S3", "SNAPMERGE_FLAGS_SSM", "SNAPMERGE_FLAGS_APPCONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("SNAPMERGE_ROLLOUT_STATE", "SNAPMERGE_AUDIT", "SNAPMERGE_LOG_GROUP"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("SNAPMERGE_EMF_FILE", raising=False)
-    monkeypatch.setenv("SNAPMERGE_FLAGS_FILE", ".snapmerge/flags.json")
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "plan.json").write_text(json.dumps(PLAN))
+def scratch(cli_dir: CliDir) -> Path:
+    root = cli_dir(PLAN, SNAPMERGE_FLAGS_FILE=".snapmerge/flags.json")
     assert main(["rollout", "init", "--plan", "plan.json"]) == 0
-    return tmp_path
+    return root
 
 
 def _err(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -29,6 +29,7 @@ from rollout.metrics import MergeMetrics
 from snapmerge.cli import main as snapmerge_main
 from snapmerge.domain import MergePath
 from tests.unit.rollout_ctl import race_child
+from tests.unit.rollout_ctl.conftest import CliDir
 from tests.unit.rollout_ctl.test_report import _result
 
 KEY = "race-test-audit-key-0123456789"
@@ -106,22 +107,21 @@ def forkserver() -> Iterator[Any]:
             os.environ["PYTHONPATH"] = old
 
 
+CLI_ENV = {
+    "SNAPMERGE_FLAGS_FILE": ".snapmerge/flags.json",
+    "SNAPMERGE_EMF_FILE": ".snapmerge/emf.jsonl",
+    "SNAPMERGE_AUDIT_KEY": KEY,
+    "SNAPMERGE_ACTOR": "setup",
+    "SNAPMERGE_ROLLOUT_STATE": ".snapmerge/rollout-state.json",
+    "SNAPMERGE_AUDIT": ".snapmerge/audit.jsonl",
+}
+
+
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in ("SNAPMERGE_FLAGS_S3", "SNAPMERGE_FLAGS_SSM", "SNAPMERGE_FLAGS_APPCONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("SNAPMERGE_ROLLOUT_STATE", "SNAPMERGE_AUDIT", "SNAPMERGE_LOG_GROUP"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SNAPMERGE_FLAGS_FILE", ".snapmerge/flags.json")
-    monkeypatch.setenv("SNAPMERGE_EMF_FILE", ".snapmerge/emf.jsonl")
-    monkeypatch.setenv("SNAPMERGE_AUDIT_KEY", KEY)
-    monkeypatch.setenv("SNAPMERGE_ACTOR", "setup")
-    monkeypatch.setenv("SNAPMERGE_ROLLOUT_STATE", ".snapmerge/rollout-state.json")
-    monkeypatch.setenv("SNAPMERGE_AUDIT", ".snapmerge/audit.jsonl")
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "plan.json").write_text(json.dumps(PLAN))
-    (tmp_path / "sync").mkdir()
-    return tmp_path
+def workdir(cli_dir: CliDir) -> Path:
+    root = cli_dir(PLAN, **CLI_ENV)
+    (root / "sync").mkdir()
+    return root
 
 
 def _emit(workdir: Path, n: int = 80) -> None:

@@ -77,11 +77,14 @@ def test_s3_state_and_audit_on_the_embedded_server(aws: Any, plan: RolloutPlan) 
 KEY = AuditKey(b"backend-audit-key-0123456789")
 
 
-def _signed(states: Any, audit: Any, plan: RolloutPlan) -> RolloutController:
+def _controller(
+    states: Any, audit: Any, flags: CountingStore
+) -> tuple[RolloutController, ManualClock]:
+    """A signed controller on ``states`` and ``audit`` that promotes whenever it judges."""
     clock = ManualClock()
     ctl = RolloutController(
         states,
-        DocumentFlagWriter(CountingStore()),
+        DocumentFlagWriter(flags),
         audit,
         ListSource(),
         clock=clock,
@@ -90,6 +93,11 @@ def _signed(states: Any, audit: Any, plan: RolloutPlan) -> RolloutController:
         actor="ci",
         key=KEY,
     )
+    return ctl, clock
+
+
+def _signed(states: Any, audit: Any, plan: RolloutPlan) -> RolloutController:
+    ctl, _ = _controller(states, audit, CountingStore())
     ctl.init(plan)
     ctl.advance()
     ctl.advance()
@@ -107,18 +115,7 @@ def test_dynamodb_state_and_audit_on_the_embedded_server(aws: Any, plan: Rollout
 
 def _drive_with(states: Any, audit: Any, plan: RolloutPlan) -> tuple[RolloutController, Any]:
     flags = CountingStore()
-    clock = ManualClock()
-    ctl = RolloutController(
-        states,
-        DocumentFlagWriter(flags),
-        audit,
-        ListSource(),
-        clock=clock,
-        sleep=clock.sleep,
-        judge_fn=ScriptedJudge("promote"),
-        actor="ci",
-        key=KEY,
-    )
+    ctl, clock = _controller(states, audit, flags)
     ctl.init(plan)
     ctl.advance()
     clock.now += 600

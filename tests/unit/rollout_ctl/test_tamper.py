@@ -20,6 +20,7 @@ from rollout.signing import AuditKey
 from rollout.state import FileStateStore
 from snapmerge.cli import main
 from snapmerge.errors import StoreError
+from tests.unit.rollout_ctl.conftest import CliDir
 
 KEY = "operator-audit-key-0123456789abcdef"
 ATTACKER = AuditKey(b"attacker-key-0123456789abcdef")
@@ -114,26 +115,21 @@ TAMPERS: dict[str, tuple[Callable[[Entries], Entries], str]] = {
 }
 
 
-def _cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("SNAPMERGE_FLAGS_S3", "SNAPMERGE_FLAGS_SSM", "SNAPMERGE_FLAGS_APPCONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    for name in ("SNAPMERGE_ROLLOUT_STATE", "SNAPMERGE_AUDIT", "SNAPMERGE_AUDIT_KEY_SSM"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SNAPMERGE_FLAGS_FILE", ".snapmerge/flags.json")
-    monkeypatch.setenv("SNAPMERGE_EMF_FILE", ".snapmerge/emf.jsonl")
-    monkeypatch.setenv("SNAPMERGE_AUDIT_KEY", KEY)
-    monkeypatch.setenv("SNAPMERGE_ACTOR", "operator@laptop")
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "plan.json").write_text(json.dumps(PLAN))
+CLI_ENV = {
+    "SNAPMERGE_FLAGS_FILE": ".snapmerge/flags.json",
+    "SNAPMERGE_EMF_FILE": ".snapmerge/emf.jsonl",
+    "SNAPMERGE_AUDIT_KEY": KEY,
+    "SNAPMERGE_ACTOR": "operator@laptop",
+}
 
 
 @pytest.fixture
-def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def record(cli_dir: CliDir) -> Path:
     """init → advance → advance → rollback, signed, in a scratch directory."""
-    _cli_env(tmp_path, monkeypatch)
+    root = cli_dir(PLAN, **CLI_ENV)
     for argv in (["init", "--plan", "plan.json"], ["advance"], ["advance"], ["rollback"]):
         assert main(["rollout", *argv]) == 0
-    return tmp_path
+    return root
 
 
 def audit_path(root: Path) -> Path:
@@ -339,7 +335,7 @@ class _UnknownOutcome:
 
 
 def test_status_never_applies_an_unknown_outcome_flag_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    cli_dir: CliDir, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Review finding (MEDIUM): the write whose outcome was unknown was applied by the next
     command, `rollout status` included; a read-only command now writes nothing anywhere."""
@@ -347,7 +343,7 @@ def test_status_never_applies_an_unknown_outcome_flag_write(
     from handlers.rollout_flags import DocumentFlagWriter
     from rollout.controller import FlagWriteUnknownError, RolloutController
 
-    _cli_env(tmp_path, monkeypatch)
+    tmp_path = cli_dir(PLAN, **CLI_ENV)
     assert main(["rollout", "init", "--plan", "plan.json"]) == 0
     states = FileStateStore(state_path(tmp_path))
     writer = _UnknownOutcome(DocumentFlagWriter(FileStore(tmp_path / ".snapmerge/flags.json")))
