@@ -83,7 +83,7 @@ class RolloutState:
     seq: int = 0
     pending: Transition | None = None
     last_action: Mapping[str, Any] | None = None  # action, reason, at_ms, judged, id, who, ...
-    audit_anchor: Mapping[str, Any] | None = None  # rollout.audit.Anchor.to_json(): the log's head
+    audit_anchor: Mapping[str, Any] | None = None  # signing.Anchor.to_json(): the log's head
 
     def after(self, t: Transition, anchor: Mapping[str, Any] | None = None) -> RolloutState:
         """The state once ``t`` is applied (pure: a resumed controller computes the same).

@@ -2,7 +2,7 @@
 controller command.
 
 :func:`check_record` checks the state and the audit log against each other, in order, and stops
-at the first problem with an :class:`~rollout.audit.AuditIntegrityError` naming it:
+at the first problem with an :class:`~rollout.audit_entry.AuditIntegrityError` naming it:
 
 1. the state's plan hashes to its ``plan_digest`` (:func:`rollout.plan.check_digest`);
 2. the state's :class:`~rollout.signing.Anchor`: present, signed with this key (or, with no key,
