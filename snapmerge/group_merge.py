@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from snapmerge.two_phase import LockMeter, TwoPhaseFinalMerge
 
-POLL_S = 0.5  # how often a waiter reads the builder marker
+POLL_S = 0.2  # how often a waiter reads the builder marker (and the pointer)
 
 
 @dataclass
@@ -81,6 +81,7 @@ class GroupCommit:
         self.kit = path.kit
         self._rng = rng or random.Random()
         self._fetched: dict[int, list[Path] | None] = {}
+        self._unpublished_at: Pointer | None = None  # a pointer our batch was not published at
         self._paths: list[Path] = []  # the sources of the last build, in apply order
 
     # -- the loop ------------------------------------------------------------------------------
@@ -112,7 +113,7 @@ class GroupCommit:
                     prior = kit.already_published(request, inputs, pointer)
                     if prior is not None:
                         return GroupOutcome(prior, waited=waited)
-                    seen = pointer
+                    seen = self._unpublished_at = pointer
                 late = time.monotonic() >= deadline
                 live = marker is not None and marker.state == BUILDING and not watch.dead(marker)
                 if live and not late:
@@ -245,9 +246,12 @@ class GroupCommit:
         execution, which raises the error.
         """
         db = request.database
-        prior = self.kit.already_published(request, inputs, base)
-        if prior is not None:
-            return prior
+        # Not asked again at the pointer the wait loop just asked at: claims of a version are
+        # written before its swap, so none can appear at or below a pointer already read.
+        if base is None or base != self._unpublished_at:
+            prior = self.kit.already_published(request, inputs, base)
+            if prior is not None:
+                return prior
         found, highest = PendingQueue(self.kit.blobs, db).listing()
         group: list[PendingBatch] = []
         done: list[PendingBatch] = []
