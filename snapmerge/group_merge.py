@@ -1,8 +1,10 @@
 """The group-commit publish of the two-phase path: enqueue, wait for a live builder or build.
 
-    enqueue ─► loop: our batch published at the pointer? ─► answer with that publish
-                     a live builder (marker moving)?      ─► wait (bounded by ``group_wait``)
-                     else take the marker                 ─► build as below, then answer
+    enqueue ─► loop: a live builder (marker moving)?      ─► our batch published at the
+                     │                                      pointer? answer with that publish;
+                     │                                      else wait (bounded by ``group_wait``)
+                     else take the marker                 ─► build as below (its selection asks
+                                                             the same at its base), then answer
     build:  phase 1 (short lock: pointer) ─ pending batches not published at that base, in seq
             order ─ fetch theirs ─ build base + all ─ upload ─ claim every batch ─ phase 3 CAS
             (lost: rebase, as the two-phase path; after ``max_rebases``: under the lock)
@@ -108,15 +110,18 @@ class GroupCommit:
         try:
             while True:
                 marker = slot.read()
-                pointer = store.read_pointer()
-                if pointer != seen:  # first look, or a publish since: is ours in it?
-                    prior = kit.already_published(request, inputs, pointer)
-                    if prior is not None:
-                        return GroupOutcome(prior, waited=waited)
-                    seen = self._unpublished_at = pointer
                 late = time.monotonic() >= deadline
                 live = marker is not None and marker.state == BUILDING and not watch.dead(marker)
                 if live and not late:
+                    # Waiting: at the first look and after each publish, is ours in it? (A
+                    # builder asks the same at its phase-1 base, so one that goes straight to
+                    # building does not ask here too.)
+                    pointer = store.read_pointer()
+                    if pointer != seen:
+                        prior = kit.already_published(request, inputs, pointer)
+                        if prior is not None:
+                            return GroupOutcome(prior, waited=waited)
+                        seen = self._unpublished_at = pointer
                     waited = True
                     self.path._sleep(poll_delay(self._rng, poll))
                     continue
