@@ -1,8 +1,9 @@
 """Change sets: what a two-phase publish wrote, so a lost CAS rebases in proportion to it.
 
-    {db}/snapshot/changes/{version}/…        an index of the records the version wrote (the
-                                             batches it applied, folded: later wins)
-    {db}/snapshot/changes/{version}.json     {"version", "base_version"}: written last
+    {db}/snapshot/changes/{version}/sources.tar   the sources the version applied, in apply
+                                                  order (0000/, 0001/, …), as one plain tar
+    {db}/snapshot/changes/{version}.json          {"version", "base_version", "sources",
+                                                  "packing"}: written last
 
 Both are outside ``timestamped/`` (the original writer never copies them) and are written before
 the version's pointer swap, so a writer that lost its CAS to that version always finds them. A
@@ -18,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tarfile
+import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -33,15 +36,17 @@ from snapmerge.domain import (
     VersionId,
     new_version_id,
 )
+from snapmerge.deltas import MAX_MEMBERS, safe_extract
 from snapmerge.errors import MergeInputError, SnapshotError, StoreError
 from snapmerge.merging import BuiltVersion, MergeKit
 from snapmerge.ports import BlobStore
 from snapmerge.snapshots import SKIP, scan_files
-from snapmerge.transfer import download_prefix, upload_directory
+from snapmerge.transfer import local_files
 
 log = logging.getLogger(__name__)
 
 MAX_STEPS = 8  # a rebase over more publishes than this rebuilds in full
+MAX_SOURCE_BYTES = 2 * 1024**3  # a change-set source is an intermediate we or a peer wrote
 
 
 def changes_prefix(db: Database) -> str:
@@ -59,6 +64,9 @@ class ChangeSets:
     def marker_key(self, version: VersionId) -> str:
         return f"{self.prefix}{version}.json"
 
+    def data_key(self, version: VersionId) -> str:
+        return f"{self.data_prefix(version)}sources.tar"
+
     def write(
         self,
         version: VersionId,
@@ -68,12 +76,20 @@ class ChangeSets:
         """Upload the sources as they are (in apply order), then the marker naming the base.
 
         No merge into one index: creating a Chroma index costs more than uploading the few
-        small ones the batches already are.
+        small ones the batches already are. The sources go up as one plain tar (``0000/``,
+        ``0001/``, … inside): a Chroma directory is five or six files, and each request costs
+        the writer (on the embedded server, CPU in its own process); a file per object made
+        ~11 PUTs of a demo publish, the tar makes one.
         """
-        for i, source in enumerate(sources):
-            upload_directory(self.blobs, source, f"{self.data_prefix(version)}{i:04d}/", skip=SKIP)
+        with tempfile.TemporaryDirectory(prefix="changes-") as scratch:
+            packed = Path(scratch) / "sources.tar"
+            with tarfile.open(packed, "w") as tar:
+                for i, source in enumerate(sources):
+                    for rel, path in local_files(source, SKIP):
+                        tar.add(path, arcname=f"{i:04d}/{rel}", recursive=False)
+            self.blobs.upload_file(self.data_key(version), packed)
         body = json.dumps(
-            {"version": version, "base_version": base, "sources": len(sources)}
+            {"version": version, "base_version": base, "sources": len(sources), "packing": "tar"}
         ).encode()
         self.blobs.put(self.marker_key(version), body)
 
@@ -85,8 +101,8 @@ class ChangeSets:
         try:
             raw = json.loads(blob.body)
             base = raw.get("base_version")
-            if str(raw["version"]) != version:
-                return None, None
+            if str(raw["version"]) != version or raw.get("packing") != "tar":
+                return None, None  # another packing (an older writer's): rebuild in full
             return int(raw["sources"]), VersionId(base) if base else None
         except (ValueError, KeyError, TypeError):
             return None, None
@@ -109,19 +125,31 @@ class ChangeSets:
             current = below
         return steps[::-1]
 
-    def fetch(self, steps: list[tuple[VersionId, int]], dest: Path) -> list[Path] | None:
+    def fetch(
+        self, steps: list[tuple[VersionId, int]], dest: Path, max_bytes: int = MAX_SOURCE_BYTES
+    ) -> list[Path] | None:
         """Every source of every step, in apply order; None if any is missing."""
         out: list[Path] = []
         try:
-            for version, count in steps:
+            for n, (version, count) in enumerate(steps):
+                target = dest / f"{n:04d}"
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir(parents=True)
+                packed = dest / f"{n:04d}.tar"
+                self.blobs.download_file(self.data_key(version), packed)
+                safe_extract(
+                    packed,
+                    target,
+                    max_bytes,
+                    name=self.data_key(version),
+                    max_members=MAX_MEMBERS * max(1, count),
+                )
+                packed.unlink()
                 for i in range(count):
-                    target = dest / f"{len(out):04d}"
-                    shutil.rmtree(target, ignore_errors=True)
-                    prefix = f"{self.data_prefix(version)}{i:04d}/"
-                    download_prefix(self.blobs, prefix, target, skip=SKIP)
-                    if not any(target.iterdir()):
+                    source = target / f"{i:04d}"
+                    if not source.is_dir() or not any(source.iterdir()):
                         return None
-                    out.append(target)
+                    out.append(source)
         except (StoreError, SnapshotError, MergeInputError, OSError):
             return None
         return out
@@ -200,12 +228,22 @@ def _stopped(future: Future[None]) -> None:
 
 
 def prune_changes(kit: MergeKit, db: Database) -> None:
-    """After a publish: drop the change sets of versions whose data retention has deleted."""
+    """After a publish: drop the change sets of versions whose data retention has deleted.
+
+    One LIST per publish; the log entries are read only once more than twice the retained
+    versions have change sets, and then only for those older than the newest ``keep``. Every
+    publish read every entry before (about five GETs a publish), and a change set that is
+    deleted late costs nothing but its bytes (one deleted early costs a rebaser a full rebuild).
+    """
     if not kit.settings.change_sets:
         return
     changes = ChangeSets(kit.blobs, db)
+    keep = max(1, kit.settings.keep_versions)
+    listed = changes.versions()
+    if len(listed) <= 2 * keep:
+        return
     states: dict[VersionId, str | None] = {}
-    for version in changes.versions():
+    for version in listed[:-keep]:
         try:
             entry = kit.store(db).log.entry(version)
         except SnapshotError:
@@ -238,7 +276,7 @@ def rebase_build(
     base_manifest = kit.check_base(db, base)
     if base_manifest is None:
         return None
-    fetched = changes.fetch(steps, work / "changes")
+    fetched = changes.fetch(steps, work / "changes", kit.settings.max_tarball_bytes)
     if fetched is None:
         return None
     target = prev.directory

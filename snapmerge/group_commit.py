@@ -267,10 +267,10 @@ class Heartbeat:
         return self._etag is not None
 
     def cover(self, batches: Sequence[str]) -> None:
-        """Say which batches we are building (waiters for them keep waiting)."""
+        """Say which batches we are building, with the next beat (no write of its own: waiters
+        go by the marker's liveness, and a PUT is a request every publish would pay)."""
         with self._mutex:
             self._batches = tuple(batches)
-        self._write(BUILDING)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -1,8 +1,10 @@
 """The group-commit publish of the two-phase path: enqueue, wait for a live builder or build.
 
-    enqueue ─► loop: our batch published at the pointer? ─► answer with that publish
-                     a live builder (marker moving)?      ─► wait (bounded by ``group_wait``)
-                     else take the marker                 ─► build as below, then answer
+    enqueue ─► loop: a live builder (marker moving)?      ─► our batch published at the
+                     │                                      pointer? answer with that publish;
+                     │                                      else wait (bounded by ``group_wait``)
+                     else take the marker                 ─► build as below (its selection asks
+                                                             the same at its base), then answer
     build:  phase 1 (short lock: pointer) ─ pending batches not published at that base, in seq
             order ─ fetch theirs ─ build base + all ─ upload ─ claim every batch ─ phase 3 CAS
             (lost: rebase, as the two-phase path; after ``max_rebases``: under the lock)
@@ -49,7 +51,7 @@ log = logging.getLogger(__name__)
 if TYPE_CHECKING:
     from snapmerge.two_phase import LockMeter, TwoPhaseFinalMerge
 
-POLL_S = 0.5  # how often a waiter reads the builder marker
+POLL_S = 0.2  # how often a waiter reads the builder marker (and the pointer)
 
 
 @dataclass
@@ -81,6 +83,7 @@ class GroupCommit:
         self.kit = path.kit
         self._rng = rng or random.Random()
         self._fetched: dict[int, list[Path] | None] = {}
+        self._unpublished_at: Pointer | None = None  # a pointer our batch was not published at
         self._paths: list[Path] = []  # the sources of the last build, in apply order
 
     # -- the loop ------------------------------------------------------------------------------
@@ -107,15 +110,18 @@ class GroupCommit:
         try:
             while True:
                 marker = slot.read()
-                pointer = store.read_pointer()
-                if pointer != seen:  # first look, or a publish since: is ours in it?
-                    prior = kit.already_published(request, inputs, pointer)
-                    if prior is not None:
-                        return GroupOutcome(prior, waited=waited)
-                    seen = pointer
                 late = time.monotonic() >= deadline
                 live = marker is not None and marker.state == BUILDING and not watch.dead(marker)
                 if live and not late:
+                    # Waiting: at the first look and after each publish, is ours in it? (A
+                    # builder asks the same at its phase-1 base, so one that goes straight to
+                    # building does not ask here too.)
+                    pointer = store.read_pointer()
+                    if pointer != seen:
+                        prior = kit.already_published(request, inputs, pointer)
+                        if prior is not None:
+                            return GroupOutcome(prior, waited=waited)
+                        seen = self._unpublished_at = pointer
                     waited = True
                     self.path._sleep(poll_delay(self._rng, poll))
                     continue
@@ -245,9 +251,12 @@ class GroupCommit:
         execution, which raises the error.
         """
         db = request.database
-        prior = self.kit.already_published(request, inputs, base)
-        if prior is not None:
-            return prior
+        # Not asked again at the pointer the wait loop just asked at: claims of a version are
+        # written before its swap, so none can appear at or below a pointer already read.
+        if base is None or base != self._unpublished_at:
+            prior = self.kit.already_published(request, inputs, base)
+            if prior is not None:
+                return prior
         found, highest = PendingQueue(self.kit.blobs, db).listing()
         group: list[PendingBatch] = []
         done: list[PendingBatch] = []

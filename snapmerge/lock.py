@@ -47,10 +47,16 @@ class Backoff:
 
     Half of each delay is fixed and half random, so waiters spread out but never hammer the
     table with near-zero sleeps. ``error_attempts`` bounds the tries on a failing table.
+
+    The cap is short on purpose. A busy try is one consistent read of the row, and what a waiter
+    waits for is often short (a two-phase phase lock) or ends at an unknown moment (a legacy
+    merge). With a cap of seconds, a waiter that had backed off slept up to that long past the
+    release while fresh arrivals, still at their first short delays, took the lock before it
+    (measured in the demo: two-phase phase-1 waits of several seconds behind 1.5 s legacy holds).
     """
 
-    base: timedelta = timedelta(milliseconds=100)
-    cap: timedelta = timedelta(seconds=5)
+    base: timedelta = timedelta(milliseconds=50)
+    cap: timedelta = timedelta(milliseconds=400)
     error_attempts: int = 2
 
     def delay(self, attempt: int, rng: random.Random) -> float:
@@ -250,13 +256,18 @@ class Lease:
             if self._released_ms is not None:
                 return self._released_ms
             self._stop.set()
+            # The row first, then the heartbeat thread: joining it first kept the lock held
+            # until that thread had been scheduled to exit (milliseconds on a loaded machine).
+            # A renew racing the release is refused by the table (owner and fence) and only
+            # marks this already released lease lost.
+            grant = self._grant
+            try:
+                self._lock.table.release(grant)
+            except LockError as exc:
+                log.warning("release of %s failed (it will expire): %s", grant.lock_id, exc)
+            self._released_ms = (self._lock.clock() - self._granted_at) * 1000.0
             if self._thread is not threading.current_thread():
                 self._thread.join(_JOIN_TIMEOUT_S)
-            try:
-                self._lock.table.release(self._grant)
-            except LockError as exc:
-                log.warning("release of %s failed (it will expire): %s", self._grant.lock_id, exc)
-            self._released_ms = (self._lock.clock() - self._granted_at) * 1000.0
             return self._released_ms
 
     def __enter__(self) -> Lease:
