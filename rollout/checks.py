@@ -41,6 +41,7 @@ their pass needs only ``min_samples`` values.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -148,15 +149,19 @@ def latency_vs_budget(values: Floats, budget: float, worse: str, min_n: int) -> 
     return {**ev, "p_value": bernoulli_above_p(beyond, n, 0.5)}
 
 
-def invariant(pairs: list[tuple[float, float]], tolerance: float, min_n: int) -> dict[str, Any]:
-    bad = [(want, got) for want, got in pairs if abs(got - want) > tolerance]
+def invariant(
+    pairs: Sequence[tuple[float, float]] | Floats, tolerance: float, min_n: int
+) -> dict[str, Any]:
+    """``pairs``: (expected, got) per value checked, a list or an (n, 2) array."""
+    both = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+    bad = both[np.abs(both[:, 1] - both[:, 0]) > tolerance]
     return {
         "test": "equality",
-        "n_checked": len(pairs),
+        "n_checked": len(both),
         "mismatches": len(bad),
-        "examples": [list(p) for p in bad[:5]],
-        "enough": len(pairs) >= min_n,
-        "p_value": 0.0 if bad else None,
+        "examples": bad[:5].tolist(),
+        "enough": len(both) >= min_n,
+        "p_value": 0.0 if len(bad) else None,
     }
 
 

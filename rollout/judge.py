@@ -121,7 +121,7 @@ class Samples:
     candidate: Mapping[str, Floats]
     baseline: Mapping[str, Floats]
     reference: Mapping[str, Floats] | None = None
-    pairs: Mapping[str, list[tuple[float, float]]] = field(default_factory=dict)
+    pairs: Mapping[str, Sequence[tuple[float, float]] | Floats] = field(default_factory=dict)
     n_candidate: int = 0  # candidate executions in the window (dry runs excluded)
     clean: Mapping[str, Floats] = field(default_factory=dict)  # no CAS failure, no fallback
     reference_clean: Mapping[str, Floats] = field(default_factory=dict)
