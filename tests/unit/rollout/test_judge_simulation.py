@@ -25,7 +25,7 @@ def test_a_healthy_rollout_with_contention_reaches_100_percent() -> None:
 
 def test_a_doubled_lock_hold_rolls_back_at_the_first_stage() -> None:
     outcome = run_one(load_plan(), SCENARIOS["hold_x2"], seed=2, max_days=14)
-    assert (outcome.status, outcome.stage_percent) == ("rolled_back", 1.0)
+    assert (outcome.status, outcome.stage_percent) == ("rolled_back", 5.0)
     assert outcome.hours < 2  # the first verdict, after the 1 h bake
 
 
@@ -62,7 +62,7 @@ def test_a_window_of_the_fleet_is_judged_like_its_records() -> None:
 def test_scenario_report_has_the_issue_shape(capsys) -> None:  # type: ignore[no-untyped-def]
     result = scenario(load_plan(), SCENARIOS["hold_x2"], rollouts=2, seed=5, max_days=14)
     assert result["rollouts"] == 2 and result["rolled_back"] == 1.0
-    assert result["by_stage"] == {"1": 1.0, "5": 0.0, "25": 0.0, "50": 0.0, "100": 0.0}
+    assert result["by_stage"] == {"5": 1.0, "25": 0.0, "50": 0.0, "100": 0.0}
     assert result["median_hours_to_100"] is None
     assert main(["--rollouts", "1", "--scenario", "hold_x2", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
