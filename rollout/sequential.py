@@ -141,8 +141,8 @@ def bernoulli_above_p(k: int, n: int, p0: float) -> float:
         return 1.0
     a, b = _prior(p0)
     log_lr = (
-        float(stats.beta.logsf(p0, a + k, b + n - k))
-        - float(stats.beta.logsf(p0, a, b))
+        _beta_logsf(p0, a + k, b + n - k)
+        - _beta_logsf(p0, a, b)
         + _log_beta_ratio(a, b, k, n)
         - float(stats.binom.logpmf(k, n, p0))
     )
@@ -158,12 +158,26 @@ def bernoulli_below_p(k: int, n: int, p0: float) -> float:
         return 0.0
     a, b = _prior(p0 / 3.0)  # alternatives well below the bound
     log_lr = (
-        float(stats.beta.logcdf(p0, a + k, b + n - k))
-        - float(stats.beta.logcdf(p0, a, b))
+        _beta_logcdf(p0, a + k, b + n - k)
+        - _beta_logcdf(p0, a, b)
         + _log_beta_ratio(a, b, k, n)
         - float(stats.binom.logpmf(k, n, p0))
     )
     return _p_from_log_lr(log_lr)
+
+
+def _beta_logcdf(x: float, a: float, b: float) -> float:
+    """``stats.beta.logcdf`` through ``special.betainc`` (the same regularised incomplete beta
+    without the distribution object's per-call argument handling); scipy's own log form where
+    the plain one underflows."""
+    value = float(special.betainc(a, b, x))
+    return math.log(value) if value > 1e-300 else float(stats.beta.logcdf(x, a, b))
+
+
+def _beta_logsf(x: float, a: float, b: float) -> float:
+    """``stats.beta.logsf`` through ``special.betaincc``, as :func:`_beta_logcdf`."""
+    value = float(special.betaincc(a, b, x))
+    return math.log(value) if value > 1e-300 else float(stats.beta.logsf(x, a, b))
 
 
 def _log_beta_ratio(a: float, b: float, k: int, n: int) -> float:
