@@ -13,10 +13,12 @@ rolls back even before that, since the tests stay valid at any sample size.
   the ratio of the two rates); "rho <= 1 + tolerance" is tested with
   :func:`rollout.sequential.rate_ratio_p`, the previous stage's events as a second stratum.
 * rate vs ``budget`` — fails when "rate <= budget" is rejected; passes only once "rate >=
-  budget + margin" is rejected (non-inferiority with a margin, below). A budget of 0 means any event fails (shadow mismatches).
+  budget + margin" is rejected (non-inferiority with a margin, below). A budget of 0 means any
+  event fails (shadow mismatches).
 * latency vs ``budget`` (ms) — the median must not exceed it: the share of executions above the
-  budget, tested against 1/2 (fails above it; passes once shown below it), over executions without a CAS failure or fallback (a rebase adds
-  lock grants; contention must not count as a slower lock).
+  budget, tested against 1/2 (fails above it; passes once shown below it), over executions
+  without a CAS failure or fallback (a rebase adds lock grants; contention must not count as a
+  slower lock).
 * invariant — every value equals what it is checked against (the planned chunk count, the
   other path's value for the same batch in a shadow run); one disagreement fails.
 

@@ -94,9 +94,9 @@ class Guardrail:
             raise InvalidEventError(f"guardrail {self.metric}: budget {self.budget} out of range")
         if not 0.0 <= self.margin <= 1.0:
             raise InvalidEventError(f"guardrail {self.metric}: margin {self.margin} out of range")
-        if self.margin and (self.kind == "invariant" or (self.kind, self.against) == (
-            "latency", "budget"
-        )):
+        if self.margin and (
+            self.kind == "invariant" or (self.kind, self.against) == ("latency", "budget")
+        ):
             raise InvalidEventError(
                 f"guardrail {self.metric}: a margin has no meaning for a {self.kind}"
                 + (" budget" if self.against == "budget" else "")
@@ -294,9 +294,7 @@ def _sides(s: Samples, g: Guardrail, min_n: int) -> dict[str, dict[str, Any]]:
             sides["reference"] = {"status": "n/a", "p_value": None, "note": "no previous stage"}
         else:
             other = s.reference.get(g.metric, _EMPTY)
-            sides["reference"] = compare(
-                cand, other, g.tolerance, g.worse, min_n, margin=g.margin
-            )
+            sides["reference"] = compare(cand, other, g.tolerance, g.worse, min_n, margin=g.margin)
     return sides
 
 

@@ -124,8 +124,6 @@ def _prior(p0: float) -> tuple[float, float]:
     return mean * _CONCENTRATION, (1.0 - mean) * _CONCENTRATION
 
 
-
-
 @lru_cache(maxsize=_CACHE)
 def bernoulli_above_p(k: int, n: int, p0: float) -> float:
     """Always-valid p of "the rate is <= p0" after ``k`` events in ``n`` trials.

@@ -239,7 +239,11 @@ def test_the_rate_bounds_cover_the_rate_over_many_looks() -> None:
 
 
 def test_the_mean_shift_bound_inverts_the_p_value() -> None:
-    for estimate, variance, alpha in ((0.05, 0.004, 0.01), (-0.1, 0.001, 0.0025), (0.3, 0.02, 0.05)):
+    for estimate, variance, alpha in (
+        (0.05, 0.004, 0.01),
+        (-0.1, 0.001, 0.0025),
+        (0.3, 0.02, 0.05),
+    ):
         upper = mean_shift_upper(estimate, variance, alpha)
         assert math.isclose(mean_shift_p(upper - estimate, variance), alpha, rel_tol=1e-9)
         assert mean_shift_p(upper * 1.01 - estimate + 0.001, variance) < alpha
