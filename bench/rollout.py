@@ -101,7 +101,7 @@ def samples_of(
     if len(window.shadow_mismatches):
         cand[M.SHADOW_MISMATCHED] = window.shadow_mismatches
     planned = window.candidate["planned"]
-    pairs = {M.CHUNK_COUNT.value: list(zip(planned, window.candidate[M.CHUNK_COUNT], strict=True))}
+    pairs = {M.CHUNK_COUNT.value: np.column_stack((planned, window.candidate[M.CHUNK_COUNT]))}
     ref = None if reference is None else {k: v for k, v in reference.candidate.items()}
     n_cand = len(planned)
     kwargs: dict[str, Any] = {"candidate": cand, "baseline": base, "reference": ref}

@@ -13,33 +13,51 @@ rolls back even before that, since the tests stay valid at any sample size.
   the ratio of the two rates); "rho <= 1 + tolerance" is tested with
   :func:`rollout.sequential.rate_ratio_p`, the previous stage's events as a second stratum.
 * rate vs ``budget`` — fails when "rate <= budget" is rejected; passes only once "rate >=
-  budget + margin" is rejected at :data:`NONINFERIORITY_ALPHA` (non-inferiority with a margin).
-  A budget of 0 means any event fails (shadow mismatches).
+  budget + margin" is rejected (non-inferiority with a margin, below). A budget of 0 means any
+  event fails (shadow mismatches).
 * latency vs ``budget`` (ms) — the median must not exceed it: the share of executions above the
-  budget, tested against 1/2, over executions without a CAS failure or fallback (a rebase adds
-  lock grants; contention must not count as a slower lock).
+  budget, tested against 1/2 (fails above it; passes once shown below it), over executions
+  without a CAS failure or fallback (a rebase adds lock grants; contention must not count as a
+  slower lock).
 * invariant — every value equals what it is checked against (the planned chunk count, the
   other path's value for the same batch in a shadow run); one disagreement fails.
 
-Every comparison also reports ``p_extreme``: the p-value its test would give the **worst
-outcome possible at the current sample sizes** (every execution beyond the budget, every
-execution an event, every candidate execution slower than every control execution x (1 +
-tolerance)). The judge lets a comparison pass only if that p-value is within the α it would be
-rejected at: a test that could not have failed at this n is no evidence, whatever ``min_samples``
-says.
+**A pass needs evidence of no harm** (:func:`noninferiority`). ``min_samples`` is only a floor:
+a comparison passes when the upper end of the anytime-valid confidence sequence for its effect is
+within what is allowed, at the level the judge would reject the guardrail at — equivalently, the
+always-valid p-value of the non-inferiority null "the effect is beyond the allowed one" is at or
+below that level. The allowed effect is the tolerance plus the guardrail's ``margin``:
+
+* latency vs a side: ratio of geometric means ``<= 1 + tolerance + margin``;
+* rate vs a side: candidate's rate ``<= (1 + tolerance) x the other's rate + margin`` (margin in
+  absolute rate: 0.01 = one point), from two confidence sequences at half the level each — the
+  candidate's upper end against the other side's lower end;
+* rate vs budget: rate ``< budget + margin`` (:func:`rollout.sequential.bernoulli_below_p`);
+* latency vs budget: fewer than half the executions beyond the budget (median within it).
+
+Otherwise the comparison holds with the numbers (``upper bound of the ratio 2.4 > allowed 1.2 at
+α = 0.003``). Invariants and zero budgets are deterministic: one disagreement or one event fails,
+their pass needs only ``min_samples`` values.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from rollout.sequential import bernoulli_above_p, bernoulli_below_p, mean_shift_p, rate_ratio_p
+from rollout.sequential import (
+    bernoulli_above_p,
+    bernoulli_below_p,
+    mean_shift_p,
+    mean_shift_upper,
+    rate_bounds,
+    rate_ratio_p,
+)
 
 Floats = np.ndarray[Any, np.dtype[np.float64]]
-NONINFERIORITY_ALPHA = 0.05
 MIN_LATENCY_N = 10  # below this a variance estimate is noise: no p-value yet
 _TINY = 1e-12
 FULL_SHARE = 0.99  # the candidate takes (nearly) every execution: no same-window control
@@ -51,33 +69,25 @@ def _num(x: float) -> float | None:
 
 
 def latency_vs(
-    cand: Floats, other: Floats, tolerance: float, worse: str, min_n: int
+    cand: Floats, other: Floats, tolerance: float, worse: str, min_n: int, margin: float = 0.0
 ) -> dict[str, Any]:
     n_c, n_o = len(cand), len(other)
     ev: dict[str, Any] = {"test": "msprt-log-mean", "n_candidate": n_c, "n_other": n_o}
-    floor = max(min_n, MIN_LATENCY_N)  # no pass without a test that could have failed
-    ev["enough"] = n_c >= floor and n_o >= floor
+    ev |= {"enough": n_c >= min_n and n_o >= min_n, "allowed_ratio": 1.0 + tolerance + margin}
     if n_c < MIN_LATENCY_N or n_o < MIN_LATENCY_N:
         return {**ev, "p_value": None}
     x, y = np.log1p(np.maximum(cand, 0.0)), np.log1p(np.maximum(other, 0.0))
     diff = float(x.mean() - y.mean())
     signed = diff if worse == "higher" else -diff
     variance = float(x.var(ddof=1) / n_c + y.var(ddof=1) / n_o)
-    p = mean_shift_p(signed - math.log1p(tolerance), variance)
-    # the worst outcome at these sizes: every candidate execution beyond every control
-    # execution x (1 + tolerance) — the candidate's values shifted until its best one is past the
-    # control's worst; the shift leaves the variance as it is
-    if worse == "higher":
-        spread = float(x.mean() - x.min() + y.max() - y.mean())
-    else:
-        spread = float(x.max() - x.mean() + y.mean() - y.min())
     return {
         **ev,
         "median_candidate": float(np.median(cand)),
         "median_other": float(np.median(other)),
         "effect": _num(math.expm1(signed)),  # ratio of geometric means - 1, worse direction
-        "p_value": p,
-        "p_extreme": mean_shift_p(max(spread, _TINY), variance),
+        "log_effect": _num(signed),
+        "variance": _num(variance),
+        "p_value": mean_shift_p(signed - math.log1p(tolerance), variance),
     }
 
 
@@ -88,24 +98,27 @@ def rate_vs(
     worse: str,
     min_n: int,
     earlier: tuple[Floats, Floats] | None = None,
+    margin: float = 0.0,
 ) -> dict[str, Any]:
-    """``earlier``: the previous stage's (candidate, control) values, a second stratum."""
+    """``earlier``: the previous stage's (candidate, control) values, a second stratum for the
+    rollback test and pooled with this stage's for the non-inferiority bounds."""
     n_c, n_o = len(cand), len(other)
     k_c, k_o = _events(cand, worse), _events(other, worse)
     ev: dict[str, Any] = {"test": "rate-ratio-mixture", "n_candidate": n_c, "n_other": n_o}
     ev |= {"events_candidate": k_c, "events_other": k_o, "enough": n_c >= min_n and n_o >= min_n}
+    ev |= {"tolerance": tolerance, "margin": margin, "pooled": [k_c, n_c, k_o, n_o]}
     if n_c == 0 or n_o == 0:
         return {**ev, "p_value": None}
     strata = [(k_c, k_c + k_o, n_c / (n_c + n_o))]
     if earlier is not None and len(earlier[0]) and len(earlier[1]):
         k_e, k_eo = _events(earlier[0], worse), _events(earlier[1], worse)
-        strata.append((k_e, k_e + k_eo, len(earlier[0]) / (len(earlier[0]) + len(earlier[1]))))
-        ev["earlier_stage"] = {"n_candidate": len(earlier[0]), "events_candidate": k_e,
-                               "n_other": len(earlier[1]), "events_other": k_eo}  # fmt: skip
+        n_e, n_eo = len(earlier[0]), len(earlier[1])
+        strata.append((k_e, k_e + k_eo, n_e / (n_e + n_eo)))
+        ev["earlier_stage"] = {"n_candidate": n_e, "events_candidate": k_e,
+                               "n_other": n_eo, "events_other": k_eo}  # fmt: skip
+        ev["pooled"] = [k_c + k_e, n_c + n_e, k_o + k_eo, n_o + n_eo]
     ev |= {"rate_candidate": k_c / n_c, "rate_other": k_o / n_o, "share": strata[0][2]}
     ev["effect"] = k_c / n_c - k_o / n_o
-    worst = [(n_c, n_c + k_o, strata[0][2]), *strata[1:]]  # every candidate execution an event
-    ev["p_extreme"] = rate_ratio_p(worst, 1.0 + tolerance)
     return {**ev, "p_value": rate_ratio_p(strata, 1.0 + tolerance)}
 
 
@@ -119,11 +132,10 @@ def rate_vs_budget(
         return {**ev, "enough": False, "p_value": None}
     ev["rate_candidate"] = k / n
     if budget == 0.0:
-        ev |= {"test": "any-event", "enough": n >= 1, "p_extreme": 0.0}
+        ev |= {"test": "any-event", "enough": n >= 1}
         return {**ev, "p_value": 0.0 if k else 1.0}
-    ni = bernoulli_below_p(k, n, budget + margin)
-    ev |= {"noninferiority_p": ni, "enough": n >= min_n and ni <= NONINFERIORITY_ALPHA}
-    ev["p_extreme"] = bernoulli_above_p(n, n, budget)  # every execution an event
+    ev["noninferiority_p"] = bernoulli_below_p(k, n, budget + margin)
+    ev["enough"] = n >= min_n
     return {**ev, "p_value": bernoulli_above_p(k, n, budget)}
 
 
@@ -135,21 +147,74 @@ def latency_vs_budget(values: Floats, budget: float, worse: str, min_n: int) -> 
     if n == 0:
         return {**ev, "p_value": None}
     ev["median_candidate"] = float(np.median(values))
-    ev["p_extreme"] = bernoulli_above_p(n, n, 0.5)  # every execution beyond the budget
+    ev["noninferiority_p"] = bernoulli_below_p(beyond, n, 0.5)  # evidence: median within
     return {**ev, "p_value": bernoulli_above_p(beyond, n, 0.5)}
 
 
-def invariant(pairs: list[tuple[float, float]], tolerance: float, min_n: int) -> dict[str, Any]:
-    bad = [(want, got) for want, got in pairs if abs(got - want) > tolerance]
+def invariant(
+    pairs: Sequence[tuple[float, float]] | Floats, tolerance: float, min_n: int
+) -> dict[str, Any]:
+    """``pairs``: (expected, got) per value checked, a list or an (n, 2) array."""
+    both = np.asarray(pairs, dtype=np.float64).reshape(-1, 2)
+    bad = both[np.abs(both[:, 1] - both[:, 0]) > tolerance]
     return {
         "test": "equality",
-        "n_checked": len(pairs),
+        "n_checked": len(both),
         "mismatches": len(bad),
-        "examples": [list(p) for p in bad[:5]],
-        "enough": len(pairs) >= min_n,
-        "p_value": 0.0 if bad else None,
-        "p_extreme": 0.0 if pairs else None,  # one disagreement always fails
+        "examples": bad[:5].tolist(),
+        "enough": len(both) >= min_n,
+        "p_value": 0.0 if len(bad) else None,
     }
+
+
+def noninferiority(ev: dict[str, Any], level: float) -> str | None:
+    """None when the comparison ``ev`` shows no harm at ``level``; else why not, with numbers.
+
+    Records what it found in ``ev`` (``upper_bound``, ``allowed``, ``noninferiority_alpha``).
+    """
+    ev["noninferiority_alpha"] = level
+    test = ev.get("test")
+    if test in ("any-event", "equality"):
+        return None  # deterministic: one event or one disagreement fails
+    if test == "msprt-log-mean":
+        allowed = float(ev["allowed_ratio"])
+        if ev.get("log_effect") is None or ev.get("variance") is None:
+            return f"no confidence bound yet (fewer than {MIN_LATENCY_N} executions a side)"
+        upper = math.exp(min(mean_shift_upper(ev["log_effect"], ev["variance"], level), 700.0))
+        ev["upper_bound"] = upper
+        if upper <= allowed:
+            return None
+        return f"upper bound of the ratio {upper:.4g} > allowed {allowed:.4g} at α={level:.3g}"
+    if test == "rate-ratio-mixture":
+        k_c, n_c, k_o, n_o = ev["pooled"]
+        if not n_c or not n_o:
+            return "no confidence bound yet (no execution on a side)"
+        upper = rate_bounds(k_c, n_c, level / 2)[1]
+        lower = rate_bounds(k_o, n_o, level / 2)[0]
+        allowed = (1.0 + ev["tolerance"]) * lower + ev["margin"]
+        ev |= {"upper_bound": upper, "lower_bound_other": lower, "allowed": allowed}
+        if upper <= allowed:
+            return None
+        return (
+            f"upper bound of the rate {upper:.3%} ({k_c}/{n_c}) > allowed {allowed:.3%} "
+            f"(the other's lower bound {lower:.3%} ({k_o}/{n_o}) x {1 + ev['tolerance']:g} "
+            f"+ margin {ev['margin']:.3%}) at α={level:.3g}"
+        )
+    p = ev.get("noninferiority_p")
+    if p is None:
+        return "no executions yet"
+    if p <= level:
+        return None
+    if test == "budget-mixture":
+        allowed = ev["budget"] + ev["margin"]
+        return (
+            f"rate {ev['events_candidate']}/{ev['n_candidate']} not shown below budget + margin "
+            f"{allowed:.3%}: p = {p:.3g} > α={level:.3g}"
+        )
+    return (
+        f"median not shown within the budget {ev['budget']:g}: {ev['beyond_budget']}/"
+        f"{ev['n_candidate']} beyond it, p = {p:.3g} > α={level:.3g}"
+    )
 
 
 def _events(values: Floats, worse: str) -> int:

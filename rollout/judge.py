@@ -22,11 +22,11 @@ Controls (``against``):
   candidate records together.
 
 Verdict: a critical guardrail rejected by Holm (or an invariant broken) → **rollback**, naming
-the guardrail that decided; else any guardrail without enough evidence (``min_samples`` on each
-side it needs; for a budget, non-inferiority shown; and a test that could have failed: the worst
-outcome at its sample size rejected at its Holm-adjusted α, :func:`_require_power`) → **hold**
-with the reason; else a
-non-critical guardrail rejected at its own α → hold; else **promote**. Replayed results are left
+the guardrail that decided; else any guardrail without evidence of no harm (``min_samples`` on
+each side it needs, and non-inferiority shown: the upper end of the effect's confidence sequence
+within tolerance + ``margin`` at its Holm-adjusted α, :func:`_require_noninferiority`) →
+**hold** with the reason and the numbers; else a non-critical guardrail rejected at its own α →
+hold; else **promote**. Absence of evidence of harm is never a pass. Replayed results are left
 out; shadow dry runs count only for the shadow and invariant guardrails.
 """
 
@@ -64,7 +64,11 @@ class Guardrail:
     alpha: float = 0.01
     against: Literal["both", "baseline", "reference", "budget"] = "both"
     budget: float | None = None  # against: budget — a rate, or a median in the metric's unit
-    margin: float = 0.0  # rate budgets: non-inferiority is shown against budget + margin
+    # non-inferiority margin: a pass needs the effect shown within tolerance + margin — budget +
+    # margin (rate budget), 1 + tolerance + margin (latency ratio vs a side), (1 + tolerance) x
+    # the other's rate + margin (rate vs a side, absolute: 0.01 = one point); 0 for a latency
+    # budget (its median is shown within the budget itself)
+    margin: float = 0.0
 
     def __post_init__(self) -> None:
         if self.against not in ("both", "baseline", "reference", "budget"):
@@ -90,6 +94,13 @@ class Guardrail:
             raise InvalidEventError(f"guardrail {self.metric}: budget {self.budget} out of range")
         if not 0.0 <= self.margin <= 1.0:
             raise InvalidEventError(f"guardrail {self.metric}: margin {self.margin} out of range")
+        if self.margin and (
+            self.kind == "invariant" or (self.kind, self.against) == ("latency", "budget")
+        ):
+            raise InvalidEventError(
+                f"guardrail {self.metric}: a margin has no meaning for a {self.kind}"
+                + (" budget" if self.against == "budget" else "")
+            )
 
 
 @dataclass
@@ -110,7 +121,7 @@ class Samples:
     candidate: Mapping[str, Floats]
     baseline: Mapping[str, Floats]
     reference: Mapping[str, Floats] | None = None
-    pairs: Mapping[str, list[tuple[float, float]]] = field(default_factory=dict)
+    pairs: Mapping[str, Sequence[tuple[float, float]] | Floats] = field(default_factory=dict)
     n_candidate: int = 0  # candidate executions in the window (dry runs excluded)
     clean: Mapping[str, Floats] = field(default_factory=dict)  # no CAS failure, no fallback
     reference_clean: Mapping[str, Floats] = field(default_factory=dict)
@@ -127,12 +138,13 @@ DEFAULT_GUARDRAILS: tuple[Guardrail, ...] = (
     Guardrail(MetricName.LOCK_HOLD_TIME, "latency", "higher", 0.0, critical=True,
               against="budget", budget=25.0),
     Guardrail(MetricName.FINAL_MERGE_DURATION, "latency", "higher", 0.10, critical=True,
-              against="baseline"),
+              against="baseline", margin=0.10),
     Guardrail(MetricName.LOCK_WAIT_TIME, "latency", "higher", 0.50, critical=False,
               against="baseline"),
     Guardrail(MetricName.CAS_FAILURES, "rate", "higher", 0.0, critical=True, against="budget",
               budget=0.02, margin=0.02),
-    Guardrail(MetricName.MERGE_ERRORS, "rate", "higher", 0.0, critical=True, against="baseline"),
+    Guardrail(MetricName.MERGE_ERRORS, "rate", "higher", 0.0, critical=True, against="baseline",
+              margin=0.015),
     Guardrail(MetricName.FALLBACK_TO_LEGACY, "rate", "higher", 0.0, critical=False,
               against="budget", budget=0.01, margin=0.01),
     Guardrail(MetricName.SHADOW_MISMATCHED, "rate", "higher", 0.0, critical=True,
@@ -271,16 +283,18 @@ def _sides(s: Samples, g: Guardrail, min_n: int) -> dict[str, dict[str, Any]]:
             other = s.baseline.get(g.metric, _EMPTY)
             if g.kind == "rate":
                 sides["baseline"] = checks.rate_vs(
-                    cand, other, g.tolerance, g.worse, min_n, _earlier(s, g.metric)
+                    cand, other, g.tolerance, g.worse, min_n, _earlier(s, g.metric), g.margin
                 )
             else:
-                sides["baseline"] = compare(cand, other, g.tolerance, g.worse, min_n)
+                sides["baseline"] = compare(
+                    cand, other, g.tolerance, g.worse, min_n, margin=g.margin
+                )
     if g.against in ("both", "reference"):
         if s.reference is None:
             sides["reference"] = {"status": "n/a", "p_value": None, "note": "no previous stage"}
         else:
             other = s.reference.get(g.metric, _EMPTY)
-            sides["reference"] = compare(cand, other, g.tolerance, g.worse, min_n)
+            sides["reference"] = compare(cand, other, g.tolerance, g.worse, min_n, margin=g.margin)
     return sides
 
 
@@ -333,9 +347,10 @@ def _reason(key: str, g: Guardrail, ev: dict[str, Any]) -> str:
             detail = ", ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in cmp.items()
-                if k not in ("status", "test", "examples", "enough")
+                if k not in ("status", "test", "examples", "enough", "noninferiority", "pooled")
             )
-            parts.append(f"{cmp['status']} vs {side}: {detail}")
+            why = f"{cmp['noninferiority']}; " if cmp.get("noninferiority") else ""
+            parts.append(f"{cmp['status']} vs {side}: {why}{detail}")
     return f"{label}: " + "; ".join(parts)
 
 
@@ -347,13 +362,14 @@ def _fail(ev: dict[str, Any]) -> None:
         min(sides, key=lambda v: v["p_value"])["status"] = "fail"
 
 
-def _require_power(
+def _require_noninferiority(
     found: dict[str, dict[str, Any]], by_key: Mapping[str, Guardrail], family_alpha: float
 ) -> None:
-    """A comparison passes only if its test could have failed: the worst outcome possible at
-    its sample sizes (``p_extreme``) must reach the α it would be rejected at — Holm's first
-    step, ``family_alpha / m`` over the m critical guardrails judged, for a critical one (its
-    own α for a non-critical one), divided among its sides. Otherwise it holds with the reason."""
+    """A comparison passes only on evidence of no harm (:func:`rollout.checks.noninferiority`):
+    the upper end of its effect's confidence sequence within tolerance + margin, at the level
+    it would be rejected at — Holm's first step, ``family_alpha / m`` over the m critical
+    guardrails judged, for a critical one (its own α for a non-critical one), divided among its
+    sides. Otherwise it holds, and the reason gives the bound and what was allowed."""
     family = [
         k
         for k, ev in found.items()
@@ -362,18 +378,13 @@ def _require_power(
     for key, ev in found.items():
         g = by_key[key]
         level = family_alpha / max(1, len(family)) if g.critical else g.alpha
-        judged = [v for v in ev["comparisons"].values() if v.get("status") == "pass"]
         sides = max(1, sum(v.get("status") != "n/a" for v in ev["comparisons"].values()))
-        for side in judged:
-            extreme = side.get("p_extreme")
-            if extreme is not None and (_deterministic(g) or extreme * sides <= level):
+        for side in [v for v in ev["comparisons"].values() if v.get("status") == "pass"]:
+            why = checks.noninferiority(side, level / sides)
+            if why is None:
                 continue
             side["status"], side["enough"] = "insufficient", False
-            side["power"] = (
-                "not enough data to be able to reject: "
-                + ("no p-value yet" if extreme is None else f"the worst outcome at this n has "
-                   f"p = {extreme * sides:.3g} > α = {level:.3g}")
-            )  # fmt: skip
+            side["noninferiority"] = "no evidence of no harm: " + why
             ev["status"] = "insufficient"
 
 
@@ -391,7 +402,7 @@ def judge_samples(
     for g in guardrails:
         key = g.metric if g.metric not in found else f"{g.metric}#{g.kind}"
         found[key], by_key[key] = _guardrail(samples, g, min_samples), g
-    _require_power(found, by_key, family_alpha)
+    _require_noninferiority(found, by_key, family_alpha)
     p_of = {k: ev["p_value"] for k, ev in found.items() if ev["p_value"] is not None}
     certain = {k for k, p in p_of.items() if _deterministic(by_key[k]) and p == 0.0}
     p_of = {k: p for k, p in p_of.items() if not _deterministic(by_key[k])}

@@ -234,7 +234,15 @@ def _budget(
         raise PlanError(f"{where}.budget", "required with against: budget, and only with it")
     margin = _number(f"{where}.margin", data.get("margin", 0.0))
     if not 0 <= margin <= 1:
-        raise PlanError(f"{where}.margin", f"{margin:g} is outside [0, 1]")
+        raise PlanError(
+            f"{where}.margin",
+            f"{margin:g} is outside [0, 1] (the non-inferiority margin: absolute rate for a rate, "
+            "added to 1 + tolerance for a latency ratio)",
+        )
+    if margin and (kind == "invariant" or (kind == "latency" and against == "budget")):
+        what = "an invariant" if kind == "invariant" else "a latency budget (its median is shown"
+        what += "" if kind == "invariant" else " within the budget itself)"
+        raise PlanError(f"{where}.margin", f"{margin:g}: no margin for {what}; remove it")
     if "budget" not in data:
         return None, margin
     if kind == "invariant":
@@ -332,8 +340,27 @@ def _flag_store(raw: object) -> FlagStoreSpec:
 
 
 # -- entry points ------------------------------------------------------------------------------
+_PARSED: dict[str, RolloutPlan] = {}  # digest -> plan: the controller re-reads its plan each tick
+
+
 def parse_plan(data: object) -> RolloutPlan:
-    """Validate a decoded plan; raise :class:`PlanError` on the first problem found."""
+    """Validate a decoded plan; raise :class:`PlanError` on the first problem found.
+
+    A plan already parsed (same canonical JSON) is returned from a small cache; only valid
+    plans are kept, so a bad one is refused every time."""
+    key = digest_of(data) if isinstance(data, Mapping) else None
+    hit = _PARSED.get(key) if key is not None else None
+    if hit is not None and digest_of(hit.raw) == key:  # unchanged since it was parsed
+        return hit
+    parsed = _parse_plan(data)
+    if key is not None:
+        if len(_PARSED) >= 64:
+            _PARSED.clear()
+        _PARSED[key] = parsed
+    return parsed
+
+
+def _parse_plan(data: object) -> RolloutPlan:
     plan = _mapping("plan", data)
     _no_extra("plan", plan, {"name", "flag_store", "defaults", "stages", "guardrails", "judge"})
     name = plan.get("name", "rollout")

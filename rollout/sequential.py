@@ -11,6 +11,12 @@ regression detection in software deployments through sequential testing", KDD 20
 * :func:`mean_shift_p` — the normal-mixture SPRT (mSPRT) for a difference of means beyond a
   shift; the judge applies it to log latencies (a ratio of geometric means beyond
   ``1 + tolerance``) with a plug-in variance, as Johari et al. do for A/B tests.
+* :func:`mean_shift_upper` — the same mixture read as a confidence sequence: the largest
+  difference not rejected at level α. ``mean_shift_p(bound - estimate, V) <= α`` exactly when
+  ``mean_shift_upper(estimate, V, α) <= bound`` (the judge's non-inferiority rule).
+* :func:`rate_bounds` — a confidence sequence for one Bernoulli rate: the conjugate Beta mixture
+  (prior Beta(1, 199), mean 0.5 %, for rare events), whose log likelihood ratio against a rate is
+  concave in the rate, so the rates it does not reject form one interval.
 * :func:`bernoulli_above_p` / :func:`bernoulli_below_p` — a Beta mixture truncated to the
   alternative side, exact for a sequence of 0/1 outcomes: "the rate is above ``p0``" (rollback
   evidence) and "the rate is below ``p0``" (non-inferiority evidence). Counting events, the
@@ -35,6 +41,9 @@ DEFAULT_TAU = 0.1
 # For rates: Beta prior with mean min(3 p0, (1 + p0) / 2) and this concentration, truncated to
 # the alternative side. Tuned by bench.rollout: events three times as frequent as allowed.
 _CONCENTRATION = 30.0
+# the Bernoulli mixtures are pure functions of (events, trials, bound): a judge that looks every
+# few minutes asks the same few thousand of them again and again
+_CACHE = 1 << 16
 
 
 def _p_from_log_lr(log_lr: float) -> float:
@@ -59,14 +68,60 @@ def mean_shift_p(estimate: float, variance: float, tau: float = DEFAULT_TAU) -> 
     return _p_from_log_lr(log_lr)
 
 
+def mean_shift_upper(
+    estimate: float, variance: float, alpha: float, tau: float = DEFAULT_TAU
+) -> float:
+    """Upper end of the level-``alpha`` confidence sequence of the mean difference.
+
+    The inverse of :func:`mean_shift_p`: the mixture's log likelihood ratio at a distance x from
+    the estimate is ``x^2 tau^2 / (2 V (V + tau^2)) - log((V + tau^2) / V) / 2`` (the two
+    ``scipy.stats.norm`` log densities above), which reaches ``log(1 / alpha)`` at
+    ``x = sqrt(V (V + tau^2) / tau^2 * (2 log(1 / alpha) + log((V + tau^2) / V)))``.
+    """
+    if not math.isfinite(estimate) or not math.isfinite(variance) or variance < 0:
+        return math.inf
+    if variance == 0:
+        return estimate
+    wide = variance + tau * tau
+    width = math.sqrt(
+        variance * wide / (tau * tau) * (2.0 * math.log(1.0 / alpha) + math.log(wide / variance))
+    )
+    return estimate + width
+
+
+# the conjugate prior of the rate confidence sequences: mean 0.5 %, an exponential-like shape
+# that puts its weight where rare events (merge errors near 0.2 %) are
+_RATE_PRIOR = (1.0, 199.0)
+# rates at which the sequence is evaluated: log-spaced from 1e-6 to 1, 3.5 % apart; a bound is
+# rounded outwards to the next grid point (a wider interval: still valid)
+_RATE_GRID = np.exp(np.linspace(math.log(1e-6), 0.0, 400))[:-1]
+
+
+@lru_cache(maxsize=_CACHE)
+def rate_bounds(k: int, n: int, alpha: float) -> tuple[float, float]:
+    """(lower, upper) of the level-``alpha`` confidence sequence of a Bernoulli rate after ``k``
+    events in ``n`` trials.
+
+    The mixture likelihood ratio of the rate q against a rate p is
+    ``betabinom.pmf(k; n, a, b) / binom.pmf(k; n, p)``, a martingale under p, so by Ville's
+    inequality the rates with ratio < 1/alpha contain the true one at every n with probability
+    >= 1 - alpha. log binom.pmf(k; n, p) is concave in p: those rates are one interval.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    a, b = _RATE_PRIOR
+    log_lr = float(stats.betabinom.logpmf(k, n, a, b)) - stats.binom.logpmf(k, n, _RATE_GRID)
+    inside = np.flatnonzero(log_lr < math.log(1.0 / alpha))
+    if not inside.size:  # the grid is too coarse for this n: the trivial (valid) interval
+        return 0.0, 1.0
+    low = float(_RATE_GRID[inside[0] - 1]) if inside[0] > 0 else 0.0
+    high = float(_RATE_GRID[inside[-1] + 1]) if inside[-1] + 1 < len(_RATE_GRID) else 1.0
+    return low, high
+
+
 def _prior(p0: float) -> tuple[float, float]:
     mean = min(3.0 * p0, (1.0 + p0) / 2.0)
     return mean * _CONCENTRATION, (1.0 - mean) * _CONCENTRATION
-
-
-# the Bernoulli mixtures are pure functions of (events, trials, bound): a judge that looks every
-# few minutes asks the same few thousand of them again and again
-_CACHE = 1 << 16
 
 
 @lru_cache(maxsize=_CACHE)
@@ -84,8 +139,8 @@ def bernoulli_above_p(k: int, n: int, p0: float) -> float:
         return 1.0
     a, b = _prior(p0)
     log_lr = (
-        float(stats.beta.logsf(p0, a + k, b + n - k))
-        - float(stats.beta.logsf(p0, a, b))
+        _beta_logsf(p0, a + k, b + n - k)
+        - _beta_logsf(p0, a, b)
         + _log_beta_ratio(a, b, k, n)
         - float(stats.binom.logpmf(k, n, p0))
     )
@@ -101,12 +156,26 @@ def bernoulli_below_p(k: int, n: int, p0: float) -> float:
         return 0.0
     a, b = _prior(p0 / 3.0)  # alternatives well below the bound
     log_lr = (
-        float(stats.beta.logcdf(p0, a + k, b + n - k))
-        - float(stats.beta.logcdf(p0, a, b))
+        _beta_logcdf(p0, a + k, b + n - k)
+        - _beta_logcdf(p0, a, b)
         + _log_beta_ratio(a, b, k, n)
         - float(stats.binom.logpmf(k, n, p0))
     )
     return _p_from_log_lr(log_lr)
+
+
+def _beta_logcdf(x: float, a: float, b: float) -> float:
+    """``stats.beta.logcdf`` through ``special.betainc`` (the same regularised incomplete beta
+    without the distribution object's per-call argument handling); scipy's own log form where
+    the plain one underflows."""
+    value = float(special.betainc(a, b, x))
+    return math.log(value) if value > 1e-300 else float(stats.beta.logcdf(x, a, b))
+
+
+def _beta_logsf(x: float, a: float, b: float) -> float:
+    """``stats.beta.logsf`` through ``special.betaincc``, as :func:`_beta_logcdf`."""
+    value = float(special.betaincc(a, b, x))
+    return math.log(value) if value > 1e-300 else float(stats.beta.logsf(x, a, b))
 
 
 def _log_beta_ratio(a: float, b: float, k: int, n: int) -> float:

@@ -25,7 +25,7 @@ def test_a_healthy_rollout_with_contention_reaches_100_percent() -> None:
 
 def test_a_doubled_lock_hold_rolls_back_at_the_first_stage() -> None:
     outcome = run_one(load_plan(), SCENARIOS["hold_x2"], seed=2, max_days=14)
-    assert (outcome.status, outcome.stage_percent) == ("rolled_back", 1.0)
+    assert (outcome.status, outcome.stage_percent) == ("rolled_back", 5.0)
     assert outcome.hours < 2  # the first verdict, after the 1 h bake
 
 
@@ -62,7 +62,7 @@ def test_a_window_of_the_fleet_is_judged_like_its_records() -> None:
 def test_scenario_report_has_the_issue_shape(capsys) -> None:  # type: ignore[no-untyped-def]
     result = scenario(load_plan(), SCENARIOS["hold_x2"], rollouts=2, seed=5, max_days=14)
     assert result["rollouts"] == 2 and result["rolled_back"] == 1.0
-    assert result["by_stage"] == {"1": 1.0, "5": 0.0, "25": 0.0, "50": 0.0, "100": 0.0}
+    assert result["by_stage"] == {"5": 1.0, "25": 0.0, "50": 0.0, "100": 0.0}
     assert result["median_hours_to_100"] is None
     assert main(["--rollouts", "1", "--scenario", "hold_x2", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -113,3 +113,50 @@ def test_a_healthy_rollout_completes_at_100_percent_after_the_holdback(monkeypat
     [audit] = audits
     routed = [(e.action, e.to_percent) for e in audit.history() if e.action != "hold"]
     assert routed == [("init", 50.0), ("promote", 95.0), ("complete", 100.0)]
+
+
+class _NoCache(dict):  # type: ignore[type-arg]
+    """A plan cache that keeps nothing: every parse_plan call parses again (the slow path)."""
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+
+def _slow_samples_of(window, reference, routed_percent=None):  # type: ignore[no-untyped-def]
+    """The slow path of the invariant: (planned, got) as a list of tuples, as collect() builds."""
+    fast = samples_of(window, reference, routed_percent)
+    pairs = {k: [tuple(p) for p in v] for k, v in fast.pairs.items()}
+    return replace(fast, pairs=pairs)
+
+
+def _trail(monkeypatch, scenario_name: str, seed: int, slow: bool) -> list[tuple[object, ...]]:  # type: ignore[no-untyped-def]
+    import bench.rollout as bench_rollout
+    import rollout.plan as plan_module
+
+    audits: list[MemoryAudit] = []
+    original = MemoryAudit.__init__
+
+    def keep(self: MemoryAudit) -> None:
+        original(self)
+        audits.append(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(MemoryAudit, "__init__", keep)
+        if slow:
+            m.setattr(plan_module, "_PARSED", _NoCache())
+            real = bench_rollout.samples_of
+            m.setattr(bench_rollout, "samples_of", _slow_samples_of)
+            assert bench_rollout.samples_of is not real
+        outcome = run_one(load_plan(), SCENARIOS[scenario_name], seed=seed, max_days=14)
+    [audit] = audits
+    steps = [(e.action, e.to_percent, e.reason) for e in audit.history()]
+    return [*steps, (outcome.status, outcome.stage_percent, outcome.hours)]
+
+
+def test_the_fast_path_gives_the_same_verdicts_as_the_slow_one(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The benchmark's speed-ups (the plan parsed once per digest, the ChunkCount pairs as one
+    array) change no verdict: the same audit trail, reason for reason, seed for seed."""
+    for name, seed in (("aa_contention", 11), ("errors_1pct", 12), ("cas_5pct", 13)):
+        fast = _trail(monkeypatch, name, seed, slow=False)
+        slow = _trail(monkeypatch, name, seed, slow=True)
+        assert len(fast) > 3 and fast == slow, name

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +19,21 @@ from tests.unit.rollout_ctl.conftest import PLAN
 
 def test_packaged_plan_is_valid_and_names_known_metrics() -> None:
     plan = load_plan(DEFAULT_PLAN)
-    assert [s.percent for s in plan.stages] == [1, 5, 25, 50, 100]
-    assert plan.stages[0].bake_seconds == 3600 and plan.stages[1].bake_seconds == 1800
-    assert [s.min_samples for s in plan.stages] == [150, 600, 300, 300, 150]
-    assert [s.routed for s in plan.stages] == [1, 5, 25, 50, 95]  # a 5 % legacy holdback
-    assert all(g.alpha == 0.01 for g in plan.guardrails)  # judge.alpha 0.05 over 5 stages
+    assert [s.percent for s in plan.stages] == [5, 25, 50, 100]
+    assert [s.bake_seconds for s in plan.stages] == [3600, 10800, 1800, 3600]
+    assert [s.min_samples for s in plan.stages] == [300, 300, 300, 150]
+    assert [s.routed for s in plan.stages] == [5, 25, 50, 95]  # a 5 % legacy holdback
+    assert all(g.alpha == 0.0125 for g in plan.guardrails)  # judge.alpha 0.05 over 4 stages
+    margins = {g.metric: g.margin for g in plan.guardrails if g.against == "baseline"}
+    assert margins == {"FinalMergeDuration": 0.1, "LockWaitTime": 0.0, "MergeErrors": 0.015}
     assert {g.metric for g in plan.guardrails} <= {m.value for m in MetricName}
     assert plan.flag_store.kind is FlagStoreKind.ENV
 
 
 def test_packaged_plan_uses_the_judges_default_guardrails() -> None:
-    assert set(load_plan(DEFAULT_PLAN).guardrails) == set(DEFAULT_GUARDRAILS)
+    # equal but for alpha: the plan splits judge.alpha (0.05) over its four stages
+    packaged = {replace(g, alpha=0.01) for g in load_plan(DEFAULT_PLAN).guardrails}
+    assert packaged == set(DEFAULT_GUARDRAILS)
 
 
 def test_json_and_yaml_give_the_same_plan(tmp_path: Path) -> None:
@@ -129,6 +134,15 @@ BAD_PLANS = [
         "s3://bucket/key",
     ),
     ("unknown store", _with(flag_store={"kind": "consul"}), "flag_store.kind", "not one of"),
+    ("margin above 1", _with(guardrails__1__margin=1.5), "guardrails[1].margin", "outside [0, 1]"),
+    ("negative margin", _with(guardrails__0__margin=-0.1), "guardrails[0].margin", "outside"),
+    ("margin not a number", _with(guardrails__0__margin="x"), "guardrails[0].margin", "number"),
+    (
+        "margin on a latency budget",
+        _with(guardrails__0__against="budget", guardrails__0__budget=25, guardrails__0__margin=0.1),
+        "guardrails[0].margin",
+        "no margin for a latency budget",
+    ),
 ]
 
 
