@@ -19,32 +19,26 @@ from rollout.plan import RolloutPlan, parse_plan
 from rollout.state import FileStateStore
 from tests.unit.rollout_ctl.helpers import CountingStore, ListSource, ManualClock, ScriptedJudge
 
+
+def guardrail(metric: str, kind: str, tolerance: float, *, critical: bool = True) -> dict[str, Any]:
+    """One guardrail of a test plan (a new dict each call: a test may change its copy)."""
+    return {
+        "metric": metric,
+        "kind": kind,
+        "worse": "higher",
+        "tolerance": tolerance,
+        "critical": critical,
+    }
+
+
 PLAN = {
     "name": "test",
     "defaults": {"bake_seconds": 600, "min_samples": 30, "recheck_seconds": 120},
     "stages": [1, 5, 25, 50, 100],
     "guardrails": [
-        {
-            "metric": "LockHoldTime",
-            "kind": "latency",
-            "worse": "higher",
-            "tolerance": 0.25,
-            "critical": True,
-        },
-        {
-            "metric": "CASFailures",
-            "kind": "rate",
-            "worse": "higher",
-            "tolerance": 0.02,
-            "critical": True,
-        },
-        {
-            "metric": "LockWaitTime",
-            "kind": "latency",
-            "worse": "higher",
-            "tolerance": 0.5,
-            "critical": False,
-        },
+        guardrail("LockHoldTime", "latency", 0.25),
+        guardrail("CASFailures", "rate", 0.02),
+        guardrail("LockWaitTime", "latency", 0.5, critical=False),
     ],
 }
 

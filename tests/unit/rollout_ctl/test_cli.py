@@ -16,7 +16,7 @@ from rollout.flag_writer import RolloutFlagState
 from rollout.metrics import MergeMetrics
 from rollout.sources import MalformedMetricsError
 from snapmerge.domain import MergePath
-from tests.unit.rollout_ctl.conftest import CliDir
+from tests.unit.rollout_ctl.conftest import CliDir, guardrail
 from tests.unit.rollout_ctl.test_report import _result
 
 PLAN = {
@@ -24,20 +24,8 @@ PLAN = {
     "defaults": {"bake_seconds": 3600, "min_samples": 20},
     "stages": [1, 25, 100],
     "guardrails": [
-        {
-            "metric": "LockHoldTime",
-            "kind": "latency",
-            "worse": "higher",
-            "tolerance": 0.25,
-            "critical": True,
-        },
-        {
-            "metric": "CASFailures",
-            "kind": "rate",
-            "worse": "higher",
-            "tolerance": 0.2,
-            "critical": True,
-        },
+        guardrail("LockHoldTime", "latency", 0.25),
+        guardrail("CASFailures", "rate", 0.2),
     ],
 }
 

@@ -29,7 +29,7 @@ from rollout.metrics import MergeMetrics
 from snapmerge.cli import main as snapmerge_main
 from snapmerge.domain import MergePath
 from tests.unit.rollout_ctl import race_child
-from tests.unit.rollout_ctl.conftest import CliDir
+from tests.unit.rollout_ctl.conftest import CliDir, guardrail
 from tests.unit.rollout_ctl.test_report import _result
 
 KEY = "race-test-audit-key-0123456789"
@@ -38,20 +38,8 @@ PLAN = {
     "defaults": {"bake_seconds": 3600, "min_samples": 20},
     "stages": [10, 50, 100],
     "guardrails": [
-        {
-            "metric": "LockHoldTime",
-            "kind": "latency",
-            "worse": "higher",
-            "tolerance": 0.25,
-            "critical": True,
-        },
-        {
-            "metric": "CASFailures",
-            "kind": "rate",
-            "worse": "higher",
-            "tolerance": 0.2,
-            "critical": True,
-        },
+        guardrail("LockHoldTime", "latency", 0.25),
+        guardrail("CASFailures", "rate", 0.2),
     ],
 }
 # transition raced → the commands that set the stage for it

@@ -20,7 +20,7 @@ from rollout.signing import AuditKey
 from rollout.state import FileStateStore
 from snapmerge.cli import main
 from snapmerge.errors import StoreError
-from tests.unit.rollout_ctl.conftest import CliDir
+from tests.unit.rollout_ctl.conftest import CliDir, guardrail
 
 KEY = "operator-audit-key-0123456789abcdef"
 ATTACKER = AuditKey(b"attacker-key-0123456789abcdef")
@@ -28,15 +28,7 @@ PLAN = {
     "name": "tamper",
     "defaults": {"bake_seconds": 3600, "min_samples": 20},
     "stages": [10, 50, 100],
-    "guardrails": [
-        {
-            "metric": "LockHoldTime",
-            "kind": "latency",
-            "worse": "higher",
-            "tolerance": 0.25,
-            "critical": True,
-        }
-    ],
+    "guardrails": [guardrail("LockHoldTime", "latency", 0.25)],
 }
 
 Entries = list[dict[str, Any]]
