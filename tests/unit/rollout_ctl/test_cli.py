@@ -92,8 +92,9 @@ def test_rollout_commands_with_local_defaults(
     # 40 executions a path show no CAS-failure rate within legacy's (the plan has no margin):
     # no evidence of no harm is a hold, never a pass (it was a promote before issue 13's rule)
     assert verdict["decision"] == "hold", verdict["reasons"]
-    assert verdict["reasons"][0].startswith("CASFailures") and "no evidence of no harm" in (
-        verdict["reasons"][0]
+    assert (
+        verdict["reasons"][0].startswith("CASFailures")
+        and "no evidence of no harm" in (verdict["reasons"][0])
     )
     assert run("rollout", "run", "--bake-seconds", "0", "--max-ticks", "1") == 0
     assert flags(scratch).percent == 25.0
