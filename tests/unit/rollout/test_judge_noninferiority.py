@@ -14,6 +14,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+from scipy import stats
 
 from rollout import checks
 from rollout.judge import DEFAULT_GUARDRAILS, Guardrail, Samples, judge_samples
@@ -45,18 +46,20 @@ def duration_samples(cand: np.ndarray, base: np.ndarray) -> Samples:
 
 
 # -- the demo's case ------------------------------------------------------------------------------
+def _spread(median: float, n: int, sigma: float = 0.44) -> np.ndarray:
+    """n durations whose median and geometric mean are ``median``, log-spread ``sigma``."""
+    return median * np.exp(sigma * stats.norm.ppf((np.arange(n) + 0.5) / n))
+
+
 def test_the_demos_slower_final_merge_holds_and_names_the_guardrail() -> None:
-    """Medians 2,856 ms (n = 12) against 1,597 ms (n = 18): no evidence of harm at this n (the
-    old judge passed it), and none of no harm either: it holds, with the bound and the allowed."""
-    rng = np.random.default_rng(20261202)
-    cand = 2856.0 * np.exp(rng.normal(0.0, 0.9, 12))
-    base = 1597.0 * np.exp(rng.normal(0.0, 0.9, 18))
-    cand *= 2856.0 / np.median(cand)
-    base *= 1597.0 / np.median(base)
+    """Medians 2,856 ms (n = 12) against 1,597 ms (n = 18): p of harm 0.34 (the demo's 0.36),
+    the worst outcome's 2e-6 — the judge before this rule promoted it. No evidence of no harm
+    either: it holds, with the bound and what was allowed."""
     demo = replace(DURATION, margin=0.0)  # the demo's plan: tolerance 0.1, no margin
-    verdict = judge_samples(duration_samples(cand, base), [demo], min_samples=6)
+    s = duration_samples(_spread(2856.0, 12), _spread(1597.0, 18))
+    verdict = judge_samples(s, [demo], min_samples=6)
     cmp = verdict.evidence["guardrails"][M.FINAL_MERGE_DURATION]["comparisons"]["baseline"]
-    assert cmp["p_value"] > 0.05  # no evidence of harm: the old rule's "pass"
+    assert cmp["p_value"] > 0.3  # no evidence of harm: the old rule's "pass"
     assert verdict.decision == "hold" and cmp["status"] == "insufficient"
     assert cmp["upper_bound"] > cmp["allowed_ratio"] == 1.1
     reason = verdict.reasons[0]
