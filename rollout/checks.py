@@ -71,12 +71,17 @@ def _num(x: float) -> float | None:
 def latency_vs(
     cand: Floats, other: Floats, tolerance: float, worse: str, min_n: int, margin: float = 0.0
 ) -> dict[str, Any]:
+    bad_c, bad_o = _invalid(cand), _invalid(other)
+    cand, other = cand[np.isfinite(cand) & (cand >= 0)], other[np.isfinite(other) & (other >= 0)]
     n_c, n_o = len(cand), len(other)
     ev: dict[str, Any] = {"test": "msprt-log-mean", "n_candidate": n_c, "n_other": n_o}
     ev |= {"enough": n_c >= min_n and n_o >= min_n, "allowed_ratio": 1.0 + tolerance + margin}
+    if bad_c or bad_o:  # a duration below 0 is a broken record: judged without it, never passed
+        ev |= {"enough": False, "invalid_candidate": bad_c, "invalid_other": bad_o}
+        ev["note"] = "negative or non-finite latencies left out; no pass while any is in the window"
     if n_c < MIN_LATENCY_N or n_o < MIN_LATENCY_N:
         return {**ev, "p_value": None}
-    x, y = np.log1p(np.maximum(cand, 0.0)), np.log1p(np.maximum(other, 0.0))
+    x, y = np.log1p(cand), np.log1p(other)
     diff = float(x.mean() - y.mean())
     signed = diff if worse == "higher" else -diff
     variance = float(x.var(ddof=1) / n_c + y.var(ddof=1) / n_o)
@@ -215,6 +220,10 @@ def noninferiority(ev: dict[str, Any], level: float) -> str | None:
         f"median not shown within the budget {ev['budget']:g}: {ev['beyond_budget']}/"
         f"{ev['n_candidate']} beyond it, p = {p:.3g} > α={level:.3g}"
     )
+
+
+def _invalid(values: Floats) -> int:
+    return int(np.count_nonzero(~(np.isfinite(values) & (values >= 0))))
 
 
 def _events(values: Floats, worse: str) -> int:
