@@ -182,3 +182,51 @@ def test_a_latency_ratio_is_not_compressed_at_small_milliseconds() -> None:
         routed_percent=50.0,
     )  # fmt: skip
     assert judge_samples(samples, [lock_wait], min_samples=100).decision != "promote"
+
+
+def test_negative_lock_holds_do_not_count_as_within_the_budget() -> None:
+    """LockHoldTime against its 25 ms budget counts executions beyond it: a -1 ms hold used to
+    count as one within it, so broken records could carry a median of 40 ms below the budget."""
+    hold = next(g for g in DEFAULT_GUARDRAILS if g.metric == M.LOCK_HOLD_TIME)
+    rng = np.random.default_rng(1305)
+    slow = rng.uniform(30.0, 60.0, 400)  # every real hold beyond the budget
+    values = np.concatenate([slow, np.full(600, -1.0)])
+    clean = {M.LOCK_HOLD_TIME.value: values}
+    verdict = judge_samples(
+        Samples(candidate=clean, baseline={}, clean=clean, n_candidate=1000),
+        [hold],
+        min_samples=100,
+    )
+    ev = verdict.evidence["guardrails"][M.LOCK_HOLD_TIME]
+    assert verdict.decision == "rollback"  # judged on the real holds only: all beyond
+    assert ev["comparisons"]["budget"]["invalid_candidate"] == 600
+    healthy = {M.LOCK_HOLD_TIME.value: np.append(rng.uniform(5.0, 15.0, 1000), -1.0)}
+    held = judge_samples(
+        Samples(candidate=healthy, baseline={}, clean=healthy, n_candidate=1001),
+        [hold],
+        min_samples=100,
+    )
+    assert held.decision == "hold" and "invalid_candidate=1" in held.reasons[0]
+
+
+def test_negative_event_counts_do_not_dilute_a_rate() -> None:
+    """A MergeErrors or CASFailures value of -1 used to count as an execution without the event:
+    enough of them diluted a 5 % CAS failure rate below its budget + margin (2 % + 2 points)."""
+    cas = next(g for g in DEFAULT_GUARDRAILS if g.metric == M.CAS_FAILURES)
+    errors = next(g for g in DEFAULT_GUARDRAILS if g.metric == M.MERGE_ERRORS)
+    rng = np.random.default_rng(1306)
+    real = (rng.random(1000) < 0.05).astype(float)
+    broken = np.concatenate([real, np.full(9000, -1.0)])
+    name = M.CAS_FAILURES.value
+    samples = Samples(candidate={name: broken}, baseline={}, n_candidate=10_000)
+    ev = judge_samples(samples, [cas], min_samples=100).evidence["guardrails"][name]
+    assert ev["status"] != "pass" and ev["comparisons"]["budget"]["invalid_candidate"] == 9000
+    base = (rng.random(10_000) < 0.002).astype(float)
+    name = M.MERGE_ERRORS.value
+    samples = Samples(
+        candidate={name: broken}, baseline={name: base}, n_candidate=10_000, n_baseline=10_000,
+        routed_percent=50.0,
+    )  # fmt: skip
+    verdict = judge_samples(samples, [errors], min_samples=100)
+    assert verdict.decision != "promote"
+    assert "invalid_candidate=9000" in verdict.reasons[-1]
