@@ -230,3 +230,22 @@ def test_negative_event_counts_do_not_dilute_a_rate() -> None:
     verdict = judge_samples(samples, [errors], min_samples=100)
     assert verdict.decision != "promote"
     assert "invalid_candidate=9000" in verdict.reasons[-1]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="design: a guardrail `against: reference` has no previous stage at the first stage, "
+    "which holds as missing evidence (docs/judge.md) on every look: a plan with one can never "
+    "leave its first stage. The plan accepts it; refuse it, or judge the first stage against "
+    "the baseline or a budget",
+)
+def test_a_reference_guardrail_lets_a_healthy_first_stage_pass() -> None:
+    plan = parse_plan(_plan_with("FinalMergeDuration", against="reference"))
+    duration = next(g for g in plan.guardrails if g.metric == M.FINAL_MERGE_DURATION)
+    rng = np.random.default_rng(1307)
+    cand = 1000.0 * np.exp(rng.normal(0.0, 0.1, 20_000))
+    base = 1000.0 * np.exp(rng.normal(0.0, 0.1, 20_000))
+    verdict = judge_samples(
+        _duration(cand, base, routed=plan.stages[0].routed), [duration], min_samples=300
+    )
+    assert verdict.decision == "promote", verdict.reasons
