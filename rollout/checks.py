@@ -71,12 +71,17 @@ def _num(x: float) -> float | None:
 def latency_vs(
     cand: Floats, other: Floats, tolerance: float, worse: str, min_n: int, margin: float = 0.0
 ) -> dict[str, Any]:
+    bad_c, bad_o = _invalid(cand), _invalid(other)
+    cand, other = cand[np.isfinite(cand) & (cand >= 0)], other[np.isfinite(other) & (other >= 0)]
     n_c, n_o = len(cand), len(other)
     ev: dict[str, Any] = {"test": "msprt-log-mean", "n_candidate": n_c, "n_other": n_o}
     ev |= {"enough": n_c >= min_n and n_o >= min_n, "allowed_ratio": 1.0 + tolerance + margin}
+    if bad_c or bad_o:  # a duration below 0 is a broken record: judged without it, never passed
+        ev |= {"enough": False, "invalid_candidate": bad_c, "invalid_other": bad_o}
+        ev["note"] = "negative or non-finite latencies left out; no pass while any is in the window"
     if n_c < MIN_LATENCY_N or n_o < MIN_LATENCY_N:
         return {**ev, "p_value": None}
-    x, y = np.log1p(np.maximum(cand, 0.0)), np.log1p(np.maximum(other, 0.0))
+    x, y = np.log1p(cand), np.log1p(other)
     diff = float(x.mean() - y.mean())
     signed = diff if worse == "higher" else -diff
     variance = float(x.var(ddof=1) / n_c + y.var(ddof=1) / n_o)
@@ -102,10 +107,15 @@ def rate_vs(
 ) -> dict[str, Any]:
     """``earlier``: the previous stage's (candidate, control) values, a second stratum for the
     rollback test and pooled with this stage's for the non-inferiority bounds."""
+    bad_c, bad_o = _invalid(cand), _invalid(other)
+    cand, other = cand[np.isfinite(cand) & (cand >= 0)], other[np.isfinite(other) & (other >= 0)]
     n_c, n_o = len(cand), len(other)
     k_c, k_o = _events(cand, worse), _events(other, worse)
     ev: dict[str, Any] = {"test": "rate-ratio-mixture", "n_candidate": n_c, "n_other": n_o}
     ev |= {"events_candidate": k_c, "events_other": k_o, "enough": n_c >= min_n and n_o >= min_n}
+    if bad_c or bad_o:  # a negative count is a broken record, not an execution without the event
+        ev |= {"enough": False, "invalid_candidate": bad_c, "invalid_other": bad_o}
+        ev["note"] = "negative or non-finite counts left out; no pass while any is in the window"
     ev |= {"tolerance": tolerance, "margin": margin, "pooled": [k_c, n_c, k_o, n_o]}
     if n_c == 0 or n_o == 0:
         return {**ev, "p_value": None}
@@ -125,6 +135,8 @@ def rate_vs(
 def rate_vs_budget(
     values: Floats, budget: float, margin: float, worse: str, min_n: int
 ) -> dict[str, Any]:
+    bad = _invalid(values)
+    values = values[np.isfinite(values) & (values >= 0)]
     n, k = len(values), _events(values, worse)
     ev: dict[str, Any] = {"test": "budget-mixture", "n_candidate": n, "events_candidate": k}
     ev |= {"budget": budget, "margin": margin}
@@ -132,18 +144,26 @@ def rate_vs_budget(
         return {**ev, "enough": False, "p_value": None}
     ev["rate_candidate"] = k / n
     if budget == 0.0:
-        ev |= {"test": "any-event", "enough": n >= 1}
-        return {**ev, "p_value": 0.0 if k else 1.0}
-    ev["noninferiority_p"] = bernoulli_below_p(k, n, budget + margin)
-    ev["enough"] = n >= min_n
-    return {**ev, "p_value": bernoulli_above_p(k, n, budget)}
+        ev |= {"test": "any-event", "enough": n >= 1 and not bad, "p_value": 0.0 if k else 1.0}
+    else:
+        ev["noninferiority_p"] = bernoulli_below_p(k, n, budget + margin)
+        ev |= {"enough": n >= min_n and not bad, "p_value": bernoulli_above_p(k, n, budget)}
+    if bad:  # as rate_vs: a broken record is left out, and nothing passes beside it
+        ev |= {"invalid_candidate": bad}
+        ev["note"] = "negative or non-finite counts left out; no pass while any is in the window"
+    return ev
 
 
 def latency_vs_budget(values: Floats, budget: float, worse: str, min_n: int) -> dict[str, Any]:
+    bad = _invalid(values)
+    values = values[np.isfinite(values) & (values >= 0)]
     n = len(values)
     beyond = int(np.count_nonzero(values > budget if worse == "higher" else values < budget))
     ev: dict[str, Any] = {"test": "median-budget-mixture", "n_candidate": n, "budget": budget}
     ev |= {"beyond_budget": beyond, "enough": n >= min_n}
+    if bad:  # as latency_vs: a negative hold is a broken record, not one within the budget
+        ev |= {"enough": False, "invalid_candidate": bad}
+        ev["note"] = "negative or non-finite latencies left out; no pass while any is in the window"
     if n == 0:
         return {**ev, "p_value": None}
     ev["median_candidate"] = float(np.median(values))
@@ -215,6 +235,10 @@ def noninferiority(ev: dict[str, Any], level: float) -> str | None:
         f"median not shown within the budget {ev['budget']:g}: {ev['beyond_budget']}/"
         f"{ev['n_candidate']} beyond it, p = {p:.3g} > α={level:.3g}"
     )
+
+
+def _invalid(values: Floats) -> int:
+    return int(np.count_nonzero(~(np.isfinite(values) & (values >= 0))))
 
 
 def _events(values: Floats, worse: str) -> int:

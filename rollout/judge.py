@@ -95,11 +95,14 @@ class Guardrail:
         if not 0.0 <= self.margin <= 1.0:
             raise InvalidEventError(f"guardrail {self.metric}: margin {self.margin} out of range")
         if self.margin and (
-            self.kind == "invariant" or (self.kind, self.against) == ("latency", "budget")
+            self.kind == "invariant"
+            or (self.kind, self.against) == ("latency", "budget")
+            or self.budget == 0.0
         ):
             raise InvalidEventError(
                 f"guardrail {self.metric}: a margin has no meaning for a {self.kind}"
                 + (" budget" if self.against == "budget" else "")
+                + (" of 0 (any event fails)" if self.budget == 0.0 else "")
             )
 
 

@@ -250,6 +250,8 @@ def _budget(
     budget = _number(f"{where}.budget", data["budget"])
     if budget < 0 or (kind == "rate" and budget > 1):
         raise PlanError(f"{where}.budget", f"{budget:g} is outside the range of a {kind}")
+    if margin and budget == 0:  # any event fails: there is nothing to show within a margin
+        raise PlanError(f"{where}.margin", f"{margin:g}: a budget of 0 fails on any event; drop it")
     return budget, margin
 
 
