@@ -39,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import DB, PATHS, bench_kit, mkdir, percentile, upload_batch
+from bench.common import DB, PATHS, bench_kit, merger, mkdir, percentile, upload_batch
 from bench.crowd import Crowd, Job
-from bench.recording import Fingerprints, RunRecord
+from bench.recording import CountingBlobStore, Fingerprints, RunRecord
 from snapmerge import synth
 from snapmerge.adapters.chroma_index import ChromaIndex
 from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
@@ -385,6 +385,55 @@ def _pair(a: float | None, b: float | None, width: int) -> str:
     return f"{text:>{width}}"
 
 
+def request_counts(
+    executions: int = 3,
+    dimension: int = QUICK["dimension"],
+    base: int = QUICK["base"],
+    records: int = FULL["records"],
+    chunks: int = FULL["chunks"],
+) -> dict[str, Any]:
+    """S3 requests per execution of each path, one execution at a time on one collection.
+
+    No contention, so the counts are each path's own: the fixed cost of a publish, which in
+    mixed mode every execution pays. Each path gets its own bucket with the same base and the
+    same ``executions`` batches, run one after another; medians per operation.
+    """
+    out: dict[str, Any] = {"executions": executions, "dimension": dimension, "base": base}
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-requests-") as tmp,
+        EmbeddedAWS() as cloud,
+        cloud.environment(),
+    ):
+        work = Path(tmp)
+        seed = _Base(ChromaIndex(), base, dimension, work)
+        batches = _batches(executions, seed, records, chunks, overlap=0)
+        for path in PATHS:
+            name = f"requests-{path.value.replace('_', '')}-{time.time_ns() % 10**9}"
+            cloud.create_bucket(name)
+            cloud.create_table(name)
+            raw, engine = S3BlobStore(name), ChromaIndex()
+            seed.publish(raw)
+            counting = CountingBlobStore(raw)
+            kit = bench_kit(counting, engine, DynamoLeaseTable(name), name, mkdir(work / name))
+            per: list[dict[str, int]] = []
+            for b in batches:
+                request = upload_batch(engine, raw, work, b.batch_id, b.chunks)
+                before = counting.snapshot()
+                merger(path, kit).run(request)
+                after = counting.snapshot()
+                per.append({op: after.get(op, 0) - before.get(op, 0) for op in after})
+            ops = sorted({op for p in per for op in p})
+            medians = {op: statistics.median(p.get(op, 0) for p in per) for op in ops}
+            out[path.value] = {"per_execution": per, "median": medians}
+            print(
+                f"{path.value:<9} requests per execution (median of {executions}): "
+                + ", ".join(f"{op} {medians[op]:g}" for op in ops)
+                + f"; total {sum(medians.values()):g}",
+                flush=True,
+            )
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.contention", description=__doc__.split("\n")[0]
@@ -403,7 +452,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="run the executions as threads of this process (the GIL then inflates lock holds)",
     )
+    parser.add_argument(
+        "--requests",
+        action="store_true",
+        help="instead: S3 requests per execution of each path, one execution at a time",
+    )
     args = parser.parse_args(argv)
+    if args.requests:
+        request_counts()
+        return 0
     options: dict[str, Any] = dict(QUICK if args.quick else FULL)
     for name in ("levels", "dimension", "base", "records", "chunks", "overlap", "repeats"):
         value = getattr(args, name)

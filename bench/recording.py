@@ -17,14 +17,15 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 
 from snapmerge.domain import Record
-from snapmerge.ports import BlobStore, DelegatingBlobStore, LeaseGrant, LeaseTable
+from snapmerge.ports import Blob, BlobStore, DelegatingBlobStore, LeaseGrant, LeaseTable
 from snapmerge.snapshots import completed_entry
 
 
@@ -161,3 +162,60 @@ class Fingerprints:
             "unexpected": len(got.keys() - want.keys()),
             "wrong_content": sum(1 for k in want.keys() & got.keys() if want[k] != got[k]),
         }
+
+
+class CountingBlobStore(DelegatingBlobStore):
+    """Counts requests by operation (GET, PUT, LIST, DELETE), whatever thread sends them.
+
+    ``upload_file`` counts as a PUT and ``download_file`` as a GET (one object each); a
+    ``delete`` of several keys is one request, as S3's DeleteObjects is.
+    """
+
+    def __init__(self, inner: BlobStore) -> None:
+        super().__init__(inner)
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _note(self, op: str) -> None:
+        with self._lock:
+            self.counts[op] = self.counts.get(op, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+    def get(self, key: str) -> Blob | None:
+        self._note("GET")
+        return self.inner.get(key)
+
+    def put(
+        self,
+        key: str,
+        body: bytes,
+        *,
+        if_match: str | None = None,
+        if_none_match: bool = False,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        self._note("PUT")
+        return self.inner.put(
+            key, body, if_match=if_match, if_none_match=if_none_match, metadata=metadata
+        )
+
+    def upload_file(self, key: str, path: Path) -> None:
+        self._note("PUT")
+        self.inner.upload_file(key, path)
+
+    def download_file(
+        self, key: str, path: Path, *, progress: Callable[[int], None] | None = None
+    ) -> None:
+        self._note("GET")
+        self.inner.download_file(key, path, progress=progress)
+
+    def list(self, prefix: str) -> list[str]:
+        self._note("LIST")
+        return self.inner.list(prefix)
+
+    def delete(self, keys: Sequence[str]) -> None:
+        self._note("DELETE")
+        self.inner.delete(keys)

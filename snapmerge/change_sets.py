@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from snapmerge.commit_log import EntryState, VersionManifest, lineage
+from snapmerge.deltas import MAX_MEMBERS, safe_extract
 from snapmerge.domain import (
     LATEST_DIRECT,
     Database,
@@ -36,7 +37,6 @@ from snapmerge.domain import (
     VersionId,
     new_version_id,
 )
-from snapmerge.deltas import MAX_MEMBERS, safe_extract
 from snapmerge.errors import MergeInputError, SnapshotError, StoreError
 from snapmerge.merging import BuiltVersion, MergeKit
 from snapmerge.ports import BlobStore
