@@ -147,14 +147,14 @@ def demo_plan(opts: Options, name: str) -> RolloutPlan:
                 # guardrail): a two-phase path that holds the lock briefly but takes longer end
                 # to end (every publish invalidating the builds in flight) must not promote.
                 {"metric": "FinalMergeDuration", "kind": "latency", "worse": "higher",
-                 "tolerance": 0.1, "critical": True, "against": "baseline"},
+                 "tolerance": 0.1, "critical": True, "against": "baseline", "margin": 0.3},
                 {"metric": "MergeErrors", "kind": "rate", "worse": "higher",
-                 "tolerance": 0.2, "critical": True},
+                 "tolerance": 0.2, "critical": True, "margin": 0.15},
                 {"metric": "CASFailures", "kind": "rate", "worse": "higher",
                  "tolerance": 0, "critical": True, "against": "budget", "budget": 0.5,
                  "margin": 0.3},
                 {"metric": "ShadowMismatched", "kind": "rate", "worse": "higher",
-                 "tolerance": 0.0, "critical": True},
+                 "tolerance": 0, "critical": True, "against": "budget", "budget": 0},
                 {"metric": "ChunkCount", "kind": "invariant", "worse": "higher",
                  "tolerance": 0, "critical": True},
             ],
