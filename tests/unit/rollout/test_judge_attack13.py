@@ -86,13 +86,6 @@ def test_a_budget_of_zero_refuses_a_margin_it_cannot_use() -> None:
 
 
 # -- design decisions left open -------------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="design: the plug-in variance of a side whose values are all equal (a zero-inflated "
-    "latency: no contention -> 0 ms) is 0, and mean_shift_upper then returns the estimate as a "
-    "certain bound; needs a variance floor or prior, which trades against the liveness of a "
-    "truly constant metric",
-)
 def test_a_zero_sample_variance_is_not_evidence_of_no_harm() -> None:
     """A candidate 0 ms in 85 % of executions and 5 s otherwise (geometric mean of 1 + ms ~3.6x
     legacy's, 0 ms in 97 %), looked at after every execution from 10 to 40 a side at α = 0.05:
