@@ -33,6 +33,7 @@ PLAN = {
             "worse": "higher",
             "tolerance": 0.02,
             "critical": True,
+            "margin": 0.05,  # against a side a rate passes only within an absolute margin
         },
         {
             "metric": "LockWaitTime",

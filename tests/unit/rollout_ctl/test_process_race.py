@@ -50,6 +50,7 @@ PLAN = {
             "worse": "higher",
             "tolerance": 0.2,
             "critical": True,
+            "margin": 0.05,  # against a side a rate passes only within an absolute margin
         },
     ],
 }
