@@ -14,7 +14,7 @@ rolls back even before that, since the tests stay valid at any sample size.
   :func:`rollout.sequential.rate_ratio_p`, the previous stage's events as a second stratum.
 * rate vs ``budget`` — fails when "rate <= budget" is rejected; passes only once "rate >=
   budget + margin" is rejected (non-inferiority with a margin, below). A budget of 0 means any
-  event fails (shadow mismatches).
+  event fails (shadow mismatches), and passes only on ``min_samples`` values without one.
 * latency vs ``budget`` (ms) — the median must not exceed it: the share of executions above the
   budget, tested against 1/2 (fails above it; passes once shown below it), over executions
   without a CAS failure or fallback (a rebase adds lock grants; contention must not count as a
@@ -145,8 +145,8 @@ def rate_vs_budget(
     if n == 0:
         return {**ev, "enough": False, "p_value": None}
     ev["rate_candidate"] = k / n
-    if budget == 0.0:
-        ev |= {"test": "any-event", "enough": n >= 1}
+    if budget == 0.0:  # any event fails at once; a pass needs the floor of runs without one
+        ev |= {"test": "any-event", "enough": n >= min_n}
         return {**ev, "p_value": 0.0 if k else 1.0}
     ev["noninferiority_p"] = bernoulli_below_p(k, n, budget + margin)
     ev["enough"] = n >= min_n

@@ -50,3 +50,35 @@ def test_the_prior_is_negligible_beside_a_real_spread() -> None:
     with_prior = checks._side_variance(x) + checks._side_variance(y)
     assert with_prior == pytest.approx(plug_in, rel=0.01)
     assert with_prior > plug_in
+
+
+# -- ShadowMismatched: budget 0 --------------------------------------------------------------------
+SHADOW = next(g for g in DEFAULT_GUARDRAILS if g.metric == M.SHADOW_MISMATCHED)
+
+
+def _shadow(values: np.ndarray, min_samples: int = 300) -> dict[str, object]:
+    name = M.SHADOW_MISMATCHED.value
+    samples = Samples(candidate={name: values}, baseline={}, n_candidate=300, routed_percent=0.0)
+    verdict = judge_samples(samples, [SHADOW], min_samples=min_samples)
+    return {"decision": verdict.decision, **verdict.evidence["guardrails"][name]}
+
+
+def test_a_shadow_guardrail_passes_on_min_samples_clean_shadow_runs() -> None:
+    """A pass needs the floor every other guardrail needs: min_samples shadow runs, none with a
+    mismatch (one run passed before). With 0 mismatches in 300 the rate's confidence sequence
+    at α = 0.0125 ends below 2 %, where one run bounded nothing."""
+    held = _shadow(np.zeros(299))
+    assert held["status"] == "insufficient" and held["decision"] == "hold"
+    passed = _shadow(np.zeros(300))
+    assert passed["status"] == "pass" and passed["decision"] == "promote"
+
+
+def test_one_shadow_mismatch_still_rolls_back_at_once() -> None:
+    """Below the floor too: a mismatch is a fact, not an estimate."""
+    found = _shadow(np.array([0.0, 1.0]))
+    assert found["decision"] == "rollback" and found["status"] == "fail"
+
+
+def test_no_shadow_run_in_the_window_is_still_nothing_to_judge() -> None:
+    found = _shadow(np.zeros(0))
+    assert found["status"] == "n/a" and found["decision"] == "promote"
