@@ -149,7 +149,7 @@ def demo_plan(opts: Options, name: str) -> RolloutPlan:
                 {"metric": "FinalMergeDuration", "kind": "latency", "worse": "higher",
                  "tolerance": 0.1, "critical": True, "against": "baseline", "margin": 0.3},
                 {"metric": "MergeErrors", "kind": "rate", "worse": "higher",
-                 "tolerance": 0.2, "critical": True, "margin": 0.15},
+                 "tolerance": 0.2, "critical": True, "against": "baseline", "margin": 0.2},
                 {"metric": "CASFailures", "kind": "rate", "worse": "higher",
                  "tolerance": 0, "critical": True, "against": "budget", "budget": 0.5,
                  "margin": 0.3},

@@ -14,7 +14,7 @@ rolls back even before that, since the tests stay valid at any sample size.
   :func:`rollout.sequential.rate_ratio_p`, the previous stage's events as a second stratum.
 * rate vs ``budget`` — fails when "rate <= budget" is rejected; passes only once "rate >=
   budget + margin" is rejected (non-inferiority with a margin, below). A budget of 0 means any
-  event fails (shadow mismatches).
+  event fails (shadow mismatches), and passes only on ``min_samples`` values without one.
 * latency vs ``budget`` (ms) — the median must not exceed it: the share of executions above the
   budget, tested against 1/2 (fails above it; passes once shown below it), over executions
   without a CAS failure or fallback (a rebase adds lock grants; contention must not count as a
@@ -59,6 +59,15 @@ from rollout.sequential import (
 
 Floats = np.ndarray[Any, np.dtype[np.float64]]
 MIN_LATENCY_N = 10  # below this a variance estimate is noise: no p-value yet
+# A side whose values all agree has a plug-in variance of 0, and a confidence bound of width 0
+# would take its mean as certain (a zero-inflated lock wait: 0 ms in the first dozen
+# executions, 5 s in one of seven). Each side's variance of log(1 + ms) is instead the
+# posterior of a prior worth PRIOR_WEIGHT observation(s) at PRIOR_VARIANCE (a lognormal spread
+# of sigma = 1, the widest the fleet's latencies show): ((n - 1) s^2 + w v0) / (n - 1 + w). It
+# is negligible beside a real spread (0.64 at n = 300: 0.6412) and shrinks as n grows, so a
+# truly constant metric still passes (docs/judge.md, "A pass needs evidence of no harm").
+PRIOR_VARIANCE = 1.0
+PRIOR_WEIGHT = 1.0
 _TINY = 1e-12
 FULL_SHARE = 0.99  # the candidate takes (nearly) every execution: no same-window control
 
@@ -84,7 +93,7 @@ def latency_vs(
     x, y = np.log1p(cand), np.log1p(other)
     diff = float(x.mean() - y.mean())
     signed = diff if worse == "higher" else -diff
-    variance = float(x.var(ddof=1) / n_c + y.var(ddof=1) / n_o)
+    variance = _side_variance(x) + _side_variance(y)
     return {
         **ev,
         "median_candidate": float(np.median(cand)),
@@ -143,8 +152,8 @@ def rate_vs_budget(
     if n == 0:
         return {**ev, "enough": False, "p_value": None}
     ev["rate_candidate"] = k / n
-    if budget == 0.0:
-        ev |= {"test": "any-event", "enough": n >= 1 and not bad, "p_value": 0.0 if k else 1.0}
+    if budget == 0.0:  # any event fails at once; a pass needs the floor of runs without one
+        ev |= {"test": "any-event", "enough": n >= min_n and not bad, "p_value": 0.0 if k else 1.0}
     else:
         ev["noninferiority_p"] = bernoulli_below_p(k, n, budget + margin)
         ev |= {"enough": n >= min_n and not bad, "p_value": bernoulli_above_p(k, n, budget)}
@@ -235,6 +244,13 @@ def noninferiority(ev: dict[str, Any], level: float) -> str | None:
         f"median not shown within the budget {ev['budget']:g}: {ev['beyond_budget']}/"
         f"{ev['n_candidate']} beyond it, p = {p:.3g} > α={level:.3g}"
     )
+
+
+def _side_variance(logs: Floats) -> float:
+    """The variance of one side's mean log latency, with the prior above (n >= 2)."""
+    n = len(logs)
+    spread = float(logs.var(ddof=1)) * (n - 1) + PRIOR_WEIGHT * PRIOR_VARIANCE
+    return spread / (n - 1 + PRIOR_WEIGHT) / n
 
 
 def _invalid(values: Floats) -> int:

@@ -244,6 +244,7 @@ def _budget(
         what += "" if kind == "invariant" else " within the budget itself)"
         raise PlanError(f"{where}.margin", f"{margin:g}: no margin for {what}; remove it")
     if "budget" not in data:
+        _passable(where, kind, against, data, margin)
         return None, margin
     if kind == "invariant":
         raise PlanError(f"{where}.budget", "an invariant has no budget")
@@ -253,6 +254,29 @@ def _budget(
     if margin and budget == 0:  # any event fails: there is nothing to show within a margin
         raise PlanError(f"{where}.margin", f"{margin:g}: a budget of 0 fails on any event; drop it")
     return budget, margin
+
+
+def _passable(where: str, kind: str, against: str, data: Mapping[str, Any], margin: float) -> None:
+    """Refuse a comparison with a side that an identical candidate could never pass: a pass
+    needs the effect's upper confidence bound within what is allowed, and an upper bound is
+    above the estimate at every size."""
+    if margin or against == "budget" or kind == "invariant":
+        return
+    if kind == "rate":
+        raise PlanError(
+            f"{where}.margin",
+            f"0 for a rate against {against}: a pass needs the candidate's upper bound within "
+            "(1 + tolerance) x the other side's lower bound + margin, and with no event on the "
+            "other side that lower bound is 0, so an identical candidate never passes; set an "
+            "absolute margin (the packaged MergeErrors: 0.015)",
+        )
+    if _number(f"{where}.tolerance", data["tolerance"]) == 0:
+        raise PlanError(
+            f"{where}.margin",
+            f"0 with tolerance 0 for a latency against {against}: the allowed ratio is 1 and "
+            "the ratio's upper bound is above its estimate, so an identical candidate never "
+            "passes; set a margin or a tolerance (the packaged FinalMergeDuration: 0.1 + 0.1)",
+        )
 
 
 def _guardrail(index: int, raw: object, default_alpha: float = 0.01) -> Guardrail:
@@ -292,6 +316,13 @@ def _guardrail(index: int, raw: object, default_alpha: float = 0.01) -> Guardrai
     against = data.get("against", "both")
     if against not in _AGAINST:
         raise PlanError(f"{where}.against", f"{against!r} is not one of {list(_AGAINST)}")
+    if against == "reference":  # the first stage has no previous one: it would hold there forever
+        raise PlanError(
+            f"{where}.against",
+            "'reference' alone cannot pass the first stage (there is no stage before it) and "
+            "compares windows taken at another share and load; use baseline (legacy in the same "
+            "window), both, or a budget",
+        )
     budget, margin = _budget(where, data, kind, against)
     return Guardrail(metric.value, kind, worse, tolerance, critical, alpha, against, budget, margin)
 

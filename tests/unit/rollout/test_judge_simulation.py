@@ -12,6 +12,7 @@ import numpy as np
 from bench.rollout import MemoryAudit, main, run_one, samples_of, scenario
 from bench.rollout_sim import SCENARIOS, Fleet, FleetSource
 from rollout.judge import DEFAULT_GUARDRAILS, judge_samples
+from rollout.metric_names import MetricName as M
 from rollout.plan import RolloutPlan, load_plan, parse_plan
 
 
@@ -51,7 +52,8 @@ def test_the_controller_records_the_rollback_and_the_deciding_guardrail(monkeypa
 def test_a_window_of_the_fleet_is_judged_like_its_records() -> None:
     """The simulated window carries what collect() would: a ChunkCount check per execution."""
     source = FleetSource(np.random.default_rng(4), Fleet(), 0, lambda: 50.0)
-    window = source.records(0, 3_600_000)
+    # three hours: the 300 shadow runs ShadowMismatched needs (10 % of legacy's 1,500 an hour)
+    window = source.records(0, 10_800_000)
     samples = samples_of(window, None)
     assert samples.n_candidate == len(samples.pairs["ChunkCount"]) > 1000
     assert samples.n_baseline > 1000
@@ -160,3 +162,16 @@ def test_the_fast_path_gives_the_same_verdicts_as_the_slow_one(monkeypatch) -> N
         fast = _trail(monkeypatch, name, seed, slow=False)
         slow = _trail(monkeypatch, name, seed, slow=True)
         assert len(fast) > 3 and fast == slow, name
+
+
+def test_the_previous_windows_shadow_runs_are_pooled_like_collect_pools_them() -> None:
+    """collect() keeps the previous stage's dry runs in ``reference``, and a rate budget pools
+    them: the simulated window must too, or the bench holds ShadowMismatched longer than the
+    judge would on real records."""
+    source = FleetSource(np.random.default_rng(5), Fleet(), 0, lambda: 50.0)
+    before, now = source.records(0, 3_600_000), source.records(3_600_000, 7_200_000)
+    samples = samples_of(now, before)
+    assert samples.reference is not None
+    pooled = samples.reference[M.SHADOW_MISMATCHED]
+    assert len(pooled) == len(before.shadow_mismatches) > 100
+    assert len(samples.candidate[M.SHADOW_MISMATCHED]) == len(now.shadow_mismatches)

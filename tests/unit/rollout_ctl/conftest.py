@@ -20,15 +20,22 @@ from rollout.state import FileStateStore
 from tests.unit.rollout_ctl.helpers import CountingStore, ListSource, ManualClock, ScriptedJudge
 
 
-def guardrail(metric: str, kind: str, tolerance: float, *, critical: bool = True) -> dict[str, Any]:
-    """One guardrail of a test plan (a new dict each call: a test may change its copy)."""
-    return {
+def guardrail(
+    metric: str, kind: str, tolerance: float, *, critical: bool = True, margin: float | None = None
+) -> dict[str, Any]:
+    """One guardrail of a test plan (a new dict each call: a test may change its copy).
+    ``margin``: against a side a rate passes only within an absolute margin, so the test plans'
+    rates carry one."""
+    found: dict[str, Any] = {
         "metric": metric,
         "kind": kind,
         "worse": "higher",
         "tolerance": tolerance,
         "critical": critical,
     }
+    if margin is not None:
+        found["margin"] = margin
+    return found
 
 
 PLAN = {
@@ -37,7 +44,7 @@ PLAN = {
     "stages": [1, 5, 25, 50, 100],
     "guardrails": [
         guardrail("LockHoldTime", "latency", 0.25),
-        guardrail("CASFailures", "rate", 0.02),
+        guardrail("CASFailures", "rate", 0.02, margin=0.05),
         guardrail("LockWaitTime", "latency", 0.5, critical=False),
     ],
 }

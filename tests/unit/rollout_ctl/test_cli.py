@@ -25,7 +25,7 @@ PLAN = {
     "stages": [1, 25, 100],
     "guardrails": [
         guardrail("LockHoldTime", "latency", 0.25),
-        guardrail("CASFailures", "rate", 0.2),
+        guardrail("CASFailures", "rate", 0.2, margin=0.05),
     ],
 }
 
@@ -63,7 +63,7 @@ def test_rollout_commands_with_local_defaults(
     capsys.readouterr()
     assert run("rollout", "judge", "--json") == 0
     verdict = json.loads(capsys.readouterr().out)
-    # 40 executions a path show no CAS-failure rate within legacy's (the plan has no margin):
+    # 40 executions a path cannot show the CAS-failure rate within legacy's + the 5-point margin:
     # no evidence of no harm is a hold, never a pass (it was a promote before issue 13's rule)
     assert verdict["decision"] == "hold", verdict["reasons"]
     assert (

@@ -143,6 +143,18 @@ BAD_PLANS = [
         "guardrails[0].margin",
         "no margin for a latency budget",
     ),
+    (
+        "rate against a side without a margin",
+        _with(guardrails__1__margin=0),
+        "guardrails[1].margin",
+        "an identical candidate never passes",
+    ),
+    (
+        "latency against a side with neither tolerance nor margin",
+        _with(guardrails__0__tolerance=0),
+        "guardrails[0].margin",
+        "the allowed ratio is 1",
+    ),
 ]
 
 

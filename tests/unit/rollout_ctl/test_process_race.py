@@ -39,7 +39,7 @@ PLAN = {
     "stages": [10, 50, 100],
     "guardrails": [
         guardrail("LockHoldTime", "latency", 0.25),
-        guardrail("CASFailures", "rate", 0.2),
+        guardrail("CASFailures", "rate", 0.2, margin=0.05),
     ],
 }
 # transition raced → the commands that set the stage for it
