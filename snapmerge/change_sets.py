@@ -152,7 +152,7 @@ class ChangeSets:
                     target,
                     max_bytes,
                     name=self.data_key(version),
-                    max_members=MAX_MEMBERS * max(1, count),
+                    max_members=MAX_MEMBERS * max(1, count) + 1,  # and the end list
                 )
                 packed.unlink()
                 if not _whole(target, count):
