@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import io
 import tarfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from snapmerge.change_sets import ChangeSets
 from tests.conftest import AwsEnv
-from tests.functional.merge_rig import DB, Rig, make_rig
-from tests.functional.test_group_commit import History, violations
+from tests.functional.merge_rig import DB, Crash, Rig, make_rig
+from tests.functional.test_group_commit import History, group_settings, violations, wait_for
 
 
 @pytest.fixture
@@ -98,3 +101,60 @@ def test_a_rebase_over_an_unreadable_change_set_rebuilds_in_full(rig: Rig, tmp_p
     assert "rebased_from_changes" not in steps
     assert violations(h) == []
     assert [e.consumed for e in h.chain()] == [("rival",), ("k0",)]
+
+
+# -- the replay check a builder no longer repeats at the pointer its wait loop checked ----------
+def test_a_duplicate_whose_twin_crashed_after_claiming_builds_it_once(rig: Rig) -> None:
+    """Two executions of one batch: the twin takes the marker, claims the batch on its upload and
+    dies before its swap; the other, which checked the pointer while waiting, builds at that very
+    pointer (so perf4 skips its selection's replay check there). The batch is applied once, and
+    a retry of the twin answers with that publish."""
+    h = History(rig)
+    request = h.batch("r", 0)
+    steps: dict[str, list[str]] = {"twin": [], "other": []}
+    other_enqueued = threading.Event()
+
+    def twin(step: str) -> None:
+        steps["twin"].append(step)
+        if step == "builder":
+            assert other_enqueued.wait(60)
+            time.sleep(0.6)  # the other's wait loop has read the pointer (it polls every 0.2 s)
+        if step == "after_claims":
+            raise Crash(step)
+
+    def other(step: str) -> None:
+        steps["other"].append(step)
+        if step == "enqueued":
+            other_enqueued.set()
+
+    outcomes: dict[str, Any] = {}
+
+    def go(name: str, hook: Callable[[str], None]) -> threading.Thread:
+        merger = rig.merger("two_phase", hook, **group_settings())
+
+        def run() -> None:
+            try:
+                outcomes[name] = merger.run(request)
+            except BaseException as exc:
+                outcomes[name] = exc
+
+        thread = threading.Thread(target=run, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    first = go("twin", twin)
+    wait_for(lambda: "builder" in steps["twin"], "the twin holding the marker")
+    second = go("other", other)
+    for t in (first, second):
+        t.join(120)
+
+    assert isinstance(outcomes["twin"], Crash)  # the fault fired after the twin's claims
+    assert "builder" in steps["other"] and "after_swap" in steps["other"]  # it built, at the
+    (publish,) = h.chain()  # pointer it had checked: nothing was published in between
+    result = outcomes["other"]
+    assert result.version == publish.version and not result.replayed
+    h.results["r"] = result
+    assert violations(h) == []
+    retry = rig.merger("two_phase", **group_settings()).run(request)
+    assert retry.replayed and retry.version == publish.version
+    assert h.chain() == [publish]
