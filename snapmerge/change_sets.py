@@ -16,6 +16,7 @@ change set (a legacy publish, the original writer's) means the full rebuild.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 
 MAX_STEPS = 8  # a rebase over more publishes than this rebuilds in full
 MAX_SOURCE_BYTES = 2 * 1024**3  # a change-set source is an intermediate we or a peer wrote
+END_NAME = "end.json"  # the tar's last member: every file before it, with its size
 
 
 def changes_prefix(db: Database) -> str:
@@ -84,9 +86,17 @@ class ChangeSets:
         with tempfile.TemporaryDirectory(prefix="changes-") as scratch:
             packed = Path(scratch) / "sources.tar"
             with tarfile.open(packed, "w") as tar:
+                listed: list[tuple[str, int]] = []
                 for i, source in enumerate(sources):
                     for rel, path in local_files(source, SKIP):
                         tar.add(path, arcname=f"{i:04d}/{rel}", recursive=False)
+                        listed.append((f"{i:04d}/{rel}", tar.getmembers()[-1].size))
+                # Last, the list of what came before: a tar cut at a member boundary reads as a
+                # valid shorter archive, and without this a reader would apply what is left.
+                end = json.dumps({"sources": len(sources), "files": listed}).encode()
+                info = tarfile.TarInfo(END_NAME)
+                info.size = len(end)
+                tar.addfile(info, io.BytesIO(end))
             self.blobs.upload_file(self.data_key(version), packed)
         body = json.dumps(
             {"version": version, "base_version": base, "sources": len(sources), "packing": "tar"}
@@ -142,9 +152,11 @@ class ChangeSets:
                     target,
                     max_bytes,
                     name=self.data_key(version),
-                    max_members=MAX_MEMBERS * max(1, count),
+                    max_members=MAX_MEMBERS * max(1, count) + 1,  # and the end list
                 )
                 packed.unlink()
+                if not _whole(target, count):
+                    return None  # cut short (or not ours): rebuild in full, never apply a part
                 for i in range(count):
                     source = target / f"{i:04d}"
                     if not source.is_dir() or not any(source.iterdir()):
@@ -174,6 +186,21 @@ class ChangeSets:
             for k in keys
             if k.endswith(".json") and "/" not in k[len(self.prefix) :]
         )
+
+
+def _whole(extracted: Path, count: int) -> bool:
+    """The tar's last member is there and every file it lists came out whole."""
+    try:
+        end = json.loads((extracted / END_NAME).read_bytes())
+        if int(end["sources"]) != count:
+            return False
+        for name, size in end["files"]:
+            path = extracted / str(name)
+            if not path.is_file() or path.stat().st_size != int(size):
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
 
 
 def upload_with_changes(
@@ -281,9 +308,15 @@ def rebase_build(
         return None
     target = prev.directory
     dimension = base_manifest.dimension or None
-    merged = kit.engine.merge(
-        target, [*fetched, *sources], collection=db.value, dimension=dimension
-    )
+    try:
+        merged = kit.engine.merge(
+            target, [*fetched, *sources], collection=db.value, dimension=dimension
+        )
+    except MergeInputError:
+        # A change set we cannot read is not this batch's bad input: the full rebuild (in a
+        # fresh directory) reads our own sources again and raises if they are the bad ones.
+        log.warning("change sets over %s unreadable: rebuilding in full", base.version)
+        return None
     height, root = lineage(base.version, base_manifest)
     count = merged.final_count
     stats = replace(
