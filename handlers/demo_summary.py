@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from rollout.judge import Verdict
 from rollout.sources import MetricRecord
 from snapmerge.domain import MergePath
 
@@ -84,3 +86,41 @@ def _group_rows(runs: dict[MergePath, list[MetricRecord]]) -> list[str]:
             cells.append(_fmt((float(np.mean(v)) if mean else sum(v)) if v else None))
         rows.append(f"{label:<28}" + "".join(f"{c:>30}" for c in cells))
     return rows
+
+
+DURATION = "FinalMergeDuration"
+_NOT_PASSED = ("fail", "insufficient")
+
+
+def healthy_act_outcome(ended: str, verdict: Verdict | None) -> tuple[bool, str]:
+    """Whether act 1 (the healthy rollout) ended as its evidence says it should, and the line
+    that tells the reader why.
+
+    Complete at 100 % is the hoped-for end. Not promoting is also a correct end when the only
+    guardrail that stopped it is FinalMergeDuration: two-phase's end-to-end duration against
+    legacy's in the same window, which in this mixed workload is longer (issue 12). Any other
+    guardrail stopping a healthy act is a defect the demo reports as one.
+    """
+    if ended == "complete":
+        return True, "act 1: two_phase promoted to 100 % on the judge's verdicts"
+    if verdict is None:
+        return False, f"act 1 ended {ended} before any verdict"
+    guardrails: dict[str, Any] = verdict.evidence.get("guardrails", {})
+    stopped = sorted(
+        k for k, ev in guardrails.items() if ev.get("status") in ("fail", "insufficient")
+    )
+    if stopped != [DURATION]:
+        return False, f"act 1 ended {ended}, stopped by {', '.join(stopped) or 'no guardrail'}"
+    sides = guardrails[DURATION].get("comparisons", {})
+    side = sides.get("baseline", {})
+    bound, allowed = side.get("upper_bound"), side.get("allowed_ratio")
+    found = (
+        f" (upper bound of the ratio {bound:.2f} > allowed {allowed:.2f})"
+        if isinstance(bound, float) and isinstance(allowed, float)
+        else ""
+    )
+    return True, (
+        f"act 1: two_phase not promoted ({ended}): only FinalMergeDuration stopped it{found} — "
+        "in this mixed workload two_phase's final merge takes longer end to end than legacy's "
+        "(it waits behind legacy's holds twice; issue 12), and the judge needs evidence of no harm"
+    )
