@@ -33,7 +33,8 @@ from rollout.flag_writer import RolloutFlagState
 from rollout.judge import Guardrail, Samples, Verdict, judge_samples
 from rollout.metric_names import MetricName as M
 from rollout.plan import RolloutPlan, load_plan
-from rollout.state import RolloutState, StateConflictError, Status
+from rollout.state import StateConflictError
+from rollout.state_types import RolloutState, Status
 
 START_S = 1_700_000_000.0
 ROLLOUTS = 1000

@@ -43,7 +43,8 @@ from rollout.metrics import MergeMetrics
 from rollout.plan import RolloutPlan, parse_plan
 from rollout.report import build_report
 from rollout.sources import EmfFileSource
-from rollout.state import FileStateStore, Status
+from rollout.state import FileStateStore
+from rollout.state_types import Status
 from snapmerge.config import Settings
 from snapmerge.embedded import EmbeddedAWS
 from snapmerge.errors import InvalidEventError

@@ -24,19 +24,16 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from rollout.state_types import RolloutState, Status
+from rollout.state_types import RolloutState
 from snapmerge.errors import PointerConflictError, SnapmergeError, StoreError
 from snapmerge.localfiles import atomic_write, locked
 from snapmerge.ports import BlobStore
 
-# Status is named here for handlers.demo and bench, which import it with the stores
 __all__ = [
     "BlobStateStore",
     "FileStateStore",
-    "RolloutState",
     "StateConflictError",
     "StateStore",
-    "Status",
     "location_of",
 ]
 

@@ -12,9 +12,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from snapmerge.commit_log import VersionManifest
 from snapmerge.domain import LATEST_DIRECT, FinalMergeRequest, Keys, Pointer, VersionId
 from snapmerge.errors import SnapshotError
+from snapmerge.manifest import VersionManifest
 from snapmerge.ports import BlobStore
 from snapmerge.snapshots import SnapshotStore
 

@@ -27,7 +27,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from snapmerge.commit_log import EntryState, VersionManifest, lineage
+from snapmerge.commit_log import lineage
 from snapmerge.deltas import MAX_MEMBERS, safe_extract
 from snapmerge.domain import (
     LATEST_DIRECT,
@@ -39,6 +39,7 @@ from snapmerge.domain import (
     new_version_id,
 )
 from snapmerge.errors import MergeInputError, SnapshotError, StoreError
+from snapmerge.manifest import EntryState, VersionManifest
 from snapmerge.merging import BuiltVersion, MergeKit
 from snapmerge.ports import BlobStore
 from snapmerge.snapshots import SKIP, scan_files

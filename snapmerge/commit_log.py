@@ -40,12 +40,9 @@ from snapmerge.errors import PointerConflictError, SnapshotError, VersionTakenEr
 from snapmerge.manifest import EntryState, VersionManifest
 from snapmerge.ports import BlobStore
 
-# the merge paths import the entry's types from here, with the log that keeps them
 __all__ = [
     "Claim",
     "CommitLog",
-    "EntryState",
-    "VersionManifest",
     "lineage",
     "published_key",
     "published_prefix",

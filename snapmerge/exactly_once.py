@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from snapmerge.commit_log import VersionManifest
 from snapmerge.domain import (
     Database,
     FinalMergeRequest,
@@ -32,6 +31,7 @@ from snapmerge.domain import (
     VersionId,
 )
 from snapmerge.errors import MergeInputError, SnapshotError
+from snapmerge.manifest import VersionManifest
 from snapmerge.ports import BlobStore
 from snapmerge.snapshots import SnapshotStore
 from snapmerge.transfer import local_files

@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from snapmerge.change_sets import ChangeSets
-from snapmerge.commit_log import Claim, EntryState, VersionManifest
+from snapmerge.commit_log import Claim
 from snapmerge.domain import VersionId
 from snapmerge.errors import InvalidEventError, SnapshotError
 from snapmerge.group_commit import PENDING, WITHDRAWN, PendingBatch, PendingQueue
 from snapmerge.lineage import walk_chain
+from snapmerge.manifest import EntryState, VersionManifest
 from snapmerge.snapshots import SnapshotStore, entry_time
 
 DEFAULT_GRACE = timedelta(hours=24)

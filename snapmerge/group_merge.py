@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from snapmerge.change_sets import ChangeSets, prune_changes, rebase_build, upload_with_changes
-from snapmerge.commit_log import EntryState
 from snapmerge.deltas import fetch_delta
 from snapmerge.domain import LATEST_DIRECT, FinalMergeRequest, Pointer
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError, StoreError
@@ -44,6 +43,7 @@ from snapmerge.group_commit import (
     poll_delay,
 )
 from snapmerge.lock import Lease
+from snapmerge.manifest import EntryState
 from snapmerge.merging import BuiltVersion
 
 log = logging.getLogger(__name__)

@@ -36,10 +36,6 @@ from snapmerge.commit_log import CommitLog
 from snapmerge.domain import LATEST_DIRECT, Keys, Record, VersionId
 from snapmerge.errors import SnapshotError, StoreError
 from snapmerge.lineage_marks import Publish, pending_publishes
-from snapmerge.lineage_marks import (  # merging.py takes these from here, with the checker
-    mark_pending as mark_pending,
-)
-from snapmerge.lineage_marks import publish_of as publish_of
 from snapmerge.ports import IndexEngine
 from snapmerge.snapshots import SnapshotStore
 

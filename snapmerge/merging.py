@@ -30,7 +30,7 @@ from typing import Any
 
 from snapmerge.bases import batch_intermediates, check_base, resolve_base
 from snapmerge.cache import SnapshotCache
-from snapmerge.commit_log import EntryState, lineage
+from snapmerge.commit_log import lineage
 from snapmerge.config import Settings
 from snapmerge.deltas import fetch_delta
 from snapmerge.domain import (
@@ -62,8 +62,10 @@ from snapmerge.exactly_once import (
     receipt_payload,
     replayed_result,
 )
-from snapmerge.lineage import LineageChecker, mark_pending, publish_of
+from snapmerge.lineage import LineageChecker
+from snapmerge.lineage_marks import mark_pending, publish_of
 from snapmerge.lock import Lease, LeaseLock
+from snapmerge.manifest import EntryState
 from snapmerge.ports import BlobStore, IndexEngine, LeaseTable
 from snapmerge.snapshots import SKIP, SnapshotStore, VersionManifest, scan_files
 

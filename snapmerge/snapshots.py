@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from snapmerge.commit_log import CommitLog, EntryState, VersionManifest, lineage, published_key
+from snapmerge.commit_log import CommitLog, lineage, published_key
 from snapmerge.domain import LATEST_DIRECT, Database, Keys, Pointer, S3Key, VersionId
 from snapmerge.errors import PointerConflictError, SnapshotError
+from snapmerge.manifest import EntryState, VersionManifest
 from snapmerge.ports import BlobStore
 from snapmerge.snapshot_hash import HASH_NAME, hash_files
 from snapmerge.transfer import download_prefix, local_files, upload_directory
