@@ -17,6 +17,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -173,19 +174,30 @@ class CountingBlobStore(DelegatingBlobStore):
 
     def __init__(self, inner: BlobStore) -> None:
         super().__init__(inner)
-        self.counts: dict[str, int] = {}
+        # (operation, area): the area is the key's segment after ``{db}/snapshot/`` (claims,
+        # changes, …), else its first segment — what a test pins request by request
+        self.calls: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
 
-    def _note(self, op: str) -> None:
+    @staticmethod
+    def area(key: str) -> str:
+        parts = key.split("/")
+        return parts[2] if len(parts) > 2 and parts[1] == "snapshot" else parts[0]
+
+    def _note(self, op: str, key: str) -> None:
         with self._lock:
-            self.counts[op] = self.counts.get(op, 0) + 1
+            self.calls[op, self.area(key)] += 1
 
     def snapshot(self) -> dict[str, int]:
+        """Requests so far by operation."""
+        totals: Counter[str] = Counter()
         with self._lock:
-            return dict(self.counts)
+            for (op, _), n in self.calls.items():
+                totals[op] += n
+        return dict(totals)
 
     def get(self, key: str) -> Blob | None:
-        self._note("GET")
+        self._note("GET", key)
         return self.inner.get(key)
 
     def put(
@@ -197,25 +209,25 @@ class CountingBlobStore(DelegatingBlobStore):
         if_none_match: bool = False,
         metadata: Mapping[str, str] | None = None,
     ) -> str:
-        self._note("PUT")
+        self._note("PUT", key)
         return self.inner.put(
             key, body, if_match=if_match, if_none_match=if_none_match, metadata=metadata
         )
 
     def upload_file(self, key: str, path: Path) -> None:
-        self._note("PUT")
+        self._note("PUT", key)
         self.inner.upload_file(key, path)
 
     def download_file(
         self, key: str, path: Path, *, progress: Callable[[int], None] | None = None
     ) -> None:
-        self._note("GET")
+        self._note("GET", key)
         self.inner.download_file(key, path, progress=progress)
 
     def list(self, prefix: str) -> list[str]:
-        self._note("LIST")
+        self._note("LIST", prefix)
         return self.inner.list(prefix)
 
     def delete(self, keys: Sequence[str]) -> None:
-        self._note("DELETE")
+        self._note("DELETE", keys[0] if keys else "")
         self.inner.delete(keys)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
+from bench.recording import CountingBlobStore
 from snapmerge import synth
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.adapters.memory_index import MemoryIndex
@@ -23,7 +23,6 @@ from snapmerge.config import Settings
 from snapmerge.domain import Database, FinalMergeRequest, Keys, VersionId
 from snapmerge.lock import Backoff
 from snapmerge.merging import MergeKit
-from snapmerge.ports import Blob, DelegatingBlobStore
 from snapmerge.seeding import seed_snapshot
 from snapmerge.transfer import upload_directory
 from snapmerge.two_phase import TwoPhaseFinalMerge
@@ -32,46 +31,7 @@ DB = Database.WORDS
 DIM = 8
 
 
-class Counting(DelegatingBlobStore):
-    """Counts (operation, area) where area is the key's third path segment (``claims``, …)."""
-
-    def __init__(self, inner: MemoryBlobStore) -> None:
-        super().__init__(inner)
-        self.calls: Counter[tuple[str, str]] = Counter()
-
-    @staticmethod
-    def _area(key: str) -> str:
-        parts = key.split("/")
-        return parts[2] if len(parts) > 2 and parts[1] == "snapshot" else parts[0]
-
-    def get(self, key: str) -> Blob | None:
-        self.calls["GET", self._area(key)] += 1
-        return super().get(key)
-
-    def list(self, prefix: str) -> list[str]:
-        self.calls["LIST", self._area(prefix)] += 1
-        return super().list(prefix)
-
-    def put(
-        self,
-        key: str,
-        body: bytes,
-        *,
-        if_match: str | None = None,
-        if_none_match: bool = False,
-        metadata: Mapping[str, str] | None = None,
-    ) -> str:
-        self.calls["PUT", self._area(key)] += 1
-        return super().put(
-            key, body, if_match=if_match, if_none_match=if_none_match, metadata=metadata
-        )
-
-    def upload_file(self, key: str, path: Path) -> None:
-        self.calls["PUT", self._area(key)] += 1
-        super().upload_file(key, path)
-
-
-def _kit(tmp_path: Path, blobs: Counting) -> MergeKit:
+def _kit(tmp_path: Path, blobs: CountingBlobStore) -> MergeKit:
     settings = Settings(
         bucket="memory",
         table="memory",
@@ -101,7 +61,7 @@ def _merge(kit: MergeKit) -> TwoPhaseFinalMerge:
 def test_a_solo_group_publish_asks_for_its_claims_once_and_writes_its_change_set_in_two_puts(
     tmp_path: Path,
 ) -> None:
-    blobs = Counting(MemoryBlobStore())
+    blobs = CountingBlobStore(MemoryBlobStore())
     kit = _kit(tmp_path, blobs)
     seed_snapshot(blobs, kit.engine, DB, synth.records(1, 5, DIM), workdir=tmp_path)
     request = _request(kit, tmp_path, "b1", 10)
@@ -126,7 +86,7 @@ def test_a_solo_group_publish_asks_for_its_claims_once_and_writes_its_change_set
 
 
 def test_a_change_set_marker_of_another_packing_means_a_full_rebuild(tmp_path: Path) -> None:
-    blobs = Counting(MemoryBlobStore())
+    blobs = CountingBlobStore(MemoryBlobStore())
     changes = ChangeSets(blobs, DB)
     version = VersionId("20260101_000000_000000_" + "a" * 32)
     old = {"version": version, "base_version": None, "sources": 1}  # the per-file layout's marker
@@ -137,7 +97,7 @@ def test_a_change_set_marker_of_another_packing_means_a_full_rebuild(tmp_path: P
 
 
 def test_pruning_reads_entries_only_when_there_is_something_to_prune(tmp_path: Path) -> None:
-    blobs = Counting(MemoryBlobStore())
+    blobs = CountingBlobStore(MemoryBlobStore())
     kit = _kit(tmp_path, blobs)  # keep_versions = 2
     seed_snapshot(blobs, kit.engine, DB, synth.records(1, 5, DIM), workdir=tmp_path)
     published = [_merge(kit).run(_request(kit, tmp_path, f"b{n}", 10 * n)) for n in range(4)]
