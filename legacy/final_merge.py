@@ -18,6 +18,7 @@ from dataclasses import replace
 from snapmerge.domain import FinalMergeRequest, FinalMergeResult, MergePath
 from snapmerge.exactly_once import Replay, receipt_payload
 from snapmerge.lock import Lease
+from snapmerge.lock_meter import LockMeter
 from snapmerge.merging import BuiltVersion, MergeKit, make_result
 
 DEFAULT_MAX_REBASES = 3
@@ -37,29 +38,18 @@ class LegacyFinalMerge:
         if early is not None:
             return self.kit.finish_replay(request, early, cleanup=not defer_cleanup)
         started = time.monotonic()
+        meter = LockMeter()
         lease = self.kit.acquire(request)
         try:
             # a shadowed run (defer_cleanup) needs the content digest the candidate is held to
             outcome, cas_failures = self._merge_and_publish(request, lease, digest=defer_cleanup)
             # The original released right after the swap; the receipt, the clean-up and
             # retention follow outside the lock, so the hold reported is the hold there was.
-            hold_ms = lease.release()
+            meter.release(lease, "merge")
             if isinstance(outcome, Replay):
                 return self.kit.finish_replay(request, outcome, cleanup=not defer_cleanup)
-            result = make_result(
-                request,
-                outcome,
-                self.path,
-                started=started,
-                lease_stats={
-                    "lock_wait_ms": lease.wait_ms,
-                    "lock_hold_ms": hold_ms,
-                    "lock_phases_ms": {"single": hold_ms},
-                    "lock_contention": lease.contention,
-                    "cas_failures": cas_failures,
-                    "cas_retries": cas_failures,
-                },
-            )
+            stats = meter.stats(cas_failures, fallback=False)
+            result = make_result(request, outcome, self.path, started=started, lease_stats=stats)
             receipt = receipt_payload(outcome.manifest, request)
             lost = self.kit.finish(request, result, cleanup=not defer_cleanup, receipt=receipt)
             return replace(result, lost_publishes=lost)

@@ -49,7 +49,8 @@ from snapmerge.merging import BuiltVersion
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from snapmerge.two_phase import LockMeter, TwoPhaseFinalMerge
+    from snapmerge.lock_meter import LockMeter
+    from snapmerge.two_phase import TwoPhaseFinalMerge
 
 POLL_S = 0.2  # how often a waiter reads the builder marker (and the pointer)
 

@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from snapmerge.change_sets import prune_changes, rebase_build, upload_with_changes
 from snapmerge.domain import (
@@ -39,48 +38,8 @@ from snapmerge.domain import (
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError
 from snapmerge.exactly_once import Replay, receipt_payload
 from snapmerge.group_merge import GroupCommit
-from snapmerge.lock import Lease
+from snapmerge.lock_meter import LockMeter
 from snapmerge.merging import BuiltVersion, MergeKit, make_result
-
-
-@dataclass
-class LockMeter:
-    """Lock figures summed over every short lock a run takes (phase 1 may repeat on a rebase)."""
-
-    wait_ms: float = 0.0
-    hold_ms: float = 0.0
-    contention: int = 0
-    phases_ms: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def held(self, kit: MergeKit, request: FinalMergeRequest, phase: str) -> Iterator[Lease]:
-        with kit.span(phase):
-            # Phases 1 and 3 take a short lease, so a holder killed inside one blocks the
-            # collection for seconds; the fallback holds the lock across a whole merge.
-            short = None if phase == "fallback" else kit.settings.phase_lease
-            lease = kit.acquire(request, duration=short)  # waits up to lock_wait_timeout if busy
-            try:
-                yield lease
-            finally:
-                self._release(lease, phase)
-
-    def _release(self, lease: Lease, phase: str) -> None:
-        hold = lease.release()
-        self.wait_ms += lease.wait_ms
-        self.hold_ms += hold
-        self.contention += lease.contention
-        self.phases_ms[phase] = self.phases_ms.get(phase, 0.0) + hold
-
-    def stats(self, cas_failures: int, fallback: bool) -> dict[str, Any]:
-        return {
-            "lock_wait_ms": self.wait_ms,
-            "lock_hold_ms": self.hold_ms,
-            "lock_phases_ms": dict(self.phases_ms),
-            "lock_contention": self.contention,
-            "cas_failures": cas_failures,
-            "cas_retries": cas_failures,  # every refusal is followed by one more attempt
-            "fallback_to_legacy": fallback,
-        }
 
 
 class TwoPhaseFinalMerge:

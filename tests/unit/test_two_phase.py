@@ -153,8 +153,10 @@ def test_publishes_base_plus_batch_holding_the_lock_only_in_phases_1_and_3(rig: 
         assert rig.held_at(step) == [False], step
     assert rig.held_at("before_swap") == [True]
     assert rig.held_at("after_receipt") == [False]  # finish runs after the release
-    assert set(result.lock_phases_ms) == {"phase1", "phase3"}
-    assert result.lock_hold_ms == pytest.approx(sum(result.lock_phases_ms.values()))
+    phases = result.lock_phases_ms
+    assert set(phases) == {"phase1", "phase3", "phase1_wait", "phase3_wait"}
+    assert result.lock_hold_ms == pytest.approx(phases["phase1"] + phases["phase3"])
+    assert result.lock_wait_ms == pytest.approx(phases["phase1_wait"] + phases["phase3_wait"])
     assert (result.cas_failures, result.cas_retries, result.fallback_to_legacy) == (0, 0, False)
     assert rig.blobs.list("intermediate/b1/") == []
     assert result.digest == rig.store.manifest(result.version).digest  # type: ignore[union-attr]
