@@ -118,9 +118,14 @@ class ReadTogether(FileStateStore):
 
 
 class LastWriterWins(ReadTogether):
-    """Negative control: a store that ignores the expected version."""
+    """Negative control: a store that ignores the expected version. Each thread's first write
+    also waits for the other's, so both have read the state *and* the log before either writes
+    (else a slow thread reads the winner's log entry and stops, and the control proves nothing)."""
 
     def write(self, state: RolloutState, expected_version: str | None) -> str:
+        if not getattr(self.seen, "wrote", False):
+            self.seen.wrote = True
+            self.barrier.wait(timeout=10)
         while True:  # whatever the version is now: the check is gone
             try:
                 return super().write(state, FileStateStore.read(self)[1])
