@@ -103,9 +103,11 @@ def samples_of(
         cand[M.SHADOW_MISMATCHED] = window.shadow_mismatches
     planned = window.candidate["planned"]
     pairs = {M.CHUNK_COUNT.value: np.column_stack((planned, window.candidate[M.CHUNK_COUNT]))}
-    ref = None if reference is None else {k: v for k, v in reference.candidate.items()}
-    if ref is not None and len(reference.shadow_mismatches):  # collect keeps dry runs there too
-        ref[M.SHADOW_MISMATCHED] = reference.shadow_mismatches
+    ref = None
+    if reference is not None:
+        ref = dict(reference.candidate)
+        if len(reference.shadow_mismatches):  # collect keeps dry runs there too
+            ref[M.SHADOW_MISMATCHED] = reference.shadow_mismatches
     n_cand = len(planned)
     kwargs: dict[str, Any] = {"candidate": cand, "baseline": base, "reference": ref}
     kwargs |= {"pairs": pairs if _CLEAN else {}, "n_candidate": n_cand}

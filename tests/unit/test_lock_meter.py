@@ -35,16 +35,21 @@ class Clock:
             self.meter.release(self.on_sleep.pop(), "phase1")
 
 
-def test_each_phase_gets_its_hold_and_its_wait_and_the_totals_are_their_sums() -> None:
-    clock = Clock()
-    lock = LeaseLock(
+def _lock(clock: Clock, rng: random.Random | None = None) -> LeaseLock:
+    """A lease lock on an in-memory table whose time is ``clock``'s (no heartbeat in a test)."""
+    return LeaseLock(
         MemoryLeaseTable(clock=clock.wall),
         duration=timedelta(seconds=60),
         heartbeat_interval=timedelta(hours=1),
         clock=clock.monotonic,
         sleep=clock.sleep,
-        rng=random.Random(3),
+        rng=rng,
     )
+
+
+def test_each_phase_gets_its_hold_and_its_wait_and_the_totals_are_their_sums() -> None:
+    clock = Clock()
+    lock = _lock(clock, rng=random.Random(3))
     meter = LockMeter()
     clock.meter = meter
     first = lock.acquire("words", "words")
@@ -75,13 +80,7 @@ def test_each_phase_gets_its_hold_and_its_wait_and_the_totals_are_their_sums() -
 
 def test_a_phase_taken_twice_is_summed_under_one_key() -> None:
     clock = Clock()
-    lock = LeaseLock(
-        MemoryLeaseTable(clock=clock.wall),
-        duration=timedelta(seconds=60),
-        heartbeat_interval=timedelta(hours=1),
-        clock=clock.monotonic,
-        sleep=clock.sleep,
-    )
+    lock = _lock(clock)
     meter = LockMeter()
     for held in (1.0, 4.0):  # phase 1 again on a rebase
         lease = lock.acquire("lines", "lines")

@@ -16,6 +16,19 @@ from rollout.metric_names import MetricName as M
 from rollout.plan import RolloutPlan, load_plan, parse_plan
 
 
+def _kept_audits(monkeypatch) -> list[MemoryAudit]:  # type: ignore[no-untyped-def]
+    """Every audit log the simulation creates from now on, to read after the rollout."""
+    audits: list[MemoryAudit] = []
+    original = MemoryAudit.__init__
+
+    def keep(self: MemoryAudit) -> None:
+        original(self)
+        audits.append(self)
+
+    monkeypatch.setattr(MemoryAudit, "__init__", keep)
+    return audits
+
+
 def test_a_healthy_rollout_with_contention_reaches_100_percent() -> None:
     plan = load_plan()
     outcome = run_one(plan, SCENARIOS["aa_contention"], seed=1, max_days=14)
@@ -31,14 +44,7 @@ def test_a_doubled_lock_hold_rolls_back_at_the_first_stage() -> None:
 
 
 def test_the_controller_records_the_rollback_and_the_deciding_guardrail(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    audits: list[MemoryAudit] = []
-    original = MemoryAudit.__init__
-
-    def keep(self: MemoryAudit) -> None:
-        original(self)
-        audits.append(self)
-
-    monkeypatch.setattr(MemoryAudit, "__init__", keep)
+    audits = _kept_audits(monkeypatch)
     run_one(load_plan(), SCENARIOS["cas_5pct"], seed=3, max_days=14)
     [audit] = audits
     actions = [e.action for e in audit.history()]
@@ -102,14 +108,7 @@ def test_without_a_holdback_the_same_regression_completes() -> None:
 
 
 def test_a_healthy_rollout_completes_at_100_percent_after_the_holdback(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    audits: list[MemoryAudit] = []
-    original = MemoryAudit.__init__
-
-    def keep(self: MemoryAudit) -> None:
-        original(self)
-        audits.append(self)
-
-    monkeypatch.setattr(MemoryAudit, "__init__", keep)
+    audits = _kept_audits(monkeypatch)
     outcome = run_one(_full_stage_plan(5), SCENARIOS["aa_contention"], seed=8, max_days=14)
     assert outcome.status == "complete"
     [audit] = audits
