@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from snapmerge import group_merge
+from snapmerge import group_publish
 from snapmerge.adapters.memory_index import MemoryIndex
 from snapmerge.domain import FinalMergeResult
 from snapmerge.errors import LeaseLostError
@@ -80,7 +80,7 @@ def test_negative_control_a_builder_that_reapplies_a_consumed_batch_is_caught(
     aws: AwsEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the broken builder: it no longer checks whether other pending batches are published
-    monkeypatch.setattr(group_merge, "prior_publish", lambda *a, **k: None)
+    monkeypatch.setattr(group_publish, "prior_publish", lambda *a, **k: None)
     plan, script = scenarios.reapplied_consumed()
     history, final = run_history(plan, aws.cloud, MemoryIndex(), tmp_path, script=script)
     assert script.timed_out == []

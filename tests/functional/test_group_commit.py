@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from snapmerge import group_merge, synth
+from snapmerge import group_publish, synth
+from snapmerge.builder_slot import BUILDING, BuilderSlot
 from snapmerge.change_sets import ChangeSets
 from snapmerge.domain import FinalMergeRequest, FinalMergeResult, Record
 from snapmerge.errors import LeaseLostError
-from snapmerge.group_commit import BUILDING, BuilderSlot, PendingQueue
+from snapmerge.group_commit import PendingQueue
 from snapmerge.lock import Lease, LeaseLock
 from snapmerge.manifest import VersionManifest
 from snapmerge.merging import Hook
@@ -414,7 +415,7 @@ def test_the_checker_catches_a_builder_that_reapplies_a_consumed_batch(
     for key, blob in saved.items():
         assert blob is not None
         rig.blobs.put(key, blob.body)
-    monkeypatch.setattr(group_merge, "prior_publish", lambda *a, **k: None)
+    monkeypatch.setattr(group_publish, "prior_publish", lambda *a, **k: None)
     h.start("n2").join(120)
 
     assert h.errors == {}

@@ -5,16 +5,10 @@ from __future__ import annotations
 import pytest
 
 from snapmerge.adapters.memory import MemoryBlobStore
+from snapmerge.builder_slot import BUILDING, BuilderSlot, Marker, Watch
 from snapmerge.domain import Database, FinalMergeRequest
 from snapmerge.errors import PointerConflictError
-from snapmerge.group_commit import (
-    BUILDING,
-    WITHDRAWN,
-    BuilderSlot,
-    Marker,
-    PendingQueue,
-    Watch,
-)
+from snapmerge.group_commit import WITHDRAWN, PendingQueue
 
 DB = Database.WORDS
 

@@ -1,0 +1,175 @@
+"""A group's version, built locally: the base plus every batch of the plan, or a rebase.
+
+A builder applies the batches of its :class:`~snapmerge.group_plan.GroupPlan` in seq order: ours
+from the sources this execution fetched, every other batch from its intermediates (fetched once;
+a batch whose inputs are gone or changed is left out). If the group's inputs are bad, our batch
+is built alone (its own error is then ours). After a lost CAS, the last build is brought up to the
+new base with the change sets of the publishes since, when
+:func:`~snapmerge.group_plan.rebase_or_rebuild` allows it (docs/adr/0008); else the group is built
+in full. Uploading, claiming and publishing are ``group_publish``'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from snapmerge.change_sets import ChangeSets, rebase_build
+from snapmerge.deltas import fetch_delta
+from snapmerge.domain import Database, FinalMergeRequest, Pointer
+from snapmerge.errors import MergeInputError
+from snapmerge.exactly_once import inputs_digest
+from snapmerge.group_commit import PendingBatch, group_payload
+from snapmerge.group_plan import GroupPlan, rebase_or_rebuild
+from snapmerge.merging import BuiltVersion
+
+if TYPE_CHECKING:
+    from snapmerge.two_phase import TwoPhaseFinalMerge
+
+
+@dataclass(frozen=True)
+class Ours:
+    """This execution's batch, as every step of the group commit needs it."""
+
+    request: FinalMergeRequest
+    pending: PendingBatch  # its entry in the pending queue
+    sources: list[Path]  # its intermediates, fetched by this execution
+    inputs: str  # their digest
+    work: Path
+
+
+@dataclass(frozen=True)
+class GroupVersion:
+    """A version built for a group, with the batches it applied and their sources."""
+
+    built: BuiltVersion
+    group: list[PendingBatch]
+    sources: list[Path]  # in apply order: what its change set records
+
+
+def local_dir(work: Path, batch: PendingBatch) -> Path:
+    return work / "group" / f"{batch.seq:012d}"
+
+
+class GroupBuild:
+    """Builds the versions of one execution's group commit; fetches each batch at most once."""
+
+    def __init__(self, path: TwoPhaseFinalMerge) -> None:
+        self.path = path
+        self.kit = path.kit
+        self._fetched: dict[int, list[Path] | None] = {}
+
+    def make(
+        self,
+        ours: Ours,
+        base: Pointer | None,
+        plan: GroupPlan,
+        attempt: int,
+        prev: GroupVersion | None = None,
+    ) -> GroupVersion:
+        """Build ``base`` + every batch of ``plan`` whose inputs are still what it enqueued; if
+        the group's inputs are bad, our batch alone. After a lost CAS (``prev``: what we built
+        and uploaded), rebase ``prev`` onto ``base`` when the change sets allow it."""
+        group, paths = [], []
+        for batch in plan.group:
+            if batch.seq == ours.pending.seq:
+                got: list[Path] | None = ours.sources
+            else:
+                got = self._sources(ours.request.database, batch, ours.work)
+            if got is not None:
+                group.append(batch)
+                paths.extend(got)
+        dest = ours.work / f"g{attempt}"
+        if prev is not None:
+            rebased = self._rebase(ours, base, prev, group, paths, dest)
+            if rebased is not None:
+                return GroupVersion(rebased, group, paths)
+        try:
+            return GroupVersion(self._built(ours, base, group, paths, dest), group, paths)
+        except MergeInputError:
+            if len(group) == 1:
+                raise
+        alone = self._built(ours, base, [ours.pending], ours.sources, ours.work / f"a{attempt}")
+        return GroupVersion(alone, [ours.pending], ours.sources)
+
+    def _rebase(
+        self,
+        ours: Ours,
+        base: Pointer | None,
+        prev: GroupVersion,
+        group: list[PendingBatch],
+        paths: list[Path],
+        dest: Path,
+    ) -> BuiltVersion | None:
+        """``prev`` brought up to ``base`` with the change sets of the publishes since; None:
+        build in full. The log entries are read oldest first and only up to the first missing."""
+        if base is None or not self.kit.settings.change_sets:
+            return None
+        db = ours.request.database
+        old_base = prev.built.base.version if prev.built.base else None
+        steps = ChangeSets(self.kit.blobs, db).path(base.version, old_base) or []
+        consumed: list[tuple[str, ...] | None] = []
+        for version, _ in steps:
+            entry = self.kit.store(db).log.entry(version)
+            consumed.append(None if entry is None else entry.consumed)
+            if entry is None:
+                break
+        if not rebase_or_rebuild(consumed, prev.group, group):
+            return None
+        rebased = rebase_build(
+            self.kit,
+            ours.request,
+            prev.built,
+            base,
+            paths,
+            ours.inputs,
+            group_payload(group),
+            dest,
+            self.path.path,
+        )
+        if rebased is not None:
+            self.path._validate(ours.request, rebased)
+        return rebased
+
+    def _built(
+        self,
+        ours: Ours,
+        base: Pointer | None,
+        group: list[PendingBatch],
+        paths: list[Path],
+        dest: Path,
+    ) -> BuiltVersion:
+        built = self.kit.build(
+            ours.request, base, paths, self.path.path, dest, inputs=ours.inputs, digest=False
+        )
+        built = replace(built, manifest=replace(built.manifest, batches=group_payload(group)))
+        self.path._validate(ours.request, built)
+        return built
+
+    def _sources(self, db: Database, batch: PendingBatch, work: Path) -> list[Path] | None:
+        """Another batch's intermediates, fetched once; None if gone or not what it enqueued.
+
+        A read that fails (``StoreError``) raises: leaving the batch out would apply the later
+        ones before it, and for an id both write the earlier-enqueued write would win.
+        """
+        if batch.seq in self._fetched:
+            return self._fetched[batch.seq]
+        dest = local_dir(work, batch)
+        got: list[Path] | None = None
+        try:
+            paths = [
+                fetch_delta(
+                    self.kit.blobs,
+                    key,
+                    dest / f"src-{i:04d}",
+                    max_bytes=self.kit.settings.max_tarball_bytes,
+                )
+                for i, key in enumerate(batch.intermediate_keys)
+            ]
+            if inputs_digest(db, paths) == batch.inputs_digest:
+                got = paths
+        except MergeInputError:  # gone (published and cleaned up meanwhile) or unreadable
+            got = None
+        self._fetched[batch.seq] = got
+        return got

@@ -1,0 +1,219 @@
+"""The builder of a group commit: plan, build, claim every batch, publish with the CAS.
+
+    each round:  phase 1 (short lock: pointer) ─ warm the base ─ plan the group at that base
+                 (``group_plan.plan_group``) ─ build ─ upload with the change set ─ claim every
+                 other batch ─ phase 3 CAS
+    lost CAS:    back off, next round (rebasing the last build when the change sets allow it)
+    after ``max_rebases`` lost rounds: read, build, upload and publish under the lock
+
+Exactly once, for every batch of a build: at the base read in phase 1 no claim of any of them is
+that base or an ancestor of it (each is checked), each is claimed before the swap, and the CAS
+on that base's ETag succeeds only if nothing was published since. An upload that is discarded
+takes the other batches' claims on it along (docs/adr/0008-group-commit.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from snapmerge.builder_slot import BuilderSlot, Heartbeat
+from snapmerge.change_sets import ChangeSets, upload_with_changes
+from snapmerge.domain import LATEST_DIRECT, Database, Pointer
+from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError, StoreError
+from snapmerge.exactly_once import Replay, prior_publish
+from snapmerge.group_build import GroupBuild, GroupVersion, Ours
+from snapmerge.group_commit import PendingBatch, PendingQueue
+from snapmerge.group_plan import Claims, GroupPlan, ask_again, plan_group, to_judge
+from snapmerge.lock import Lease
+from snapmerge.manifest import EntryState
+from snapmerge.merging import BuiltVersion
+
+if TYPE_CHECKING:
+    from snapmerge.lock_meter import LockMeter
+    from snapmerge.two_phase import TwoPhaseFinalMerge
+
+log = logging.getLogger(__name__)
+
+LOCKED_ATTEMPTS = 100  # the work directories of the locked rounds: g100, g101, …
+
+
+@dataclass
+class GroupOutcome:
+    """What the group publish ended with, and what this execution spent on the way."""
+
+    outcome: BuiltVersion | Replay | None = None
+    failures: int = 0
+    fallback: bool = False
+    wasted: int = 0
+    group: list[PendingBatch] = field(default_factory=list)
+    done: list[PendingBatch] = field(default_factory=list)  # seen published or withdrawn
+    highest: int = 0
+
+    def landed(self, version: GroupVersion, plan: GroupPlan) -> None:
+        self.outcome, self.group = version.built, version.group
+        self.done, self.highest = plan.done, plan.highest
+
+
+class GroupBuilder:
+    """One execution building for its collection's pending batches (with the marker or, once
+    its wait is over, without it)."""
+
+    def __init__(self, path: TwoPhaseFinalMerge, asked_at: Pointer | None) -> None:
+        self.path = path
+        self.kit = path.kit
+        self.asked_at = asked_at  # a pointer our batch was seen unpublished at
+        self.build = GroupBuild(path)
+
+    def run(
+        self, ours: Ours, meter: LockMeter, slot: BuilderSlot, owner: str, etag: str | None
+    ) -> GroupOutcome:
+        """Rounds until one publishes (or our batch is found published); ``etag``: the marker
+        we took, kept moving while we build (None: building without it)."""
+        request = ours.request
+        with ExitStack() as stack:
+            beat = None
+            if etag is not None:
+                interval = self.kit.settings.group_beat.total_seconds()
+                beat = stack.enter_context(Heartbeat(slot, owner, etag, interval))
+            self.kit.hook("builder")
+            out = GroupOutcome()
+            prev: GroupVersion | None = None
+            for attempt in range(self.path.max_rebases + 1):
+                uploaded = False
+                with ExitStack() as pins:
+                    try:
+                        base = self.path._phase1(request, meter, pins)
+                        self._warm(request.database, base)
+                        plan = self._plan(ours, base)
+                        if isinstance(plan, Replay):
+                            out.outcome = plan
+                            return out
+                        if beat is not None:
+                            beat.cover([b.batch_id for b in plan.group])
+                        with self.kit.span("phase2"):
+                            version = self.build.make(ours, base, plan, attempt, prev)
+                            version = self._upload(ours, version)
+                        uploaded = True
+                        prev = version
+                        version = self._phase3(ours, version, meter)
+                    except PointerConflictError:
+                        out.failures += 1
+                        out.wasted += int(uploaded)
+                        if attempt < self.path.max_rebases:
+                            self.path._sleep(self.path._backoff(attempt))
+                        continue
+                out.landed(version, plan)
+                return out
+            with meter.held(self.kit, request, "fallback") as lease:
+                self._locked(ours, lease, out)
+            out.fallback = True
+            return out
+
+    def _locked(self, ours: Ours, lease: Lease, out: GroupOutcome) -> None:
+        """After ``max_rebases`` lost CASes: read, build, upload and publish under the lock."""
+        db = ours.request.database
+        for attempt in range(self.path.max_rebases + 1):
+            lease.check()
+            base = self.kit.resolve_base(db)
+            plan = self._plan(ours, base)
+            if isinstance(plan, Replay):
+                out.outcome = plan
+                return
+            with self.kit.pin_base(db, base):
+                version = self.build.make(ours, base, plan, LOCKED_ATTEMPTS + attempt)
+                lease.check()
+                version = self._upload(ours, version)
+                try:
+                    self.kit.publish(db, version.built, lease)
+                except PointerConflictError:
+                    self._discard(ours, version)
+                    out.failures += 1
+                    out.wasted += 1
+                    continue
+                except BaseException:
+                    self._discard(ours, version)
+                    raise
+            out.landed(version, plan)
+            return
+        raise PointerConflictError(
+            self.kit.store(db).pointer_key, expected=None, current="moved on each locked try"
+        )
+
+    def _warm(self, db: Database, base: Pointer | None) -> None:
+        """Download the base before listing the pending batches: the executions that started
+        with us have that long to enqueue, and the build needs the base anyway."""
+        if base is None or not base.exists or base.version == LATEST_DIRECT:
+            return
+        with suppress(SnapshotError, StoreError):  # the build reads it again and raises
+            self.kit.cache(db).get(base.version)
+
+    def _plan(self, ours: Ours, base: Pointer | None) -> GroupPlan | Replay:
+        """Our batch's publish at ``base`` if there is one (its Replay); else the group to build:
+        the pending listing and each other batch's claims at ``base``, planned by
+        :func:`~snapmerge.group_plan.plan_group`."""
+        request, db = ours.request, ours.request.database
+        if ask_again(base, self.asked_at):
+            prior = self.kit.already_published(request, ours.inputs, base)
+            if prior is not None:
+                return prior
+        listing, highest = PendingQueue(self.kit.blobs, db).listing()
+        claims: dict[int, Claims] = {}
+        for batch in to_judge(listing, ours.pending):
+            try:
+                published = prior_publish(
+                    self.kit.store(db), batch.request(db), batch.inputs_digest, base
+                )
+            except (MergeInputError, SnapshotError):  # reused id with other inputs, a chain
+                claims[batch.seq] = Claims.UNJUDGED  # through the original writer's versions
+                continue
+            claims[batch.seq] = Claims.UNPUBLISHED if published is None else Claims.PUBLISHED
+        return plan_group(listing, highest, ours.pending, claims)
+
+    def _upload(self, ours: Ours, version: GroupVersion) -> GroupVersion:
+        """Upload (which claims our batch) with the change set, then claim every other batch: all
+        before the swap."""
+        db = ours.request.database
+        built = upload_with_changes(self.kit, db, version.built, version.sources)
+        version = GroupVersion(built, version.group, version.sources)
+        log_ = self.kit.store(db).log
+        try:
+            for batch in self._others(ours, version):
+                log_.write_claim(batch.batch_id, built.version, batch.inputs_digest)
+        except BaseException:
+            self._discard(ours, version)
+            raise
+        self.kit.hook("after_claims")
+        return version
+
+    def _phase3(self, ours: Ours, version: GroupVersion, meter: LockMeter) -> GroupVersion:
+        try:  # the two-phase path's phase 3 discards our upload if refused
+            built = self.path._phase3(ours.request, version.built, meter)
+        except BaseException:
+            self._drop_claims(ours, version)
+            raise
+        return GroupVersion(built, version.group, version.sources)
+
+    def _discard(self, ours: Ours, version: GroupVersion) -> None:
+        self.kit.discard(ours.request.database, version.built)
+        self._drop_claims(ours, version)
+
+    def _drop_claims(self, ours: Ours, version: GroupVersion) -> None:
+        """Other batches' claims on an upload that was discarded (never on one that landed)."""
+        db, built = ours.request.database, version.built
+        store = self.kit.store(db)
+        try:
+            entry = store.log.entry(built.version)
+            if entry is None or entry.state != EntryState.DISCARDED:
+                return
+            ChangeSets(self.kit.blobs, db).delete(built.version)
+            for batch in self._others(ours, version):
+                store.log.delete_claim(batch.batch_id, built.version)
+        except Exception:
+            log.warning("could not drop the claims of %s", built.version, exc_info=True)
+
+    @staticmethod
+    def _others(ours: Ours, version: GroupVersion) -> list[PendingBatch]:
+        return [b for b in version.group if b.batch_id != ours.request.batch_id]
