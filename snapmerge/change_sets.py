@@ -1,7 +1,7 @@
 """Change sets: what a two-phase publish wrote, so a lost CAS rebases in proportion to it.
 
     {db}/snapshot/changes/{version}/sources.tar   the sources the version applied, in apply
-                                                  order (0000/, 0001/, …), as one plain tar
+                                                  order, as one tar (``change_set_tar``)
     {db}/snapshot/changes/{version}.json          {"version", "base_version", "sources",
                                                   "packing"}: written last
 
@@ -16,19 +16,17 @@ change set (a legacy publish, the original writer's) means the full rebuild.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import shutil
-import tarfile
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from snapmerge.change_set_tar import pack, unpack
 from snapmerge.commit_log import lineage
-from snapmerge.deltas import MAX_MEMBERS, safe_extract
 from snapmerge.domain import (
     LATEST_DIRECT,
     Database,
@@ -42,14 +40,12 @@ from snapmerge.errors import MergeInputError, SnapshotError, StoreError
 from snapmerge.manifest import EntryState, VersionManifest
 from snapmerge.merging import BuiltVersion, MergeKit
 from snapmerge.ports import BlobStore
-from snapmerge.snapshots import SKIP, scan_files
-from snapmerge.transfer import local_files
+from snapmerge.snapshots import scan_files
 
 log = logging.getLogger(__name__)
 
 MAX_STEPS = 8  # a rebase over more publishes than this rebuilds in full
 MAX_SOURCE_BYTES = 2 * 1024**3  # a change-set source is an intermediate we or a peer wrote
-END_NAME = "end.json"  # the tar's last member: every file before it, with its size
 
 
 def changes_prefix(db: Database) -> str:
@@ -57,6 +53,8 @@ def changes_prefix(db: Database) -> str:
 
 
 class ChangeSets:
+    """The change sets of one database: written, walked, fetched, deleted."""
+
     def __init__(self, blobs: BlobStore, db: Database) -> None:
         self.blobs, self.db = blobs, db
         self.prefix = changes_prefix(db)
@@ -76,28 +74,15 @@ class ChangeSets:
         base: VersionId | None,
         sources: list[Path],
     ) -> None:
-        """Upload the sources as they are (in apply order), then the marker naming the base.
+        """Upload the sources as they are (in apply order), as one tar (``change_set_tar``),
+        then the marker naming the base.
 
         No merge into one index: creating a Chroma index costs more than uploading the few
-        small ones the batches already are. The sources go up as one plain tar (``0000/``,
-        ``0001/``, … inside): a Chroma directory is five or six files, and each request costs
-        the writer (on the embedded server, CPU in its own process); a file per object made
-        ~11 PUTs of a demo publish, the tar makes one.
+        small ones the batches already are.
         """
         with tempfile.TemporaryDirectory(prefix="changes-") as scratch:
             packed = Path(scratch) / "sources.tar"
-            with tarfile.open(packed, "w") as tar:
-                listed: list[tuple[str, int]] = []
-                for i, source in enumerate(sources):
-                    for rel, path in local_files(source, SKIP):
-                        tar.add(path, arcname=f"{i:04d}/{rel}", recursive=False)
-                        listed.append((f"{i:04d}/{rel}", tar.getmembers()[-1].size))
-                # Last, the list of what came before: a tar cut at a member boundary reads as a
-                # valid shorter archive, and without this a reader would apply what is left.
-                end = json.dumps({"sources": len(sources), "files": listed}).encode()
-                info = tarfile.TarInfo(END_NAME)
-                info.size = len(end)
-                tar.addfile(info, io.BytesIO(end))
+            pack(sources, packed)
             self.blobs.upload_file(self.data_key(version), packed)
         body = json.dumps(
             {"version": version, "base_version": base, "sources": len(sources), "packing": "tar"}
@@ -148,21 +133,10 @@ class ChangeSets:
                 target.mkdir(parents=True)
                 packed = dest / f"{n:04d}.tar"
                 self.blobs.download_file(self.data_key(version), packed)
-                safe_extract(
-                    packed,
-                    target,
-                    max_bytes,
-                    name=self.data_key(version),
-                    max_members=MAX_MEMBERS * max(1, count) + 1,  # and the end list
-                )
-                packed.unlink()
-                if not _whole(target, count):
+                got = unpack(packed, target, count, max_bytes, self.data_key(version))
+                if got is None:
                     return None  # cut short (or not ours): rebuild in full, never apply a part
-                for i in range(count):
-                    source = target / f"{i:04d}"
-                    if not source.is_dir() or not any(source.iterdir()):
-                        return None
-                    out.append(source)
+                out.extend(got)
         except (StoreError, SnapshotError, MergeInputError, OSError):
             return None
         return out
@@ -187,21 +161,6 @@ class ChangeSets:
             for k in keys
             if k.endswith(".json") and "/" not in k[len(self.prefix) :]
         )
-
-
-def _whole(extracted: Path, count: int) -> bool:
-    """The tar's last member is there and every file it lists came out whole."""
-    try:
-        end = json.loads((extracted / END_NAME).read_bytes())
-        if int(end["sources"]) != count:
-            return False
-        for name, size in end["files"]:
-            path = extracted / str(name)
-            if not path.is_file() or path.stat().st_size != int(size):
-                return False
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return True
 
 
 def upload_with_changes(

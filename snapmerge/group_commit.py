@@ -1,4 +1,4 @@
-"""Group commit of final merges on the two-phase path (issue 12, docs/adr/0008-group-commit.md).
+"""Group commit of final merges on the two-phase path, and its pending queue (docs/adr/0008).
 
     enqueue    {db}/snapshot/pending/{seq:012d}.json   If-None-Match; seq = highest listed + 1
     builder    {db}/snapshot/pending-builder.json      one builder at a time; its heartbeat
@@ -18,6 +18,9 @@ every lower-numbered batch visible too (or already published), and a builder tha
 batch applies every unpublished lower one before it: for an id two batches write, the
 later-enqueued one wins. The highest-numbered pending object is never deleted, so numbers are
 never reused, and deleting a published batch's pending object by its exact key is safe.
+
+This module is the queue; the marker is ``builder_slot``, an execution's loop ``group_merge``,
+the builder ``group_publish`` (with ``group_build``), the decisions ``group_plan``.
 """
 
 from __future__ import annotations
