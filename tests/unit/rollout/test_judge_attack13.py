@@ -111,7 +111,7 @@ def test_the_plan_refuses_a_comparison_an_identical_candidate_can_never_pass() -
 
 
 def test_the_demo_plan_lets_an_identical_candidate_pass_at_some_size() -> None:
-    from handlers.demo import Options, demo_plan
+    from handlers.demo_options import Options, demo_plan
 
     ns = argparse.Namespace(
         quick=True, snapshot_records=None, deltas=None, records_per_delta=None, dimension=None,
