@@ -3,8 +3,8 @@
     enqueue ─► loop: a live builder (marker moving)?      ─► our batch published at the
                      │                                      pointer? answer with that publish;
                      │                                      else wait (bounded by ``group_wait``)
-                     else take the marker                 ─► build (``group_publish``: its plan
-                                                             asks the same at its base), then answer
+                     else take the marker (once the wait  ─► build (``group_publish``: its plan
+                     is over: build without it)              asks the same at its base), then answer
     after the publish: the other batches' receipts, their intermediates, the pending objects
 
 Where the rest lives: the pending queue in ``group_commit``, the builder marker and its heartbeat
