@@ -30,6 +30,7 @@ from rollout import dashboard
 from rollout.audit import JsonlAuditLog
 from rollout.report import build_report
 from rollout.sources import EmfFileSource
+from rollout.state_types import Status
 from snapmerge.embedded import EmbeddedAWS
 
 
@@ -71,9 +72,9 @@ def _story(opts: Options, cloud: EmbeddedAWS, files: Files, started: float) -> i
     demo.workload.seed_snapshots()
     bootstrap.freeze_startup_heap()
     act1 = demo.act("Act 1: rollout", demo_plan(opts, "demo-act-1"), None)
-    act1_ok, act1_line = healthy_act_outcome(demo.controller.status().status, demo.last_verdict)
+    act1_ok, act1_line = healthy_act_outcome(act1.status, act1.verdict)
     act2 = demo.act("Act 2: regression", demo_plan(opts, "demo-act-2"), 0)
-    print("\n".join([*act1, f"  {act1_line}", *act2]))
+    print("\n".join([*act1.log, f"  {act1_line}", *act2.log]))
     source = EmfFileSource(files.emf, strict=False)
     for title, (since, until) in zip(
         ("act 1, healthy", "act 2, regressed"), demo.windows, strict=True
@@ -97,7 +98,7 @@ def _story(opts: Options, cloud: EmbeddedAWS, files: Files, started: float) -> i
     ):  # fmt: skip
         print(f"  {label:<15} {path}")
     print(f"\nfinished in {time.monotonic() - started:.0f} s")
-    acts_ok = act1_ok and "ended: rolled_back" in act2[-1]
+    acts_ok = act1_ok and act2.status is Status.ROLLED_BACK
     if not acts_ok:
         print(
             "an act did not end as it should (act 1: complete, or held by FinalMergeDuration "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from typing import Any
 
 from tqdm import tqdm
@@ -29,6 +30,15 @@ from rollout.state_types import Status
 from snapmerge.config import Settings
 
 MAX_WAVES_PER_STAGE = 12
+
+
+@dataclass(frozen=True)
+class Act:
+    """How an act ended: the lines it tells, the rollout's status, the controller's last verdict."""
+
+    log: list[str]
+    status: Status
+    verdict: Verdict | None
 
 
 class Demo:
@@ -80,10 +90,10 @@ class Demo:
                 if attempt == 1:
                     self.workload.ledger.failure(batch, exc)
 
-    def act(self, title: str, plan: RolloutPlan, inject_at_stage: int | None) -> list[str]:
+    def act(self, title: str, plan: RolloutPlan, inject_at_stage: int | None) -> Act:
         """Run waves and let the controller judge between them until the rollout ends."""
         self.windows.append((int(time.time() * 1000), 0))
-        self.last_verdict: Verdict | None = None
+        last_verdict: Verdict | None = None
         self.controller.init(plan, force=True, clear_kill_switch=True)
         log: list[str] = [f"{title}: stages {' → '.join(f'{p:g} %' for p in self.opts.stages)}"]
         bar = tqdm(desc=title, unit="exec", leave=False, dynamic_ncols=True)
@@ -102,7 +112,7 @@ class Demo:
                 if tick.action in ("promote", "complete", "rollback"):
                     waves = 0
                 if tick.verdict is not None:
-                    self.last_verdict = tick.verdict
+                    last_verdict = tick.verdict
                     reasons = "; ".join(tick.verdict.reasons)[:160]
                     log.append(f"  stage {state.percent:>5g} %: {tick.action:<8} ({reasons})")
             if self.regressed.is_set():  # after the rollback, the next executions go to legacy
@@ -113,4 +123,4 @@ class Demo:
         final = self.controller.status()
         log.append(f"  ended: {final.status} at {final.percent:g} % two_phase")
         self.windows[-1] = (self.windows[-1][0], int(time.time() * 1000) + 1)
-        return log
+        return Act(log, final.status, last_verdict)
