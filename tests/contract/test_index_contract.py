@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from snapmerge import synth
+from snapmerge.adapters import chroma_client
 from snapmerge.adapters.chroma_client import open_client
 from snapmerge.adapters.chroma_index import ChromaIndex, close_client
 from snapmerge.adapters.memory_index import MemoryIndex
@@ -268,7 +269,7 @@ def test_fd_checker_sees_an_unclosed_client(tmp_path: Path) -> None:
 
 
 def test_close_client_returns_after_the_files_are_released(tmp_path: Path) -> None:
-    """chromadb closes each SQLite connection later, on a worker thread of its own: about half of
+    """chromadb closes each SQLite connection later, on a worker thread of its own: 38-77 % of
     the closes returned with the file still open before close_client waited for the release."""
     import chromadb
 
@@ -282,6 +283,20 @@ def test_close_client_returns_after_the_files_are_released(tmp_path: Path) -> No
             assert open_files_under(tmp_path) == []
     finally:
         gc.enable()
+
+
+def test_close_client_reports_a_file_that_stays_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Negative control for the wait above: a descriptor that is never closed is an error."""
+    make(ChromaIndex(), tmp_path / "i", synth.records(1, 5, DIM))
+    monkeypatch.setattr(chroma_client, "RELEASE_TIMEOUT_S", 0.2)
+    with open(tmp_path / "i" / "chroma.sqlite3", "rb") as held:
+        stays_open = pytest.raises(MergeInputError, match="1 of its files still open")
+        with stays_open, open_client(tmp_path / "i") as client:
+            client.get_collection("words").count()
+        assert not held.closed
+    assert open_files_under(tmp_path) == []
 
 
 def test_a_failed_open_leaves_nothing_behind(tmp_path: Path) -> None:
