@@ -39,7 +39,8 @@ if TYPE_CHECKING:
         FlagWriteUnknownError,
         RolloutFlagState,
     )
-    from rollout.judge import DEFAULT_GUARDRAILS, Decision, Guardrail, Verdict
+    from rollout.guardrails import DEFAULT_GUARDRAILS, Guardrail
+    from rollout.judge import Decision, Verdict
     from rollout.loop import (
         NotInitialisedError,
         RolloutConflictError,
@@ -64,7 +65,8 @@ _HOMES: dict[str, str] = {
         ("FlagWriter", "FlagWriteRefusedError", "FlagWriteUnknownError", "RolloutFlagState"),
         "flag_writer",
     ),
-    **dict.fromkeys(("DEFAULT_GUARDRAILS", "Decision", "Guardrail", "Verdict"), "judge"),
+    **dict.fromkeys(("DEFAULT_GUARDRAILS", "Guardrail"), "guardrails"),
+    **dict.fromkeys(("Decision", "Verdict"), "judge"),
     **dict.fromkeys(
         (
             "NotInitialisedError",

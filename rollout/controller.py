@@ -38,7 +38,8 @@ from rollout.flag_writer import (
     FlagWriteUnknownError,
     RolloutFlagState,
 )
-from rollout.judge import Decision, Guardrail, Verdict, judge
+from rollout.guardrails import Guardrail
+from rollout.judge import Decision, Verdict, judge
 from rollout.loop import (
     MIN_RECHECK_SECONDS,
     NotInitialisedError,

@@ -31,7 +31,7 @@ from typing import Any, Final
 
 import yaml
 
-from rollout.judge import Guardrail
+from rollout.guardrails import Guardrail
 from rollout.metric_names import MetricName, Unit
 from snapmerge.errors import InvalidEventError
 

@@ -16,7 +16,8 @@ import pytest
 
 from handlers import bootstrap
 from handlers.local import _default_invoke, run_execution
-from rollout.judge import Guardrail, judge
+from rollout.guardrails import Guardrail
+from rollout.judge import judge
 from rollout.metric_names import MetricName
 from rollout.sources import EmfFileSource
 from snapmerge import synth, workflow
