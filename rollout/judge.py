@@ -4,8 +4,8 @@ The controller asks after every bake and every recheck, so each test is **anytim
 (``rollout.sequential``): however often a stage is looked at, a healthy stage fails a guardrail
 with probability at most its α. The critical guardrails form one family per stage, controlled
 with **Holm's step-down** at the smallest α among them; the plan spreads the whole rollout's α
-over its stages (``rollout.plan``: ``judge.alpha`` / number of stages), so the chance of a false
-rollback over a whole rollout is at most that α. See ``docs/judge.md``.
+over its stages (``rollout.plan_guardrails``: ``judge.alpha`` / number of stages), so the chance
+of a false rollback over a whole rollout is at most that α. See ``docs/judge.md``.
 
 The parts: a :class:`~rollout.guardrails.Guardrail` names a metric and its control
 (``rollout.guardrails``); :func:`~rollout.samples.collect` turns the records into

@@ -21,7 +21,8 @@ from rollout import checks
 from rollout.guardrails import DEFAULT_GUARDRAILS, Guardrail
 from rollout.judge import judge_samples
 from rollout.metric_names import MetricName as M
-from rollout.plan import PlanError, parse_plan
+from rollout.plan import parse_plan
+from rollout.plan_fields import PlanError
 from rollout.samples import Samples
 from snapmerge.errors import InvalidEventError
 
