@@ -160,13 +160,7 @@ class DynamoLeaseTable:
     def renew(self, grant: LeaseGrant, duration: timedelta) -> LeaseGrant:
         values = renew_values(grant, self._now(), duration, self._ttl_margin)
         try:
-            reply = self._update(
-                grant.lock_id,
-                grant.collection,
-                update=RENEW_UPDATE,
-                condition=RENEW_CONDITION,
-                values=values,
-            )
+            reply = self._update(grant, RENEW_UPDATE, RENEW_CONDITION, values)
         except ClientError as exc:
             if aws.error_code(exc) == _CONDITION_FAILED:
                 raise LeaseLostError(
@@ -178,13 +172,7 @@ class DynamoLeaseTable:
     def release(self, grant: LeaseGrant) -> None:
         values = release_values(grant, self._now(), self._ttl_margin)
         try:
-            self._update(
-                grant.lock_id,
-                grant.collection,
-                update=RELEASE_UPDATE,
-                condition=RELEASE_CONDITION,
-                values=values,
-            )
+            self._update(grant, RELEASE_UPDATE, RELEASE_CONDITION, values)
         except ClientError as exc:
             if aws.error_code(exc) == _CONDITION_FAILED:
                 return  # not ours any more: somebody else's lease is none of our business
@@ -225,18 +213,16 @@ class DynamoLeaseTable:
         return item
 
     def _update(
-        self,
-        lock_id: str,
-        collection: str,
-        *,
-        update: str,
-        condition: str,
-        values: Mapping[str, Any],
+        self, grant: LeaseGrant, update: str, condition: str, values: Mapping[str, Any]
     ) -> dict[str, Any]:
+        """One conditional UpdateItem of ``grant``'s row. A ``ClientError`` (a refused
+        condition among them) is the caller's to translate; a transport failure is
+        :class:`LockError`."""
+        lock_id = grant.lock_id
         try:
             reply: dict[str, Any] = self._client.update_item(
                 TableName=self.table_name,
-                Key=row_key(lock_id, collection),
+                Key=row_key(lock_id, grant.collection),
                 UpdateExpression=update,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names_for(update, condition),
