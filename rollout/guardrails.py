@@ -22,6 +22,11 @@ Against = Literal["both", "baseline", "reference", "budget"]
 
 @dataclass(frozen=True)
 class Guardrail:
+    """One metric the judge compares on every stage: its ``kind``, which way is ``worse``, the
+    ``tolerance``, whether a failure rolls back (``critical``) or holds, its ``alpha``, what it
+    is compared ``against`` (with a ``budget`` for ``against: budget``) and the non-inferiority
+    ``margin`` a pass must be shown within."""
+
     metric: str
     kind: Kind
     worse: Worse

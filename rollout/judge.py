@@ -40,6 +40,9 @@ Decision = Literal["promote", "hold", "rollback"]
 
 @dataclass
 class Verdict:
+    """The judge's answer for one stage: promote, hold or rollback, the reasons (the guardrail
+    that decided first), and the evidence (every guardrail's comparisons, plain JSON)."""
+
     decision: Decision
     reasons: list[str]
     evidence: dict[str, Any]

@@ -81,6 +81,10 @@ class FlagStoreSpec:
 
 @dataclass(frozen=True)
 class Stage:
+    """One stage: the two-phase percentage it completes at, its bake before the first verdict,
+    the executions a pass needs on each side, the wait after a hold, and the holdback kept on
+    legacy while it is judged."""
+
     percent: float
     bake_seconds: float
     min_samples: int
@@ -98,6 +102,10 @@ class Stage:
 
 @dataclass(frozen=True)
 class RolloutPlan:
+    """A validated plan: its stages (percentages strictly increasing), its guardrails, where
+    the flag document lives, and the decoded document it was parsed from (``raw``: what the
+    digest binds)."""
+
     name: str
     stages: tuple[Stage, ...]
     guardrails: tuple[Guardrail, ...]
@@ -110,6 +118,7 @@ class RolloutPlan:
         return digest_of(self.raw)
 
     def stage_index(self, percent: float) -> int | None:
+        """The index of the stage completing at ``percent``, or None."""
         for index, stage in enumerate(self.stages):
             if math.isclose(stage.percent, percent):
                 return index
