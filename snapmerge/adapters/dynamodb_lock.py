@@ -160,7 +160,9 @@ class DynamoLeaseTable:
     def renew(self, grant: LeaseGrant, duration: timedelta) -> LeaseGrant:
         values = renew_values(grant, self._now(), duration, self._ttl_margin)
         try:
-            reply = self._update(grant, RENEW_UPDATE, RENEW_CONDITION, values)
+            reply = self._update(
+                grant.lock_id, grant.collection, RENEW_UPDATE, RENEW_CONDITION, values
+            )
         except ClientError as exc:
             if aws.error_code(exc) == _CONDITION_FAILED:
                 raise LeaseLostError(
@@ -172,7 +174,7 @@ class DynamoLeaseTable:
     def release(self, grant: LeaseGrant) -> None:
         values = release_values(grant, self._now(), self._ttl_margin)
         try:
-            self._update(grant, RELEASE_UPDATE, RELEASE_CONDITION, values)
+            self._update(grant.lock_id, grant.collection, RELEASE_UPDATE, RELEASE_CONDITION, values)
         except ClientError as exc:
             if aws.error_code(exc) == _CONDITION_FAILED:
                 return  # not ours any more: somebody else's lease is none of our business
@@ -213,16 +215,19 @@ class DynamoLeaseTable:
         return item
 
     def _update(
-        self, grant: LeaseGrant, update: str, condition: str, values: Mapping[str, Any]
+        self,
+        lock_id: str,
+        collection: str,
+        update: str,
+        condition: str,
+        values: Mapping[str, Any],
     ) -> dict[str, Any]:
-        """One conditional UpdateItem of ``grant``'s row. A ``ClientError`` (a refused
-        condition among them) is the caller's to translate; a transport failure is
-        :class:`LockError`."""
-        lock_id = grant.lock_id
+        """One conditional UpdateItem of the lock's row. A ``ClientError`` (a refused condition
+        among them) is the caller's to translate; a transport failure is :class:`LockError`."""
         try:
             reply: dict[str, Any] = self._client.update_item(
                 TableName=self.table_name,
-                Key=row_key(lock_id, grant.collection),
+                Key=row_key(lock_id, collection),
                 UpdateExpression=update,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names_for(update, condition),
