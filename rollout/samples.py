@@ -2,9 +2,10 @@
 
 :func:`collect` splits one window's :class:`~rollout.sources.MetricRecord` s by path (the
 candidate, the baseline) and keeps the previous stage's apart as the reference. Replayed results
-are left out everywhere; shadow dry runs count as candidate values (the shadow and invariant
-guardrails read them) but not as candidate executions, nor among the clean ones (no CAS failure,
-no fallback) that a latency budget is judged on.
+are left out everywhere. Shadow dry runs carry the shadow outcome and counts, never times
+(``rollout.metrics``), so they count only for the shadow and invariant guardrails; they are
+not candidate executions, nor among the clean ones (no CAS failure, no fallback) that a latency
+budget is judged on.
 """
 
 from __future__ import annotations
