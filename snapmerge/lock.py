@@ -18,7 +18,8 @@ use seconds, so a holder killed inside a phase blocks its collection for seconds
 whole-merge lease; the heartbeat then beats at least three times per lease.
 
 Busy and broken stay apart: ``acquire`` retries :class:`LockBusyError` with jittered exponential
-backoff until its deadline, but gives a failing table (:class:`LockError`) only a couple of tries.
+backoff (:class:`~snapmerge.backoff.Backoff`) until its deadline, but gives a failing table
+(:class:`LockError`) only a couple of tries.
 """
 
 from __future__ import annotations
@@ -29,40 +30,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 
+from snapmerge.backoff import Backoff
 from snapmerge.errors import InvalidEventError, LeaseLostError, LockBusyError, LockError
 from snapmerge.ports import LeaseGrant, LeaseTable
 
 log = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Delays between acquire attempts: exponential from ``base`` to ``cap``, "equal jitter".
-
-    Half of each delay is fixed and half random, so waiters spread out but never hammer the
-    table with near-zero sleeps. ``error_attempts`` bounds the tries on a failing table.
-
-    The cap is short on purpose. A busy try is one consistent read of the row, and what a waiter
-    waits for is often short (a two-phase phase lock) or ends at an unknown moment (a legacy
-    merge). With a cap of seconds, a waiter that had backed off slept up to that long past the
-    release while fresh arrivals, still at their first short delays, took the lock before it
-    (measured in the demo: two-phase phase-1 waits of several seconds behind 1.5 s legacy holds).
-    """
-
-    base: timedelta = timedelta(milliseconds=50)
-    cap: timedelta = timedelta(milliseconds=400)
-    error_attempts: int = 2
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to sleep before attempt ``attempt + 1``."""
-        ceiling = min(self.cap.total_seconds(), self.base.total_seconds() * 2 ** min(attempt, 32))
-        return rng.uniform(ceiling / 2, ceiling)
 
 
 class LeaseLock:

@@ -18,10 +18,10 @@ from snapmerge import synth
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.adapters.memory_index import MemoryIndex
 from snapmerge.adapters.memory_lock import MemoryLeaseTable
+from snapmerge.backoff import Backoff
 from snapmerge.change_sets import ChangeSets, prune_changes
 from snapmerge.config import Settings
 from snapmerge.domain import Database, FinalMergeRequest, Keys, VersionId
-from snapmerge.lock import Backoff
 from snapmerge.merging import MergeKit
 from snapmerge.seeding import seed_snapshot
 from snapmerge.transfer import upload_directory
