@@ -64,7 +64,7 @@ from snapmerge.exactly_once import (
 )
 from snapmerge.lineage import LineageChecker
 from snapmerge.lineage_marks import mark_pending, publish_of
-from snapmerge.lock import Lease, LeaseLock
+from snapmerge.lock import PHASE_BACKOFF, Lease, LeaseLock
 from snapmerge.manifest import EntryState
 from snapmerge.ports import BlobStore, IndexEngine, LeaseTable
 from snapmerge.snapshots import SKIP, SnapshotStore, VersionManifest, scan_files
@@ -173,6 +173,7 @@ class MergeKit:
             request.collection,
             wait=self.settings.lock_wait_timeout,
             duration=duration,
+            backoff=None if duration is None else PHASE_BACKOFF,
         )
 
     @contextmanager
