@@ -48,7 +48,6 @@ from snapmerge.domain import (
 )
 from snapmerge.errors import (
     MergeInputError,
-    PointerConflictError,
     SnapshotError,
     StoreError,
     VersionTakenError,
@@ -368,62 +367,6 @@ class MergeKit:
         pointer = self.store(db).write_pointer(built.version, built.base)
         self.hook("after_swap")
         return pointer
-
-    def merge_under_lease(
-        self,
-        request: FinalMergeRequest,
-        lease: Lease,
-        sources: list[Path],
-        path: MergePath,
-        work: Path,
-        *,
-        inputs: str,
-        max_rebases: int,
-        validate: Callable[[BuiltVersion], None] | None = None,
-        digest: bool = True,
-    ) -> tuple[BuiltVersion | Replay, int]:
-        """Read, build, upload and publish while holding ``lease``; return (outcome, CAS losses).
-
-        Every writer takes the same collection lock, so the CAS under it loses only to a writer
-        outside the lock (a per-batch lock id, a holder racing its expiry). Never skip: each loss
-        discards the orphan and rebases onto the new pointer, ``max_rebases`` times at most. At
-        each base, a publish of this very batch already there is replayed instead.
-        """
-        db = request.database
-        failures = 0
-        for attempt in range(max_rebases + 1):
-            lease.check()
-            base = self.resolve_base(db)
-            prior = self.already_published(request, inputs, base)
-            if prior is not None:
-                return prior, failures
-            with self.pin_base(db, base):
-                built = self.build(
-                    request,
-                    base,
-                    sources,
-                    path,
-                    work / f"locked-{attempt}",
-                    digest=digest,
-                    inputs=inputs,
-                )
-                if validate is not None:
-                    validate(built)
-                lease.check()
-                built = self.upload(db, built)
-                try:
-                    self.publish(db, built, lease)
-                except PointerConflictError:
-                    self.discard(db, built)
-                    failures += 1
-                    continue
-                except BaseException:
-                    self.discard(db, built)
-                    raise
-            return built, failures
-        raise PointerConflictError(
-            Keys.pointer(db), expected=None, current=f"moved on each of {failures} locked tries"
-        )
 
     def discard(self, db: Database, built: BuiltVersion) -> None:
         """Remove an upload that lost its publish (an orphan), if it is not on the chain.
