@@ -33,3 +33,9 @@ class Backoff:
         """Seconds to sleep before attempt ``attempt + 1``."""
         ceiling = min(self.cap.total_seconds(), self.base.total_seconds() * 2 ** min(attempt, 32))
         return rng.uniform(ceiling / 2, ceiling)
+
+
+# A two-phase phase lock waits for the same holders as legacy (often a legacy merge, seconds)
+# but holds for milliseconds once granted: polling past a release by up to the default 400 ms
+# cost it more than its whole hold, twice per execution. It polls at most every 100 ms.
+PHASE_BACKOFF = Backoff(base=timedelta(milliseconds=25), cap=timedelta(milliseconds=100))

@@ -7,7 +7,8 @@
                                                              the same at its base), then answer
     build:  phase 1 (short lock: pointer) ─ pending batches not published at that base, in seq
             order ─ fetch theirs ─ build base + all ─ upload ─ claim every batch ─ phase 3 CAS
-            (lost: rebase, as the two-phase path; after ``max_rebases``: under the lock)
+            (lost: rebase, as the two-phase path; after ``max_rebases``: the legacy
+            algorithm, ``path.fallback``, for our batch alone)
 
 Exactly once, for every batch of a build: at the base read in phase 1 no claim of any of them is
 that base or an ancestor of it (each is checked), each is claimed before the swap, and the CAS
@@ -42,7 +43,6 @@ from snapmerge.group_commit import (
     new_owner,
     poll_delay,
 )
-from snapmerge.lock import Lease
 from snapmerge.manifest import EntryState
 from snapmerge.merging import BuiltVersion
 
@@ -187,52 +187,27 @@ class GroupCommit:
                 out.outcome, out.group = built, group
                 out.done, out.highest = chosen.done, chosen.highest
                 return out
+            # After max_rebases lost CASes: the legacy algorithm for our batch alone (the
+            # others' executions keep trying theirs; a pending object it leaves is forgotten
+            # by the next builder, which finds that batch published at its base).
             with meter.held(self.kit, request, "fallback") as lease:
-                self._locked(request, mine, sources, inputs, work, lease, out)
+                outcome, more = self.path.fallback(
+                    self.kit,
+                    request,
+                    lease,
+                    sources,
+                    self.path.path,
+                    work / "fallback",
+                    inputs=inputs,
+                    max_rebases=self.path.max_rebases,
+                    validate=lambda built: self.path._validate(request, built),
+                    digest=False,
+                )
+            out.outcome, out.group = outcome, [mine]
+            out.failures += more
+            out.wasted += more
             out.fallback = True
             return out
-
-    def _locked(
-        self,
-        request: FinalMergeRequest,
-        mine: PendingBatch,
-        sources: list[Path],
-        inputs: str,
-        work: Path,
-        lease: Lease,
-        out: GroupOutcome,
-    ) -> None:
-        """After ``max_rebases`` lost CASes: read, build, upload and publish under the lock."""
-        db = request.database
-        for attempt in range(self.path.max_rebases + 1):
-            lease.check()
-            base = self.kit.resolve_base(db)
-            chosen = self._select(request, mine, inputs, base)
-            if isinstance(chosen, Replay):
-                out.outcome = chosen
-                return
-            with self.kit.pin_base(db, base):
-                built, group = self._make(
-                    request, base, chosen, mine, sources, inputs, work, 100 + attempt
-                )
-                lease.check()
-                built = self._upload(request, built, group)
-                try:
-                    self.kit.publish(db, built, lease)
-                except PointerConflictError:
-                    self._discard(request, built, group)
-                    out.failures += 1
-                    out.wasted += 1
-                    continue
-                except BaseException:
-                    self._discard(request, built, group)
-                    raise
-            out.outcome, out.group = built, group
-            out.done, out.highest = chosen.done, chosen.highest
-            return
-        raise PointerConflictError(
-            self.kit.store(db).pointer_key, expected=None, current="moved on each locked try"
-        )
 
     def _warm(self, request: FinalMergeRequest, base: Pointer | None) -> None:
         """Download the base before listing the pending batches: the executions that started

@@ -77,6 +77,7 @@ class LeaseLock:
         *,
         wait: timedelta | None = None,
         duration: timedelta | None = None,
+        backoff: Backoff | None = None,
     ) -> Lease:
         """Take the lease, waiting up to ``wait`` (``None``: one try, no waiting).
 
@@ -86,6 +87,7 @@ class LeaseLock:
         when the table itself fails ``backoff.error_attempts`` times.
         """
         lease_for = self.duration if duration is None else duration
+        backoff = backoff or self._backoff
         if lease_for <= timedelta(0):
             raise InvalidEventError(f"lease duration must be positive, got {lease_for}")
         owner = str(uuid.uuid4())  # one owner per acquire: an SDK retry of our write stays ours
@@ -101,7 +103,7 @@ class LeaseLock:
                 failure: LockError = busy
             except LockError as broken:
                 errors += 1
-                if errors >= self._backoff.error_attempts:
+                if errors >= backoff.error_attempts:
                     raise
                 failure = broken
             else:
@@ -114,7 +116,7 @@ class LeaseLock:
                     contention=contention,
                     duration=lease_for,
                 )
-            pause = self._backoff.delay(attempt, self._rng)
+            pause = backoff.delay(attempt, self._rng)
             if isinstance(failure, LockBusyError):
                 remaining = deadline - self.clock()
                 if remaining <= 0:
