@@ -97,7 +97,8 @@ def _split() -> dict[str, Any]:
     from snapmerge.adapters.memory import MemoryBlobStore
     from snapmerge.adapters.memory_index import MemoryIndex
     from snapmerge.config import Settings
-    from snapmerge.workflow import WorkflowContext, split_into_chunks
+    from snapmerge.split import split_into_chunks
+    from snapmerge.workflow import WorkflowContext
 
     ctx = WorkflowContext(
         MemoryBlobStore("mem"), MemoryIndex(), Settings(bucket="mem", table="t"), Path("/tmp")

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 
+from legacy.merge_under_lease import merge_under_lease
+
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from legacy.final_merge import LegacyFinalMerge
@@ -33,7 +35,11 @@ PATHS = (MergePath.LEGACY, MergePath.TWO_PHASE)
 
 
 def merger(path: MergePath, kit: MergeKit) -> LegacyFinalMerge | TwoPhaseFinalMerge:
-    return LegacyFinalMerge(kit) if path is MergePath.LEGACY else TwoPhaseFinalMerge(kit)
+    return (
+        LegacyFinalMerge(kit)
+        if path is MergePath.LEGACY
+        else TwoPhaseFinalMerge(kit, fallback=merge_under_lease)
+    )
 
 
 def mkdir(path: Path) -> Path:

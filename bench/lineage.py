@@ -23,6 +23,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from legacy.merge_under_lease import merge_under_lease
+
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from snapmerge import synth
@@ -85,12 +87,15 @@ def run(size: int, batch: int, dimension: int) -> dict[str, Any]:
         prefix = Keys.intermediate_prefix("v", 0)
         upload_directory(blobs, root / "chunk", prefix)
         request = FinalMergeRequest(batch_id="v", database=DB, intermediate_keys=(prefix,))
-        _, merge_s = _timed(lambda: TwoPhaseFinalMerge(kit).run(request))
+        _, merge_s = _timed(
+            lambda: TwoPhaseFinalMerge(kit, fallback=merge_under_lease).run(request)
+        )
         theirs = synth.overwrite(base[-batch:], seed=4, fraction=1.0, vector_fraction=0.0)
         _overwrite_from(kit, seed.version, theirs, root)
         store = kit.store(DB)
         report, verify_s = _timed(lambda: LineageChecker(store, engine, root / "v1").verify())
-        restored, repair_s = _timed(lambda: repair(kit, DB))
+        merge = TwoPhaseFinalMerge(kit, fallback=merge_under_lease)
+        restored, repair_s = _timed(lambda: repair(kit, DB, merge))
         clean, verify2_s = _timed(lambda: LineageChecker(store, engine, root / "v2").verify())
         _, cheap_s = _timed(lambda: LineageChecker(store, engine, root / "v3").check_pending())
         return {

@@ -3,8 +3,8 @@
 One run, on the embedded (serialised) moto server with S3BlobStore, DynamoLeaseTable and
 ChromaIndex, for each snapshot size x chunk count, ``repeats`` times:
 
-1. **Breakdown.** A real ``LegacyFinalMerge`` runs on a :class:`_TimedKit` — a ``MergeKit``
-   subclass that only times the steps it inherits (nothing is re-implemented): ``download`` (the
+1. **Breakdown.** A real ``LegacyFinalMerge`` runs on a ``TimedKit`` (``bench.merge_timing``) —
+   a ``MergeKit`` subclass that only times the steps it inherits: ``download`` (the
    base from S3 into the local cache), ``fetch`` (the intermediates), ``read``/``fold``/
    ``classify``/``upsert`` (``MergeStats.timings_ms`` of the engine's merge; ``upsert`` is its
    write phase), ``copy+manifest`` and ``digest`` (the rest of the build; legacy computes the
@@ -20,7 +20,8 @@ ChromaIndex, for each snapshot size x chunk count, ``repeats`` times:
 Every run merges into the same seeded base (``bench.common``'s ``Collection``, seeded once per
 size): between runs the pointer is swapped back to the seed version, which is pinned against
 retention, and its cached copy is dropped, so each run downloads exactly ``size`` records, as a
-Lambda with an empty ``/tmp`` does. Medians over repeats. ``--json`` prints only the figures.
+Lambda with an empty ``/tmp`` does. Medians over repeats. ``--json`` prints only the figures;
+otherwise ``bench.merge_report`` renders them.
 """
 
 from __future__ import annotations
@@ -31,34 +32,21 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from bench.common import DB, Collection
 from bench.merge_engine import _raw_arm
+from bench.merge_report import render
+from bench.merge_timing import DETAIL, STEPS, TimedEngine, TimedKit, timed_kit
 from legacy.final_merge import LegacyFinalMerge
-from snapmerge.adapters.chroma_index import ChromaIndex
-from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
 from snapmerge.domain import (
-    Database,
-    FinalMergeRequest,
-    FinalMergeResult,
-    MergePath,
-    MergeStats,
     Pointer,
-    Record,
 )
 from snapmerge.embedded import EmbeddedAWS
-from snapmerge.lock import Lease
-from snapmerge.merging import BuiltVersion, MergeKit
 
-# The brief's five steps first, then the rest of what the legacy path does under its lock.
-STEPS = ("download", "read", "upsert", "upload", "pointer_swap")
-DETAIL = ("fetch", "fold", "classify", "merge_close", "copy+manifest", "digest", "finish", "other")
 QUICK: dict[str, Any] = {
     "sizes": (1000, 10000),
     "chunks": (1, 5),
@@ -70,106 +58,7 @@ TARGET_RATIO = 1.10
 _SEED_PIN = "bench-merge-seed"
 
 
-class _TimedEngine:
-    """Delegates to ChromaIndex; records the merge's wall time, its stats, and digest time."""
-
-    def __init__(self, inner: ChromaIndex, steps: dict[str, float]) -> None:
-        self.inner, self.steps = inner, steps
-        self.stats: MergeStats | None = None
-
-    def merge(
-        self,
-        target: Path,
-        sources: Sequence[Path],
-        *,
-        collection: str,
-        dimension: int | None = None,
-    ) -> MergeStats:
-        started = time.perf_counter()
-        self.stats = self.inner.merge(target, sources, collection=collection, dimension=dimension)
-        self.steps["merge"] = (time.perf_counter() - started) * 1000
-        return self.stats
-
-    def digest(self, directory: Path) -> str:
-        started = time.perf_counter()
-        out = self.inner.digest(directory)
-        self.steps["digest"] = (time.perf_counter() - started) * 1000
-        return out
-
-    def read_records(self, directory: Path, page_size: int = 1000) -> Iterator[list[Record]]:
-        return self.inner.read_records(directory, page_size)
-
-    def count(self, directory: Path) -> int:
-        return self.inner.count(directory)
-
-    def write(self, directory: Path, records: Sequence[Record], collection: str) -> None:
-        self.inner.write(directory, records, collection)
-
-
-class _TimedKit(MergeKit):
-    """A MergeKit whose inherited steps are timed into ``self.steps`` (reset per run)."""
-
-    steps: dict[str, float]
-
-    @contextmanager
-    def _timed(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.steps[name] = self.steps.get(name, 0.0) + (time.perf_counter() - started) * 1000
-
-    def fetch_sources(self, request: FinalMergeRequest, dest: Path) -> list[Path]:
-        with self._timed("fetch"):
-            return super().fetch_sources(request, dest)
-
-    def build(
-        self,
-        request: FinalMergeRequest,
-        base: Pointer | None,
-        sources: list[Path],
-        path: MergePath,
-        dest: Path,
-        *,
-        digest: bool = True,
-        inputs: str = "",
-    ) -> BuiltVersion:
-        if base is not None:  # the download build would do anyway, done first to time it alone
-            with self._timed("download"):
-                self.cache(request.database).get(base.version)
-        with self._timed("build"):
-            return super().build(request, base, sources, path, dest, digest=digest, inputs=inputs)
-
-    def upload(self, db: Database, built: BuiltVersion) -> BuiltVersion:
-        with self._timed("upload"):
-            return super().upload(db, built)
-
-    def publish(self, db: Database, built: BuiltVersion, lease: Lease | None) -> Pointer:
-        with self._timed("pointer_swap"):
-            return super().publish(db, built, lease)
-
-    def finish(
-        self,
-        request: FinalMergeRequest,
-        result: FinalMergeResult,
-        *,
-        cleanup: bool,
-        receipt: dict[str, Any] | None = None,
-    ) -> None:
-        with self._timed("finish"):
-            super().finish(request, result, cleanup=cleanup, receipt=receipt)
-
-
-def _timed_kit(col: Collection) -> tuple[_TimedKit, _TimedEngine]:
-    proto = col.kit("timed")
-    steps: dict[str, float] = {}
-    engine = _TimedEngine(col.engine, steps)
-    kit = _TimedKit(col.blobs, engine, DynamoLeaseTable(col.table), proto.settings, lock=proto.lock)
-    kit.steps = steps
-    return kit, engine
-
-
-def _reset(kit: _TimedKit, seed: Pointer) -> None:
+def _reset(kit: TimedKit, seed: Pointer) -> None:
     """Point back at the seed version and forget its cached copy (an empty ``/tmp``)."""
     store = kit.store(DB)
     current = store.read_pointer()
@@ -180,7 +69,7 @@ def _reset(kit: _TimedKit, seed: Pointer) -> None:
 
 
 def _one_run(
-    col: Collection, kit: _TimedKit, engine: _TimedEngine, chunks: int, per_chunk: int
+    col: Collection, kit: TimedKit, engine: TimedEngine, chunks: int, per_chunk: int
 ) -> dict[str, Any]:
     seed = kit.store(DB).read_pointer()
     request, _ = col.batch(chunks, per_chunk)
@@ -221,7 +110,7 @@ def _one_run(
 
 
 def _raw(
-    col: Collection, kit: _TimedKit, seed: Pointer, batch_id: str, chunks: int
+    col: Collection, kit: TimedKit, seed: Pointer, batch_id: str, chunks: int
 ) -> tuple[float, float]:
     """ChromaDB's own upsert of the same records into a copy of the same base: (total, read) s.
 
@@ -296,7 +185,7 @@ def run(
         for size in sizes:
             col = Collection(cloud, size, dimension, Path(tmp) / f"n{size}")
             out["seed_seconds"][str(size)] = round(col.seed_s, 1)
-            kit, engine = _timed_kit(col)
+            kit, engine = timed_kit(col)
             seed = kit.store(DB).read_pointer()
             assert seed is not None
             kit.store(DB).mark_inflight(seed.version, _SEED_PIN, timedelta(days=1))
@@ -332,61 +221,6 @@ def _summarise(out: dict[str, Any]) -> None:
         "target": TARGET_RATIO,
         "within_target": statistics.median(ratios) <= TARGET_RATIO,
     }
-
-
-def render(out: dict[str, Any]) -> str:
-    return "\n".join([*_breakdown_lines(out), "", *_hold_lines(out)])
-
-
-def _breakdown_lines(out: dict[str, Any]) -> list[str]:
-    cells = out["cells"]
-    names = [f"{_k(c['size'])}/{c['chunks']}" for c in cells]
-    lines = [
-        f"legacy final merge by step: median ms (share of lock hold); columns are size/chunks; "
-        f"dimension {out['dimension']}, {out['repeats']} repeats, "
-        f"{out['records_per_chunk']} new records per chunk; every step runs under the lock",
-        f"{'step':<14}" + "".join(f"{n:>14}" for n in names),
-    ]
-    for k in (*STEPS, *DETAIL):
-        vals = "".join(
-            f"{c['steps_ms'][k]:>8.0f} ({c['share_of_held'][k] * 100:>3.0f}%)" for c in cells
-        )
-        lines.append(f"{k:<14}{vals}")
-    lines.append(f"{'lock held':<14}" + "".join(f"{c['held_p50_ms']:>8.0f} (100%)" for c in cells))
-    lines.append(f"{'reported hold':<14}" + "".join(f"{c['hold_p50_ms']:>14.0f}" for c in cells))
-    return lines
-
-
-def _k(n: int) -> str:
-    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
-
-
-def _hold_lines(out: dict[str, Any]) -> list[str]:
-    s = out["summary"]
-    lines = [
-        "engine merge vs ChromaDB's own upsert into a copy of the same base, same records "
-        "(raw = read the sources + upsert; ups = the upsert alone; w = the engine's write "
-        "phase), and legacy lock held",
-        f"{'size':>6} {'chunks':>6} {'records':>7} | {'engine':>7} {'raw':>7} {'upsert':>7} ms | "
-        f"{'engine':>6} {'raw':>6} {'upsert':>6} r/s | {'e/raw':>5} {'e/ups':>5} {'w/ups':>5} | "
-        f"{'held p50':>8} {'max':>7} {'x first':>7}",
-    ]
-    for c in out["cells"]:
-        lines.append(
-            f"{c['size']:>6} {c['chunks']:>6} {c['records']:>7} | {c['engine_merge_ms']:>7.0f} "
-            f"{c['raw_ms']:>7.0f} {c['raw_upsert_only_ms']:>7.0f}    | {c['engine_rps']:>6.0f} "
-            f"{c['raw_rps']:>6.0f} {c['raw_upsert_only_rps']:>6.0f}     | "
-            f"{c['engine_vs_raw']:>5.2f} {c['engine_vs_raw_upsert_only']:>5.2f} "
-            f"{c['write_phase_vs_raw_upsert_only']:>5.2f} | "
-            f"{c['held_p50_ms']:>8.0f} {c['held_max_ms']:>7.0f} {c['held_vs_smallest']:>6.1f}x"
-        )
-    lines.append(
-        f"engine/raw median {s['engine_vs_raw_median']:.2f} (max {s['engine_vs_raw_max']:.2f}); "
-        f"engine/upsert alone median {s['engine_vs_raw_upsert_only_median']:.2f} "
-        f"(max {s['engine_vs_raw_upsert_only_max']:.2f}); target engine/raw <= "
-        f"{s['target']:.2f}: {'met' if s['within_target'] else 'NOT met'}"
-    )
-    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

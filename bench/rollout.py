@@ -30,9 +30,11 @@ from bench.rollout_sim import SCENARIOS, Fleet, FleetSource, Window
 from rollout.audit import MemoryAuditLog
 from rollout.controller import RolloutController, Timing
 from rollout.flag_writer import RolloutFlagState
-from rollout.judge import Guardrail, Samples, Verdict, judge_samples
+from rollout.guardrails import Guardrail
+from rollout.judge import Verdict, judge_samples
 from rollout.metric_names import MetricName as M
 from rollout.plan import RolloutPlan, load_plan
+from rollout.samples import Samples
 from rollout.state import StateConflictError
 from rollout.state_types import RolloutState, Status
 
@@ -96,7 +98,7 @@ def _clean(arrays: dict[str, Any]) -> dict[str, Any]:
 def samples_of(
     window: Window, reference: Window | None, routed_percent: float | None = None
 ) -> Samples:
-    """What :func:`rollout.judge.collect` would gather from the same records."""
+    """What :func:`rollout.samples.collect` would gather from the same records."""
     cand = {k: v for k, v in window.candidate.items() if k != "planned"}
     base = {k: v for k, v in window.baseline.items() if k != "planned"}
     if len(window.shadow_mismatches):

@@ -20,6 +20,7 @@ from aws_lambda_powertools import Tracer
 from flags.client import FlagClient
 from flags.client import bootstrap as flags_bootstrap
 from legacy.final_merge import LegacyFinalMerge
+from legacy.merge_under_lease import merge_under_lease
 from rollout.metrics import MergeMetrics
 from rollout.router import Router
 from snapmerge.adapters.chroma_index import ChromaIndex
@@ -72,7 +73,10 @@ def build(
     two_phase_kit = kit
     if two_phase_hooks is not None:
         two_phase_kit = MergeKit(blobs, engine, leases, settings, hooks=two_phase_hooks, span=span)
-    legacy, two_phase = LegacyFinalMerge(kit), TwoPhaseFinalMerge(two_phase_kit)
+    legacy, two_phase = (
+        LegacyFinalMerge(kit),
+        TwoPhaseFinalMerge(two_phase_kit, fallback=merge_under_lease),
+    )
     metrics = metrics or MergeMetrics()
     router = Router(
         {MergePath.LEGACY: legacy, MergePath.TWO_PHASE: two_phase},

@@ -20,7 +20,7 @@ from aws_lambda_powertools import Logger, Tracer
 
 from flags.decision import PathDecision, resolve_pinned
 from handlers import bootstrap
-from snapmerge import workflow
+from snapmerge import split, workflow
 from snapmerge.domain import Database, FinalMergeRequest
 from snapmerge.errors import InvalidEventError, MergeInputError
 from snapmerge.scratch import owned_workdir
@@ -55,12 +55,12 @@ def _flag_errors(app: bootstrap.App, decision: PathDecision, event: dict[str, An
 
 def _split(app: bootstrap.App, event: dict[str, Any], context: Any) -> dict[str, Any]:
     flags, settings = app.flags, app.settings
-    defaults = workflow.default_chunk_size(settings)
+    defaults = split.default_chunk_size(settings)
 
     def chunk_size(db: Database | None) -> int:
         return flags.chunk_size(db, defaults(db)) if db is not None else defaults(None)
 
-    out = workflow.split_into_chunks(
+    out = split.split_into_chunks(
         app.workflow,
         event,
         chunk_size=chunk_size,

@@ -1,8 +1,11 @@
 """The legacy single-phase final merge: everything under the collection lock, as today.
 
-    replay? ─► acquire ─► fetch chunks ─► read pointer ─► already published here? ─► download
-    base ─► merge chunks ─► upload ─► CAS pointer ─► release
+    replay? ─► acquire ─► fetch chunks ─► merge_under_lease (read pointer ─► already published
+    here? ─► download base ─► merge chunks ─► upload ─► CAS pointer) ─► release
     (the lock is held for all of it) ─► receipt, cleanup, retention
+
+The algorithm under the lock is :func:`legacy.merge_under_lease.merge_under_lease`; this module
+schedules it (replay, the lock, the receipt).
 
 Kept faithful to the original's shape (lock hold time grows with snapshot size and chunk count)
 and made safe beside a second writer: the lock is the collection's shared one by default, the
@@ -15,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from legacy.merge_under_lease import merge_under_lease
 from snapmerge.domain import FinalMergeRequest, FinalMergeResult, MergePath
 from snapmerge.exactly_once import Replay, receipt_payload
 from snapmerge.lock import Lease
@@ -66,7 +70,8 @@ class LegacyFinalMerge:
             inputs, replay = self.kit.inputs(request, sources)
             if replay is not None:
                 return replay, 0
-            return self.kit.merge_under_lease(
+            return merge_under_lease(
+                self.kit,
                 request,
                 lease,
                 sources,

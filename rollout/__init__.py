@@ -39,7 +39,8 @@ if TYPE_CHECKING:
         FlagWriteUnknownError,
         RolloutFlagState,
     )
-    from rollout.judge import DEFAULT_GUARDRAILS, Decision, Guardrail, Verdict
+    from rollout.guardrails import DEFAULT_GUARDRAILS, Guardrail
+    from rollout.judge import Decision, Verdict
     from rollout.loop import (
         NotInitialisedError,
         RolloutConflictError,
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
     )
     from rollout.metric_names import Dimension, MetricName, Unit, default_namespace
     from rollout.metrics import MergeMetrics
-    from rollout.plan import PlanError, RolloutPlan, Stage, load_plan, parse_plan
+    from rollout.plan import RolloutPlan, Stage, load_plan, parse_plan
+    from rollout.plan_fields import PlanError
     from rollout.signing import AuditKey
     from rollout.sources import CloudWatchLogsSource, EmfFileSource, MetricRecord, MetricSource
     from rollout.state import BlobStateStore, FileStateStore, StateConflictError, StateStore
@@ -64,7 +66,8 @@ _HOMES: dict[str, str] = {
         ("FlagWriter", "FlagWriteRefusedError", "FlagWriteUnknownError", "RolloutFlagState"),
         "flag_writer",
     ),
-    **dict.fromkeys(("DEFAULT_GUARDRAILS", "Decision", "Guardrail", "Verdict"), "judge"),
+    **dict.fromkeys(("DEFAULT_GUARDRAILS", "Guardrail"), "guardrails"),
+    **dict.fromkeys(("Decision", "Verdict"), "judge"),
     **dict.fromkeys(
         (
             "NotInitialisedError",
@@ -77,7 +80,8 @@ _HOMES: dict[str, str] = {
     ),
     **dict.fromkeys(("Dimension", "MetricName", "Unit", "default_namespace"), "metric_names"),
     "MergeMetrics": "metrics",
-    **dict.fromkeys(("PlanError", "RolloutPlan", "Stage", "load_plan", "parse_plan"), "plan"),
+    **dict.fromkeys(("RolloutPlan", "Stage", "load_plan", "parse_plan"), "plan"),
+    "PlanError": "plan_fields",
     "AuditKey": "signing",
     **dict.fromkeys(
         ("CloudWatchLogsSource", "EmfFileSource", "MetricRecord", "MetricSource"), "sources"

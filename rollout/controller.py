@@ -1,11 +1,13 @@
 """The rollout controller: bake, judge, act — what each command changes in the rollout.
 
 Each command (``init``, ``advance``, ``rollback``, ``pause``, ``resume``, and the loop's
-``tick``/``run``) reads the state, decides the :class:`~rollout.state_types.Transition` it
-makes, and has :class:`~rollout.transitions.TransitionRunner` apply it: one conditional state
-write (the intent) ahead of the flag write and the audit entry, then the commit. How a
-transition is applied, checked against the record, settled after a crash and reconciled after a
-flag write of unknown outcome is told there.
+``tick``/``run``) reads the state checked against its record
+(:class:`~rollout.checked_state.CheckedReader`), decides the step it makes
+(:mod:`rollout.decisions`: pure functions of the state, the plan and a verdict), and has
+:class:`~rollout.transitions.TransitionRunner` apply it as a
+:class:`~rollout.state_types.Transition`: one conditional state write (the intent) ahead of the
+flag write and the audit entry, then the commit. How a transition is applied, settled after a
+crash and reconciled after a flag write of unknown outcome is told there.
 
 A command that finds a transition pending finishes it and then stops, raising
 :class:`RolloutConflictError` naming that transition, because the operator asked for a change of
@@ -32,13 +34,16 @@ from typing import Any
 
 from rollout.audit import AuditLog
 from rollout.audit_entry import GENESIS, AuditIntegrityError
+from rollout.checked_state import RECOVER_ATTEMPTS
+from rollout.decisions import Step, advance_step, partial_read, rollback_step, verdict_step
 from rollout.flag_writer import (
     FlagWriter,
     FlagWriteRefusedError,
     FlagWriteUnknownError,
     RolloutFlagState,
 )
-from rollout.judge import Decision, Guardrail, Verdict, judge
+from rollout.guardrails import Guardrail
+from rollout.judge import Verdict, judge
 from rollout.loop import (
     MIN_RECHECK_SECONDS,
     NotInitialisedError,
@@ -52,7 +57,7 @@ from rollout.signing import AuditKey, AuditKeyError
 from rollout.sources import MetricRecord, MetricSource, incomplete_read
 from rollout.state import StateStore
 from rollout.state_types import RolloutState, Status
-from rollout.transitions import RECOVER_ATTEMPTS, TransitionRunner
+from rollout.transitions import TransitionRunner
 from rollout.verify import RecordMismatchError
 from snapmerge.errors import InvalidEventError
 
@@ -149,42 +154,16 @@ class RolloutController(TransitionRunner):
         # the kill switch is cleared only when asked: otherwise the write leaves it as it is, so
         # one pulled by hand after the check above is not undone
         clear = False if clear_kill_switch else None
-        t = self._transition(
-            base, "init", 0, first.routed, Status.RUNNING, "start rollout", kill_switch=clear
-        )
+        start = Step("init", 0, first.routed, Status.RUNNING)
+        t = self._transition(base, start, "start rollout", kill_switch=clear)
         t = replace(t, from_status=state.status.value if state else "none")
         return self._apply(base, version, t, restore=state)
 
     def advance(self, to_pct: float | None = None, reason: str = "manual advance") -> RolloutState:
+        """To the next stage, or the later one at ``to_pct`` (complete after the last)."""
         state, version = self._current()
-        plan = parse_plan(state.plan)
-        if state.status in (Status.ROLLED_BACK, Status.COMPLETE):
-            raise InvalidEventError(f"the rollout is {state.status}: run init to start again")
-        if state.status is Status.PAUSED:
-            raise InvalidEventError(
-                f"the rollout is paused at {state.percent:g} %: `snapmerge rollout resume` "
-                "first (advance does not resume a paused rollout)"
-            )
-        if to_pct is None:
-            target = state.stage_index + 1
-        else:
-            found = plan.stage_index(to_pct)
-            stages = [s.percent for s in plan.stages]
-            if found is None or found <= state.stage_index:
-                raise InvalidEventError(
-                    f"--to {to_pct:g} is not a later stage of the plan {stages} "
-                    f"(now at {state.percent:g} %)"
-                )
-            target = found
-        if target >= len(plan.stages):
-            last = plan.stages[state.stage_index].percent  # a holdback ends here
-            t = self._transition(
-                state, "complete", state.stage_index, last, Status.COMPLETE, reason
-            )
-        else:
-            pct = plan.stages[target].routed
-            t = self._transition(state, "advance", target, pct, Status.RUNNING, reason)
-        return self._apply(state, version, t)
+        step = advance_step(state, parse_plan(state.plan), to_pct)
+        return self._apply(state, version, self._transition(state, step, reason))
 
     def rollback(
         self, reason: str = "manual rollback", evidence: dict[str, Any] | None = None
@@ -201,16 +180,8 @@ class RolloutController(TransitionRunner):
             if state.status is Status.ROLLED_BACK:
                 last = (state.last_action or {}).get("description", "an earlier rollback")
                 raise RolloutConflictError(repr(self.states), version, version, str(last))
-            t = self._transition(
-                state,
-                "rollback",
-                state.stage_index,
-                0.0,
-                Status.ROLLED_BACK,
-                reason,
-                kill_switch=True,
-                evidence=evidence,
-            )
+            step = rollback_step(state)
+            t = self._transition(state, step, reason, kill_switch=True, evidence=evidence)
             try:
                 return self._apply(state, version, t)
             except RolloutConflictError:
@@ -219,20 +190,10 @@ class RolloutController(TransitionRunner):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def pause(self, reason: str = "manual pause") -> RolloutState:
-        state, version = self._current()
-        self._require_status(state, Status.RUNNING)
-        t = self._transition(
-            state, "pause", state.stage_index, state.percent, Status.PAUSED, reason
-        )
-        return self._apply(state, version, t)
+        return self._hold_or_go("pause", Status.RUNNING, Status.PAUSED, reason)
 
     def resume(self, reason: str = "manual resume") -> RolloutState:
-        state, version = self._current()
-        self._require_status(state, Status.PAUSED)
-        t = self._transition(
-            state, "resume", state.stage_index, state.percent, Status.RUNNING, reason
-        )
-        return self._apply(state, version, t)
+        return self._hold_or_go("resume", Status.PAUSED, Status.RUNNING, reason)
 
     def judge(self) -> Verdict:
         """The judge's verdict on the current stage's records (no action taken)."""
@@ -256,14 +217,7 @@ class RolloutController(TransitionRunner):
             reference=reference or None,
             routed_percent=stage.routed,
         )
-        if short is None:
-            return verdict
-        # the judge saw fewer records than the source holds: never promote on a partial read
-        decision: Decision = "rollback" if verdict.decision == "rollback" else "hold"
-        evidence = {**verdict.evidence, "incomplete_read": short}
-        return replace(
-            verdict, decision=decision, reasons=[*verdict.reasons, short], evidence=evidence
-        )
+        return partial_read(verdict, short)
 
     def tick(self) -> TickResult:
         """One step of the loop: wait out the bake, else judge and act on the verdict."""
@@ -279,38 +233,15 @@ class RolloutController(TransitionRunner):
         verdict = self.judge()
         evidence = {"verdict": verdict.to_json()}
         reason = "; ".join(verdict.reasons)
-        if verdict.decision == "rollback":
+        step = verdict_step(state, plan, verdict.decision)
+        if step.action == "rollback":
             return TickResult("rollback", self.rollback(f"judge: {reason}", evidence), verdict)
-        if verdict.decision == "hold":
+        t = self._transition(state, step, reason, evidence=evidence)
+        if step.action == "hold":
             recheck = now + int(self.timing.recheck(stage) * 1000)
-            t = self._transition(
-                state,
-                "hold",
-                state.stage_index,
-                state.percent,
-                Status.RUNNING,
-                reason,
-                evidence=evidence,
-            )
             new = self._apply(state, version, replace(t, recheck_ms=recheck))
             return TickResult("hold", new, verdict, (recheck - now) / 1000)
-        if state.stage_index + 1 >= len(plan.stages):
-            t = self._transition(
-                state,
-                "complete",
-                state.stage_index,
-                stage.percent,  # a holdback ends here
-                Status.COMPLETE,
-                reason,
-                evidence=evidence,
-            )
-            return TickResult("complete", self._apply(state, version, t), verdict)
-        target = state.stage_index + 1
-        pct = plan.stages[target].routed
-        t = self._transition(
-            state, "promote", target, pct, Status.RUNNING, reason, evidence=evidence
-        )
-        return TickResult("promote", self._apply(state, version, t), verdict)
+        return TickResult(step.action, self._apply(state, version, t), verdict)
 
     def run(
         self,
@@ -332,7 +263,10 @@ class RolloutController(TransitionRunner):
                 )
         return self.status()
 
-    @staticmethod
-    def _require_status(state: RolloutState, wanted: Status) -> None:
+    def _hold_or_go(self, action: str, wanted: Status, to: Status, reason: str) -> RolloutState:
+        """Pause or resume: the same stage and percentage, the other status."""
+        state, version = self._current()
         if state.status is not wanted:
             raise InvalidEventError(f"the rollout is {state.status}, not {wanted}")
+        step = Step(action, state.stage_index, state.percent, to)
+        return self._apply(state, version, self._transition(state, step, reason))

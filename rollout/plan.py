@@ -13,7 +13,9 @@ A plan is YAML or JSON (YAML is a superset, so one loader reads both)::
       - {metric: LockHoldTime, kind: latency, worse: higher, tolerance: 0.25, critical: true}
 
 Every problem is found before the controller touches a flag: :func:`parse_plan` raises
-:class:`PlanError` naming the field (``stages[2].percent``) and what is wrong with it. The plan's
+:class:`~rollout.plan_fields.PlanError` naming the field (``stages[2].percent``) and what is
+wrong with it. Here: the plan's types, its stages and flag store, and loading; the guardrails
+and ``judge`` sections are validated in ``rollout.plan_guardrails``. The plan's
 :attr:`RolloutPlan.digest` is stored in the controller's state and checked by every controller
 operation (:func:`check_digest`): a state whose plan was edited in place is refused, not driven.
 """
@@ -31,30 +33,14 @@ from typing import Any, Final
 
 import yaml
 
-from rollout.judge import Guardrail
-from rollout.metric_names import MetricName, Unit
+from rollout.guardrails import Guardrail
+from rollout.plan_fields import PlanError, count, mapping, no_extra, number, positive
+from rollout.plan_guardrails import guardrails, judge_alpha
 from snapmerge.errors import InvalidEventError
 
 DEFAULT_PLAN: Final = Path(__file__).with_name("default_plan.yaml")
 
 DEFAULT_RECHECK_SECONDS: Final = 60.0
-KINDS: Final = ("latency", "rate", "invariant")
-WORSE: Final = ("higher", "lower")
-TOLERANCE_RANGE: Final[dict[str, tuple[float, float]]] = {
-    "latency": (0.0, 10.0),  # relative change of the median: 0.25 = 25 % worse; 10 = 11x
-    "rate": (0.0, 1.0),  # absolute difference of two proportions
-    "invariant": (0.0, 1_000_000.0),  # absolute difference allowed between paired values
-}
-_KIND_UNIT: Final = {"latency": Unit.MILLISECONDS, "rate": Unit.COUNT, "invariant": Unit.COUNT}
-
-
-class PlanError(InvalidEventError):
-    """A plan that must not run; the message names the field and the problem."""
-
-    def __init__(self, where: str, problem: str) -> None:
-        self.where = where
-        self.problem = problem
-        super().__init__(f"invalid rollout plan: {where}: {problem}")
 
 
 class PlanDigestError(InvalidEventError):
@@ -95,6 +81,10 @@ class FlagStoreSpec:
 
 @dataclass(frozen=True)
 class Stage:
+    """One stage: the two-phase percentage it completes at, its bake before the first verdict,
+    the executions a pass needs on each side, the wait after a hold, and the holdback kept on
+    legacy while it is judged."""
+
     percent: float
     bake_seconds: float
     min_samples: int
@@ -112,6 +102,10 @@ class Stage:
 
 @dataclass(frozen=True)
 class RolloutPlan:
+    """A validated plan: its stages (percentages strictly increasing), its guardrails, where
+    the flag document lives, and the decoded document it was parsed from (``raw``: what the
+    digest binds)."""
+
     name: str
     stages: tuple[Stage, ...]
     guardrails: tuple[Guardrail, ...]
@@ -124,48 +118,19 @@ class RolloutPlan:
         return digest_of(self.raw)
 
     def stage_index(self, percent: float) -> int | None:
+        """The index of the stage completing at ``percent``, or None."""
         for index, stage in enumerate(self.stages):
             if math.isclose(stage.percent, percent):
                 return index
         return None
 
 
-# -- field readers ----------------------------------------------------------------------------
-def _number(where: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise PlanError(where, f"{value!r} is not a number")
-    if not math.isfinite(value):
-        raise PlanError(where, f"{value!r} is not finite")
-    return float(value)
-
-
-def _positive(where: str, value: object) -> float:
-    number = _number(where, value)
-    if number <= 0:
-        raise PlanError(where, f"{number:g} must be > 0")
-    return number
-
-
-def _count(where: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PlanError(where, f"{value!r} must be an integer >= 1")
-    return value
-
-
-def _mapping(where: str, value: object) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise PlanError(where, f"expected a mapping, got {type(value).__name__}")
-    return value
-
-
-def _no_extra(where: str, data: Mapping[str, Any], allowed: set[str]) -> None:
-    extra = sorted(set(data) - allowed)
-    if extra:
-        raise PlanError(where, f"unknown field(s) {extra}; expected some of {sorted(allowed)}")
-
-
-# -- sections ---------------------------------------------------------------------------------
 _STAGE_FIELDS = {"percent", "bake_seconds", "min_samples", "recheck_seconds"}
+
+
+def _two_decimals(value: float) -> bool:
+    """A percentage the flag document can carry (hundredths of a percent)."""
+    return math.isclose(round(value * 100), value * 100, abs_tol=1e-9)
 
 
 def _stages(raw: object, defaults: Mapping[str, Any]) -> tuple[Stage, ...]:
@@ -174,16 +139,16 @@ def _stages(raw: object, defaults: Mapping[str, Any]) -> tuple[Stage, ...]:
     out: list[Stage] = []
     for index, item in enumerate(raw):
         where = f"stages[{index}]"
-        data = {"percent": item} if isinstance(item, int | float) else _mapping(where, item)
-        _no_extra(where, data, _STAGE_FIELDS | {"holdback"})
+        data = {"percent": item} if isinstance(item, int | float) else mapping(where, item)
+        no_extra(where, data, _STAGE_FIELDS | {"holdback"})
         merged = {"recheck_seconds": DEFAULT_RECHECK_SECONDS, **defaults, **data}
         for key in _STAGE_FIELDS:
             if key not in merged:
                 raise PlanError(f"{where}.{key}", "missing (set it on the stage or in defaults)")
-        pct = _number(f"{where}.percent", merged["percent"])
+        pct = number(f"{where}.percent", merged["percent"])
         if not 0 < pct <= 100:
             raise PlanError(f"{where}.percent", f"{pct:g} is outside (0, 100]")
-        if not math.isclose(round(pct * 100), pct * 100, abs_tol=1e-9):
+        if not _two_decimals(pct):
             raise PlanError(f"{where}.percent", f"{pct} has more than two decimals")
         if out and pct <= out[-1].percent:
             problem = "repeats" if pct == out[-1].percent else "is lower than"
@@ -192,10 +157,8 @@ def _stages(raw: object, defaults: Mapping[str, Any]) -> tuple[Stage, ...]:
                 f"{pct:g} {problem} the previous stage's {out[-1].percent:g}: stages must "
                 "strictly increase",
             )
-        holdback = _number(f"{where}.holdback", data.get("holdback", 0.0))
-        if not 0 <= holdback < pct or not math.isclose(
-            round(holdback * 100), holdback * 100, abs_tol=1e-9
-        ):
+        holdback = number(f"{where}.holdback", data.get("holdback", 0.0))
+        if not 0 <= holdback < pct or not _two_decimals(holdback):
             raise PlanError(
                 f"{where}.holdback", f"{holdback:g} must be in [0, {pct:g}) with two decimals"
             )
@@ -203,162 +166,19 @@ def _stages(raw: object, defaults: Mapping[str, Any]) -> tuple[Stage, ...]:
             Stage(
                 holdback=holdback,
                 percent=pct,
-                bake_seconds=_positive(f"{where}.bake_seconds", merged["bake_seconds"]),
-                min_samples=_count(f"{where}.min_samples", merged["min_samples"]),
-                recheck_seconds=_positive(f"{where}.recheck_seconds", merged["recheck_seconds"]),
+                bake_seconds=positive(f"{where}.bake_seconds", merged["bake_seconds"]),
+                min_samples=count(f"{where}.min_samples", merged["min_samples"]),
+                recheck_seconds=positive(f"{where}.recheck_seconds", merged["recheck_seconds"]),
             )
         )
     return tuple(out)
 
 
-_GUARD_FIELDS = {
-    "metric",
-    "kind",
-    "worse",
-    "tolerance",
-    "critical",
-    "alpha",
-    "alarm_threshold",
-    "against",
-    "budget",
-    "margin",
-}
-_AGAINST = ("both", "baseline", "reference", "budget")
-
-
-def _budget(
-    where: str, data: Mapping[str, Any], kind: str, against: str
-) -> tuple[float | None, float]:
-    """``budget`` (with ``against: budget`` only) and ``margin``: a rate in [0, 1] or ms >= 0."""
-    if (against == "budget") != ("budget" in data):
-        raise PlanError(f"{where}.budget", "required with against: budget, and only with it")
-    margin = _number(f"{where}.margin", data.get("margin", 0.0))
-    if not 0 <= margin <= 1:
-        raise PlanError(
-            f"{where}.margin",
-            f"{margin:g} is outside [0, 1] (the non-inferiority margin: absolute rate for a rate, "
-            "added to 1 + tolerance for a latency ratio)",
-        )
-    if margin and (kind == "invariant" or (kind == "latency" and against == "budget")):
-        what = "an invariant" if kind == "invariant" else "a latency budget (its median is shown"
-        what += "" if kind == "invariant" else " within the budget itself)"
-        raise PlanError(f"{where}.margin", f"{margin:g}: no margin for {what}; remove it")
-    if "budget" not in data:
-        _passable(where, kind, against, data, margin)
-        return None, margin
-    if kind == "invariant":
-        raise PlanError(f"{where}.budget", "an invariant has no budget")
-    budget = _number(f"{where}.budget", data["budget"])
-    if budget < 0 or (kind == "rate" and budget > 1):
-        raise PlanError(f"{where}.budget", f"{budget:g} is outside the range of a {kind}")
-    if margin and budget == 0:  # any event fails: there is nothing to show within a margin
-        raise PlanError(f"{where}.margin", f"{margin:g}: a budget of 0 fails on any event; drop it")
-    return budget, margin
-
-
-def _passable(where: str, kind: str, against: str, data: Mapping[str, Any], margin: float) -> None:
-    """Refuse a comparison with a side that an identical candidate could never pass: a pass
-    needs the effect's upper confidence bound within what is allowed, and an upper bound is
-    above the estimate at every size."""
-    if margin or against == "budget" or kind == "invariant":
-        return
-    if kind == "rate":
-        raise PlanError(
-            f"{where}.margin",
-            f"0 for a rate against {against}: a pass needs the candidate's upper bound within "
-            "(1 + tolerance) x the other side's lower bound + margin, and with no event on the "
-            "other side that lower bound is 0, so an identical candidate never passes; set an "
-            "absolute margin (the packaged MergeErrors: 0.015)",
-        )
-    if _number(f"{where}.tolerance", data["tolerance"]) == 0:
-        raise PlanError(
-            f"{where}.margin",
-            f"0 with tolerance 0 for a latency against {against}: the allowed ratio is 1 and "
-            "the ratio's upper bound is above its estimate, so an identical candidate never "
-            "passes; set a margin or a tolerance (the packaged FinalMergeDuration: 0.1 + 0.1)",
-        )
-
-
-def _guardrail(index: int, raw: object, default_alpha: float = 0.01) -> Guardrail:
-    where = f"guardrails[{index}]"
-    data = _mapping(where, raw)
-    _no_extra(where, data, _GUARD_FIELDS)
-    for key in ("metric", "kind", "worse", "tolerance"):
-        if key not in data:
-            raise PlanError(f"{where}.{key}", "missing")
-    try:
-        metric = MetricName(str(data["metric"]))
-    except ValueError:
-        raise PlanError(
-            f"{where}.metric", f"unknown metric {data['metric']!r} (see rollout/metric_names.py)"
-        ) from None
-    kind, worse = data["kind"], data["worse"]
-    if kind not in KINDS:
-        raise PlanError(f"{where}.kind", f"{kind!r} is not one of {list(KINDS)}")
-    if worse not in WORSE:
-        raise PlanError(f"{where}.worse", f"{worse!r} is not one of {list(WORSE)}")
-    if metric.unit is not _KIND_UNIT[kind]:
-        raise PlanError(f"{where}.kind", f"{metric} is in {metric.unit}, not a {kind} metric")
-    tolerance = _number(f"{where}.tolerance", data["tolerance"])
-    low, high = TOLERANCE_RANGE[kind]
-    if not low <= tolerance <= high:
-        raise PlanError(
-            f"{where}.tolerance", f"{tolerance:g} is outside [{low:g}, {high:g}] for {kind}"
-        )
-    critical = data.get("critical", False)
-    if not isinstance(critical, bool):
-        raise PlanError(f"{where}.critical", f"{critical!r} is not true/false")
-    alpha = _number(f"{where}.alpha", data.get("alpha", default_alpha))
-    if not 0 < alpha < 0.5:
-        raise PlanError(f"{where}.alpha", f"{alpha:g} is outside (0, 0.5)")
-    if "alarm_threshold" in data:
-        _number(f"{where}.alarm_threshold", data["alarm_threshold"])
-    against = data.get("against", "both")
-    if against not in _AGAINST:
-        raise PlanError(f"{where}.against", f"{against!r} is not one of {list(_AGAINST)}")
-    if against == "reference":  # the first stage has no previous one: it would hold there forever
-        raise PlanError(
-            f"{where}.against",
-            "'reference' alone cannot pass the first stage (there is no stage before it) and "
-            "compares windows taken at another share and load; use baseline (legacy in the same "
-            "window), both, or a budget",
-        )
-    budget, margin = _budget(where, data, kind, against)
-    return Guardrail(metric.value, kind, worse, tolerance, critical, alpha, against, budget, margin)
-
-
-def _judge_alpha(raw: object, stages: int) -> float:
-    """``judge.alpha``: the whole rollout's false-rollback rate, split evenly over the stages
-    (each stage's critical guardrails are one Holm family at alpha / stages)."""
-    if raw is None:
-        return 0.01
-    data = _mapping("judge", raw)
-    _no_extra("judge", data, {"alpha"})
-    alpha = _number("judge.alpha", data.get("alpha", 0.05))
-    if not 0 < alpha < 0.5:
-        raise PlanError("judge.alpha", f"{alpha:g} is outside (0, 0.5)")
-    return alpha / stages
-
-
-def _guardrails(raw: object, default_alpha: float = 0.01) -> tuple[Guardrail, ...]:
-    if not isinstance(raw, Sequence) or isinstance(raw, str) or not raw:
-        raise PlanError("guardrails", "expected a non-empty list of guardrails")
-    out = tuple(_guardrail(i, item, default_alpha) for i, item in enumerate(raw))
-    seen: set[tuple[str, str]] = set()
-    for index, g in enumerate(out):
-        if (g.metric, g.kind) in seen:
-            raise PlanError(f"guardrails[{index}]", f"{g.metric} ({g.kind}) is declared twice")
-        seen.add((g.metric, g.kind))
-    if not any(g.critical for g in out):
-        raise PlanError("guardrails", "no critical guardrail: nothing could ever roll back")
-    return out
-
-
 def _flag_store(raw: object) -> FlagStoreSpec:
     if raw is None:
         return FlagStoreSpec()
-    data = _mapping("flag_store", raw)
-    _no_extra("flag_store", data, {"kind", "location"})
+    data = mapping("flag_store", raw)
+    no_extra("flag_store", data, {"kind", "location"})
     try:
         kind = FlagStoreKind(str(data.get("kind", "env")))
     except ValueError:
@@ -394,20 +214,18 @@ def parse_plan(data: object) -> RolloutPlan:
 
 
 def _parse_plan(data: object) -> RolloutPlan:
-    plan = _mapping("plan", data)
-    _no_extra("plan", plan, {"name", "flag_store", "defaults", "stages", "guardrails", "judge"})
+    plan = mapping("plan", data)
+    no_extra("plan", plan, {"name", "flag_store", "defaults", "stages", "guardrails", "judge"})
     name = plan.get("name", "rollout")
     if not isinstance(name, str) or not name.strip():
         raise PlanError("name", f"{name!r} is not a non-empty string")
-    defaults = _mapping("defaults", plan.get("defaults", {}))
-    _no_extra("defaults", defaults, _STAGE_FIELDS - {"percent"})
+    defaults = mapping("defaults", plan.get("defaults", {}))
+    no_extra("defaults", defaults, _STAGE_FIELDS - {"percent"})
     stages = _stages(plan.get("stages"), defaults)
     return RolloutPlan(
         name=name,
         stages=stages,
-        guardrails=_guardrails(
-            plan.get("guardrails"), _judge_alpha(plan.get("judge"), len(stages))
-        ),
+        guardrails=guardrails(plan.get("guardrails"), judge_alpha(plan.get("judge"), len(stages))),
         flag_store=_flag_store(plan.get("flag_store")),
         raw=json.loads(json.dumps(plan, default=str)),
     )

@@ -13,11 +13,7 @@ Every change is a :class:`~rollout.state_types.Transition` applied in three step
 3. **commit** — the state after the transition replaces the intent (again conditionally).
 
 Nothing read from the state is acted on before it is checked against the record
-(:func:`rollout.verify.check_record`): every state write carries an anchor over all the state's
-fields (``pending`` included), its location and the audit log's head, signed with the audit key
-(:mod:`rollout.signing`); every command — a read-only one too — refuses a state whose fields do
-not match it, a log that does not end at the anchored head, a missing anchor when a key is
-configured, and a signed rollout when no key is.
+(:class:`~rollout.checked_state.CheckedReader`).
 
 A controller that crashes after step 1 leaves ``pending`` behind; the next read that may change
 the rollout finishes it (:meth:`TransitionRunner._settle`) — and with ``strict`` then stops,
@@ -51,7 +47,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rollout.audit import AuditLog
-from rollout.audit_entry import GENESIS, AuditEntry, AuditIntegrityError, default_actor
+from rollout.audit_entry import GENESIS, AuditEntry, default_actor
+from rollout.checked_state import RECOVER_ATTEMPTS, CheckedReader
+from rollout.decisions import Step
 from rollout.flag_writer import (
     FlagWriter,
     FlagWriteRefusedError,
@@ -59,19 +57,16 @@ from rollout.flag_writer import (
     RolloutFlagState,
     set_flags,
 )
-from rollout.loop import NotInitialisedError, RolloutConflictError, check_state
-from rollout.signing import Anchor, AuditKey
-from rollout.state import StateConflictError, StateStore, location_of
-from rollout.state_types import RolloutState, Status, Transition
-from rollout.verify import check_record
+from rollout.loop import NotInitialisedError, RolloutConflictError
+from rollout.signing import AuditKey
+from rollout.state import StateConflictError, StateStore
+from rollout.state_types import RolloutState, Transition
 from snapmerge.errors import SnapmergeError
 
-RECOVER_ATTEMPTS = 5
 
-
-class TransitionRunner:
-    """Reads the rollout's state checked against its record, and applies transitions to it
-    (intent, act, commit), settling one a crashed or racing controller left pending.
+class TransitionRunner(CheckedReader):
+    """Applies transitions to the rollout's state (intent, act, commit), settling one a
+    crashed or racing controller left pending; every read is checked (:class:`CheckedReader`).
 
     :class:`~rollout.controller.RolloutController` builds on it and decides which transition
     each command makes.
@@ -88,17 +83,12 @@ class TransitionRunner:
         key: AuditKey | None = None,
         based_on: int | None = None,
     ) -> None:
-        self.states, self.flags, self.audit = states, flags, audit
-        self.key = key
-        self.location = location_of(states)  # bound into every signature
+        super().__init__(states, audit, clock=clock, key=key)
+        self.flags = flags
         # the state's sequence number the command was given on (the CLI's first read): an
         # operation refuses to act on a state another controller has moved on since
         self.based_on = based_on
-        self.clock = clock
         self.actor = actor or default_actor()
-
-    def _now(self) -> int:
-        return int(self.clock() * 1000)
 
     def _current(self, *, finish_then_continue: bool = False) -> tuple[RolloutState, str | None]:
         state, version = self._current_or_none(strict=not finish_then_continue)
@@ -124,32 +114,6 @@ class TransitionRunner:
                 return state, version
             settled = self._settle(state, version, state.pending)
         raise RolloutConflictError(repr(self.states), None, None, "a transition still pending")
-
-    def _read_checked(self, *, strict: bool = False) -> tuple[RolloutState | None, str | None]:
-        """The state, refused unless the record backs it (:func:`rollout.verify.check_record`).
-
-        The state is read before the log; a controller that commits in between makes the log
-        look longer than the state says, so a failed check is believed only if the state did
-        not move meanwhile. If it moved, another controller acted since our first read: with
-        ``strict`` that is a lost race (:class:`RolloutConflictError` naming the winner), exactly
-        as if our conditional write had lost; otherwise (rollback) read again and go on.
-        """
-        for _ in range(RECOVER_ATTEMPTS):
-            state, version = self.states.read()
-            try:
-                if state is not None:
-                    check_state(state)
-                check_record(self.audit, state, self.key, self.location)
-                return state, version
-            except AuditIntegrityError:
-                now = self.states.read()[1]
-                if now == version:
-                    raise
-                if strict and state is not None:
-                    raise RolloutConflictError(
-                        repr(self.states), version, now, self._winner()
-                    ) from None
-        raise RolloutConflictError(repr(self.states), None, None, "the state kept changing")
 
     def _settle(self, state: RolloutState, version: str | None, t: Transition) -> str:
         """Finish a pending transition (it is authenticated: the record check passed), or — when
@@ -185,38 +149,25 @@ class TransitionRunner:
             f"{'on' if flags.kill_switch else 'off'})"
         )
 
-    def _seal(self, state: RolloutState, count: int, head: str) -> RolloutState:
-        return state.sealed(self.key, self.location, count, head)
-
-    @staticmethod
-    def _head(state: RolloutState | None) -> tuple[int, str]:
-        """The anchored head of a checked state (an empty log when there is none)."""
-        if state is None or state.audit_anchor is None:
-            return 0, GENESIS
-        anchor = Anchor.from_json(state.audit_anchor)
-        return anchor.count, anchor.head
-
     def _transition(
         self,
         state: RolloutState,
-        action: str,
-        stage: int,
-        percent: float,
-        status: Status,
+        step: Step,
         reason: str,
         *,
         kill_switch: bool | None = None,
         evidence: dict[str, Any] | None = None,
     ) -> Transition:
+        """The transition making ``step`` from ``state``, by this controller, now."""
         return Transition(
             who=self.actor,
-            id=f"{state.seq + 1:06d}-{action}-{uuid.uuid4().hex[:12]}",
-            action=action,
+            id=f"{state.seq + 1:06d}-{step.action}-{uuid.uuid4().hex[:12]}",
+            action=step.action,
             from_percent=state.percent,
-            to_percent=percent,
+            to_percent=step.percent,
             from_status=state.status.value,
-            to_status=status.value,
-            to_stage=stage,
+            to_status=step.status.value,
+            to_stage=step.stage,
             kill_switch=kill_switch,
             reason=reason,
             at_ms=self._now(),
@@ -260,16 +211,6 @@ class TransitionRunner:
         # unmarked (this write failed too), it is finished — applied — by the next command
         with contextlib.suppress(SnapmergeError):
             self.states.write(self._seal(marked, *self._head(intent)), version)
-
-    def _winner(self) -> str:
-        """The transition that beat us to the state: pending in it, or the last one committed."""
-        state, _ = self.states.read()
-        if state is None:
-            return "the state was removed"
-        if state.pending is not None:
-            return state.pending.describe()
-        last = state.last_action or {}
-        return str(last.get("description") or f"{last.get('action', 'a change')} (seq {state.seq})")
 
     def _act_and_commit(
         self,

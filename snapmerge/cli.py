@@ -1,9 +1,10 @@
 """``snapmerge`` — the command line.
 
-The core owns ``serve``, ``gc`` and ``lineage``; every other sub-command lives in the layer that
-owns its code (``demo`` in handlers, ``rollout``/``dashboard``/``report`` in rollout, ``bench``
-in bench) and registers itself through the ``snapmerge.commands`` entry-point group, so this
-module never imports upward. A registrar is ``register(subparsers) -> None`` and sets ``func``
+The core owns ``serve`` and ``gc``; every other sub-command lives in the layer that owns its code
+(``demo`` and ``lineage`` in handlers — a repair runs the two-phase path, whose fallback is the
+legacy algorithm —, ``rollout``/``dashboard``/``report`` in rollout, ``bench`` in bench) and
+registers itself through the ``snapmerge.commands`` entry-point group, so this module never
+imports upward. A registrar is ``register(subparsers) -> None`` and sets ``func``
 on its parser.
 
 Commands load lazily: only the registrar of the command named on the command line is imported
@@ -26,7 +27,7 @@ from snapmerge import __version__
 from snapmerge.errors import SnapmergeError
 
 COMMANDS_GROUP: Final = "snapmerge.commands"
-CORE_COMMANDS: Final = ("serve", "gc", "lineage")
+CORE_COMMANDS: Final = ("serve", "gc")
 
 # The extra that installs each module a command may import beyond the base install; equal to
 # pyproject.toml's optional-dependencies (tests/unit/test_cli_extras.py keeps them so).
@@ -111,90 +112,6 @@ def _add_gc(sub: Any) -> None:
     gc.set_defaults(func=_gc)
 
 
-def _lineage_settings(args: argparse.Namespace) -> Any:
-    from dataclasses import replace
-
-    from snapmerge.config import Settings
-
-    env = dict(os.environ)
-    if args.bucket:
-        env["CHROMADB_BUCKET"] = args.bucket
-    if getattr(args, "table", None):
-        env["DYNAMODB_TABLE_NAME"] = args.table
-    if args.action == "verify":
-        env.setdefault("DYNAMODB_TABLE_NAME", "-")  # verify never touches the lock table
-    return replace(Settings.from_env(env), lineage_check=True)
-
-
-def _lineage(args: argparse.Namespace) -> int:
-    import json
-
-    from snapmerge.domain import Database
-
-    settings = _lineage_settings(args)
-    out: dict[str, Any] = {"action": args.action, "databases": []}
-    failed = False
-    for name in args.database or [db.value for db in Database]:
-        step = _verify_one if args.action == "verify" else _repair_one
-        doc, lines, bad = step(settings, Database.parse(name))
-        failed = failed or bad
-        out["databases"].append(doc)
-        if not args.json:
-            print("\n".join(lines))
-    if args.json:
-        print(json.dumps(out, indent=2, sort_keys=True))
-    return 1 if failed else 0
-
-
-def _verify_one(settings: Any, db: Any) -> tuple[dict[str, Any], list[str], bool]:
-    """A report of ``db``'s publishes; bad when one is lost."""
-    import tempfile
-    from pathlib import Path
-
-    from snapmerge.adapters.chroma_index import ChromaIndex
-    from snapmerge.adapters.s3_store import S3BlobStore
-    from snapmerge.lineage import LineageChecker
-    from snapmerge.snapshots import SnapshotStore
-
-    store = SnapshotStore(S3BlobStore(settings.bucket), db)
-    with tempfile.TemporaryDirectory(prefix="lineage-") as work:
-        report = LineageChecker(store, ChromaIndex(), Path(work)).verify()
-    return report.to_json(), report.describe(), bool(report.lost or report.unverifiable)
-
-
-def _repair_one(settings: Any, db: Any) -> tuple[dict[str, Any], list[str], bool]:
-    """Re-apply ``db``'s lost publishes; bad when one could not be restored."""
-    from snapmerge.adapters.chroma_index import ChromaIndex
-    from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
-    from snapmerge.adapters.s3_store import S3BlobStore
-    from snapmerge.lineage_repair import repair
-    from snapmerge.merging import MergeKit
-
-    blobs = S3BlobStore(settings.bucket)
-    kit = MergeKit(blobs, ChromaIndex(), DynamoLeaseTable(settings.table), settings)
-    restored = repair(kit, db)
-    lines = [f"{db.value}: {len(restored)} lost publishes re-applied"] + [
-        f"restored {len(r.records)} records of {r.lost} as {r.version}"
-        f" (batch {r.batch_id}{', ' + r.note if r.note else ''})"
-        for r in restored
-    ]
-    doc = {"database": db.value, "restored": [r.to_json() for r in restored]}
-    return doc, lines, any(r.version is None for r in restored)
-
-
-def _add_lineage(sub: Any) -> None:
-    lineage = sub.add_parser(
-        "lineage",
-        help="verify that every snapmerge publish is still in what the pointer names; repair",
-    )
-    lineage.add_argument("action", choices=["verify", "repair"])
-    lineage.add_argument("--bucket", help="default: CHROMADB_BUCKET")
-    lineage.add_argument("--table", help="lock table for repair (default: DYNAMODB_TABLE_NAME)")
-    lineage.add_argument("--database", action="append", choices=["words", "lines"])
-    lineage.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    lineage.set_defaults(func=_lineage)
-
-
 def _named_command(argv: Sequence[str]) -> str | None:
     """The sub-command on the command line: the first word that is not an option (the top-level
     parser has no option that takes a value)."""
@@ -234,7 +151,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     serve.add_argument("--table", default="snapmerge-locks")
     serve.set_defaults(func=_serve)
     _add_gc(sub)
-    _add_lineage(sub)
     named = _named_command(sys.argv[1:] if argv is None else argv)
     if named in CORE_COMMANDS:
         return parser

@@ -30,7 +30,7 @@ from snapmerge.domain import (
     Pointer,
     VersionId,
 )
-from snapmerge.errors import MergeInputError, SnapshotError
+from snapmerge.errors import MergeInputError, SnapshotError, StoreError
 from snapmerge.manifest import VersionManifest
 from snapmerge.ports import BlobStore
 from snapmerge.snapshots import SnapshotStore
@@ -177,3 +177,61 @@ def prior_publish(
                 raise reused_batch(request, claim.inputs_digest, inputs, claim.version)
             return entry
     return None
+
+
+class ExactlyOnceSteps:
+    """The merge steps that answer a retry instead of merging again; mixed into
+    :class:`~snapmerge.merging.MergeKit`, so a path calls ``kit.replay(...)`` like any step."""
+
+    blobs: BlobStore
+
+    def store(self, db: Database) -> SnapshotStore:
+        raise NotImplementedError
+
+    def fetch_sources(self, request: FinalMergeRequest, dest: Path) -> list[Path]:
+        raise NotImplementedError
+
+    def replay(self, request: FinalMergeRequest) -> Replay | None:
+        """A retry of a batch that finished: its receipt is there and its intermediates gone.
+
+        Answered before anything is fetched. A receipt beside intermediates that are still there
+        (a crash between receipt and clean-up, or a reused batch id) is judged after the fetch,
+        by inputs digest (:meth:`inputs`).
+        """
+        receipt = self.store(request.database).read_receipt(request.batch_id)
+        if receipt is None or inputs_present(self.blobs, request):
+            return None
+        return Replay(replayed_result(receipt, request), receipt)
+
+    def fetch_or_replay(self, request: FinalMergeRequest, dest: Path) -> list[Path] | Replay:
+        """The intermediates; or, when they are gone because a duplicate run of this batch
+        finished meanwhile (its receipt is there), that run's publish."""
+        try:
+            return self.fetch_sources(request, dest)
+        except (MergeInputError, StoreError):
+            replay = self.replay(request)
+            if replay is None:
+                raise
+            return replay
+
+    def inputs(self, request: FinalMergeRequest, sources: list[Path]) -> tuple[str, Replay | None]:
+        """The inputs digest, and the receipt's replay if this batch already finished with them.
+
+        A receipt for other inputs raises ``MergeInputError`` naming both digests.
+        """
+        digest = inputs_digest(request.database, sources)
+        receipt = self.store(request.database).read_receipt(request.batch_id)
+        if receipt is None:
+            return digest, None
+        check_receipt(receipt, request, digest)
+        return digest, Replay(replayed_result(receipt, request), receipt)
+
+    def already_published(
+        self, request: FinalMergeRequest, inputs: str, base: Pointer | None
+    ) -> Replay | None:
+        """This batch's publish, if a claim of it is ``base`` or an ancestor of ``base``."""
+        entry = prior_publish(self.store(request.database), request, inputs, base)
+        if entry is None:
+            return None
+        receipt = receipt_payload(entry, request)
+        return Replay(replayed_result(receipt, request), receipt)

@@ -39,7 +39,8 @@ from snapmerge.errors import InvalidEventError, SnapshotError
 from snapmerge.group_commit import PENDING, WITHDRAWN, PendingBatch, PendingQueue
 from snapmerge.lineage import walk_chain
 from snapmerge.manifest import EntryState, VersionManifest
-from snapmerge.snapshots import SnapshotStore, entry_time
+from snapmerge.retention import entry_time
+from snapmerge.snapshots import SnapshotStore
 
 DEFAULT_GRACE = timedelta(hours=24)
 # Below this, gc would race live merges: a claim, a change set or an upload of a run whose swap

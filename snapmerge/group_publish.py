@@ -4,7 +4,7 @@
                  (``group_plan.plan_group``) ─ build ─ upload with the change set ─ claim every
                  other batch ─ phase 3 CAS
     lost CAS:    back off, next round (rebasing the last build when the change sets allow it)
-    after ``max_rebases`` lost rounds: read, build, upload and publish under the lock
+    after ``max_rebases`` lost rounds: the legacy algorithm, ``path.fallback``, for our batch
 
 Exactly once, for every batch of a build: at the base read in phase 1 no claim of any of them is
 that base or an ancestor of it (each is checked), each is claimed before the swap, and the CAS
@@ -27,7 +27,6 @@ from snapmerge.exactly_once import Replay, prior_publish
 from snapmerge.group_build import GroupBuild, GroupVersion, Ours
 from snapmerge.group_commit import PendingBatch, PendingQueue
 from snapmerge.group_plan import Claims, GroupPlan, ask_again, plan_group, to_judge
-from snapmerge.lock import Lease
 from snapmerge.manifest import EntryState
 from snapmerge.merging import BuiltVersion
 
@@ -36,8 +35,6 @@ if TYPE_CHECKING:
     from snapmerge.two_phase import TwoPhaseFinalMerge
 
 log = logging.getLogger(__name__)
-
-LOCKED_ATTEMPTS = 100  # the work directories of the locked rounds: g100, g101, …
 
 
 @dataclass
@@ -107,40 +104,27 @@ class GroupBuilder:
                         continue
                 out.landed(version, plan)
                 return out
+            # After max_rebases lost CASes: the legacy algorithm for our batch alone (the
+            # others' executions keep trying theirs; a pending object it leaves is forgotten
+            # by the next builder, which finds that batch published at its base).
             with meter.held(self.kit, request, "fallback") as lease:
-                self._locked(ours, lease, out)
+                outcome, more = self.path.fallback(
+                    self.kit,
+                    request,
+                    lease,
+                    ours.sources,
+                    self.path.path,
+                    ours.work / "fallback",
+                    inputs=ours.inputs,
+                    max_rebases=self.path.max_rebases,
+                    validate=lambda built: self.path._validate(request, built),
+                    digest=False,
+                )
+            out.outcome, out.group = outcome, [ours.pending]
+            out.failures += more
+            out.wasted += more
             out.fallback = True
             return out
-
-    def _locked(self, ours: Ours, lease: Lease, out: GroupOutcome) -> None:
-        """After ``max_rebases`` lost CASes: read, build, upload and publish under the lock."""
-        db = ours.request.database
-        for attempt in range(self.path.max_rebases + 1):
-            lease.check()
-            base = self.kit.resolve_base(db)
-            plan = self._plan(ours, base)
-            if isinstance(plan, Replay):
-                out.outcome = plan
-                return
-            with self.kit.pin_base(db, base):
-                version = self.build.make(ours, base, plan, LOCKED_ATTEMPTS + attempt)
-                lease.check()
-                version = self._upload(ours, version)
-                try:
-                    self.kit.publish(db, version.built, lease)
-                except PointerConflictError:
-                    self._discard(ours, version)
-                    out.failures += 1
-                    out.wasted += 1
-                    continue
-                except BaseException:
-                    self._discard(ours, version)
-                    raise
-            out.landed(version, plan)
-            return
-        raise PointerConflictError(
-            self.kit.store(db).pointer_key, expected=None, current="moved on each locked try"
-        )
 
     def _warm(self, db: Database, base: Pointer | None) -> None:
         """Download the base before listing the pending batches: the executions that started

@@ -16,8 +16,8 @@ from typing import Any
 from snapmerge.domain import Database, FinalMergeRequest, Keys, VersionId
 from snapmerge.lineage import LineageChecker, Loss
 from snapmerge.merging import MergeKit
+from snapmerge.ports import FinalMerger
 from snapmerge.transfer import upload_directory
-from snapmerge.two_phase import TwoPhaseFinalMerge
 
 REPAIR_PREFIX = "lineage-repair-"
 
@@ -46,18 +46,19 @@ class Restored:
         }
 
 
-def repair(kit: MergeKit, db: Database) -> list[Restored]:
-    """Find the lost publishes of ``db`` and re-apply each; return what was restored."""
+def repair(kit: MergeKit, db: Database, merge: FinalMerger) -> list[Restored]:
+    """Find the lost publishes of ``db`` and re-apply each with ``merge`` (a two-phase final
+    merge on ``kit``); return what was restored."""
     store = kit.store(db)
     with kit.workspace() as work:
         report = LineageChecker(store, kit.engine, work / "check").verify()
     done = []
     for loss in sorted(report.lost, key=lambda lost: lost.publish.version):  # oldest first
-        done.append(_repair_one(kit, db, loss))
+        done.append(_repair_one(kit, db, loss, merge))
     return done
 
 
-def _repair_one(kit: MergeKit, db: Database, loss: Loss) -> Restored:
+def _repair_one(kit: MergeKit, db: Database, loss: Loss, merge: FinalMerger) -> Restored:
     store = kit.store(db)
     batch = repair_batch_id(loss.publish.version)
     ids = tuple(r.id for r in loss.restore)
@@ -81,5 +82,5 @@ def _repair_one(kit: MergeKit, db: Database, loss: Loss) -> Restored:
             kit.engine.write(local, list(loss.restore), db.value)
             upload_directory(kit.blobs, local, prefix)
     request = FinalMergeRequest(batch_id=batch, database=db, intermediate_keys=(prefix,))
-    result = TwoPhaseFinalMerge(kit).run(request)
+    result = merge.run(request)
     return Restored(loss.publish.version, batch, result.version, ids, replayed=result.replayed)

@@ -18,7 +18,8 @@ use seconds, so a holder killed inside a phase blocks its collection for seconds
 whole-merge lease; the heartbeat then beats at least three times per lease.
 
 Busy and broken stay apart: ``acquire`` retries :class:`LockBusyError` with jittered exponential
-backoff until its deadline, but gives a failing table (:class:`LockError`) only a couple of tries.
+backoff (:class:`~snapmerge.backoff.Backoff`) until its deadline, but gives a failing table
+(:class:`LockError`) only a couple of tries.
 """
 
 from __future__ import annotations
@@ -29,40 +30,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
 
+from snapmerge.backoff import Backoff
 from snapmerge.errors import InvalidEventError, LeaseLostError, LockBusyError, LockError
 from snapmerge.ports import LeaseGrant, LeaseTable
 
 log = logging.getLogger(__name__)
 
 _JOIN_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Delays between acquire attempts: exponential from ``base`` to ``cap``, "equal jitter".
-
-    Half of each delay is fixed and half random, so waiters spread out but never hammer the
-    table with near-zero sleeps. ``error_attempts`` bounds the tries on a failing table.
-
-    The cap is short on purpose. A busy try is one consistent read of the row, and what a waiter
-    waits for is often short (a two-phase phase lock) or ends at an unknown moment (a legacy
-    merge). With a cap of seconds, a waiter that had backed off slept up to that long past the
-    release while fresh arrivals, still at their first short delays, took the lock before it
-    (measured in the demo: two-phase phase-1 waits of several seconds behind 1.5 s legacy holds).
-    """
-
-    base: timedelta = timedelta(milliseconds=50)
-    cap: timedelta = timedelta(milliseconds=400)
-    error_attempts: int = 2
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to sleep before attempt ``attempt + 1``."""
-        ceiling = min(self.cap.total_seconds(), self.base.total_seconds() * 2 ** min(attempt, 32))
-        return rng.uniform(ceiling / 2, ceiling)
 
 
 class LeaseLock:
@@ -100,6 +77,7 @@ class LeaseLock:
         *,
         wait: timedelta | None = None,
         duration: timedelta | None = None,
+        backoff: Backoff | None = None,
     ) -> Lease:
         """Take the lease, waiting up to ``wait`` (``None``: one try, no waiting).
 
@@ -109,6 +87,7 @@ class LeaseLock:
         when the table itself fails ``backoff.error_attempts`` times.
         """
         lease_for = self.duration if duration is None else duration
+        backoff = backoff or self._backoff
         if lease_for <= timedelta(0):
             raise InvalidEventError(f"lease duration must be positive, got {lease_for}")
         owner = str(uuid.uuid4())  # one owner per acquire: an SDK retry of our write stays ours
@@ -124,7 +103,7 @@ class LeaseLock:
                 failure: LockError = busy
             except LockError as broken:
                 errors += 1
-                if errors >= self._backoff.error_attempts:
+                if errors >= backoff.error_attempts:
                     raise
                 failure = broken
             else:
@@ -137,7 +116,7 @@ class LeaseLock:
                     contention=contention,
                     duration=lease_for,
                 )
-            pause = self._backoff.delay(attempt, self._rng)
+            pause = backoff.delay(attempt, self._rng)
             if isinstance(failure, LockBusyError):
                 remaining = deadline - self.clock()
                 if remaining <= 0:

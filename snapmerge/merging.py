@@ -28,7 +28,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from snapmerge.bases import batch_intermediates, check_base, resolve_base
+from snapmerge.after_publish import AfterPublish
+from snapmerge.backoff import PHASE_BACKOFF
+from snapmerge.bases import check_base, resolve_base
 from snapmerge.cache import SnapshotCache
 from snapmerge.commit_log import lineage
 from snapmerge.config import Settings
@@ -48,22 +50,11 @@ from snapmerge.domain import (
 )
 from snapmerge.errors import (
     MergeInputError,
-    PointerConflictError,
-    SnapshotError,
-    StoreError,
     VersionTakenError,
 )
 from snapmerge.exactly_once import (
-    Replay,
-    check_receipt,
-    inputs_digest,
-    inputs_present,
-    prior_publish,
-    receipt_payload,
-    replayed_result,
+    ExactlyOnceSteps,
 )
-from snapmerge.lineage import LineageChecker
-from snapmerge.lineage_marks import mark_pending, publish_of
 from snapmerge.lock import Lease, LeaseLock
 from snapmerge.manifest import EntryState
 from snapmerge.ports import BlobStore, IndexEngine, LeaseTable
@@ -116,7 +107,7 @@ class BuiltVersion:
         return replace(self, version=version, manifest=replace(self.manifest, version=version))
 
 
-class MergeKit:
+class MergeKit(ExactlyOnceSteps, AfterPublish):
     """The adapters and settings a final merge needs, and the steps it is made of."""
 
     def __init__(
@@ -173,6 +164,7 @@ class MergeKit:
             request.collection,
             wait=self.settings.lock_wait_timeout,
             duration=duration,
+            backoff=None if duration is None else PHASE_BACKOFF,
         )
 
     @contextmanager
@@ -184,59 +176,6 @@ class MergeKit:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
-
-    # -- exactly once (snapmerge/exactly_once.py) ---------------------------------------------
-    def replay(self, request: FinalMergeRequest) -> Replay | None:
-        """A retry of a batch that finished: its receipt is there and its intermediates gone.
-
-        Answered before anything is fetched. A receipt beside intermediates that are still there
-        (a crash between receipt and clean-up, or a reused batch id) is judged after the fetch,
-        by inputs digest (:meth:`inputs`).
-        """
-        receipt = self.store(request.database).read_receipt(request.batch_id)
-        if receipt is None or inputs_present(self.blobs, request):
-            return None
-        return Replay(replayed_result(receipt, request), receipt)
-
-    def fetch_or_replay(self, request: FinalMergeRequest, dest: Path) -> list[Path] | Replay:
-        """The intermediates; or, when they are gone because a duplicate run of this batch
-        finished meanwhile (its receipt is there), that run's publish."""
-        try:
-            return self.fetch_sources(request, dest)
-        except (MergeInputError, StoreError):
-            replay = self.replay(request)
-            if replay is None:
-                raise
-            return replay
-
-    def inputs(self, request: FinalMergeRequest, sources: list[Path]) -> tuple[str, Replay | None]:
-        """The inputs digest, and the receipt's replay if this batch already finished with them.
-
-        A receipt for other inputs raises ``MergeInputError`` naming both digests.
-        """
-        digest = inputs_digest(request.database, sources)
-        receipt = self.store(request.database).read_receipt(request.batch_id)
-        if receipt is None:
-            return digest, None
-        check_receipt(receipt, request, digest)
-        return digest, Replay(replayed_result(receipt, request), receipt)
-
-    def already_published(
-        self, request: FinalMergeRequest, inputs: str, base: Pointer | None
-    ) -> Replay | None:
-        """This batch's publish, if a claim of it is ``base`` or an ancestor of ``base``."""
-        entry = prior_publish(self.store(request.database), request, inputs, base)
-        if entry is None:
-            return None
-        receipt = receipt_payload(entry, request)
-        return Replay(replayed_result(receipt, request), receipt)
-
-    def finish_replay(
-        self, request: FinalMergeRequest, replay: Replay, *, cleanup: bool
-    ) -> FinalMergeResult:
-        """What the first run would have done after its swap: receipt, clean-up, retention."""
-        lost = self.finish(request, replay.result, cleanup=cleanup, receipt=replay.receipt)
-        return replace(replay.result, lost_publishes=lost)
 
     # -- the base (snapmerge/bases.py) ---------------------------------------------------------
     def resolve_base(self, db: Database) -> Pointer | None:
@@ -368,62 +307,6 @@ class MergeKit:
         self.hook("after_swap")
         return pointer
 
-    def merge_under_lease(
-        self,
-        request: FinalMergeRequest,
-        lease: Lease,
-        sources: list[Path],
-        path: MergePath,
-        work: Path,
-        *,
-        inputs: str,
-        max_rebases: int,
-        validate: Callable[[BuiltVersion], None] | None = None,
-        digest: bool = True,
-    ) -> tuple[BuiltVersion | Replay, int]:
-        """Read, build, upload and publish while holding ``lease``; return (outcome, CAS losses).
-
-        Every writer takes the same collection lock, so the CAS under it loses only to a writer
-        outside the lock (a per-batch lock id, a holder racing its expiry). Never skip: each loss
-        discards the orphan and rebases onto the new pointer, ``max_rebases`` times at most. At
-        each base, a publish of this very batch already there is replayed instead.
-        """
-        db = request.database
-        failures = 0
-        for attempt in range(max_rebases + 1):
-            lease.check()
-            base = self.resolve_base(db)
-            prior = self.already_published(request, inputs, base)
-            if prior is not None:
-                return prior, failures
-            with self.pin_base(db, base):
-                built = self.build(
-                    request,
-                    base,
-                    sources,
-                    path,
-                    work / f"locked-{attempt}",
-                    digest=digest,
-                    inputs=inputs,
-                )
-                if validate is not None:
-                    validate(built)
-                lease.check()
-                built = self.upload(db, built)
-                try:
-                    self.publish(db, built, lease)
-                except PointerConflictError:
-                    self.discard(db, built)
-                    failures += 1
-                    continue
-                except BaseException:
-                    self.discard(db, built)
-                    raise
-            return built, failures
-        raise PointerConflictError(
-            Keys.pointer(db), expected=None, current=f"moved on each of {failures} locked tries"
-        )
-
     def discard(self, db: Database, built: BuiltVersion) -> None:
         """Remove an upload that lost its publish (an orphan), if it is not on the chain.
 
@@ -445,66 +328,6 @@ class MergeKit:
             store.clear_inflight(built.version, built.version)
         except Exception:
             log.warning("could not discard orphan version %s", built.version, exc_info=True)
-
-    def finish(
-        self,
-        request: FinalMergeRequest,
-        result: FinalMergeResult,
-        *,
-        cleanup: bool,
-        receipt: dict[str, Any] | None = None,
-    ) -> int:
-        """After a publish: published mark, receipt, lineage mark, intermediates, lineage check,
-        retention.
-
-        Returns how many earlier publishes the lineage check found overwritten (LostPublishes).
-        """
-        store = self.store(request.database)
-        if receipt is None:
-            entry = store.manifest(result.version)
-            if entry is None:
-                raise SnapshotError(f"published version {result.version} has no manifest")
-            receipt = receipt_payload(entry, request)
-        # before the receipt: a run (or replay) that answers has marked what the pointer named
-        store.log.mark_published(result.version)
-        store.write_receipt(request.batch_id, receipt)
-        self.hook("after_receipt")
-        mark_pending(self.blobs, request.database, publish_of(receipt))
-        store.clear_inflight(result.version, result.version)
-        if cleanup:
-            self.delete_intermediates(request)
-        lost = self.check_lineage(request.database)
-        store.apply_retention(self.settings.keep_versions)
-        return lost
-
-    def check_lineage(self, db: Database) -> int:
-        """The cheap lineage check after a publish, off the lock: unconfirmed publishes only.
-
-        Never fails the merge that ran it (its publish stands): a failure is logged and counts 0.
-        """
-        if not self.settings.lineage_check:
-            return 0
-        try:
-            with self.workspace() as work:
-                checker = LineageChecker(
-                    self.store(db),
-                    self.engine,
-                    work,
-                    confirm_after=self.settings.lineage_confirm_after,
-                )
-                report = checker.check_pending()
-        except Exception:
-            log.warning("lineage check of %s failed", db.value, exc_info=True)
-            return 0
-        for line in report.describe()[1:]:
-            log.error("lineage: %s", line)
-        return len(report.lost)
-
-    def delete_intermediates(self, request: FinalMergeRequest) -> None:
-        """Delete exactly this batch's intermediates (``snapmerge/bases.py``)."""
-        keys = batch_intermediates(self.blobs, request)
-        if keys:
-            self.blobs.delete(keys)
 
 
 def make_result(

@@ -1,4 +1,5 @@
-"""Versions, the pointer, in-flight markers, retention and receipts of one collection on S3.
+"""Versions, the pointer and receipts of one collection on S3 (in-flight markers:
+``snapmerge/inflight.py``; retention: ``snapmerge/retention.py``).
 
 The layout stays the original pipeline's (DESIGN §1): a version is an immutable directory under
 ``{db}/snapshot/timestamped/{version}/`` and ``{db}/snapshot/latest-pointer.txt`` names the
@@ -19,16 +20,16 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from snapmerge.commit_log import CommitLog, lineage, published_key
+from snapmerge.commit_log import CommitLog, lineage
 from snapmerge.domain import LATEST_DIRECT, Database, Keys, Pointer, S3Key, VersionId
 from snapmerge.errors import PointerConflictError, SnapshotError
+from snapmerge.inflight import InflightMarkers
 from snapmerge.manifest import EntryState, VersionManifest
 from snapmerge.ports import BlobStore
+from snapmerge.retention import apply_retention
 from snapmerge.snapshot_hash import HASH_NAME, hash_files
 from snapmerge.transfer import download_prefix, local_files, upload_directory
 
@@ -47,9 +48,6 @@ CHROMA_MARKER = "chroma.sqlite3"
 SKIP = frozenset({MANIFEST_NAME, HASH_NAME})
 """Never uploaded from, nor downloaded into, a working directory: each version gets its own."""
 _ORIGINAL_ID = re.compile(r"^\d{8}_\d{6}$")
-# Retention never takes a complete version of ours that is not below the pointer until it is this
-# old (``snapmerge gc``'s default grace): its run may still swap the pointer to it.
-UNPUBLISHED_GRACE = timedelta(hours=24)
 
 
 def scan_files(local_dir: Path) -> tuple[tuple[str, int], ...]:
@@ -65,26 +63,8 @@ def completed_entry(key: str, body: bytes) -> VersionManifest | None:
     return entry if entry.complete else None
 
 
-def entry_time(text: str | None, version: VersionId | None = None) -> datetime | None:
-    """A log entry's ``created_at``, else the time in its id (``YYYYMMDD_HHMMSS``); None when
-    neither can be read (never old enough)."""
-    try:
-        if text:
-            when = datetime.fromisoformat(text)
-            return when if when.tzinfo else when.replace(tzinfo=UTC)
-        if version is not None:
-            return datetime.strptime(version[:15], "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        pass
-    return None
-
-
-def _now(now: datetime | None) -> datetime:
-    return now if now is not None else datetime.now(UTC)
-
-
-class SnapshotStore:
-    """One database's snapshots in one bucket."""
+class SnapshotStore(InflightMarkers):
+    """One database's snapshots in one bucket (its in-flight markers: :class:`InflightMarkers`)."""
 
     def __init__(self, blobs: BlobStore, db: Database, *, workers: int = 8) -> None:
         self.blobs = blobs
@@ -237,115 +217,11 @@ class SnapshotStore:
         self.blobs.delete([prefix + MANIFEST_NAME])
         self.blobs.delete(self.blobs.list(prefix))
 
-    # -- in-flight markers ---------------------------------------------------------------------
-    def _marker_key(self, version: VersionId, owner: str) -> str:
-        return f"{Keys.inflight_prefix(self.db)}{version}/{quote(owner, safe='')}.json"
-
-    def mark_inflight(self, version: VersionId, owner: str, ttl: timedelta) -> None:
-        """Protect ``version`` from retention until ``ttl`` from now (call again to extend)."""
-        expires = (datetime.now(UTC) + ttl).isoformat()
-        body = json.dumps({"version": version, "owner": owner, "expires": expires})
-        self.blobs.put(self._marker_key(version, owner), body.encode())
-
-    def clear_inflight(self, version: VersionId, owner: str) -> None:
-        self.blobs.delete([self._marker_key(version, owner)])
-
-    def _markers(self) -> list[tuple[str, VersionId, datetime]]:
-        found = []
-        for key in self.blobs.list(Keys.inflight_prefix(self.db)):
-            blob = self.blobs.get(key)
-            if blob is None:  # cleared since we listed
-                continue
-            try:
-                raw = json.loads(blob.body)
-                expires = datetime.fromisoformat(raw["expires"])
-                version = VersionId(str(raw["version"]))
-            except (ValueError, KeyError, TypeError):
-                expires, version = datetime.min.replace(tzinfo=UTC), VersionId("")
-            # an unreadable marker protects nothing and counts as expired (retention removes it)
-            aware = expires if expires.tzinfo is not None else expires.replace(tzinfo=UTC)
-            found.append((key, version, aware))
-        return found
-
-    def expired_markers(self, now: datetime | None = None) -> list[str]:
-        at = _now(now)
-        return [key for key, _, expires in self._markers() if expires <= at]
-
-    def inflight_versions(self, now: datetime | None = None) -> set[VersionId]:
-        """Versions with at least one unexpired marker."""
-        at = _now(now)
-        return {version for _, version, expires in self._markers() if expires > at}
-
     # -- retention -----------------------------------------------------------------------------
     def apply_retention(self, keep: int = 4) -> list[VersionId]:
-        """Delete all but the newest ``keep`` versions; return the ids deleted.
-
-        Nothing is deleted while the pointer is missing. Never deleted: the version the pointer
-        names, any version with an unexpired
-        in-flight marker, an unconfirmed publish and its base (lineage marks), and a version of
-        ours that is not below the pointer on its chain unless it is older than
-        :data:`UNPUBLISHED_GRACE` (an upload whose swap may still come: its run's marker can
-        expire first, for a slow run or a skewed clock, and its swap would then name a deleted
-        version). Protection is read before the listing, so a version created after we looked
-        is not in the listing at all. Expired markers are removed as garbage.
-        """
-        now = datetime.now(UTC)
-        markers = self._markers()
-        protected = {version for _, version, expires in markers if expires > now}
-        pointer = self.read_pointer()
-        if pointer is None:
-            # Deleted by hand (or never written): the top of the published chain is what a
-            # rebuild starts from, and nothing here says which version that is. Take nothing.
-            return []
-        protected.add(pointer.version)
-        protected |= self._lineage_pending()
-        versions = self.list_versions()
-        doomed = [
-            v
-            for v in versions[: max(0, len(versions) - keep)]
-            if v not in protected and self._retirable(v, pointer, now)
-        ]
-        for version in doomed:
-            self.delete_version(version)
-        expired = [key for key, _, expires in markers if expires <= now]
-        if expired:
-            self.blobs.delete(expired)
-        return doomed
-
-    def _retirable(self, version: VersionId, pointer: Pointer, now: datetime) -> bool:
-        """May retention take ``version``? An original-format version (no entry), an entry
-        whose data is already retired or discarded, one with a published mark (its swap
-        happened; no CAS can name it again: every CAS expects the pointer's ETag), one older
-        than the grace, or one below the pointer on its chain (a publish that died before its
-        mark). Anything else may be an upload whose swap is still to come. Cheapest first: the
-        walk runs only for young unmarked versions (uploads of killed runs, mostly)."""
-        try:
-            entry = self.log.entry(version)
-        except SnapshotError:
-            return False  # an unreadable entry: left for the operator (gc protects it too)
-        if entry is None or entry.state in (EntryState.RETIRED, EntryState.DISCARDED):
-            return True
-        if self.blobs.get(published_key(self.db, version)) is not None:
-            return True
-        started = entry_time(entry.created_at) or entry_time(None, version)
-        if started is not None and now - started >= UNPUBLISHED_GRACE:
-            return True
-        return self.log.is_ancestor(entry, pointer.version) is True
-
-    def _lineage_pending(self) -> set[VersionId]:
-        """Publishes whose lineage is unconfirmed, and their bases (``snapmerge/lineage.py``):
-        a repair needs both."""
-        keep: set[VersionId] = set()
-        for key in self.blobs.list(Keys.lineage_pending_prefix(self.db)):
-            blob = self.blobs.get(key)
-            try:
-                raw = json.loads(blob.body) if blob is not None else {}
-                keep.update(
-                    VersionId(str(raw[k])) for k in ("version", "base_version") if raw.get(k)
-                )
-            except (ValueError, TypeError):
-                continue  # an unreadable mark protects nothing
-        return keep
+        """Delete all but the newest ``keep`` versions, sparing what may still be needed
+        (:func:`snapmerge.retention.apply_retention`); return the ids deleted."""
+        return apply_retention(self, keep)
 
     # -- receipts ------------------------------------------------------------------------------
     def write_receipt(self, batch_id: str, payload: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@
                           │ refused (someone published since phase 1)
                           └─► discard our upload, back off, phase 1 again, REBASE (same
                               intermediates onto the new base), phase 3 again … after
-                              ``max_rebases`` refusals: hold the lock across the whole merge.
+                              ``max_rebases`` refusals: the legacy algorithm, ``fallback``
+                              (the lock held across the whole merge).
 
 The lock only keeps writers from wasting work; the conditional pointer write is what keeps a
 publish from overwriting another (and what refuses a holder whose lease lapsed after its
@@ -26,6 +27,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 from snapmerge.change_sets import prune_changes, rebase_build, upload_with_changes
 from snapmerge.domain import (
@@ -38,12 +40,37 @@ from snapmerge.domain import (
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError
 from snapmerge.exactly_once import Replay, receipt_payload
 from snapmerge.group_merge import GroupCommit
+from snapmerge.lock import Lease
 from snapmerge.lock_meter import LockMeter
 from snapmerge.merging import BuiltVersion, MergeKit, make_result
 
 
+class LockedMerge(Protocol):
+    """The legacy algorithm, which the two-phase path falls back to: read, build, upload and
+    publish while holding ``lease`` (:func:`legacy.merge_under_lease.merge_under_lease`; the core
+    may not import ``legacy``, so whoever builds a :class:`TwoPhaseFinalMerge` hands it in)."""
+
+    def __call__(
+        self,
+        kit: MergeKit,
+        request: FinalMergeRequest,
+        lease: Lease,
+        sources: list[Path],
+        path: MergePath,
+        work: Path,
+        *,
+        inputs: str,
+        max_rebases: int,
+        validate: Callable[[BuiltVersion], None] | None = None,
+        digest: bool = True,
+    ) -> tuple[BuiltVersion | Replay, int]: ...
+
+
 class TwoPhaseFinalMerge:
-    """``run`` publishes; ``dry_run`` computes the result on a given base and writes nothing."""
+    """``run`` publishes; ``dry_run`` computes the result on a given base and writes nothing.
+
+    ``fallback`` is the legacy locked merge, run after ``max_rebases`` lost CASes.
+    """
 
     path = MergePath.TWO_PHASE
 
@@ -51,6 +78,7 @@ class TwoPhaseFinalMerge:
         self,
         kit: MergeKit,
         *,
+        fallback: LockedMerge,
         max_rebases: int = 3,
         backoff_base_s: float = 0.05,
         backoff_cap_s: float = 1.0,
@@ -61,6 +89,7 @@ class TwoPhaseFinalMerge:
         if max_rebases < 0:
             raise ValueError("max_rebases must be >= 0")
         self.kit = kit
+        self.fallback = fallback
         self.max_rebases = max_rebases
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
@@ -259,7 +288,8 @@ class TwoPhaseFinalMerge:
         rebased once more, with the same bound.
         """
         with meter.held(self.kit, request, "fallback") as lease:
-            return self.kit.merge_under_lease(
+            return self.fallback(
+                self.kit,
                 request,
                 lease,
                 sources,

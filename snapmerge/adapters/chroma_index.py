@@ -22,9 +22,10 @@ is refused (opening it would panic), and after the target is closed its format i
 ``MergeStats`` records both formats and whether the merge upgraded one. ``read_records``,
 ``count`` and ``digest`` refuse the same directories a merge target would, for the same reason.
 
-Files: every client is closed and then garbage-collected before a method returns — ``close()``
-alone leaves one SQLite handle behind in a reference cycle — so the directory can be tarred,
-moved or deleted at once. Library errors become :class:`~snapmerge.errors.MergeInputError`.
+Files: every client is closed, and its files released, before a method returns (closing waits
+for chromadb's SQLite worker threads, see :mod:`snapmerge.adapters.chroma_client`), so the
+directory can be tarred, moved or deleted at once. Library errors become
+:class:`~snapmerge.errors.MergeInputError`.
 
 chromadb lines ``>=1.0.21,<1.6``: clients are opened and closed by
 :mod:`snapmerge.adapters.chroma_client`.
@@ -32,7 +33,6 @@ chromadb lines ``>=1.0.21,<1.6``: clients are opened and closed by
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
@@ -149,13 +149,9 @@ class ChromaIndex:
     ) -> MergeStats:
         """Fold ``sources`` into ``target`` (see the module docstring for the write rules).
 
-        The base stays open while the sources are read, so a large base is opened only once;
-        one garbage collection at the end releases the files of every client the merge opened.
+        The base stays open while the sources are read, so a large base is opened only once.
         """
-        try:
-            return self._merge(target, sources, collection, dimension)
-        finally:
-            gc.collect()
+        return self._merge(target, sources, collection, dimension)
 
     def _merge(
         self, target: Path, sources: Sequence[Path], collection: str, dimension: int | None
@@ -172,9 +168,8 @@ class ChromaIndex:
             base = self._open_base(stack, target, collection) if has_base else None
             expected = resolve_dimension(dimension, base.dimension if base else None, target)
             folded = self._read_sources(sources, expected, collection)
-            gc.collect()  # free the closed source clients before the write phase
             if base is None:
-                client = stack.enter_context(open_client(target, collect=False))
+                client = stack.enter_context(open_client(target))
                 base = _Base(client, coll.create(client, collection, folded.space), 0, None)
             t_classify = time.perf_counter()
             size = self._batch(base.client)
@@ -229,7 +224,7 @@ class ChromaIndex:
 
     @classmethod
     def _open_base(cls, stack: ExitStack, target: Path, collection: str) -> _Base:
-        client = stack.enter_context(open_client(target, collect=False))
+        client = stack.enter_context(open_client(target))
         col = coll.only_collection(client, target, collection)
         return _Base(client, col, int(col.count()), cls._base_dimension(col))
 
@@ -245,7 +240,7 @@ class ChromaIndex:
     ) -> _Folded:
         out = _Folded(dimension=expected)
         for path in sources:
-            with open_client(path, collect=False) as client:
+            with open_client(path) as client:
                 col = coll.only_collection(client, path, collection)
                 out.space = out.space or coll.space_of(col)
                 pages = coll.read_pages(col, self._batch(client))

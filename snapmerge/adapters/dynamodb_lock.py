@@ -1,6 +1,7 @@
 """The lease table on DynamoDB: one row per lock id, beside one fence item per lock id.
 
-Rows (DESIGN §1; readable by the original's lock tools at every moment)::
+Rows (DESIGN §1; readable by the original's lock tools at every moment; keys, writes and their
+conditions in :mod:`snapmerge.adapters.lock_items`)::
 
     PK=LOCK#{collection}#{lock_id}  SK=LOCK  GSI1PK=LOCK#{collection}  GSI1SK=EXPIRES#{iso}
     TYPE=COMPACTION_LOCK  owner  expires  heartbeat  acquired  collection
@@ -43,50 +44,33 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from snapmerge import aws
 from snapmerge.adapters.dynamodb_expr import names_for, tx_update, unchanged_since_read
-from snapmerge.adapters.lock_rows import RELEASED_OWNER, RowView, epoch_ms, iso, view_of_item
+from snapmerge.adapters.lock_items import (
+    DEFAULT_TTL_MARGIN,
+    FENCE_RISES,
+    FENCE_UPDATE,
+    GRANT_UPDATE,
+    RELEASE_CONDITION,
+    RELEASE_UPDATE,
+    RENEW_CONDITION,
+    RENEW_UPDATE,
+    collection_of,
+    fence_key,
+    grant_of,
+    grant_values,
+    release_values,
+    renew_values,
+    row_key,
+)
+from snapmerge.adapters.lock_rows import RowView, view_of_item
 from snapmerge.errors import LeaseLostError, LockBusyError, LockError
 from snapmerge.ports import LeaseGrant
 
-__all__ = ["RELEASED_OWNER", "DynamoLeaseTable", "collection_of", "epoch_ms", "iso", "row_key"]
+__all__ = ["DynamoLeaseTable"]
 
-ROW_TYPE = "COMPACTION_LOCK"
-SORT_KEY = "LOCK"
-FENCE_SORT_KEY = "FENCE"
-DEFAULT_TTL_MARGIN = timedelta(days=1)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CONDITION_FAILED = "ConditionalCheckFailedException"
 _CANCELLED = "TransactionCanceledException"
 _LOST_RACE = {"ConditionalCheckFailed", "TransactionConflict"}
 _RACE_ATTEMPTS = 3
-
-
-def row_key(lock_id: str, collection: str) -> dict[str, Any]:
-    return {"PK": {"S": f"LOCK#{collection}#{lock_id}"}, "SK": {"S": SORT_KEY}}
-
-
-def fence_key(lock_id: str, collection: str) -> dict[str, Any]:
-    return {"PK": {"S": f"LOCK#{collection}#{lock_id}"}, "SK": {"S": FENCE_SORT_KEY}}
-
-
-# Acquire: read the row (consistent), decide in Python (RowView.refuse_if_held), then one
-# transaction; either both updates land or neither does:
-#
-#   read row R (owner o, expires e) ... decide: free ... TransactWriteItems
-#     FENCE: SET fence = :next      IF fence is missing or below :next   (never backwards)
-#     LOCK:  SET owner, fence, ...  IF the row is still R                (nobody moved first)
-#   a refused condition -> somebody moved between the read and the write -> read again.
-_FENCE_RISES = "attribute_not_exists(#fence) OR #fence < :next"
-
-# Renew: only the same grant (owner AND fence) and only before it expired. An expired holder can
-# never revive its lease, even if nobody took it over: it must acquire again (and get a new fence).
-# A row replaced by the original's writer has no fence, so the renew is refused.
-_IS_OUR_GRANT = "#owner = :owner AND #fence = :fence"
-_NOT_EXPIRED = "#expires_ms > :now_ms"
-_RENEW_CONDITION = f"{_IS_OUR_GRANT} AND {_NOT_EXPIRED}"
-
-# Release: only our own grant; expiry does not matter (releasing an expired row we still own is
-# harmless, releasing someone else's is refused and ignored).
-_RELEASE_CONDITION = _IS_OUR_GRANT
 
 
 class DynamoLeaseTable:
@@ -119,7 +103,7 @@ class DynamoLeaseTable:
             view = view_of_item(item)
             if view is not None and view.owner == owner and item is not None:
                 # Our own earlier attempt landed and its reply was lost (the SDK retried).
-                return _grant(lock_id, item)
+                return grant_of(lock_id, item)
             if view is not None:
                 view.refuse_if_held(lock_id, now)
             high = view.fence if view is not None else 0
@@ -141,32 +125,17 @@ class DynamoLeaseTable:
         """The grant transaction; raises :class:`_LostRace` if either condition was refused."""
         lock_id, collection = grant.lock_id, grant.collection
         row_condition, row_values = unchanged_since_read(seen)
-        values = {
-            ":owner": {"S": grant.owner},
-            ":collection": {"S": collection},
-            ":gsi1pk": {"S": f"LOCK#{collection}"},
-            ":type": {"S": ROW_TYPE},
-            ":next": {"N": str(grant.fence)},
-            ":now_iso": {"S": iso(now)},
-            **self._expiry_values(grant.expires),
-            **row_values,
-        }
-        row_update = (
-            "SET #owner = :owner, #collection = :collection, #gsi1pk = :gsi1pk, "
-            "#type = :type, #acquired = :now_iso, #heartbeat = :now_iso, "
-            "#expires = :expires, #expires_ms = :expires_ms, #gsi1sk = :gsi1sk, "
-            "#ttl = :ttl, #fence = :next"
-        )
+        values = {**grant_values(grant, now, self._ttl_margin), **row_values}
         items = [
             tx_update(
                 self.table_name,
                 fence_key(lock_id, collection),
-                "SET #fence = :next",
-                _FENCE_RISES,
+                FENCE_UPDATE,
+                FENCE_RISES,
                 {":next": values[":next"]},
             ),
             tx_update(
-                self.table_name, row_key(lock_id, collection), row_update, row_condition, values
+                self.table_name, row_key(lock_id, collection), GRANT_UPDATE, row_condition, values
             ),
         ]
         try:
@@ -185,35 +154,14 @@ class DynamoLeaseTable:
 
     def read_fence(self, lock_id: str, collection: str) -> int:
         """The fence high-water mark (0 if this lock was never granted)."""
-        try:
-            reply = self._client.get_item(
-                TableName=self.table_name, Key=fence_key(lock_id, collection), ConsistentRead=True
-            )
-        except ClientError as exc:
-            raise _lock_error("fence read", lock_id, exc) from exc
-        except BotoCoreError as exc:
-            raise LockError(f"lock table fence read of {lock_id!r} failed: {exc}") from exc
-        return int(reply.get("Item", {}).get("fence", {}).get("N", "0"))
+        item = self._get(fence_key(lock_id, collection), "fence read", lock_id) or {}
+        return int(item.get("fence", {}).get("N", "0"))
 
     def renew(self, grant: LeaseGrant, duration: timedelta) -> LeaseGrant:
-        now = self._now()
-        values = {
-            ":owner": {"S": grant.owner},
-            ":fence": {"N": str(grant.fence)},
-            ":now_ms": {"N": str(epoch_ms(now))},
-            ":now_iso": {"S": iso(now)},
-            **self._expiry_values(now + duration),
-        }
+        values = renew_values(grant, self._now(), duration, self._ttl_margin)
         try:
             reply = self._update(
-                grant.lock_id,
-                grant.collection,
-                update=(
-                    "SET #heartbeat = :now_iso, #expires = :expires, #expires_ms = :expires_ms, "
-                    "#gsi1sk = :gsi1sk, #ttl = :ttl"
-                ),
-                condition=_RENEW_CONDITION,
-                values=values,
+                grant.lock_id, grant.collection, RENEW_UPDATE, RENEW_CONDITION, values
             )
         except ClientError as exc:
             if aws.error_code(exc) == _CONDITION_FAILED:
@@ -221,28 +169,12 @@ class DynamoLeaseTable:
                     f"lease {grant.lock_id!r} (fence {grant.fence}) expired or was taken over"
                 ) from None
             raise _lock_error("renew", grant.lock_id, exc) from exc
-        return _grant(grant.lock_id, reply["Attributes"])
+        return grant_of(grant.lock_id, reply["Attributes"])
 
     def release(self, grant: LeaseGrant) -> None:
-        now = self._now()
-        values = {
-            ":owner": {"S": grant.owner},
-            ":fence": {"N": str(grant.fence)},
-            ":now_iso": {"S": iso(now)},
-            ":released": {"S": RELEASED_OWNER},
-            **self._expiry_values(now),
-        }
+        values = release_values(grant, self._now(), self._ttl_margin)
         try:
-            self._update(
-                grant.lock_id,
-                grant.collection,
-                update=(
-                    "SET #heartbeat = :now_iso, #expires = :expires, #expires_ms = :expires_ms, "
-                    "#gsi1sk = :gsi1sk, #ttl = :ttl, #owner = :released"
-                ),
-                condition=_RELEASE_CONDITION,
-                values=values,
-            )
+            self._update(grant.lock_id, grant.collection, RELEASE_UPDATE, RELEASE_CONDITION, values)
         except ClientError as exc:
             if aws.error_code(exc) == _CONDITION_FAILED:
                 return  # not ours any more: somebody else's lease is none of our business
@@ -262,40 +194,36 @@ class DynamoLeaseTable:
         view = view_of_item(item)
         if item is None or view is None or view.owner is None:
             return None
-        return _grant(lock_id, item)
+        return grant_of(lock_id, item)
 
     # -- helpers -------------------------------------------------------------------------------
     def read_raw(self, lock_id: str, collection: str) -> dict[str, Any] | None:
         """The row exactly as stored (strongly consistent), for diagnostics and tests."""
+        return self._get(row_key(lock_id, collection), "read", lock_id)
+
+    def _get(self, key: Mapping[str, Any], op: str, lock_id: str) -> dict[str, Any] | None:
+        """One strongly consistent GetItem; errors as :class:`LockError` naming ``op``."""
         try:
             reply = self._client.get_item(
-                TableName=self.table_name, Key=row_key(lock_id, collection), ConsistentRead=True
+                TableName=self.table_name, Key=dict(key), ConsistentRead=True
             )
         except ClientError as exc:
-            raise _lock_error("read", lock_id, exc) from exc
+            raise _lock_error(op, lock_id, exc) from exc
         except BotoCoreError as exc:
-            raise LockError(f"lock table read of {lock_id!r} failed: {exc}") from exc
+            raise LockError(f"lock table {op} of {lock_id!r} failed: {exc}") from exc
         item: dict[str, Any] | None = reply.get("Item")
         return item
-
-    def _expiry_values(self, expires: datetime) -> dict[str, Any]:
-        ttl = int((expires + self._ttl_margin - _EPOCH).total_seconds())
-        return {
-            ":expires": {"S": iso(expires)},
-            ":expires_ms": {"N": str(epoch_ms(expires))},
-            ":gsi1sk": {"S": f"EXPIRES#{iso(expires)}"},
-            ":ttl": {"N": str(ttl)},
-        }
 
     def _update(
         self,
         lock_id: str,
         collection: str,
-        *,
         update: str,
         condition: str,
         values: Mapping[str, Any],
     ) -> dict[str, Any]:
+        """One conditional UpdateItem of the lock's row. A ``ClientError`` (a refused condition
+        among them) is the caller's to translate; a transport failure is :class:`LockError`."""
         try:
             reply: dict[str, Any] = self._client.update_item(
                 TableName=self.table_name,
@@ -312,39 +240,12 @@ class DynamoLeaseTable:
         return reply
 
 
-def collection_of(lock_id: str) -> str:
-    """The collection a snapmerge lock id names (``chroma-{collection}-update``), else ``""``."""
-    prefix, suffix = "chroma-", "-update"
-    if lock_id.startswith(prefix) and lock_id.endswith(suffix):
-        return lock_id[len(prefix) : -len(suffix)]
-    return ""
-
-
-def _grant(lock_id: str, item: Mapping[str, Any]) -> LeaseGrant:
-    view = view_of_item(item)
-    if view is None or view.expires is None:
-        raw = view.raw_expires if view is not None else ""
-        raise LockError(f"lock row {lock_id!r} has an unreadable expires {raw!r}")
-    return LeaseGrant(
-        lock_id=lock_id,
-        collection=_s(item, "collection") or "",
-        owner=view.owner or "",
-        fence=view.fence,
-        expires=view.expires,
-    )
-
-
 class _LostRace(Exception):
     """The grant transaction was refused: the row or the fence moved after our read."""
 
     def __init__(self, *, fence_moved: bool) -> None:
         super().__init__("lost the race for the lock row")
         self.fence_moved = fence_moved
-
-
-def _s(item: Mapping[str, Any], name: str) -> str | None:
-    value = item.get(name, {}).get("S")
-    return str(value) if value is not None else None
 
 
 def _lock_error(op: str, lock_id: str, exc: ClientError) -> LockError:

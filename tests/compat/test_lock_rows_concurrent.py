@@ -25,7 +25,8 @@ import pytest
 
 from snapmerge.adapters import dynamodb_lock
 from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
-from snapmerge.lock import Backoff, LeaseLock
+from snapmerge.backoff import Backoff
+from snapmerge.lock import LeaseLock
 from tests.compat.original_lock import OriginalLockError, OriginalLockManager
 
 COLLECTION = "words"

@@ -23,13 +23,15 @@ import boto3
 from botocore.config import Config
 
 from legacy.final_merge import LegacyFinalMerge
+from legacy.merge_under_lease import merge_under_lease
 from snapmerge import synth
 from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
 from snapmerge.adapters.s3_store import S3BlobStore
+from snapmerge.backoff import Backoff
 from snapmerge.config import Settings
 from snapmerge.domain import Database, FinalMergeRequest, Keys, LockScope, MergePath
 from snapmerge.embedded import EmbeddedAWS
-from snapmerge.lock import Backoff, LeaseLock
+from snapmerge.lock import LeaseLock
 from snapmerge.merging import BuiltVersion, MergeKit
 from snapmerge.ports import IndexEngine
 from snapmerge.seeding import seed_snapshot
@@ -263,7 +265,9 @@ class _Worker:
     def _merger(self, kit: MergeKit, batch: BatchPlan) -> LegacyFinalMerge | TwoPhaseFinalMerge:
         if batch.path is MergePath.LEGACY:
             return LegacyFinalMerge(kit)
-        return TwoPhaseFinalMerge(kit, rng=self.rng, backoff_base_s=0.02, backoff_cap_s=0.2)
+        return TwoPhaseFinalMerge(
+            kit, fallback=merge_under_lease, rng=self.rng, backoff_base_s=0.02, backoff_cap_s=0.2
+        )
 
 
 def _mk(path: Path) -> Path:

@@ -14,7 +14,8 @@ import pytest
 from botocore.stub import Stubber
 
 from snapmerge import aws as aws_clients
-from snapmerge.adapters.dynamodb_lock import RELEASED_OWNER, DynamoLeaseTable, iso
+from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
+from snapmerge.adapters.lock_rows import RELEASED_OWNER, iso
 from snapmerge.adapters.memory_lock import MemoryLeaseTable
 from snapmerge.errors import LeaseLostError, LockBusyError, LockError
 from snapmerge.ports import LeaseGrant, LeaseTable

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from legacy.final_merge import LegacyFinalMerge
+from legacy.merge_under_lease import merge_under_lease
 from snapmerge import synth
 from snapmerge.adapters.chroma_index import ChromaIndex
 from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
@@ -99,7 +100,9 @@ class Rig:
             kit.lock = WaitingLock(kit.lock, meanwhile)
         if path == "legacy":
             return LegacyFinalMerge(kit)
-        return TwoPhaseFinalMerge(kit, backoff_base_s=0.0, backoff_cap_s=0.0)
+        return TwoPhaseFinalMerge(
+            kit, fallback=merge_under_lease, backoff_base_s=0.0, backoff_cap_s=0.0
+        )
 
     def seed(self, rows: list[Record]) -> Pointer:
         return seed_snapshot(self.blobs, self.engine, DB, rows, workdir=self.root)

@@ -16,10 +16,11 @@ import pytest
 
 from handlers import bootstrap
 from handlers.local import _default_invoke, run_execution
-from rollout.judge import Guardrail, judge
+from rollout.guardrails import Guardrail
+from rollout.judge import judge
 from rollout.metric_names import MetricName
 from rollout.sources import EmfFileSource
-from snapmerge import synth, workflow
+from snapmerge import split, synth
 from snapmerge.domain import Database, MergePath
 from snapmerge.seeding import seed_snapshot, upload_delta
 from tests.conftest import AwsEnv
@@ -100,7 +101,7 @@ def test_the_split_plans_the_intermediates_the_final_merge_receives(
     entries = [{"delta_key": f"lines/delta/d{i}/", "collection": "receipt_lines"}
                for i in range(deltas)]  # fmt: skip
     event = {"batch_id": "cc-3", "database": "lines", "delta_results": entries}
-    out = workflow.split_into_chunks(app.workflow, event, fast_path=fast_path)
+    out = split.split_into_chunks(app.workflow, event, fast_path=fast_path)
     assert out["planned_chunk_count"] == planned
     receives = out["chunk_results"] if out["fast_path"] else out["groups"] or out["chunks"]
     assert len(receives) == planned

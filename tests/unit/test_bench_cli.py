@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench.merge import STEPS
+from bench.merge_timing import STEPS
 from bench.recording import Fingerprints
 from snapmerge import synth
 from snapmerge.cli import main

@@ -97,6 +97,11 @@ def test_a_command_without_its_extra_names_the_extra(
 
 
 def test_core_commands_work_with_every_extra_missing() -> None:
+    result = _child(list(EXTRA_FOR_MODULE), ["gc", "--help"])
+    assert result.returncode == 0, result.stderr
+    assert "--apply" in result.stdout
+    # lineage lives in handlers (a repair runs the two-phase path with legacy as its fallback)
+    # and needs no extra either
     result = _child(list(EXTRA_FOR_MODULE), ["lineage", "--help"])
     assert result.returncode == 0, result.stderr
     assert "verify" in result.stdout
@@ -118,9 +123,12 @@ def test_only_the_named_command_is_loaded() -> None:
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in"
         " heavy})))\n"
     )
-    core = _child([], ["lineage", "--help"], report)
+    core = _child([], ["gc", "--help"], report)
     assert core.returncode == 0, core.stderr
     assert json.loads(core.stdout.strip().splitlines()[-1]) == []
+    lineage = _child([], ["lineage", "--help"], report)
+    assert lineage.returncode == 0, lineage.stderr
+    assert json.loads(lineage.stdout.strip().splitlines()[-1]) == ["handlers", "legacy"]
     rollout = _child([], ["rollout", "--help"], report)
     assert rollout.returncode == 0, rollout.stderr
     loaded = set(json.loads(rollout.stdout.strip().splitlines()[-1]))

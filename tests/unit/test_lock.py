@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from snapmerge.adapters.lock_rows import RELEASED_OWNER, RowView, parse_expiry
 from snapmerge.adapters.memory_lock import MemoryLeaseTable
+from snapmerge.backoff import Backoff
 from snapmerge.errors import InvalidEventError, LeaseLostError, LockBusyError, LockError
-from snapmerge.lock import Backoff, Lease, LeaseLock, lease_timings
+from snapmerge.lock import Lease, LeaseLock, lease_timings
 from snapmerge.ports import LeaseGrant
 from tests.compat.original_lock import ExpiryFormat
 

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from legacy.final_merge import LegacyFinalMerge
+from legacy.merge_under_lease import merge_under_lease
 from snapmerge import synth
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.adapters.memory_index import MemoryIndex
@@ -116,6 +118,7 @@ def two_phase(
 ) -> TwoPhaseFinalMerge:
     return TwoPhaseFinalMerge(
         rig.kit,
+        fallback=merge_under_lease,
         max_rebases=max_rebases,
         upload_in_phase3=upload_in_phase3,
         rng=random.Random(3),
@@ -226,6 +229,32 @@ def test_after_max_rebases_it_falls_back_to_holding_the_lock_and_lands(rig: Rig)
     assert result.base_version == landed[-1]
     assert "fallback" in result.lock_phases_ms
     assert rig.held_at("after_upload")[-1] is True  # the fallback uploads under the lock
+    state = rig.snapshot()
+    assert all(state[r.id] == r for r in batch_rows)
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+def test_the_fallback_is_the_legacy_algorithm_handed_in(tmp_path: Path, group_commit: bool) -> None:
+    """Issue 14: two-phase's fallback is legacy's locked merge, called with the lock held, on
+    the group-commit path and the plain one alike; our batch alone lands through it."""
+    rig = make_rig(tmp_path)
+    rig.kit.settings = replace(rig.kit.settings, group_commit=group_commit)
+    rig.seed(rows(1, 10))
+    _interloper(rig, times=2)  # both two-phase attempts lose
+    calls: list[tuple[str, bool]] = []
+
+    def legacy(kit: MergeKit, request: FinalMergeRequest, lease: Any, *a: Any, **k: Any) -> Any:
+        calls.append((request.batch_id, not lease.released))
+        return merge_under_lease(kit, request, lease, *a, **k)
+
+    batch_rows = rows(7, 3, start=500)
+    merge = TwoPhaseFinalMerge(
+        rig.kit, fallback=legacy, max_rebases=1, rng=random.Random(3), sleep=lambda _s: None
+    )
+    result = merge.run(rig.batch("b1", [batch_rows]))
+
+    assert calls == [("b1", True)]
+    assert result.fallback_to_legacy is True and result.cas_failures == 2
     state = rig.snapshot()
     assert all(state[r.id] == r for r in batch_rows)
 

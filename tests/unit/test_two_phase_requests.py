@@ -14,14 +14,15 @@ from datetime import timedelta
 from pathlib import Path
 
 from bench.recording import CountingBlobStore
+from legacy.merge_under_lease import merge_under_lease
 from snapmerge import synth
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.adapters.memory_index import MemoryIndex
 from snapmerge.adapters.memory_lock import MemoryLeaseTable
+from snapmerge.backoff import Backoff
 from snapmerge.change_sets import ChangeSets, prune_changes
 from snapmerge.config import Settings
 from snapmerge.domain import Database, FinalMergeRequest, Keys, VersionId
-from snapmerge.lock import Backoff
 from snapmerge.merging import MergeKit
 from snapmerge.seeding import seed_snapshot
 from snapmerge.transfer import upload_directory
@@ -55,7 +56,9 @@ def _request(kit: MergeKit, tmp_path: Path, batch_id: str, seed: int) -> FinalMe
 
 
 def _merge(kit: MergeKit) -> TwoPhaseFinalMerge:
-    return TwoPhaseFinalMerge(kit, rng=random.Random(1), sleep=lambda _s: None)
+    return TwoPhaseFinalMerge(
+        kit, fallback=merge_under_lease, rng=random.Random(1), sleep=lambda _s: None
+    )
 
 
 def test_a_solo_group_publish_asks_for_its_claims_once_and_writes_its_change_set_in_two_puts(

@@ -120,7 +120,7 @@ def test_chunk_size_applies_to_both_spellings(
     app = bootstrap.build(
         settings, blobs=MemoryBlobStore(), engine=MemoryIndex(), leases=MemoryLeaseTable()
     )
-    from snapmerge.workflow import split_into_chunks
+    from snapmerge.split import split_into_chunks
 
     deltas = [{"delta_key": f"words/delta/{i}/", "collection": collection} for i in range(11)]
     out = split_into_chunks(
@@ -132,7 +132,7 @@ def test_chunk_size_applies_to_both_spellings(
 
 
 def test_large_chunk_list_goes_to_s3_and_groups_are_written(app: bootstrap.App) -> None:
-    from snapmerge.workflow import split_into_chunks
+    from snapmerge.split import split_into_chunks
 
     deltas = [{"delta_key": f"words/delta/{i:05d}-{'x' * 200}/"} for i in range(2000)]
     out = split_into_chunks(
@@ -264,7 +264,7 @@ def test_the_split_answer_and_the_chunk_results_fit_in_a_state(
     app: bootstrap.App, n_deltas: int
 ) -> None:
     """Before: 50,000 deltas made 3,334 chunk items, a 390 KB answer Step Functions refuses."""
-    from snapmerge.workflow import MAX_CHUNKS, split_into_chunks
+    from snapmerge.split import MAX_CHUNKS, split_into_chunks
 
     batch_id = "x" * 80  # an execution name at its longest
     out = split_into_chunks(app.workflow, _split_event(n_deltas, batch_id))

@@ -9,7 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from rollout.judge import DEFAULT_GUARDRAILS, Guardrail, Verdict, judge
+from rollout.guardrails import DEFAULT_GUARDRAILS, Guardrail
+from rollout.judge import Verdict, judge
 from rollout.metric_names import MetricName
 from rollout.sources import MetricRecord
 from snapmerge.domain import MergePath

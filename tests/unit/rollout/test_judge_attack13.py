@@ -18,9 +18,12 @@ import pytest
 import yaml
 
 from rollout import checks
-from rollout.judge import DEFAULT_GUARDRAILS, Guardrail, Samples, judge_samples
+from rollout.guardrails import DEFAULT_GUARDRAILS, Guardrail
+from rollout.judge import judge_samples
 from rollout.metric_names import MetricName as M
-from rollout.plan import PlanError, parse_plan
+from rollout.plan import parse_plan
+from rollout.plan_fields import PlanError
+from rollout.samples import Samples
 from snapmerge.errors import InvalidEventError
 
 DURATION = next(g for g in DEFAULT_GUARDRAILS if g.metric == M.FINAL_MERGE_DURATION)

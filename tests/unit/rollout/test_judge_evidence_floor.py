@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from rollout import checks
-from rollout.judge import DEFAULT_GUARDRAILS, Samples, judge_samples
+from rollout.guardrails import DEFAULT_GUARDRAILS
+from rollout.judge import judge_samples
 from rollout.metric_names import MetricName as M
+from rollout.samples import Samples
 
 DURATION = next(g for g in DEFAULT_GUARDRAILS if g.metric == M.FINAL_MERGE_DURATION)
 

@@ -17,8 +17,10 @@ import numpy as np
 from scipy import stats
 
 from rollout import checks
-from rollout.judge import DEFAULT_GUARDRAILS, Guardrail, Samples, judge_samples
+from rollout.guardrails import DEFAULT_GUARDRAILS, Guardrail
+from rollout.judge import judge_samples
 from rollout.metric_names import MetricName as M
+from rollout.samples import Samples
 from rollout.sequential import mean_shift_p, mean_shift_upper, rate_bounds
 
 HOLD_BUDGET = next(g for g in DEFAULT_GUARDRAILS if g.metric == M.LOCK_HOLD_TIME)

@@ -11,7 +11,8 @@ import numpy as np
 
 from bench.rollout import MemoryAudit, main, run_one, samples_of, scenario
 from bench.rollout_sim import SCENARIOS, Fleet, FleetSource
-from rollout.judge import DEFAULT_GUARDRAILS, judge_samples
+from rollout.guardrails import DEFAULT_GUARDRAILS
+from rollout.judge import judge_samples
 from rollout.metric_names import MetricName as M
 from rollout.plan import RolloutPlan, load_plan, parse_plan
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from legacy.final_merge import LegacyFinalMerge
+from legacy.merge_under_lease import merge_under_lease
 from rollout.metric_names import MetricName, phase_metric
 from rollout.metrics import MergeMetrics
 from rollout.sources import EmfFileSource, MetricRecord
@@ -94,7 +95,11 @@ def test_every_phase_a_real_run_held_comes_back_from_emf_as_hold_and_wait(
         merge = LegacyFinalMerge(collection.kit)
     else:
         merge = TwoPhaseFinalMerge(
-            collection.kit, max_rebases=max_rebases, rng=random.Random(1), sleep=lambda _s: None
+            collection.kit,
+            fallback=merge_under_lease,
+            max_rebases=max_rebases,
+            rng=random.Random(1),
+            sleep=lambda _s: None,
         )
 
     result = merge.run(collection.batch("b1"))

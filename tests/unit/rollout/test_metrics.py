@@ -16,6 +16,7 @@ from aws_lambda_powertools.metrics import Metrics
 
 from handlers.demo_summary import ab_table
 from legacy.final_merge import LegacyFinalMerge
+from legacy.merge_under_lease import merge_under_lease
 from rollout.metric_names import DEFAULT_NAMESPACE, MetricName, Unit, phase_metric
 from rollout.metrics import MergeMetrics
 from rollout.sources import EmfFileSource
@@ -282,7 +283,9 @@ def rig(tmp_path: Path) -> Rig:
 def merger(path: MergePath, kit: MergeKit) -> LegacyFinalMerge | TwoPhaseFinalMerge:
     if path is MergePath.LEGACY:
         return LegacyFinalMerge(kit)
-    return TwoPhaseFinalMerge(kit, rng=random.Random(1), sleep=lambda _s: None)
+    return TwoPhaseFinalMerge(
+        kit, fallback=merge_under_lease, rng=random.Random(1), sleep=lambda _s: None
+    )
 
 
 @pytest.mark.parametrize("path", [MergePath.LEGACY, MergePath.TWO_PHASE])

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from rollout.judge import DEFAULT_GUARDRAILS
+from rollout.guardrails import DEFAULT_GUARDRAILS
 from rollout.metric_names import MetricName
-from rollout.plan import DEFAULT_PLAN, FlagStoreKind, PlanError, load_plan, loads_plan, parse_plan
+from rollout.plan import DEFAULT_PLAN, FlagStoreKind, load_plan, loads_plan, parse_plan
+from rollout.plan_fields import PlanError
 from tests.unit.rollout_ctl.conftest import PLAN
 
 

@@ -1,0 +1,117 @@
+"""What the judge reads from a stage's records: per-metric arrays of each side (:class:`Samples`).
+
+:func:`collect` splits one window's :class:`~rollout.sources.MetricRecord` s by path (the
+candidate, the baseline) and keeps the previous stage's apart as the reference. Replayed results
+are left out everywhere. Shadow dry runs carry the shadow outcome and counts, never times
+(``rollout.metrics``), so they count only for the shadow and invariant guardrails; they are
+not candidate executions, nor among the clean ones (no CAS failure, no fallback) that a latency
+budget is judged on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rollout.metric_names import MetricName
+from rollout.sources import MetricRecord
+from snapmerge.domain import MergePath
+
+Floats = np.ndarray[Any, np.dtype[np.float64]]
+PLANNED_CHUNKS_KEY = "planned_chunk_count"  # metadata: the chunk count the split planned
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Per-metric arrays of each side; ``checks`` pairs (expected, got) per invariant metric."""
+
+    candidate: Mapping[str, Floats]
+    baseline: Mapping[str, Floats]
+    reference: Mapping[str, Floats] | None = None
+    pairs: Mapping[str, Sequence[tuple[float, float]] | Floats] = field(default_factory=dict)
+    n_candidate: int = 0  # candidate executions in the window (dry runs excluded)
+    clean: Mapping[str, Floats] = field(default_factory=dict)  # no CAS failure, no fallback
+    reference_clean: Mapping[str, Floats] = field(default_factory=dict)
+    n_baseline: int = 0  # legacy executions in the window
+    reference_baseline: Mapping[str, Floats] | None = None  # the previous stage's legacy
+    # invariant metrics some record of the window carries an expected value for (planned counts)
+    planned_metrics: frozenset[str] = frozenset()
+    # the two-phase percentage the flag routed in this window (the controller knows it from the
+    # plan); None: inferred from the window's shares
+    routed_percent: float | None = None
+
+
+def _by_metric(records: Sequence[MetricRecord]) -> dict[str, Floats]:
+    out: dict[str, list[float]] = {}
+    for rec in records:
+        for name, value in rec.values.items():
+            out.setdefault(name, []).append(value)
+    return {name: np.asarray(vals, dtype=np.float64) for name, vals in out.items()}
+
+
+def _is_clean(rec: MetricRecord) -> bool:
+    cas = rec.values.get(MetricName.CAS_FAILURES, 0.0)
+    return cas <= 0 and rec.values.get(MetricName.FALLBACK_TO_LEGACY, 0.0) <= 0
+
+
+def _last_by_batch(recs: Sequence[MetricRecord]) -> dict[str, MetricRecord]:
+    latest: dict[str, MetricRecord] = {}
+    for rec in sorted(recs, key=lambda r: r.timestamp_ms):
+        batch = rec.metadata.get("batch_id")
+        if batch is not None:
+            latest[str(batch)] = rec
+    return latest
+
+
+def _checks(base: Sequence[MetricRecord], cand: Sequence[MetricRecord]) -> dict[str, list[Any]]:
+    """(expected, got) per invariant: the planned chunk count of every candidate execution, and
+    the legacy value beside the dry run's for every batch a shadow run saw on both paths."""
+    out: dict[str, list[Any]] = {}
+    for rec in cand:
+        planned, got = rec.metadata.get(PLANNED_CHUNKS_KEY), rec.values.get(MetricName.CHUNK_COUNT)
+        if planned is not None and got is not None and not rec.metadata.get("dry_run"):
+            out.setdefault(MetricName.CHUNK_COUNT.value, []).append((float(planned), got))
+    b = _last_by_batch(base)
+    c = _last_by_batch([r for r in cand if r.metadata.get("dry_run")])
+    for batch in sorted(b.keys() & c.keys()):
+        for name in b[batch].values.keys() & c[batch].values.keys():
+            out.setdefault(name, []).append((b[batch].values[name], c[batch].values[name]))
+    return out
+
+
+def collect(
+    records: Sequence[MetricRecord],
+    *,
+    reference: Sequence[MetricRecord] | None = None,
+    candidate: MergePath = MergePath.TWO_PHASE,
+    baseline: MergePath = MergePath.LEGACY,
+) -> Samples:
+    live = [r for r in records if not r.metadata.get("replayed")]
+    cand = [r for r in live if r.path == candidate]
+    base = [r for r in live if r.path == baseline]
+    runs = [r for r in cand if not r.metadata.get("dry_run")]
+    ref = ref_clean = ref_base = None
+    if reference is not None:
+        ref_base = _by_metric(
+            [r for r in reference if r.path == baseline and not r.metadata.get("replayed")]
+        )
+        kept = [r for r in reference if r.path == candidate and not r.metadata.get("replayed")]
+        ref = _by_metric(kept)
+        ref_clean = _by_metric([r for r in kept if _is_clean(r) and not r.metadata.get("dry_run")])
+    return Samples(
+        candidate=_by_metric(cand),
+        baseline=_by_metric(base),
+        reference=ref,
+        pairs=_checks(base, cand),
+        n_candidate=len(runs),
+        clean=_by_metric([r for r in runs if _is_clean(r)]),
+        reference_clean=ref_clean or {},
+        n_baseline=len(base),
+        reference_baseline=ref_base,
+        planned_metrics=frozenset(
+            MetricName.CHUNK_COUNT.value for r in live if PLANNED_CHUNKS_KEY in r.metadata
+        ),
+    )
