@@ -141,6 +141,9 @@ class TwoPhaseFinalMerge:
         outcome = out.outcome
         assert outcome is not None
         if isinstance(outcome, Replay):
+            # timed up to the answer, as a publisher's duration stops at its swap: the receipt,
+            # clean-up and lineage check that follow are not the merge (either path's)
+            elapsed = round(time.monotonic() - started, 3)
             self.kit.finish_replay(request, outcome, cleanup=not defer_cleanup)
             by = outcome.result.published_by
             if by is None or by == request.batch_id:
@@ -148,7 +151,7 @@ class TwoPhaseFinalMerge:
             return replace(  # carried by another execution: its publish, our own figures
                 outcome.result,
                 replayed=False,
-                processing_time_seconds=round(time.monotonic() - started, 3),
+                processing_time_seconds=elapsed,
                 wasted_builds=out.wasted,
                 **stats,
             )
