@@ -83,7 +83,6 @@ class TwoPhaseFinalMerge:
         backoff_base_s: float = 0.05,
         backoff_cap_s: float = 1.0,
         rng: random.Random | None = None,
-        upload_in_phase3: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if max_rebases < 0:
@@ -93,7 +92,6 @@ class TwoPhaseFinalMerge:
         self.max_rebases = max_rebases
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
-        self.upload_in_phase3 = upload_in_phase3
         self._rng = rng or random.Random()
         self._sleep = sleep
 
@@ -111,7 +109,7 @@ class TwoPhaseFinalMerge:
             inputs, replay = self.kit.inputs(request, fetched)
             if replay is not None:
                 return self.kit.finish_replay(request, replay, cleanup=not defer_cleanup)
-            if self.kit.settings.group_commit and not self.upload_in_phase3:
+            if self.kit.settings.group_commit:
                 return self._group(request, fetched, inputs, work, meter, started, defer_cleanup)
             outcome, failures, fallback = self._publish(request, fetched, inputs, work, meter)
         if isinstance(outcome, Replay):
@@ -253,9 +251,7 @@ class TwoPhaseFinalMerge:
                 request, base, sources, self.path, dest, inputs=inputs, digest=False
             )
         self._validate(request, built)
-        if not self.upload_in_phase3:
-            built = upload_with_changes(self.kit, request.database, built, sources)
-        return built
+        return upload_with_changes(self.kit, request.database, built, sources)
 
     def _phase3(
         self, request: FinalMergeRequest, built: BuiltVersion, meter: LockMeter
@@ -268,8 +264,6 @@ class TwoPhaseFinalMerge:
         db = request.database
         try:
             with meter.held(self.kit, request, "phase3") as lease:
-                if self.upload_in_phase3:
-                    built = self.kit.upload(db, built)  # no change set: rebasers rebuild
                 self.kit.publish(db, built, lease)
         except BaseException:
             self.kit.discard(db, built)  # never raises: a conflict still reaches the rebase
