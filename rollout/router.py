@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rollout import shadow
 from rollout.metric_names import ShadowOutcome
 from snapmerge.domain import FinalMergeRequest, FinalMergeResult, MergePath
 from snapmerge.errors import InvalidEventError
@@ -126,21 +127,17 @@ class Router:
             self._report(request, ShadowOutcome.SKIPPED, None, reason)
             return Routed(published, ShadowOutcome.SKIPPED, None, reason)
 
-        if published.replayed:
-            return skipped("legacy replayed an earlier publish; its inputs are gone")
-        if remaining_ms is not None and remaining_ms() < self.shadow_budget_ms:
-            return skipped(f"less than {self.shadow_budget_ms} ms of Lambda time left")
+        remaining = remaining_ms() if remaining_ms is not None else None
+        reason = shadow.skip_reason(published, remaining, self.shadow_budget_ms)
+        if reason is not None:
+            return skipped(reason)
         try:
             candidate = self.candidate.dry_run(request, published.base_version)
         except Exception as exc:  # the candidate failing is a finding, not a failed merge
             failure = f"candidate raised: {exc!r}"
             self._report(request, ShadowOutcome.MISMATCHED, None, failure)
             return Routed(published, ShadowOutcome.MISMATCHED, None, failure)
-        same = candidate.digest == published.digest and (
-            candidate.total_embeddings == published.total_embeddings
-        )
-        outcome = ShadowOutcome.MATCHED if same else ShadowOutcome.MISMATCHED
-        reason = None if same else f"digest {candidate.digest[:12]} != {published.digest[:12]}"
+        outcome, reason = shadow.compare(published, candidate)
         self._report(request, outcome, candidate, reason)
         return Routed(published, outcome, candidate, reason)
 

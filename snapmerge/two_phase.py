@@ -83,7 +83,6 @@ class TwoPhaseFinalMerge:
         backoff_base_s: float = 0.05,
         backoff_cap_s: float = 1.0,
         rng: random.Random | None = None,
-        upload_in_phase3: bool = False,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if max_rebases < 0:
@@ -93,7 +92,6 @@ class TwoPhaseFinalMerge:
         self.max_rebases = max_rebases
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
-        self.upload_in_phase3 = upload_in_phase3
         self._rng = rng or random.Random()
         self._sleep = sleep
 
@@ -111,7 +109,7 @@ class TwoPhaseFinalMerge:
             inputs, replay = self.kit.inputs(request, fetched)
             if replay is not None:
                 return self.kit.finish_replay(request, replay, cleanup=not defer_cleanup)
-            if self.kit.settings.group_commit and not self.upload_in_phase3:
+            if self.kit.settings.group_commit:
                 return self._group(request, fetched, inputs, work, meter, started, defer_cleanup)
             outcome, failures, fallback = self._publish(request, fetched, inputs, work, meter)
         if isinstance(outcome, Replay):
@@ -141,6 +139,9 @@ class TwoPhaseFinalMerge:
         outcome = out.outcome
         assert outcome is not None
         if isinstance(outcome, Replay):
+            # timed up to the answer, as a publisher's duration stops at its swap: the receipt,
+            # clean-up and lineage check that follow are not the merge (either path's)
+            elapsed = round(time.monotonic() - started, 3)
             self.kit.finish_replay(request, outcome, cleanup=not defer_cleanup)
             by = outcome.result.published_by
             if by is None or by == request.batch_id:
@@ -148,7 +149,7 @@ class TwoPhaseFinalMerge:
             return replace(  # carried by another execution: its publish, our own figures
                 outcome.result,
                 replayed=False,
-                processing_time_seconds=round(time.monotonic() - started, 3),
+                processing_time_seconds=elapsed,
                 wasted_builds=out.wasted,
                 **stats,
             )
@@ -250,9 +251,7 @@ class TwoPhaseFinalMerge:
                 request, base, sources, self.path, dest, inputs=inputs, digest=False
             )
         self._validate(request, built)
-        if not self.upload_in_phase3:
-            built = upload_with_changes(self.kit, request.database, built, sources)
-        return built
+        return upload_with_changes(self.kit, request.database, built, sources)
 
     def _phase3(
         self, request: FinalMergeRequest, built: BuiltVersion, meter: LockMeter
@@ -265,8 +264,6 @@ class TwoPhaseFinalMerge:
         db = request.database
         try:
             with meter.held(self.kit, request, "phase3") as lease:
-                if self.upload_in_phase3:
-                    built = self.kit.upload(db, built)  # no change set: rebasers rebuild
                 self.kit.publish(db, built, lease)
         except BaseException:
             self.kit.discard(db, built)  # never raises: a conflict still reaches the rebase

@@ -243,6 +243,49 @@ def test_a_waiter_answers_as_soon_as_the_pointer_names_its_batch(rig: Rig) -> No
     assert violations(h) == []
 
 
+def test_a_carried_execution_is_timed_to_its_answer_not_its_clean_up(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FinalMergeDuration of an execution another one carried stops where a publisher's does
+    (at the answer), not after its receipt, clean-up and lineage check: the clock jumps by an
+    hour inside the carried execution's receipt step, and its duration must not see it. (Before:
+    it was read after that step, so every carried execution paid its clean-up in the metric the
+    judge compares with legacy's.)"""
+    from snapmerge import two_phase
+
+    class Clock:
+        offset = 0.0
+
+        def monotonic(self) -> float:
+            return time.monotonic() + self.offset
+
+    clock = Clock()
+    monkeypatch.setattr(two_phase, "time", clock)
+    h = History(rig)
+    h.batch("t0", 0)
+    h.batch("t1", 1)
+    taken = threading.Event()
+    jumped: list[str] = []
+
+    def jump_in_receipt(step: str) -> None:
+        if step == "after_receipt":
+            jumped.append(step)
+            clock.offset += 3600.0
+
+    first = h.start("t0", hooks=builder_waiting_for(rig, 2, taken))
+    taken.wait(60)
+    second = h.start("t1", hooks=jump_in_receipt)
+    for t in (first, second):
+        t.join(120)
+
+    assert h.errors == {}
+    carried = h.results["t1"]
+    assert carried.published_by == "t0" and not carried.replayed
+    assert jumped == ["after_receipt"]  # the jump fired, inside the carried execution's finish
+    assert carried.processing_time_seconds < 3600
+    assert violations(h) == []
+
+
 # -- builders that fail ---------------------------------------------------------------------------
 def test_a_dead_builders_marker_is_taken_over_after_it_stops_beating(rig: Rig) -> None:
     h = History(rig)

@@ -113,14 +113,11 @@ def make_rig(
     return rig
 
 
-def two_phase(
-    rig: Rig, *, max_rebases: int = 3, upload_in_phase3: bool = False
-) -> TwoPhaseFinalMerge:
+def two_phase(rig: Rig, *, max_rebases: int = 3) -> TwoPhaseFinalMerge:
     return TwoPhaseFinalMerge(
         rig.kit,
         fallback=merge_under_lease,
         max_rebases=max_rebases,
-        upload_in_phase3=upload_in_phase3,
         rng=random.Random(3),
         sleep=lambda _s: None,
     )
@@ -163,14 +160,6 @@ def test_publishes_base_plus_batch_holding_the_lock_only_in_phases_1_and_3(rig: 
     assert (result.cas_failures, result.cas_retries, result.fallback_to_legacy) == (0, 0, False)
     assert rig.blobs.list("intermediate/b1/") == []
     assert result.digest == rig.store.manifest(result.version).digest  # type: ignore[union-attr]
-
-
-def test_upload_in_phase3_uploads_under_the_lock(rig: Rig) -> None:
-    rig.seed(rows(1, 10))
-    result = two_phase(rig, upload_in_phase3=True).run(rig.batch("b1", [rows(2, 3, start=50)]))
-    assert rig.held_at("after_build") == [False]
-    assert rig.held_at("after_upload") == [True]
-    assert rig.store.read_pointer().version == result.version  # type: ignore[union-attr]
 
 
 def test_first_publish_on_an_empty_collection(rig: Rig) -> None:
