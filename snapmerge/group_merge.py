@@ -8,7 +8,7 @@
     build:  phase 1 (short lock: pointer) ─ pending batches not published at that base, in seq
             order ─ fetch theirs ─ build base + all ─ upload ─ claim every batch ─ phase 3 CAS
             (lost: rebase, as the two-phase path; after ``max_rebases``: the legacy
-            algorithm, ``path.fallback``, for our batch alone)
+            algorithm, ``path.fallback``, over the group's steps, under the lock)
 
 Exactly once, for every batch of a build: at the base read in phase 1 no claim of any of them is
 that base or an ancestor of it (each is checked), each is claimed before the swap, and the CAS
@@ -20,14 +20,14 @@ from __future__ import annotations
 import logging
 import random
 import time
-from contextlib import ExitStack, suppress
+from contextlib import AbstractContextManager, ExitStack, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from snapmerge.change_sets import ChangeSets, prune_changes, rebase_build, upload_with_changes
 from snapmerge.deltas import fetch_delta
-from snapmerge.domain import LATEST_DIRECT, FinalMergeRequest, Pointer
+from snapmerge.domain import LATEST_DIRECT, Database, FinalMergeRequest, MergePath, Pointer
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError, StoreError
 from snapmerge.exactly_once import Replay, inputs_digest, prior_publish, receipt_payload
 from snapmerge.group_commit import (
@@ -43,6 +43,7 @@ from snapmerge.group_commit import (
     new_owner,
     poll_delay,
 )
+from snapmerge.lock import Lease
 from snapmerge.manifest import EntryState
 from snapmerge.merging import BuiltVersion
 
@@ -74,6 +75,59 @@ class _Selection:
     group: list[PendingBatch]
     done: list[PendingBatch]
     highest: int
+
+
+class _LockedGroup:
+    """The group's steps for the legacy algorithm (the fallback, under the lock): at each base
+    it reads, the selection (our batch published there: its replay; else every pending batch
+    not published there, in seq order), the build of them all, the upload with every claim and
+    the change set, and a discard that drops those claims. The rest are the kit's."""
+
+    def __init__(self, commit: GroupCommit, request: FinalMergeRequest, mine: PendingBatch):
+        self.commit, self.kit, self.request, self.mine = commit, commit.kit, request, mine
+        self.chosen: _Selection | None = None
+        self.group: list[PendingBatch] = [mine]
+
+    def resolve_base(self, db: Database) -> Pointer | None:
+        return self.kit.resolve_base(db)
+
+    def pin_base(self, db: Database, base: Pointer | None) -> AbstractContextManager[None]:
+        return self.kit.pin_base(db, base)
+
+    def already_published(
+        self, request: FinalMergeRequest, inputs: str, base: Pointer | None
+    ) -> Replay | None:
+        chosen = self.commit._select(request, self.mine, inputs, base)
+        if isinstance(chosen, Replay):
+            return chosen
+        self.chosen = chosen
+        return None
+
+    def build(
+        self,
+        request: FinalMergeRequest,
+        base: Pointer | None,
+        sources: list[Path],
+        path: MergePath,
+        dest: Path,
+        *,
+        digest: bool = True,
+        inputs: str = "",
+    ) -> BuiltVersion:
+        assert self.chosen is not None  # already_published selected at this base
+        built, self.group = self.commit._make(
+            request, base, self.chosen, self.mine, sources, inputs, dest, 0
+        )
+        return built
+
+    def upload(self, db: Database, built: BuiltVersion) -> BuiltVersion:
+        return self.commit._upload(self.request, built, self.group)
+
+    def publish(self, db: Database, built: BuiltVersion, lease: Lease | None) -> Pointer:
+        return self.kit.publish(db, built, lease)
+
+    def discard(self, db: Database, built: BuiltVersion) -> None:
+        self.commit._discard(self.request, built, self.group)
 
 
 class GroupCommit:
@@ -187,12 +241,13 @@ class GroupCommit:
                 out.outcome, out.group = built, group
                 out.done, out.highest = chosen.done, chosen.highest
                 return out
-            # After max_rebases lost CASes: the legacy algorithm for our batch alone (the
-            # others' executions keep trying theirs; a pending object it leaves is forgotten
-            # by the next builder, which finds that batch published at its base).
+            # After max_rebases lost CASes: the legacy algorithm, with the group's steps. Our
+            # batch alone would publish before an earlier-enqueued batch still pending, whose
+            # own execution then applies it on top: its older write would beat ours.
+            steps = _LockedGroup(self, request, mine)
             with meter.held(self.kit, request, "fallback") as lease:
                 outcome, more = self.path.fallback(
-                    self.kit,
+                    steps,
                     request,
                     lease,
                     sources,
@@ -203,7 +258,9 @@ class GroupCommit:
                     validate=lambda built: self.path._validate(request, built),
                     digest=False,
                 )
-            out.outcome, out.group = outcome, [mine]
+            out.outcome, out.group = outcome, steps.group
+            if isinstance(outcome, BuiltVersion) and steps.chosen is not None:
+                out.done, out.highest = steps.chosen.done, steps.chosen.highest
             out.failures += more
             out.wasted += more
             out.fallback = True

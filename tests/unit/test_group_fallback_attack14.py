@@ -14,8 +14,6 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
 from legacy.merge_under_lease import merge_under_lease
 from snapmerge.domain import FinalMergeRequest, Record, VersionId
 from snapmerge.exactly_once import inputs_digest
@@ -65,11 +63,6 @@ def _shared_writes(seed: int) -> list[Record]:
     return rows(seed, 3)  # ids 0..2: every batch of these tests writes them, content per seed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the group-commit fallback publishes its batch alone, before an earlier-enqueued"
-    " pending batch that its own execution applies afterwards (passes on 0d419b8)",
-)
 def test_fallback_leaves_the_later_enqueued_write_winning(tmp_path: Path) -> None:
     """A (enqueued first) and B (enqueued second) both write ids 0..2. B's execution builds the
     group [A, B], loses its CAS and falls back, publishing B alone while A is still pending;
