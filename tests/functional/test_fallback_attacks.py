@@ -11,6 +11,7 @@ top, and the checker must report the earlier-enqueued write winning.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from snapmerge import group_merge
 from snapmerge.adapters.memory_index import MemoryIndex
 from snapmerge.domain import FinalMergeResult, MergePath
 from tests.concurrency.choreography import Script, signal, wait
-from tests.concurrency.generator import HistoryPlan
+from tests.concurrency.generator import COVERAGE, HistoryPlan, generate
 from tests.concurrency.history import History
 from tests.concurrency.invariants import FinalState, Violation, check
 from tests.concurrency.runner import Variant, run_history
@@ -89,3 +90,27 @@ def test_negative_control_a_fallback_of_our_batch_alone_is_caught(
         v.invariant == "1" and "g0 (enqueued 1) applied after g1 (enqueued 2)" in v.detail
         for v in violations
     )
+
+
+FALLBACK_HISTORIES = int(os.environ.get("SNAPMERGE_FALLBACK_HISTORIES", "6"))
+
+
+def test_generated_histories_with_every_lost_cas_falling_back(aws: AwsEnv, tmp_path: Path) -> None:
+    """The coverage set's two-phase-victim histories (a fault in a two-phase merge, legacy and
+    two-phase workers beside it) with ``max_rebases=0``: every lost CAS goes to the fallback.
+    Held to the checker; the fallback must have fired in some of them (else they test nothing
+    new)."""
+    assert FALLBACK_HISTORIES >= 1
+    indices = [i for i, (_, path) in enumerate(COVERAGE) if path is MergePath.TWO_PHASE]
+    failures: list[str] = []
+    fallbacks = 0
+    for index in indices[:FALLBACK_HISTORIES]:
+        plan = generate(index, 7, min_workers=3, max_workers=4)
+        history, final = run_history(
+            plan, aws.cloud, MemoryIndex(), tmp_path / f"h{index}", Variant(max_rebases=0)
+        )
+        fallbacks += sum(r.fallback_to_legacy for r in history.successes().values())
+        failures += [f"history {index} ({plan.fault}): {v}" for v in check(plan, history, final)]
+    print(f"\n{fallbacks} fallbacks; violations: {len(failures)}")
+    assert failures == [], "\n".join(failures[:20])
+    assert fallbacks > 0, "no lost CAS fell back: the histories tested nothing new"
