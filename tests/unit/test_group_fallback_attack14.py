@@ -14,6 +14,7 @@ import random
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -173,17 +174,26 @@ def test_the_fallback_finds_our_batch_published_by_another_builder_and_replays(
     assert _chain_batches(rig) == ["b", "c"]
 
 
+@pytest.mark.parametrize("kill", [False, True], ids=["exception", "kill-9"])
 @pytest.mark.parametrize(
-    "step", ["after_build", "after_upload", "after_claims", "before_swap", "after_swap"]
+    "step",
+    ["after_build", "after_upload", "after_claims", "before_swap", "after_swap", "after_receipt"],
 )
 def test_a_crash_at_each_fallback_step_then_retries_apply_each_batch_once(
-    tmp_path: Path, step: str
+    tmp_path: Path, step: str, kill: bool
 ) -> None:
+    """An exception at each step of the fallback (its clean-up runs), or a kill -9 there (the
+    bucket stays as it was at that instant: nothing discarded, the builder marker left
+    BUILDING); then B's retry and A's execution."""
     rig = _group_rig(tmp_path)
+    quick = {"group_beat": timedelta(seconds=0.02), "group_stale": timedelta(seconds=0.2)}
+    rig.kit.settings = rig.plain.settings = replace(rig.kit.settings, **quick)
     a, b, b_rows = _setup_a_then_b(rig)
     landed = _interlopers(rig, times=1)
     passes: list[str] = []
-    nth = 1 if step == "after_swap" else 2  # the two-phase attempt passed the others, then lost
+    # the two-phase attempt passed the others before its CAS lost; these only the fallback
+    nth = 1 if step in ("after_swap", "after_receipt") else 2
+    frozen: dict[str, Any] = {}
 
     class Crash(Exception):
         pass
@@ -191,6 +201,7 @@ def test_a_crash_at_each_fallback_step_then_retries_apply_each_batch_once(
     def crash_in_fallback() -> None:
         passes.append(step)
         if len(passes) == nth:
+            frozen.update(rig.blobs._objects)
             raise Crash(step)
 
     interloper = rig.on_step["after_upload"]
@@ -207,6 +218,8 @@ def test_a_crash_at_each_fallback_step_then_retries_apply_each_batch_once(
         _merge(rig, max_rebases=0).run(b)
     assert len(landed) == 1 and len(passes) == nth  # the crash hit inside the fallback
     rig.on_step.clear()
+    if kill:  # what the dead process left, and nothing it would have cleaned up after
+        rig.blobs._objects = dict(frozen)
 
     retry_b = _merge(rig, max_rebases=0).run(b)
     result_a = _merge(rig, max_rebases=0).run(a)
