@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 
 from snapmerge import group_merge
+from snapmerge.adapters.chroma_index import ChromaIndex
 from snapmerge.adapters.memory_index import MemoryIndex
 from snapmerge.domain import FinalMergeResult, MergePath
 from tests.concurrency.choreography import Script, signal, wait
 from tests.concurrency.generator import COVERAGE, HistoryPlan, generate
 from tests.concurrency.history import History
 from tests.concurrency.invariants import FinalState, Violation, check
-from tests.concurrency.runner import Variant, run_history
+from tests.concurrency.runner import Engine, Variant, run_history
 from tests.concurrency.scenarios import _batch, _plan, _seed
 from tests.conftest import AwsEnv
 
@@ -48,10 +49,13 @@ def fallback_before_earlier() -> tuple[HistoryPlan, Script]:
     return plan, script
 
 
-def _run(aws: AwsEnv, tmp: Path) -> tuple[History, FinalState, list[Violation]]:
+def _run(
+    aws: AwsEnv, tmp: Path, engine: Engine | None = None
+) -> tuple[History, FinalState, list[Violation]]:
     plan, script = fallback_before_earlier()
     variant = Variant(max_rebases=0)
-    history, final = run_history(plan, aws.cloud, MemoryIndex(), tmp, variant, script=script)
+    engine = engine or MemoryIndex()
+    history, final = run_history(plan, aws.cloud, engine, tmp, variant, script=script)
     assert script.timed_out == [], "the scripted interleaving did not happen"
     results = {o.batch_id: o.result for o in history.outcomes if o.error is None}
     g1 = results["g1"]
@@ -60,10 +64,12 @@ def _run(aws: AwsEnv, tmp: Path) -> tuple[History, FinalState, list[Violation]]:
     return history, final, check(plan, history, final)
 
 
+@pytest.mark.parametrize("engine", ["memory", "chroma"])
 def test_a_fallback_with_an_earlier_batch_pending_keeps_enqueue_order(
-    aws: AwsEnv, tmp_path: Path
+    aws: AwsEnv, tmp_path: Path, engine: str
 ) -> None:
-    history, _, violations = _run(aws, tmp_path)
+    index: Engine = MemoryIndex() if engine == "memory" else ChromaIndex()
+    history, _, violations = _run(aws, tmp_path, index)
     print(*violations, sep="\n")
     assert violations == []
     consumed = [b for p in history.publishes for b in history.manifests[p.version].consumed]
