@@ -141,6 +141,11 @@ def test_the_fallback_publishes_the_pending_group_in_order_and_answers_its_membe
     assert left == ["b"]
     # the fallback's version carries its change set (a later rebaser need not rebuild in full)
     assert rig.blobs.get(f"{DB.value}/snapshot/changes/{result_b.version}.json") is not None
+    # a later builder sees B's pending object left behind, finds it published, skips it
+    later = _merge(rig, max_rebases=0).run(rig.batch("d", [rows(103, 2, start=700)]))
+    assert later.consumed_batches == ("d",)
+    assert _chain_batches(rig) == ["a", "b", "d"]
+    assert [p.batch_id for p in PendingQueue(rig.blobs, DB).listing()[0]] == ["d"]
 
 
 def test_the_fallback_finds_our_batch_published_by_another_builder_and_replays(
