@@ -4,7 +4,7 @@ time what they inherit or delegate (nothing is re-implemented), and the steps th
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from snapmerge.domain import (
     MergeStats,
     Pointer,
     Record,
+    VersionId,
 )
 from snapmerge.lock import Lease
 from snapmerge.merging import BuiltVersion, MergeKit
@@ -99,9 +100,14 @@ class TimedKit(MergeKit):
         with self._timed("build"):
             return super().build(request, base, sources, path, dest, digest=digest, inputs=inputs)
 
-    def upload(self, db: Database, built: BuiltVersion) -> BuiltVersion:
+    def upload(
+        self,
+        db: Database,
+        built: BuiltVersion,
+        on_claimed: Callable[[VersionId], None] | None = None,
+    ) -> BuiltVersion:
         with self._timed("upload"):
-            return super().upload(db, built)
+            return super().upload(db, built, on_claimed)
 
     def publish(self, db: Database, built: BuiltVersion, lease: Lease | None) -> Pointer:
         with self._timed("pointer_swap"):
@@ -114,9 +120,9 @@ class TimedKit(MergeKit):
         *,
         cleanup: bool,
         receipt: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> int:
         with self._timed("finish"):
-            super().finish(request, result, cleanup=cleanup, receipt=receipt)
+            return super().finish(request, result, cleanup=cleanup, receipt=receipt)
 
 
 def timed_kit(col: Collection) -> tuple[TimedKit, TimedEngine]:

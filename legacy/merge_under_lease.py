@@ -18,11 +18,12 @@ from snapmerge.domain import FinalMergeRequest, Keys, MergePath
 from snapmerge.errors import PointerConflictError
 from snapmerge.exactly_once import Replay
 from snapmerge.lock import Lease
-from snapmerge.merging import BuiltVersion, MergeKit
+from snapmerge.merging import BuiltVersion
+from snapmerge.two_phase import LockedSteps
 
 
 def merge_under_lease(
-    kit: MergeKit,
+    kit: LockedSteps,
     request: FinalMergeRequest,
     lease: Lease,
     sources: list[Path],
@@ -35,6 +36,9 @@ def merge_under_lease(
     digest: bool = True,
 ) -> tuple[BuiltVersion | Replay, int]:
     """Read, build, upload and publish while holding ``lease``; return (outcome, CAS losses).
+
+    ``kit`` supplies the steps: a :class:`~snapmerge.merging.MergeKit` merges ``request`` alone;
+    the group-commit fallback's steps merge every pending batch unpublished at each base read.
 
     Every writer takes the same collection lock, so the CAS under it loses only to a writer
     outside the lock (a per-batch lock id, a holder racing its expiry). Never skip: each loss

@@ -39,3 +39,14 @@ class Backoff:
 # but holds for milliseconds once granted: polling past a release by up to the default 400 ms
 # cost it more than its whole hold, twice per execution. It polls at most every 100 ms.
 PHASE_BACKOFF = Backoff(base=timedelta(milliseconds=25), cap=timedelta(milliseconds=100))
+
+
+def phase_backoff(lock: Backoff) -> Backoff:
+    """The delays of a phase lock taken with a lock whose own backoff is ``lock``: those of
+    :data:`PHASE_BACKOFF`, never slower than the lock's, and the lock's ``error_attempts`` (a
+    failing table fails a phase lock as often as any other)."""
+    return Backoff(
+        base=min(PHASE_BACKOFF.base, lock.base),
+        cap=min(PHASE_BACKOFF.cap, lock.cap),
+        error_attempts=lock.error_attempts,
+    )

@@ -4,7 +4,8 @@
                  (``group_plan.plan_group``) ─ build ─ upload with the change set ─ claim every
                  other batch ─ phase 3 CAS
     lost CAS:    back off, next round (rebasing the last build when the change sets allow it)
-    after ``max_rebases`` lost rounds: the legacy algorithm, ``path.fallback``, for our batch
+    after ``max_rebases`` lost rounds: the legacy algorithm, ``path.fallback``, over the group's
+                 steps (:class:`LockedGroup`: each base it reads under the lock is planned anew)
 
 Exactly once, for every batch of a build: at the base read in phase 1 no claim of any of them is
 that base or an ancestor of it (each is checked), each is claimed before the swap, and the CAS
@@ -15,18 +16,20 @@ takes the other batches' claims on it along (docs/adr/0008-group-commit.md).
 from __future__ import annotations
 
 import logging
-from contextlib import ExitStack, suppress
+from contextlib import AbstractContextManager, ExitStack, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from snapmerge.builder_slot import BuilderSlot, Heartbeat
 from snapmerge.change_sets import ChangeSets, upload_with_changes
-from snapmerge.domain import LATEST_DIRECT, Database, Pointer
+from snapmerge.domain import LATEST_DIRECT, Database, FinalMergeRequest, MergePath, Pointer
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError, StoreError
 from snapmerge.exactly_once import Replay, prior_publish
 from snapmerge.group_build import GroupBuild, GroupVersion, Ours
 from snapmerge.group_commit import PendingBatch, PendingQueue
 from snapmerge.group_plan import Claims, GroupPlan, ask_again, plan_group, to_judge
+from snapmerge.lock import Lease
 from snapmerge.manifest import EntryState
 from snapmerge.merging import BuiltVersion
 
@@ -104,12 +107,13 @@ class GroupBuilder:
                         continue
                 out.landed(version, plan)
                 return out
-            # After max_rebases lost CASes: the legacy algorithm for our batch alone (the
-            # others' executions keep trying theirs; a pending object it leaves is forgotten
-            # by the next builder, which finds that batch published at its base).
+            # After max_rebases lost CASes: the legacy algorithm, over the group's steps. Our
+            # batch alone would publish before an earlier-enqueued batch still pending, whose
+            # own execution then applies it on top: its older write would beat ours.
+            steps = LockedGroup(self, ours)
             with meter.held(self.kit, request, "fallback") as lease:
                 outcome, more = self.path.fallback(
-                    self.kit,
+                    steps,
                     request,
                     lease,
                     ours.sources,
@@ -120,10 +124,18 @@ class GroupBuilder:
                     validate=lambda built: self.path._validate(request, built),
                     digest=False,
                 )
-            out.outcome, out.group = outcome, [ours.pending]
-            out.failures += more
+            out.outcome, out.failures = outcome, out.failures + more
             out.wasted += more
             out.fallback = True
+            if isinstance(outcome, BuiltVersion) and steps.version is not None:
+                assert steps.plan is not None
+                out.group, out.done, out.highest = (
+                    steps.version.group,
+                    steps.plan.done,
+                    steps.plan.highest,
+                )
+            else:
+                out.group = [ours.pending]
             return out
 
     def _warm(self, db: Database, base: Pointer | None) -> None:
@@ -201,3 +213,61 @@ class GroupBuilder:
     @staticmethod
     def _others(ours: Ours, version: GroupVersion) -> list[PendingBatch]:
         return [b for b in version.group if b.batch_id != ours.request.batch_id]
+
+
+class LockedGroup:
+    """The group's steps for the legacy algorithm (the fallback, under the lock): at each base
+    it reads, the plan (our batch published there: its replay; else every pending batch not
+    published there, in seq order), the build of them all, the upload with every claim and the
+    change set, and a discard that drops those claims. The rest are the kit's."""
+
+    def __init__(self, builder: GroupBuilder, ours: Ours) -> None:
+        self.builder, self.kit, self.ours = builder, builder.kit, ours
+        self.plan: GroupPlan | None = None
+        self.version: GroupVersion | None = None
+        self._attempts = 0
+
+    def resolve_base(self, db: Database) -> Pointer | None:
+        return self.kit.resolve_base(db)
+
+    def pin_base(self, db: Database, base: Pointer | None) -> AbstractContextManager[None]:
+        return self.kit.pin_base(db, base)
+
+    def already_published(
+        self, request: FinalMergeRequest, inputs: str, base: Pointer | None
+    ) -> Replay | None:
+        plan = self.builder._plan(self.ours, base)
+        if isinstance(plan, Replay):
+            return plan
+        self.plan = plan
+        return None
+
+    def build(
+        self,
+        request: FinalMergeRequest,
+        base: Pointer | None,
+        sources: list[Path],
+        path: MergePath,
+        dest: Path,
+        *,
+        digest: bool = True,
+        inputs: str = "",
+    ) -> BuiltVersion:
+        assert self.plan is not None  # already_published planned the group at this base
+        self._attempts += 1  # a directory of its own for each locked try
+        self.version = self.builder.build.make(self.ours, base, self.plan, 100 + self._attempts)
+        return self.version.built
+
+    def upload(self, db: Database, built: BuiltVersion) -> BuiltVersion:
+        assert self.version is not None and self.version.built is built
+        self.version = self.builder._upload(self.ours, self.version)
+        return self.version.built
+
+    def publish(self, db: Database, built: BuiltVersion, lease: Lease | None) -> Pointer:
+        return self.kit.publish(db, built, lease)
+
+    def discard(self, db: Database, built: BuiltVersion) -> None:
+        assert self.version is not None
+        self.builder._discard(
+            self.ours, GroupVersion(built, self.version.group, self.version.sources)
+        )

@@ -70,6 +70,11 @@ class LeaseLock:
         self._rng = rng or random.Random()
         self._backoff = backoff or Backoff()
 
+    @property
+    def backoff(self) -> Backoff:
+        """The delays between tries of a busy lock, unless an acquire names its own."""
+        return self._backoff
+
     def acquire(
         self,
         lock_id: str,

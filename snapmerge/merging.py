@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from snapmerge.after_publish import AfterPublish
-from snapmerge.backoff import PHASE_BACKOFF
+from snapmerge.backoff import phase_backoff
 from snapmerge.bases import check_base, resolve_base
 from snapmerge.cache import SnapshotCache
 from snapmerge.commit_log import lineage
@@ -164,7 +164,7 @@ class MergeKit(ExactlyOnceSteps, AfterPublish):
             request.collection,
             wait=self.settings.lock_wait_timeout,
             duration=duration,
-            backoff=None if duration is None else PHASE_BACKOFF,
+            backoff=None if duration is None else phase_backoff(self.lock.backoff),
         )
 
     @contextmanager

@@ -115,14 +115,19 @@ def _enqueue_order(plan: HistoryPlan, history: History) -> list[Violation]:
     """Group commit: each batch applied under a number it really enqueued, and for an id two
     enqueued batches write, the later-enqueued one applied after the other (so its write is the
     last, which ``_content`` then checks in the snapshot). Legacy publishes have no number: they
-    are ordered by their publish."""
+    are ordered by their publish. A two-phase version that names no numbers (one batch, as the
+    fallback's locked merge writes it) applied its batch under the last number it enqueued."""
     made = {(e.batch_id, e.number) for e in history.enqueues}
+    last = {e.batch_id: e.number for e in sorted(history.enqueues, key=lambda e: e.seq)}
     writes = {b.batch_id: {r.id for c in b.chunks for r in c} for b in plan.batches}
     applied: list[tuple[str, int]] = []
     out = []
     for publish in history.publishes:
         manifest = history.manifests.get(publish.version)
-        for batch_id, _, number in manifest.batches if manifest else ():
+        numbered = manifest.batches if manifest else ()
+        if manifest and not numbered and manifest.path == "two_phase" and manifest.batch_id in last:
+            numbered = ((manifest.batch_id, "", last[manifest.batch_id]),)
+        for batch_id, _, number in numbered:
             if (batch_id, number) not in made:
                 out.append(
                     Violation(

@@ -75,6 +75,7 @@ class Variant:
     race_step: str | None = None  # all two-phase workers meet here before any swaps
     lock_scope: LockScope = LockScope.COLLECTION  # PER_BATCH: only the CAS keeps writers apart
     ordered_record: bool = True  # False: record pointer writes without the history-wide lock
+    max_rebases: int = 3  # two-phase's lost CASes before its fallback (0: the first loss)
 
 
 class UnverifiedKit(MergeKit):
@@ -266,7 +267,12 @@ class _Worker:
         if batch.path is MergePath.LEGACY:
             return LegacyFinalMerge(kit)
         return TwoPhaseFinalMerge(
-            kit, fallback=merge_under_lease, rng=self.rng, backoff_base_s=0.02, backoff_cap_s=0.2
+            kit,
+            fallback=merge_under_lease,
+            max_rebases=self.variant.max_rebases,
+            rng=self.rng,
+            backoff_base_s=0.02,
+            backoff_cap_s=0.2,
         )
 
 
