@@ -6,7 +6,7 @@
 
 The legacy path runs it for every final merge (:mod:`legacy.final_merge`); the two-phase path
 runs it as its fallback after ``max_rebases`` lost CASes (it is handed in as
-:class:`snapmerge.two_phase.LockedMerge`), so both paths share one locked merge.
+:class:`snapmerge.locked_merge.LockedMerge`), so both paths share one locked merge.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from snapmerge.domain import FinalMergeRequest, Keys, MergePath
 from snapmerge.errors import PointerConflictError
 from snapmerge.exactly_once import Replay
 from snapmerge.lock import Lease
+from snapmerge.locked_merge import LockedSteps
 from snapmerge.merging import BuiltVersion
-from snapmerge.two_phase import LockedSteps
 
 
 def merge_under_lease(

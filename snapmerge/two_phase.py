@@ -24,14 +24,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol
 
 from snapmerge.change_sets import prune_changes, rebase_build, upload_with_changes
 from snapmerge.domain import (
-    Database,
     FinalMergeRequest,
     FinalMergeResult,
     MergePath,
@@ -41,62 +39,9 @@ from snapmerge.domain import (
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError
 from snapmerge.exactly_once import Replay, receipt_payload
 from snapmerge.group_merge import GroupCommit
-from snapmerge.lock import Lease
 from snapmerge.lock_meter import LockMeter
+from snapmerge.locked_merge import LockedMerge
 from snapmerge.merging import BuiltVersion, MergeKit, make_result
-
-
-class LockedSteps(Protocol):
-    """The steps the legacy algorithm takes under the lock. A :class:`MergeKit` is one (one
-    batch); the group-commit fallback hands in its own (``snapmerge.group_merge``: at each base,
-    every pending batch not published there, in enqueue order, each claimed before the swap)."""
-
-    def resolve_base(self, db: Database) -> Pointer | None: ...
-
-    def already_published(
-        self, request: FinalMergeRequest, inputs: str, base: Pointer | None
-    ) -> Replay | None: ...
-
-    def pin_base(self, db: Database, base: Pointer | None) -> AbstractContextManager[None]: ...
-
-    def build(
-        self,
-        request: FinalMergeRequest,
-        base: Pointer | None,
-        sources: list[Path],
-        path: MergePath,
-        dest: Path,
-        *,
-        digest: bool = True,
-        inputs: str = "",
-    ) -> BuiltVersion: ...
-
-    def upload(self, db: Database, built: BuiltVersion) -> BuiltVersion: ...
-
-    def publish(self, db: Database, built: BuiltVersion, lease: Lease | None) -> Pointer: ...
-
-    def discard(self, db: Database, built: BuiltVersion) -> None: ...
-
-
-class LockedMerge(Protocol):
-    """The legacy algorithm, which the two-phase path falls back to: read, build, upload and
-    publish while holding ``lease`` (:func:`legacy.merge_under_lease.merge_under_lease`; the core
-    may not import ``legacy``, so whoever builds a :class:`TwoPhaseFinalMerge` hands it in)."""
-
-    def __call__(
-        self,
-        kit: LockedSteps,
-        request: FinalMergeRequest,
-        lease: Lease,
-        sources: list[Path],
-        path: MergePath,
-        work: Path,
-        *,
-        inputs: str,
-        max_rebases: int,
-        validate: Callable[[BuiltVersion], None] | None = None,
-        digest: bool = True,
-    ) -> tuple[BuiltVersion | Replay, int]: ...
 
 
 class TwoPhaseFinalMerge:
