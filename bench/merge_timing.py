@@ -12,6 +12,7 @@ from typing import Any
 from bench.common import Collection
 from snapmerge.adapters.chroma_index import ChromaIndex
 from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
+from snapmerge.built import BuiltVersion
 from snapmerge.domain import (
     Database,
     FinalMergeRequest,
@@ -23,7 +24,7 @@ from snapmerge.domain import (
     VersionId,
 )
 from snapmerge.lock import Lease
-from snapmerge.merging import BuiltVersion, MergeKit
+from snapmerge.merging import MergeKit
 
 # The brief's five steps first, then the rest of what the legacy path does under its lock.
 STEPS = ("download", "read", "upsert", "upload", "pointer_swap")

@@ -19,11 +19,12 @@ import time
 from dataclasses import replace
 
 from legacy.merge_under_lease import merge_under_lease
+from snapmerge.built import BuiltVersion, make_result
 from snapmerge.domain import FinalMergeRequest, FinalMergeResult, MergePath
 from snapmerge.exactly_once import Replay, receipt_payload
 from snapmerge.lock import Lease
 from snapmerge.lock_meter import LockMeter
-from snapmerge.merging import BuiltVersion, MergeKit, make_result
+from snapmerge.merging import MergeKit
 
 DEFAULT_MAX_REBASES = 3
 

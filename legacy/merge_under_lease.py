@@ -14,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from snapmerge.built import BuiltVersion
 from snapmerge.domain import FinalMergeRequest, Keys, MergePath
 from snapmerge.errors import PointerConflictError
 from snapmerge.exactly_once import Replay
 from snapmerge.lock import Lease
 from snapmerge.locked_merge import LockedSteps
-from snapmerge.merging import BuiltVersion
 
 
 def merge_under_lease(

@@ -25,6 +25,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from snapmerge.built import BuiltVersion
 from snapmerge.change_set_tar import pack, unpack
 from snapmerge.commit_log import lineage
 from snapmerge.domain import (
@@ -38,7 +39,7 @@ from snapmerge.domain import (
 )
 from snapmerge.errors import MergeInputError, SnapshotError, StoreError
 from snapmerge.manifest import EntryState, VersionManifest
-from snapmerge.merging import BuiltVersion, MergeKit
+from snapmerge.merging import MergeKit
 from snapmerge.ports import BlobStore
 from snapmerge.snapshots import scan_files
 

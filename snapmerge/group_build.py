@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from snapmerge.built import BuiltVersion
 from snapmerge.change_sets import ChangeSets, rebase_build
 from snapmerge.deltas import fetch_delta
 from snapmerge.domain import Database, FinalMergeRequest, Pointer
@@ -22,7 +23,6 @@ from snapmerge.errors import MergeInputError
 from snapmerge.exactly_once import inputs_digest
 from snapmerge.group_commit import PendingBatch, group_payload
 from snapmerge.group_plan import GroupPlan, rebase_or_rebuild
-from snapmerge.merging import BuiltVersion
 
 if TYPE_CHECKING:
     from snapmerge.two_phase import TwoPhaseFinalMerge

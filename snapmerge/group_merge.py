@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from snapmerge.builder_slot import BUILDING, BuilderSlot, Watch, new_owner, poll_delay
+from snapmerge.built import BuiltVersion
 from snapmerge.change_sets import prune_changes
 from snapmerge.domain import FinalMergeRequest, Pointer
 from snapmerge.errors import MergeInputError, SnapshotError
@@ -29,7 +30,6 @@ from snapmerge.group_build import Ours
 from snapmerge.group_commit import PendingQueue
 from snapmerge.group_plan import Step, next_step
 from snapmerge.group_publish import GroupBuilder, GroupOutcome
-from snapmerge.merging import BuiltVersion
 
 if TYPE_CHECKING:
     from snapmerge.lock_meter import LockMeter

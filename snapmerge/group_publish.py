@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from snapmerge.builder_slot import BuilderSlot, Heartbeat
+from snapmerge.built import BuiltVersion
 from snapmerge.change_sets import ChangeSets, upload_with_changes
 from snapmerge.domain import LATEST_DIRECT, Database, FinalMergeRequest, MergePath, Pointer
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError, StoreError
@@ -31,7 +32,6 @@ from snapmerge.group_commit import PendingBatch, PendingQueue
 from snapmerge.group_plan import Claims, GroupPlan, ask_again, plan_group, to_judge
 from snapmerge.lock import Lease
 from snapmerge.manifest import EntryState
-from snapmerge.merging import BuiltVersion
 
 if TYPE_CHECKING:
     from snapmerge.lock_meter import LockMeter

@@ -15,10 +15,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
+from snapmerge.built import BuiltVersion
 from snapmerge.domain import Database, FinalMergeRequest, MergePath, Pointer
 from snapmerge.exactly_once import Replay
 from snapmerge.lock import Lease
-from snapmerge.merging import BuiltVersion
 
 
 class LockedSteps(Protocol):

@@ -19,18 +19,16 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from snapmerge.after_publish import AfterPublish
 from snapmerge.backoff import phase_backoff
 from snapmerge.bases import check_base, resolve_base
+from snapmerge.built import BuiltVersion
 from snapmerge.cache import SnapshotCache
 from snapmerge.commit_log import lineage
 from snapmerge.config import Settings
@@ -39,10 +37,7 @@ from snapmerge.domain import (
     LATEST_DIRECT,
     Database,
     FinalMergeRequest,
-    FinalMergeResult,
-    Keys,
     MergePath,
-    MergeStats,
     Pointer,
     VersionId,
     lock_id_for,
@@ -89,22 +84,6 @@ HOOK_STEPS = (
     "after_swap",
     "after_receipt",
 )
-
-
-@dataclass(frozen=True)
-class BuiltVersion:
-    """A merged snapshot on local disk, not yet published."""
-
-    version: VersionId
-    directory: Path
-    manifest: VersionManifest
-    stats: MergeStats
-    base: Pointer | None
-    base_manifest: VersionManifest | None = None  # as read when the build started
-
-    def renamed(self, version: VersionId) -> BuiltVersion:
-        """The same build under another id (the one drawn was already claimed)."""
-        return replace(self, version=version, manifest=replace(self.manifest, version=version))
 
 
 class MergeKit(ExactlyOnceSteps, AfterPublish):
@@ -328,31 +307,3 @@ class MergeKit(ExactlyOnceSteps, AfterPublish):
             store.clear_inflight(built.version, built.version)
         except Exception:
             log.warning("could not discard orphan version %s", built.version, exc_info=True)
-
-
-def make_result(
-    request: FinalMergeRequest,
-    built: BuiltVersion,
-    path: MergePath,
-    *,
-    started: float,
-    lease_stats: dict[str, Any],
-) -> FinalMergeResult:
-    """The common result shape; ``lease_stats`` holds the lock figures the path measured."""
-    return FinalMergeResult(
-        path=path,
-        batch_id=request.batch_id,
-        database=request.database,
-        version=built.version,
-        base_version=built.base.version if built.base else None,
-        snapshot_key=Keys.version_prefix(request.database, built.version),
-        total_embeddings=built.stats.final_count,
-        processing_time_seconds=round(time.monotonic() - started, 3),
-        chunk_count=len(request.intermediate_keys),
-        delta_count=request.delta_count,
-        records_merged=built.stats.records_merged,
-        digest=built.manifest.digest,
-        snapshot_format=built.manifest.format,
-        format_upgraded=bool(built.manifest.format_upgraded_from),
-        **lease_stats,
-    )

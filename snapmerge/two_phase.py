@@ -28,6 +28,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
+from snapmerge.built import BuiltVersion, make_result
 from snapmerge.change_sets import prune_changes, rebase_build, upload_with_changes
 from snapmerge.domain import (
     FinalMergeRequest,
@@ -41,7 +42,7 @@ from snapmerge.exactly_once import Replay, receipt_payload
 from snapmerge.group_merge import GroupCommit
 from snapmerge.lock_meter import LockMeter
 from snapmerge.locked_merge import LockedMerge
-from snapmerge.merging import BuiltVersion, MergeKit, make_result
+from snapmerge.merging import MergeKit
 
 
 class TwoPhaseFinalMerge:

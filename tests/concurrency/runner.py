@@ -28,11 +28,12 @@ from snapmerge import synth
 from snapmerge.adapters.dynamodb_lock import DynamoLeaseTable
 from snapmerge.adapters.s3_store import S3BlobStore
 from snapmerge.backoff import Backoff
+from snapmerge.built import BuiltVersion
 from snapmerge.config import Settings
 from snapmerge.domain import Database, FinalMergeRequest, Keys, LockScope, MergePath
 from snapmerge.embedded import EmbeddedAWS
 from snapmerge.lock import LeaseLock
-from snapmerge.merging import BuiltVersion, MergeKit
+from snapmerge.merging import MergeKit
 from snapmerge.ports import IndexEngine
 from snapmerge.seeding import seed_snapshot
 from snapmerge.snapshots import SnapshotStore

@@ -12,11 +12,12 @@ from snapmerge import synth
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.adapters.memory_index import MemoryIndex
 from snapmerge.adapters.memory_lock import MemoryLeaseTable
+from snapmerge.built import BuiltVersion
 from snapmerge.change_sets import ChangeSets, upload_with_changes
 from snapmerge.config import Settings
 from snapmerge.domain import Database, FinalMergeRequest, MergePath, Pointer
 from snapmerge.errors import StoreError
-from snapmerge.merging import BuiltVersion, MergeKit
+from snapmerge.merging import MergeKit
 from snapmerge.seeding import seed_snapshot
 
 DB = Database.WORDS
