@@ -250,15 +250,20 @@ def rebase_build(
     batches: tuple[tuple[str, str, int], ...],
     work: Path,
     path: MergePath,
+    *,
+    steps: list[tuple[VersionId, int]] | None = None,
 ) -> BuiltVersion | None:
     """``prev`` (built on an older base, its upload refused) brought up to ``base``: apply each
-    publish's change set since ``prev.base``, then ``sources`` again. None: rebuild in full."""
+    publish's change set since ``prev.base``, then ``sources`` again. None: rebuild in full.
+
+    ``steps``: that chain (:meth:`ChangeSets.path`) when the caller has walked it already."""
     db = request.database
     if base is None or not base.exists or base.version == LATEST_DIRECT:
         return None
     changes = ChangeSets(kit.blobs, db)
-    old = prev.base.version if prev.base is not None else None
-    steps = changes.path(base.version, old)
+    if steps is None:
+        old = prev.base.version if prev.base is not None else None
+        steps = changes.path(base.version, old)
     if not steps:
         return None
     base_manifest = kit.check_base(db, base)

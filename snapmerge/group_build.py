@@ -127,6 +127,7 @@ class GroupBuild:
             group_payload(group),
             dest,
             self.path.path,
+            steps=steps,  # walked above: each step is a GET
         )
         if rebased is not None:
             self.path._validate(ours.request, rebased)
