@@ -135,13 +135,12 @@ def open_client(directory: Path) -> Iterator[ClientAPI]:
     """An open client, closed (its files released) on exit."""
     identifier = str(directory)  # what PersistentClient keys its system by, on both lines
     cached = identifier in SharedSystemClient._identifier_to_system
-    files = _files_under(directory)
     try:
         client = chromadb.PersistentClient(path=identifier, settings=_settings())
     except BaseException as exc:
         if not cached:  # the half-started system is ours: another client's would have been reused
             SharedSystemClient._identifier_to_system.pop(identifier, None)
-            _await_release(directory, files)
+            _await_release(directory, set())  # it walks the directory's files itself
         if not isinstance(exc, LIBRARY_ERRORS) and not _is_panic(exc):
             raise
         raise MergeInputError(f"{directory}: corrupt or unreadable Chroma database: {exc}") from exc
