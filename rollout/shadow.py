@@ -29,17 +29,12 @@ def compare(
     published: FinalMergeResult, candidate: FinalMergeResult
 ) -> tuple[ShadowOutcome, str | None]:
     """Matched when the candidate holds the same content (digest) and as many records."""
-    same = candidate.digest == published.digest and (
-        candidate.total_embeddings == published.total_embeddings
-    )
-    if same:
-        return ShadowOutcome.MATCHED, None
     if candidate.digest != published.digest:
+        reason = f"digest {candidate.digest[:12]} != {published.digest[:12]}"
+        return ShadowOutcome.MISMATCHED, reason
+    if candidate.total_embeddings != published.total_embeddings:
         return (
             ShadowOutcome.MISMATCHED,
-            f"digest {candidate.digest[:12]} != {published.digest[:12]}",
+            f"records {candidate.total_embeddings} != {published.total_embeddings}",
         )
-    return (
-        ShadowOutcome.MISMATCHED,
-        f"records {candidate.total_embeddings} != {published.total_embeddings}",
-    )
+    return ShadowOutcome.MATCHED, None

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 
 from legacy.merge_under_lease import merge_under_lease
-from snapmerge.domain import FinalMergeRequest, FinalMergeResult, Record, VersionId
+from snapmerge.domain import FinalMergeRequest, FinalMergeResult, Record
 from snapmerge.exactly_once import inputs_digest
 from snapmerge.group_commit import PendingQueue
 from snapmerge.merging import MergeKit
 from snapmerge.two_phase import TwoPhaseFinalMerge
-from tests.unit.test_two_phase import DB, Rig, make_rig, rows
+from tests.unit.test_two_phase import DB, Rig, _interloper, make_rig, rows
 
 
 def _group_rig(tmp_path: Path) -> Rig:
@@ -52,18 +52,6 @@ def _enqueue_as_another_execution(rig: Rig, request: FinalMergeRequest) -> int:
     return batch.seq
 
 
-def _interlopers(rig: Rig, times: int) -> list[VersionId]:
-    """At each of the next ``times`` uploads a writer outside the lock publishes (ids 900+)."""
-    landed: list[VersionId] = []
-
-    def publish_other() -> None:
-        if len(landed) < times:
-            landed.append(rig.seed(rows(50 + len(landed), 2, start=900 + 2 * len(landed))).version)
-
-    rig.on_step["after_upload"] = publish_other
-    return landed
-
-
 def _shared_writes(seed: int) -> list[Record]:
     return rows(seed, 3)  # ids 0..2: every batch of these tests writes them, content per seed
 
@@ -78,7 +66,7 @@ def test_fallback_leaves_the_later_enqueued_write_winning(tmp_path: Path) -> Non
     a_rows, b_rows = _shared_writes(100), _shared_writes(101)
     a, b = rig.batch("a", [a_rows]), rig.batch("b", [b_rows])
     seq_a = _enqueue_as_another_execution(rig, a)
-    landed = _interlopers(rig, times=1)  # B's one two-phase attempt loses
+    landed = _interloper(rig, times=1)  # B's one two-phase attempt loses
 
     result_b = _merge(rig, max_rebases=0).run(b)
     assert result_b.fallback_to_legacy is True and len(landed) == 1  # the fallback fired
@@ -119,7 +107,7 @@ def test_the_fallback_publishes_the_pending_group_in_order_and_answers_its_membe
 ) -> None:
     rig = _group_rig(tmp_path)
     a, b, b_rows = _setup_a_then_b(rig)
-    landed = _interlopers(rig, times=1)
+    landed = _interloper(rig, times=1)
 
     result_b = _merge(rig, max_rebases=0).run(b)
     rig.on_step.clear()
@@ -194,7 +182,7 @@ def test_a_crash_at_each_fallback_step_then_retries_apply_each_batch_once(
     quick = {"group_beat": timedelta(seconds=0.02), "group_stale": timedelta(seconds=0.2)}
     rig.kit.settings = rig.plain.settings = replace(rig.kit.settings, **quick)
     a, b, b_rows = _setup_a_then_b(rig)
-    landed = _interlopers(rig, times=1)
+    landed = _interloper(rig, times=1)
     passes: list[str] = []
     # the two-phase attempt passed the others before its CAS lost; these only the fallback
     nth = 1 if step in ("after_swap", "after_receipt") else 2
