@@ -80,9 +80,11 @@ class TimedKit(MergeKit):
         finally:
             self.steps[name] = self.steps.get(name, 0.0) + (time.perf_counter() - started) * 1000
 
-    def fetch_sources(self, request: FinalMergeRequest, dest: Path) -> list[Path]:
+    def fetch_sources(
+        self, request: FinalMergeRequest, dest: Path, *, workers: int = 1
+    ) -> list[Path]:
         with self._timed("fetch"):
-            return super().fetch_sources(request, dest)
+            return super().fetch_sources(request, dest, workers=workers)
 
     def build(
         self,

@@ -119,10 +119,18 @@ class PendingQueue:
         except (ValueError, KeyError, TypeError) as exc:
             raise SnapshotError(f"pending batch {key} is unreadable: {exc}") from exc
 
-    def listing(self) -> tuple[list[PendingBatch], int]:
-        """Every pending object (withdrawn ones too), in seq order, and the highest seq listed."""
+    def listing(self, known: PendingBatch | None = None) -> tuple[list[PendingBatch], int]:
+        """Every pending object (withdrawn ones too), in seq order, and the highest seq listed.
+
+        ``known``: a pending object the caller wrote and only it can change (its own batch);
+        when listed it is not read again.
+        """
         seqs = self._seqs()
-        found = [b for b in (self.read(s) for s in seqs) if b is not None]
+
+        def read(seq: int) -> PendingBatch | None:
+            return known if known is not None and known.seq == seq else self.read(seq)
+
+        found = [b for b in (read(s) for s in seqs) if b is not None]
         return found, (seqs[-1] if seqs else 0)
 
     def enqueue(self, request: FinalMergeRequest, inputs: str) -> PendingBatch:

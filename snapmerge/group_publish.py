@@ -155,7 +155,7 @@ class GroupBuilder:
             prior = self.kit.already_published(request, ours.inputs, base)
             if prior is not None:
                 return prior
-        listing, highest = PendingQueue(self.kit.blobs, db).listing()
+        listing, highest = PendingQueue(self.kit.blobs, db).listing(known=ours.pending)
         claims: dict[int, Claims] = {}
         for batch in to_judge(listing, ours.pending):
             try:

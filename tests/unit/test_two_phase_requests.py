@@ -126,3 +126,35 @@ def test_a_lock_waiter_never_sleeps_past_the_backoff_cap() -> None:
     delays = [backoff.delay(attempt, rng) for attempt in range(40)]
     assert max(delays) <= 0.4
     assert min(delays[5:]) >= 0.2  # equal jitter: never a near-zero hammering of the table
+
+
+class _KeyLog(CountingBlobStore):
+    """Also keeps every key read, in order."""
+
+    def __init__(self, inner: MemoryBlobStore) -> None:
+        super().__init__(inner)
+        self.gets: list[str] = []
+
+    def get(self, key: str):  # type: ignore[no-untyped-def]
+        self.gets.append(key)
+        return super().get(key)
+
+
+def test_the_builder_does_not_read_its_own_pending_object_back(tmp_path: Path) -> None:
+    """Issue 12, fourth round: the plan's listing reads the other batches' pending objects; its
+    own it wrote a moment before (and only its execution withdraws it). One GET less."""
+    blobs = _KeyLog(MemoryBlobStore())
+    kit = _kit(tmp_path, blobs)
+    seed_snapshot(blobs, kit.engine, DB, synth.records(1, 5, DIM), workdir=tmp_path)
+    _merge(kit).run(_request(kit, tmp_path, "b1", 10))  # leaves the highest pending object
+    request = _request(kit, tmp_path, "b2", 20)
+    blobs.gets.clear()
+
+    result = _merge(kit).run(request)
+
+    assert result.published_by == "b2"
+    pending = [k for k in blobs.gets if "/pending/" in k]
+    ours = [k for k in pending if k.endswith("000000000002.json")]
+    theirs = [k for k in pending if k.endswith("000000000001.json")]
+    assert ours == []  # never read back, though listed by the plan
+    assert len(theirs) == 2  # the other batch's: once by the enqueue, once by the plan
