@@ -258,10 +258,12 @@ _same_as_powertools = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )(GENERATED(_check))
-# the negative control only needs to see a failure, not a shrunk one
+# the negative control only needs to see a failure, not a shrunk one; derandomized, because a
+# random draw of 600 missed the absent-key case about one run in six (seen in this suite)
 _same_as_powertools_unshrunk = settings(
     max_examples=EXAMPLES,
     deadline=None,
+    derandomize=True,
     phases=[Phase.generate],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )(GENERATED(_check))
