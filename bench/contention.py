@@ -61,11 +61,13 @@ def run(
     repeats: int = FULL["repeats"],
     json: bool = False,
     threads: bool = False,
+    rtt_ms: float = 0.0,
 ) -> dict[str, Any]:
     """Every level, both paths, ``repeats`` times; print a table (or JSON); return the figures."""
     out: dict[str, Any] = {
         "engine": "ChromaIndex",
         "server": "embedded moto (serialised)",
+        "rtt_ms": rtt_ms,
         "dimension": dimension,
         "base": base,
         "records": records,
@@ -78,7 +80,7 @@ def run(
     }
     with (
         tempfile.TemporaryDirectory(prefix="bench-contention-") as tmp,
-        EmbeddedAWS() as cloud,
+        EmbeddedAWS(rtt_ms=rtt_ms) as cloud,
         cloud.environment(),
         Crowd(max(levels), threads=threads) as crowd,
     ):
@@ -152,6 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run the executions as threads of this process (the GIL then inflates lock holds)",
     )
     parser.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=0.0,
+        help="a network round trip added to every request, outside the server's lock (real S3 "
+        "and DynamoDB overlap concurrent requests; the embedded server alone serialises them)",
+    )
+    parser.add_argument(
         "--requests",
         action="store_true",
         help="instead: S3 requests per execution of each path, one execution at a time",
@@ -167,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             options[name] = value
     if min(options["levels"]) < 1 or options["repeats"] < 1 or options["records"] < 1:
         parser.error("levels, repeats and records must be >= 1")
-    run(json=args.json, threads=args.threads, **options)
+    if args.rtt_ms < 0:
+        parser.error("--rtt-ms must be >= 0")
+    run(json=args.json, threads=args.threads, rtt_ms=args.rtt_ms, **options)
     return 0
 
 

@@ -171,7 +171,9 @@ def render(out: dict[str, Any]) -> str:
     lines = [
         f"contention: {out['base']}-record base, {out['dimension']}-d, {out['records']} records "
         f"per batch in {out['chunks']} chunks ({out['overlap']} rewrite shared base ids), "
-        f"medians of {out['repeats']} repeat(s), executions as {out['executions_as']}; "
+        f"medians of {out['repeats']} repeat(s), executions as {out['executions_as']}"
+        + (f", {out['rtt_ms']:g} ms round trip per request" if out.get("rtt_ms") else "")
+        + "; "
         "L = legacy, 2P = two-phase",
         f"{'execs':>5} | {'makespan s L':>12} {'2P':>7} {'2P/L':>5} | "
         f"{'hold p50/p99 ms L':>17} {'2P':>13} | {'CAS fail L/2P':>13} | "

@@ -31,8 +31,13 @@ DEFAULT_REGION = "us-east-1"
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def serialised(app: WSGIApp) -> WSGIApp:
-    """Wrap a WSGI app so that requests are handled one at a time (bodies read outside the lock)."""
+def serialised(app: WSGIApp, rtt: float = 0.0) -> WSGIApp:
+    """Wrap a WSGI app so that requests are handled one at a time (bodies read outside the lock).
+
+    ``rtt`` seconds are slept per request before the lock, outside it: a network round trip, as
+    every request to real S3 or DynamoDB pays and as concurrent requests overlap (a benchmark's
+    model; 0, the default, for everything else).
+    """
     lock = threading.Lock()
 
     def handle(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -46,6 +51,8 @@ def serialised(app: WSGIApp) -> WSGIApp:
             else:
                 body = b""
             environ["wsgi.input"] = io.BytesIO(body)
+        if rtt > 0:
+            time.sleep(rtt)
         with lock:
             response = app(environ, start_response)
             try:
@@ -73,12 +80,16 @@ class EmbeddedAWS:
         region: str = DEFAULT_REGION,
         port: int = 0,
         serialise: bool = True,
+        rtt_ms: float = 0.0,
     ) -> None:
         self.bucket = bucket
         self.table = table
         self.region = region
         self._port = port
         self._serialise = serialise
+        if rtt_ms < 0:
+            raise ValueError(f"rtt_ms must be >= 0 (got {rtt_ms})")
+        self._rtt = rtt_ms / 1000.0
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
@@ -97,7 +108,7 @@ class EmbeddedAWS:
 
         app: WSGIApp = DomainDispatcherApplication(create_backend_app)
         if self._serialise:
-            app = serialised(app)
+            app = serialised(app, self._rtt)
         self._server = make_server(
             "127.0.0.1", self._port, app, threaded=True, request_handler=QuietHandler
         )

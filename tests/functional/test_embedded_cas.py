@@ -11,6 +11,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+import pytest
+
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.adapters.s3_store import S3BlobStore
 from snapmerge.ports import BlobStore
@@ -87,3 +89,34 @@ def test_checker_accepts_a_sequential_conditional_history() -> None:
     assert final is not None
     assert check(history, 5, initial_etag, int(final.body)) == []
     assert check(history[:-1], 5, initial_etag, int(final.body)) != []  # a hidden swap is seen
+
+
+def test_a_round_trip_is_slept_outside_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rtt`` (a benchmark's model of the network) never serialises: while one request sleeps
+    its round trip, another is handled. Were the sleep under the lock, B would block behind A."""
+    from snapmerge import embedded
+
+    handled: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        handled.append(environ["PATH_INFO"])
+        return [b"ok"]
+
+    handle = embedded.serialised(app, rtt=0.01)
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 1:  # A's round trip: B arrives meanwhile and must not wait for A
+            other = threading.Thread(target=handle, args=({"PATH_INFO": "/b"}, print))
+            other.start()
+            other.join(5)
+            assert not other.is_alive()
+
+    monkeypatch.setattr("snapmerge.embedded.time.sleep", sleep)
+    handle({"PATH_INFO": "/a"}, print)
+
+    assert handled == ["/b", "/a"]
+    assert slept == [0.01, 0.01]
+    with pytest.raises(ValueError, match="rtt_ms"):
+        embedded.EmbeddedAWS(rtt_ms=-1)
