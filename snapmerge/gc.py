@@ -12,7 +12,8 @@ any merge or its retries, and never what an unexpired in-flight marker protects)
   version and its base links) nor published by a mark: its version is discarded, or its run
   died before its CAS. Such a claim never answers a retry: a claim counts only when its version
   is a base or an ancestor of one, and every later base descends from the pointer;
-- **consumed pending batches** (group commit): withdrawn ones, and pending ones whose batch
+- **consumed pending batches** (group commit): withdrawn ones, ones their publisher marked
+  published (kept as the highest number, then passed), and pending ones whose batch
   has an old enough claim on the published chain with the same inputs digest. Never the highest
   number (numbers are never reused), never a pending batch not yet published: a builder or the
   batch's own execution will apply it, and its number fixes the order of shared writes;
@@ -36,7 +37,7 @@ from snapmerge.change_sets import ChangeSets
 from snapmerge.commit_log import Claim
 from snapmerge.domain import VersionId
 from snapmerge.errors import InvalidEventError, SnapshotError
-from snapmerge.group_commit import PENDING, WITHDRAWN, PendingBatch, PendingQueue
+from snapmerge.group_commit import PENDING, PUBLISHED, WITHDRAWN, PendingBatch, PendingQueue
 from snapmerge.lineage import walk_chain
 from snapmerge.manifest import EntryState, VersionManifest
 from snapmerge.retention import entry_time
@@ -181,7 +182,7 @@ def _consumed_pending(view: _View, claims: list[tuple[str, Claim | None, str]]) 
 
 
 def _consumed(batch: PendingBatch, published: set[tuple[str, str]]) -> bool:
-    if batch.state == WITHDRAWN:
+    if batch.state in (WITHDRAWN, PUBLISHED):  # PUBLISHED: marked by the batch's publisher
         return True
     return batch.state == PENDING and (batch.batch_id, batch.inputs_digest) in published
 

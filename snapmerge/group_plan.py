@@ -59,14 +59,15 @@ class GroupPlan:
     """What a builder builds at its base, and which pending objects it may forget after."""
 
     group: list[PendingBatch]  # ours and every other unpublished batch, in seq order
-    done: list[PendingBatch]  # seen published or withdrawn
+    done: list[PendingBatch]  # seen published (by claims or marked) or withdrawn
     highest: int  # the highest seq listed (its pending object is never deleted)
 
 
 def to_judge(listing: Sequence[PendingBatch], mine: PendingBatch) -> list[PendingBatch]:
     """The batches whose claims a builder must read: the first pending enqueue of every other
     batch id, in seq order. Never ours (its own publish is asked about once, by
-    :func:`ask_again`), nor a withdrawn batch, nor a later enqueue of an id already listed."""
+    :func:`ask_again`), nor one withdrawn or marked published, nor a later enqueue of an id
+    already listed."""
     seen = {mine.batch_id}
     out: list[PendingBatch] = []
     for batch in listing:

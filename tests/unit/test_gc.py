@@ -14,7 +14,7 @@ from snapmerge.change_sets import ChangeSets
 from snapmerge.cli import main
 from snapmerge.domain import Database, Keys, VersionId
 from snapmerge.errors import InvalidEventError
-from snapmerge.group_commit import PENDING, WITHDRAWN, PendingBatch, PendingQueue
+from snapmerge.group_commit import PENDING, PUBLISHED, WITHDRAWN, PendingBatch, PendingQueue
 from snapmerge.manifest import EntryState, VersionManifest
 from snapmerge.snapshots import SnapshotStore
 from tests.conftest import AwsEnv
@@ -255,3 +255,20 @@ def test_a_grace_below_the_minimum_is_refused_before_anything_is_read(
     # control: past the grace, the same claim off the chain is listed (the checker can fail)
     later = gc.plan(store, grace=gc.MIN_GRACE, now=NOW + timedelta(days=2))
     assert later.orphan_claims == (Keys.claim(DB, "b", live),)
+
+
+def test_a_pending_batch_its_publisher_marked_is_collected_unless_it_is_the_highest(
+    store: SnapshotStore, tmp_path: Path
+) -> None:
+    seed = version_at(NOW, "a")
+    upload(store, tmp_path, seed, None)
+    store.write_pointer(seed, None)
+    passed = pending(store, 1, "x", PUBLISHED)  # marked as the highest, then passed by seq 2
+    highest = pending(store, 2, "y", PUBLISHED)
+
+    found = gc.plan(store, now=LATER)
+
+    assert list(found.pending) == [passed]
+    gc.apply(store, found)
+    after = set(store.blobs.list(""))  # type: ignore[attr-defined]
+    assert highest in after and passed not in after

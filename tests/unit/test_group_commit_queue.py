@@ -8,7 +8,7 @@ from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.builder_slot import BUILDING, BuilderSlot, Marker, Watch
 from snapmerge.domain import Database, FinalMergeRequest
 from snapmerge.errors import PointerConflictError
-from snapmerge.group_commit import WITHDRAWN, PendingQueue
+from snapmerge.group_commit import PUBLISHED, WITHDRAWN, PendingQueue
 
 DB = Database.WORDS
 
@@ -44,7 +44,21 @@ def test_forget_keeps_the_highest_number_so_numbers_are_never_reused() -> None:
     queue.forget(batches, highest=3)
     found, highest = queue.listing()
     assert [p.batch_id for p in found] == ["c"] and highest == 3
+    assert found[0].state == PUBLISHED  # kept for its number, marked so builders skip it
     assert queue.enqueue(request("d"), "dd").seq == 4
+
+
+def test_forget_marks_only_a_pending_highest_and_never_unmarks_a_withdrawn_one() -> None:
+    queue = PendingQueue(MemoryBlobStore(), DB)
+    a, b = (queue.enqueue(request(n), f"d{n}") for n in "ab")
+    queue.withdraw(b)
+    withdrawn = queue.read(2)
+    assert withdrawn is not None
+    queue.forget([a, withdrawn], highest=2)
+    found, _ = queue.listing()
+    assert [(p.seq, p.state) for p in found] == [(2, WITHDRAWN)]
+    queue.forget([a], highest=2)  # the highest not among ours: nothing written
+    assert [(p.seq, p.state) for p in queue.listing()[0]] == [(2, WITHDRAWN)]
 
 
 def test_withdraw_keeps_the_number_and_marks_the_entry() -> None:

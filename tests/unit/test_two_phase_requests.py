@@ -158,3 +158,22 @@ def test_the_builder_does_not_read_its_own_pending_object_back(tmp_path: Path) -
     theirs = [k for k in pending if k.endswith("000000000001.json")]
     assert ours == []  # never read back, though listed by the plan
     assert len(theirs) == 2  # the other batch's: once by the enqueue, once by the plan
+
+
+def test_the_next_builder_reads_no_claims_of_the_batch_published_before_it(
+    tmp_path: Path,
+) -> None:
+    """The highest pending object stays for its number; its publisher marks it published, so the
+    next execution's plan skips it instead of reading its claims (a LIST and a GET, each run)."""
+    blobs = CountingBlobStore(MemoryBlobStore())
+    kit = _kit(tmp_path, blobs)
+    seed_snapshot(blobs, kit.engine, DB, synth.records(1, 5, DIM), workdir=tmp_path)
+    _merge(kit).run(_request(kit, tmp_path, "b1", 10))
+    request = _request(kit, tmp_path, "b2", 20)
+    blobs.calls.clear()
+
+    result = _merge(kit).run(request)
+
+    assert result.published_by == "b2"
+    assert blobs.calls["LIST", "claims"] == 1  # our own (b2), not b1's
+    assert blobs.calls["GET", "claims"] == 0
