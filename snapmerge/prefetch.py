@@ -10,6 +10,11 @@ A head start never decides anything. A pointer that moved meanwhile, no pointer,
 original-format version (no manifest to verify a copy against) or any failure only means no head
 start: the build downloads what phase 1 read, as it did before. The cached copy is pinned until
 :meth:`BasePrefetch.close`, so another merge's prune cannot remove it before the build copies it.
+
+A run that ends before it needs the base (its own error, a replay) does not wait for the head
+start: ``close`` leaves the unpinning to the thread when it is still downloading (into the cache's
+own staging directory, never the run's workspace), so a slow or stuck store delays nothing but
+the download itself.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class BasePrefetch:
         self.kit, self.db = kit, db
         self.version: VersionId | None = None  # what was cached, once ``wait`` returned
         self._pins = ExitStack()
+        self._guard = threading.Lock()
+        self._closed = self._ended = False  # whichever comes second unpins
         self._thread = threading.Thread(target=self._run, name=f"prefetch-{db.value}", daemon=True)
 
     def __enter__(self) -> BasePrefetch:
@@ -56,17 +63,33 @@ class BasePrefetch:
         return self.version
 
     def close(self) -> None:
-        """Wait for the thread (nothing may still write into the cache's staging), then unpin."""
-        self.wait()
-        self._pins.close()
+        """Unpin; or, while the download still runs, let the thread unpin when it ends (a run
+        that ends early does not wait out a slow base download)."""
+        with self._guard:
+            self._closed = True
+            ended = self._ended or self._thread.ident is None  # done, or never started
+        if ended:
+            self._pins.close()
 
     def _run(self) -> None:
+        try:
+            self._fill()
+        finally:
+            with self._guard:
+                self._ended = True
+                closed = self._closed
+            if closed:  # the run is over: nobody else unpins
+                self._pins.close()
+
+    def _fill(self) -> None:
         try:
             store = self.kit.store(self.db)
             pointer = store.read_pointer()
             if pointer is None or not pointer.exists or pointer.version == LATEST_DIRECT:
                 return
             if store.manifest(pointer.version) is None:  # original format: nothing to verify
+                return
+            if self._closed:  # the run ended before the download began
                 return
             cache = self.kit.cache(self.db)
             self._pins.enter_context(cache.pinned(pointer.version))
