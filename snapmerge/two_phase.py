@@ -51,7 +51,8 @@ class TwoPhaseFinalMerge:
     """``run`` publishes; ``dry_run`` computes the result on a given base and writes nothing.
 
     ``fallback`` is the legacy locked merge, run after ``max_rebases`` lost CASes;
-    ``fetch_workers`` intermediates download at once (legacy fetches them in turn).
+    ``fetch_workers`` intermediates download at once (legacy fetches them in turn); at 3, with
+    each download's 8 file workers and the base's 8, boto's pool of 32 connections suffices.
     """
 
     path = MergePath.TWO_PHASE
@@ -62,7 +63,7 @@ class TwoPhaseFinalMerge:
         *,
         fallback: LockedMerge,
         max_rebases: int = 3,
-        fetch_workers: int = 4,
+        fetch_workers: int = 3,
         backoff_base_s: float = 0.05,
         backoff_cap_s: float = 1.0,
         rng: random.Random | None = None,
