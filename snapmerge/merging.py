@@ -21,7 +21,6 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,7 +32,7 @@ from snapmerge.built import BuiltVersion
 from snapmerge.cache import SnapshotCache
 from snapmerge.commit_log import lineage
 from snapmerge.config import Settings
-from snapmerge.deltas import fetch_delta
+from snapmerge.deltas import fetch_deltas
 from snapmerge.domain import (
     LATEST_DIRECT,
     Database,
@@ -185,21 +184,10 @@ class MergeKit(ExactlyOnceSteps, AfterPublish):
         is waited for before an error is raised, the first in chunk order, so nothing is still
         writing into ``dest`` when the caller cleans it up.
         """
-        keys = request.intermediate_keys
-        if not keys:
+        if not request.intermediate_keys:
             raise MergeInputError(f"batch {request.batch_id}: no intermediates to merge")
         limit = self.settings.max_tarball_bytes
-
-        def one(i: int) -> Path:
-            return fetch_delta(self.blobs, keys[i], dest / f"src-{i:04d}", max_bytes=limit)
-
-        if workers <= 1 or len(keys) == 1:
-            paths = [one(i) for i in range(len(keys))]
-        else:
-            with ThreadPoolExecutor(max_workers=min(workers, len(keys))) as pool:
-                futures = [pool.submit(one, i) for i in range(len(keys))]
-                wait(futures)
-            paths = [f.result() for f in futures]  # the first failure in chunk order
+        paths = fetch_deltas(self.blobs, request.intermediate_keys, dest, limit, workers)
         self.hook("after_fetch")
         return paths
 

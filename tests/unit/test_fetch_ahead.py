@@ -244,3 +244,21 @@ def test_fetch_workers_must_be_positive(tmp_path: Path) -> None:
     kit = _kit(tmp_path, MemoryBlobStore())
     with pytest.raises(ValueError, match="fetch_workers"):
         TwoPhaseFinalMerge(kit, fallback=merge_under_lease, fetch_workers=0)
+
+
+def test_a_builder_fetches_another_batchs_intermediates_several_at_once(tmp_path: Path) -> None:
+    from snapmerge.exactly_once import inputs_digest
+    from snapmerge.group_build import GroupBuild
+    from snapmerge.group_commit import PendingQueue
+
+    blobs = Overlap(MemoryBlobStore())
+    kit = _kit(tmp_path, blobs)
+    other = _request(kit, tmp_path, "b2", 3)
+    digest = inputs_digest(DB, kit.fetch_sources(other, tmp_path / "theirs"))
+    pending = PendingQueue(blobs, DB).enqueue(other, digest)
+    blobs.peak = 0
+
+    paths = GroupBuild(_two_phase(kit))._sources(DB, pending, tmp_path / "work")
+
+    assert paths is not None and [p.name for p in paths] == ["src-0000", "src-0001", "src-0002"]
+    assert blobs.peak >= 2  # was one after another
