@@ -8,11 +8,13 @@ the later one's writes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 
 from snapmerge import synth
 from snapmerge.domain import Database, Keys, MergePath, Record
+from snapmerge.group_commit import PENDING, pending_prefix
 from snapmerge.ports import BlobStore
 from tests.concurrency.choreography import Script, do, signal, wait
 from tests.concurrency.generator import DIMENSION, SEED_RECORDS, BatchPlan, HistoryPlan, WorkerPlan
@@ -230,19 +232,33 @@ def group_builder_fault(
 def reapplied_consumed() -> tuple[HistoryPlan, Script]:
     """For the negative control: g0 builds g0 + g1; g1's pending object (the highest number)
     stays, as it must; its intermediates are put back (same bytes) before g2 runs, so a builder
-    that skips the claims check of other batches applies g1 a second time."""
+    that skips the claims check of other batches applies g1 a second time.
+
+    g1's pending object is put back as it was enqueued (``pending``), too: g0 marks it
+    ``published`` after its swap, and a builder that trusts the mark never asks g1's claims, so
+    the control would show nothing. A publisher that dies between its swap and that mark (or
+    whose mark PUT fails: it is best effort) leaves exactly this, and then the claims check is
+    all that stands between g1 and a second apply."""
     seed = 10_013
     rows = _seed(seed)
     batches = [_batch(seed, k, rows, b, MergePath.TWO_PHASE) for k, b in enumerate(GROUP)]
     plan = _plan(seed, rows, batches)
     saved: dict[str, bytes] = {}
     prefix = "intermediate/g1/"
+    pending = pending_prefix(DB)
 
     def save(blobs: BlobStore) -> None:
         for key in blobs.list(prefix):
             blob = blobs.get(key)
             assert blob is not None
             saved[key] = blob.body
+
+    def save_pending(blobs: BlobStore) -> None:  # g1's pending object, before any mark
+        for key in blobs.list(pending):
+            blob = blobs.get(key)
+            if blob is not None and json.loads(blob.body)["batch_id"] == "g1":
+                assert json.loads(blob.body)["state"] == PENDING
+                saved[key] = blob.body
 
     def restore(blobs: BlobStore) -> None:
         for key, body in saved.items():
@@ -252,7 +268,7 @@ def reapplied_consumed() -> tuple[HistoryPlan, Script]:
     script.at(0, "start", do(save))
     script.at(0, "builder", signal("building"), wait("enqueued-1"))
     script.at(1, "start", wait("building"))
-    script.at(1, "enqueued", signal("enqueued-1"))
+    script.at(1, "enqueued", do(save_pending), signal("enqueued-1"))
     script.at(0, "done", signal("done-0"))
     script.at(1, "done", signal("done-1"))
     script.at(2, "start", wait("done-0"), wait("done-1"), do(restore))

@@ -88,3 +88,17 @@ def test_negative_control_a_builder_that_reapplies_a_consumed_batch_is_caught(
     violations = check(plan, history, final)
     print("negative control caught:", *violations, sep="\n  ")
     assert any(v.invariant == "1" and "g1 applied 2 times" in v.detail for v in violations)
+
+
+def test_control_an_unmarked_published_batch_is_judged_by_its_claims(
+    aws: AwsEnv, tmp_path: Path
+) -> None:
+    """The negative control's history with the real builder: g1 published by g0, its pending
+    object back to ``pending`` (g0 died before its mark, or the mark's PUT failed) and its
+    intermediates back too. The mark is best effort; g1's claims alone keep it from a second
+    apply, and g2's build leaves it out."""
+    plan, script = scenarios.reapplied_consumed()
+    history, _ = _run(aws, tmp_path, plan, script)
+
+    applied = [b for p in history.publishes for b in history.manifests[p.version].consumed]
+    assert applied.count("g1") == 1
