@@ -80,11 +80,9 @@ class TimedKit(MergeKit):
         finally:
             self.steps[name] = self.steps.get(name, 0.0) + (time.perf_counter() - started) * 1000
 
-    def fetch_sources(
-        self, request: FinalMergeRequest, dest: Path, *, workers: int = 1
-    ) -> list[Path]:
+    def fetch_sources(self, request: FinalMergeRequest, dest: Path) -> list[Path]:
         with self._timed("fetch"):
-            return super().fetch_sources(request, dest, workers=workers)
+            return super().fetch_sources(request, dest)
 
     def build(
         self,

@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from snapmerge.errors import MergeInputError
@@ -70,26 +69,6 @@ def fetch_delta(
         blobs.download_file(key, tar_path, progress=ByteBudget(max_bytes, f"delta {key}").take)
         safe_extract(tar_path, dest, max_bytes, name=key, max_members=max_members)
     return _chroma_dir(dest, key)
-
-
-def fetch_deltas(
-    blobs: BlobStore, keys: Sequence[str], dest: Path, max_bytes: int, workers: int = 1
-) -> list[Path]:
-    """Fetch each delta into ``dest/src-NNNN``, ``workers`` at once; the list is in key order.
-
-    Every download is waited for before an error is raised, the first in key order, so nothing
-    still writes into ``dest`` when the caller cleans it up.
-    """
-
-    def one(i: int) -> Path:
-        return fetch_delta(blobs, keys[i], dest / f"src-{i:04d}", max_bytes=max_bytes)
-
-    if workers <= 1 or len(keys) <= 1:
-        return [one(i) for i in range(len(keys))]
-    with ThreadPoolExecutor(max_workers=min(workers, len(keys))) as pool:
-        futures = [pool.submit(one, i) for i in range(len(keys))]
-        wait(futures)
-    return [f.result() for f in futures]  # the first failure in key order
 
 
 def named_after_keys(exc: MergeInputError, names: Mapping[Path, str]) -> MergeInputError:

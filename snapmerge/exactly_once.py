@@ -188,9 +188,7 @@ class ExactlyOnceSteps:
     def store(self, db: Database) -> SnapshotStore:
         raise NotImplementedError
 
-    def fetch_sources(
-        self, request: FinalMergeRequest, dest: Path, *, workers: int = 1
-    ) -> list[Path]:
+    def fetch_sources(self, request: FinalMergeRequest, dest: Path) -> list[Path]:
         raise NotImplementedError
 
     def replay(self, request: FinalMergeRequest) -> Replay | None:
@@ -205,13 +203,11 @@ class ExactlyOnceSteps:
             return None
         return Replay(replayed_result(receipt, request), receipt)
 
-    def fetch_or_replay(
-        self, request: FinalMergeRequest, dest: Path, *, workers: int = 1
-    ) -> list[Path] | Replay:
-        """The intermediates (``workers`` at once); or, when they are gone because a duplicate
-        run of this batch finished meanwhile (its receipt is there), that run's publish."""
+    def fetch_or_replay(self, request: FinalMergeRequest, dest: Path) -> list[Path] | Replay:
+        """The intermediates; or, when they are gone because a duplicate run of this batch
+        finished meanwhile (its receipt is there), that run's publish."""
         try:
-            return self.fetch_sources(request, dest, workers=workers)
+            return self.fetch_sources(request, dest)
         except (MergeInputError, StoreError):
             replay = self.replay(request)
             if replay is None:

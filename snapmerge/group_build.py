@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from snapmerge.built import BuiltVersion
 from snapmerge.change_sets import ChangeSets, rebase_build
-from snapmerge.deltas import fetch_deltas
+from snapmerge.deltas import fetch_delta
 from snapmerge.domain import Database, FinalMergeRequest, Pointer
 from snapmerge.errors import MergeInputError
 from snapmerge.exactly_once import inputs_digest
@@ -159,13 +159,15 @@ class GroupBuild:
         dest = local_dir(work, batch)
         got: list[Path] | None = None
         try:
-            paths = fetch_deltas(
-                self.kit.blobs,
-                batch.intermediate_keys,
-                dest,
-                self.kit.settings.max_tarball_bytes,
-                self.path.fetch_workers,  # as its own execution fetched them
-            )
+            paths = [
+                fetch_delta(
+                    self.kit.blobs,
+                    key,
+                    dest / f"src-{i:04d}",
+                    max_bytes=self.kit.settings.max_tarball_bytes,
+                )
+                for i, key in enumerate(batch.intermediate_keys)
+            ]
             if inputs_digest(db, paths) == batch.inputs_digest:
                 got = paths
         except MergeInputError:  # gone (published and cleaned up meanwhile) or unreadable

@@ -32,7 +32,7 @@ from snapmerge.built import BuiltVersion
 from snapmerge.cache import SnapshotCache
 from snapmerge.commit_log import lineage
 from snapmerge.config import Settings
-from snapmerge.deltas import fetch_deltas
+from snapmerge.deltas import fetch_delta
 from snapmerge.domain import (
     LATEST_DIRECT,
     Database,
@@ -174,20 +174,16 @@ class MergeKit(ExactlyOnceSteps, AfterPublish):
             (target / name).unlink(missing_ok=True)
 
     # -- the steps -----------------------------------------------------------------------------
-    def fetch_sources(
-        self, request: FinalMergeRequest, dest: Path, *, workers: int = 1
-    ) -> list[Path]:
-        """Download every intermediate; the list is in chunk order (later wins).
-
-        ``workers`` > 1 downloads that many intermediates at once (two-phase, off the lock);
-        legacy fetches one after another under its lock, as the original does. Every download
-        is waited for before an error is raised, the first in chunk order, so nothing is still
-        writing into ``dest`` when the caller cleans it up.
-        """
+    def fetch_sources(self, request: FinalMergeRequest, dest: Path) -> list[Path]:
+        """Download every intermediate, in chunk order (later wins)."""
         if not request.intermediate_keys:
             raise MergeInputError(f"batch {request.batch_id}: no intermediates to merge")
-        limit = self.settings.max_tarball_bytes
-        paths = fetch_deltas(self.blobs, request.intermediate_keys, dest, limit, workers)
+        paths = []
+        for i, key in enumerate(request.intermediate_keys):
+            target = dest / f"src-{i:04d}"
+            paths.append(
+                fetch_delta(self.blobs, key, target, max_bytes=self.settings.max_tarball_bytes)
+            )
         self.hook("after_fetch")
         return paths
 

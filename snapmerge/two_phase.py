@@ -1,7 +1,6 @@
 """The two-phase final merge: the lock only around a pointer read and a pointer swap (DESIGN §2).
 
     replay? (receipt; then, after the fetch, inputs digest vs receipt)
-    no lock ── intermediates, several at once ║ base at a peeked pointer into the local cache
     phase 1 (lock) ── read pointer + ETag (none: refuse, or opted in the published top) ── release
     off the lock   ── pin base ─ base complete? ─ already published here? (replay)
     phase 2 (none) ── build on the base ─ validate ─ upload to a fresh prefix
@@ -44,15 +43,12 @@ from snapmerge.group_merge import GroupCommit
 from snapmerge.lock_meter import LockMeter
 from snapmerge.locked_merge import LockedMerge
 from snapmerge.merging import MergeKit
-from snapmerge.prefetch import BasePrefetch
 
 
 class TwoPhaseFinalMerge:
     """``run`` publishes; ``dry_run`` computes the result on a given base and writes nothing.
 
-    ``fallback`` is the legacy locked merge, run after ``max_rebases`` lost CASes;
-    ``fetch_workers`` intermediates download at once (legacy fetches them in turn); at 3, with
-    each download's 8 file workers and the base's 8, boto's pool of 32 connections suffices.
+    ``fallback`` is the legacy locked merge, run after ``max_rebases`` lost CASes.
     """
 
     path = MergePath.TWO_PHASE
@@ -63,7 +59,6 @@ class TwoPhaseFinalMerge:
         *,
         fallback: LockedMerge,
         max_rebases: int = 3,
-        fetch_workers: int = 3,
         backoff_base_s: float = 0.05,
         backoff_cap_s: float = 1.0,
         rng: random.Random | None = None,
@@ -71,12 +66,9 @@ class TwoPhaseFinalMerge:
     ) -> None:
         if max_rebases < 0:
             raise ValueError("max_rebases must be >= 0")
-        if fetch_workers < 1:
-            raise ValueError("fetch_workers must be >= 1")
         self.kit = kit
         self.fallback = fallback
         self.max_rebases = max_rebases
-        self.fetch_workers = fetch_workers
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self._rng = rng or random.Random()
@@ -89,17 +81,13 @@ class TwoPhaseFinalMerge:
             return self.kit.finish_replay(request, early, cleanup=not defer_cleanup)
         started = time.monotonic()
         meter = LockMeter()
-        with self.kit.workspace() as work, BasePrefetch(self.kit, request.database) as head:
-            # Off the lock, the base downloads while the intermediates do (legacy does both in
-            # turn under its lock); phase 1 still reads the pointer under the lock.
-            workers = self.fetch_workers
-            fetched = self.kit.fetch_or_replay(request, work / "sources", workers=workers)
+        with self.kit.workspace() as work:
+            fetched = self.kit.fetch_or_replay(request, work / "sources")
             if isinstance(fetched, Replay):
                 return self.kit.finish_replay(request, fetched, cleanup=not defer_cleanup)
             inputs, replay = self.kit.inputs(request, fetched)
             if replay is not None:
                 return self.kit.finish_replay(request, replay, cleanup=not defer_cleanup)
-            head.wait()  # never two downloads of one version into the cache
             if self.kit.settings.group_commit:
                 return self._group(request, fetched, inputs, work, meter, started, defer_cleanup)
             outcome, failures, fallback = self._publish(request, fetched, inputs, work, meter)

@@ -9,6 +9,7 @@ from snapmerge.builder_slot import BUILDING, BuilderSlot, Marker, Watch
 from snapmerge.domain import Database, FinalMergeRequest
 from snapmerge.errors import PointerConflictError
 from snapmerge.group_commit import PUBLISHED, WITHDRAWN, PendingQueue
+from snapmerge.group_plan import Claims, plan_group
 
 DB = Database.WORDS
 
@@ -92,3 +93,27 @@ def test_watch_calls_a_marker_dead_only_when_its_etag_stops_moving() -> None:
     assert watch.dead(marker)
     moved = Marker(BUILDING, "b", (), '"e2"')
     assert not watch.dead(moved)
+
+
+@pytest.mark.parametrize("meanwhile", ["deleted", "withdrawn", "untouched"])
+def test_the_plan_is_the_same_whether_or_not_our_pending_object_is_read_back(
+    meanwhile: str,
+) -> None:
+    """The builder does not read its own pending object back (``listing(known=...)``); between
+    the enqueue and the plan, another builder published our batch and forgot
+    its pending object, or (hypothetically) it was withdrawn: plan_group never looks at our own
+    entry of the listing, so not reading it back changes nothing."""
+    blobs = MemoryBlobStore()
+    queue = PendingQueue(blobs, DB)
+    other = queue.enqueue(request("other"), "d-other")
+    ours = queue.enqueue(request("ours"), "d-ours")
+    queue.enqueue(request("later"), "d-later")  # ours is not the highest: it may be forgotten
+    if meanwhile == "deleted":
+        blobs.delete([ours.key])
+    elif meanwhile == "withdrawn":
+        queue.withdraw(ours)
+    claims = {other.seq: Claims.UNPUBLISHED, ours.seq + 1: Claims.UNPUBLISHED}
+    read_back = plan_group(*queue.listing(), ours, claims)
+    known = plan_group(*queue.listing(known=ours), ours, claims)
+    assert known == read_back
+    assert [b.batch_id for b in known.group] == ["other", "ours", "later"]
