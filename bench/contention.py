@@ -167,7 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.requests:
-        request_counts()
+        sizes = {k: getattr(args, k) for k in ("dimension", "base", "records", "chunks")}
+        request_counts(**{k: v for k, v in sizes.items() if v is not None})
         return 0
     options: dict[str, Any] = dict(QUICK if args.quick else FULL)
     for name in ("levels", "dimension", "base", "records", "chunks", "overlap", "repeats"):

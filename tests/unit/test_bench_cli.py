@@ -104,3 +104,19 @@ def test_contention_checker_catches_a_batch_applied_again_after_a_later_one() ->
     assert expected.compare(skipped)["wrong_content"] == 1
     assert expected.compare(Fingerprints.of(base[1:]))["missing"] == 1
     assert expected.compare(expected) == {"missing": 0, "unexpected": 0, "wrong_content": 0}
+
+
+def test_contention_requests_takes_the_size_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--requests`` ran the quick sizes whatever ``--dimension`` and the rest said."""
+    import bench.contention as contention
+
+    seen: list[dict[str, int]] = []
+
+    def counts(**sizes: int) -> dict[str, Any]:
+        seen.append(sizes)
+        return {}
+
+    monkeypatch.setattr(contention, "request_counts", counts)
+    assert contention.main(["--requests", "--dimension", "32", "--base", "400"]) == 0
+    assert contention.main(["--requests"]) == 0
+    assert seen == [{"dimension": 32, "base": 400}, {}]
