@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from snapmerge.builder_slot import BUILDING, BuilderSlot
 from snapmerge.change_sets import ChangeSets
 from snapmerge.domain import FinalMergeRequest, FinalMergeResult, Record
 from snapmerge.errors import LeaseLostError
-from snapmerge.group_commit import PendingQueue
+from snapmerge.group_commit import PENDING, PUBLISHED, PendingQueue
 from snapmerge.lock import Lease, LeaseLock
 from snapmerge.manifest import VersionManifest
 from snapmerge.merging import Hook
@@ -453,8 +454,14 @@ def test_the_checker_catches_a_builder_that_reapplies_a_consumed_batch(
     for t in (first, second):
         t.join(120)
     assert violations(h, expect={"n0", "n1"}) == []
-    # n1's pending object is the highest number, so it stays; put its intermediates back as
-    # they were (same bytes) and let a builder skip the claims check for other batches
+    # n1's pending object is the highest number, so it stays, marked published by n0; put it
+    # back unmarked (what a publisher that dies before its best-effort mark leaves: a builder
+    # that trusts the mark would never ask n1's claims), put its intermediates back as they were
+    # (same bytes), and let a builder skip the claims check for other batches
+    queue = PendingQueue(rig.blobs, DB)
+    (mine,) = [b for b in queue.listing()[0] if b.batch_id == "n1"]
+    assert mine.state == PUBLISHED
+    rig.blobs.put(mine.key, replace(mine, state=PENDING).body())
     for key, blob in saved.items():
         assert blob is not None
         rig.blobs.put(key, blob.body)
