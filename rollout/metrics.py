@@ -237,8 +237,7 @@ class MergeMetrics:
                 sys.stdout.flush()
             if self.emf_file is not None:
                 self.emf_file.parent.mkdir(parents=True, exist_ok=True)
-                with self.emf_file.open("a", encoding="utf-8") as fh:
-                    fh.write(lines)
+                _append(self.emf_file, lines.encode("utf-8"))
 
     def _pending(self) -> dict[tuple[str, str], _Pending]:
         sets: dict[tuple[str, str], _Pending] | None = getattr(self._local, "sets", None)
@@ -293,3 +292,17 @@ def _group_values(result: FinalMergeResult) -> dict[MetricName, float]:
     if not coalesced:
         values[MetricName.BATCHES_PER_PUBLISH] = max(1, len(result.consumed_batches))
     return values
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append ``data`` with one ``write`` on an ``O_APPEND`` descriptor: processes appending to
+    the same file (the demo's workers) never interleave inside a record. A buffered file object
+    promises nothing about how many writes it makes of one call (CPython passes a large one
+    through whole today); a record split in two could have another process's line between."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:  # a regular file takes the whole write; the loop only guards short writes
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
