@@ -71,9 +71,15 @@ def _story(opts: Options, cloud: EmbeddedAWS, files: Files, started: float) -> i
     print(f"seeding two collections with {s.snapshot_records} records each …", flush=True)
     demo.workload.seed_snapshots()
     bootstrap.freeze_startup_heap()
-    act1 = demo.act("Act 1: rollout", demo_plan(opts, "demo-act-1"), None)
-    act1_ok, act1_line = healthy_act_outcome(act1.status, act1.verdict)
-    act2 = demo.act("Act 2: regression", demo_plan(opts, "demo-act-2"), 0)
+    where = "threads of this process" if opts.threads else "a warm worker process each"
+    print(f"starting {opts.concurrency} executions at a time, {where} …", flush=True)
+    try:
+        demo.start_executions()
+        act1 = demo.act("Act 1: rollout", demo_plan(opts, "demo-act-1"), None)
+        act1_ok, act1_line = healthy_act_outcome(act1.status, act1.verdict)
+        act2 = demo.act("Act 2: regression", demo_plan(opts, "demo-act-2"), 0)
+    finally:
+        demo.close()
     print("\n".join([*act1.log, f"  {act1_line}", *act2.log]))
     source = EmfFileSource(files.emf, strict=False)
     for title, (since, until) in zip(
@@ -124,4 +130,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--min-samples", type=int, help="executions per path before a verdict")
     p.add_argument("--regression-ms", type=int, help="act 2's injected phase-3 lock delay")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--threads",
+        action="store_true",
+        help="run the executions as threads of the demo's process, not one worker process each",
+    )
     p.set_defaults(func=_main)

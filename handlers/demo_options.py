@@ -23,6 +23,7 @@ class Options:
     min_samples: int
     regression_ms: int
     seed: int
+    threads: bool = False  # executions as threads of the demo's process (the former way)
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Options:
@@ -46,6 +47,7 @@ class Options:
             min_samples=pick(a.min_samples, 5, 6),
             regression_ms=pick(a.regression_ms, 800, 1000),
             seed=a.seed,
+            threads=bool(getattr(a, "threads", False)),
         )
         opts.validate()
         return opts

@@ -56,9 +56,9 @@ class Ledger:
             self.deltas += batch.delta_count
             self.batches += 1
 
-    def failure(self, batch: Batch, error: BaseException) -> None:
+    def failure(self, batch: Batch, error: str) -> None:
         with self._lock:
-            self.failed.append(f"{batch.batch_id}: {type(error).__name__}: {error}")
+            self.failed.append(f"{batch.batch_id}: {error}")
 
     def expected(self, db: Database) -> dict[str, Record]:
         return {**self.base.get(db, {}), **self.landed.get(db, {})}

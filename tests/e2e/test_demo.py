@@ -34,6 +34,9 @@ def test_quick_demo_judges_both_acts_on_their_evidence_and_loses_nothing(
     printed = capsys.readouterr().out
 
     assert "conservation: every one of" in printed and "is in the published snapshot" in printed
+    # --quick runs 3 executions at once, each in a warm worker process with its own directory
+    assert "3 executions at a time, a warm worker process each" in printed
+    assert len(list((out / "chroma").glob("worker-*"))) == 3
     assert "ended: rolled_back at 0 % two_phase" in printed
 
     entries = [json.loads(line) for line in (out / "audit.jsonl").read_text().splitlines()]
