@@ -69,22 +69,27 @@ class GroupCommit:
         poll = min(POLL_S, settings.group_beat.total_seconds())
         seen: Pointer | bool | None = False  # the pointer at our last look (False: none yet)
         asked_at: Pointer | None = None  # a pointer our batch was not published at
+        waited = False  # a live builder was at work while we looked
         try:
             while True:
                 marker = slot.read()
                 late = time.monotonic() >= deadline
                 live = marker is not None and marker.state == BUILDING and not watch.dead(marker)
                 step = next_step(live, late)
-                if step is Step.WAIT:
-                    # At the first look and after each publish, is ours in it? (A builder asks
-                    # the same at its phase-1 base, so one that goes straight to building does
-                    # not ask here too.)
+                if step is Step.WAIT or (step is Step.TAKE and waited):
+                    # At the first look, after each publish, and when the builder we waited for
+                    # has stopped: is ours in the pointer? (A builder asks the same at its
+                    # phase-1 base, so one that goes straight to building does not ask here too;
+                    # one that waited asks before it takes the marker, or it would pay a lock,
+                    # a base and a plan to learn what one pointer read tells.)
                     pointer = store.read_pointer()
                     if pointer != seen:
                         prior = kit.already_published(request, inputs, pointer)
                         if prior is not None:
                             return GroupOutcome(prior)
                         seen = asked_at = pointer
+                if step is Step.WAIT:
+                    waited = True
                     self.path._sleep(poll_delay(self._rng, poll))
                     continue
                 etag = slot.take(owner, marker) if step is Step.TAKE else None
