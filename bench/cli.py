@@ -18,6 +18,7 @@ BENCHMARKS = {
     "judge": ("bench.judge", "each judge test's false-alarm rate when read at every look"),
     "rollout": ("bench.rollout", "whole rollouts: real controller, simulated clock and fleet"),
     "lineage": ("bench.lineage", "lineage verify and repair on the compactor scenario"),
+    "demo-paths": ("bench.demo_paths", "the demo's workload with each path alone, in blocks"),
 }
 
 
@@ -35,7 +36,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "bench",
-        help="run a benchmark (merge, locks, contention, flags, judge, rollout, lineage, all)",
+        help=f"run a benchmark ({', '.join([*BENCHMARKS, 'all'])})",
         description="\n".join(f"{k}: {v[1]}" for k, v in BENCHMARKS.items()),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

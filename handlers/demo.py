@@ -18,6 +18,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flags.client import reset as flags_reset
@@ -39,6 +41,13 @@ def run(opts: Options) -> int:
     files = Files(opts.out)
     files.reset()
     started = time.monotonic()
+    with demo_environment(files), EmbeddedAWS() as cloud, cloud.environment():
+        return _story(opts, cloud, files, started)
+
+
+@contextmanager
+def demo_environment(files: Files) -> Iterator[None]:
+    """The environment the demo's executions read (their Lambda configuration), restored after."""
     env = {
         "CHROMA_ROOT": str(files.chroma),
         "CHUNK_SIZE_WORDS": "2",
@@ -52,8 +61,7 @@ def run(opts: Options) -> int:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        with EmbeddedAWS() as cloud, cloud.environment():
-            return _story(opts, cloud, files, started)
+        yield
     finally:
         bootstrap.install(None)
         flags_reset()
