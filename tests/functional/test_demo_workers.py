@@ -74,7 +74,7 @@ def test_workers_exit_when_the_demo_process_is_killed(tmp_path: Path) -> None:
 
 
 CRASHING = """
-import json, os, sys
+import json, os, signal, sys, time
 from pathlib import Path
 from handlers.demo_worker import Executions, WorkerFiles, execute
 
@@ -95,7 +95,10 @@ if __name__ == "__main__":
     with Crashing(files, 2) as executions:
         first = list(executions.pids)
         waves = []
-        for wave in range(2):
+        for wave in range(3):
+            if wave == 2:  # a worker killed while idle, between two waves
+                os.kill(executions.pids[0], signal.SIGKILL)
+                time.sleep(1)
             events = [{"wave": wave, "i": i, "crash": i == 1 and wave == 0} for i in range(4)]
             done = []
             executions.map_done(events, lambda i, e: done.append((i, e)))
@@ -134,15 +137,16 @@ def test_a_worker_that_dies_mid_wave_is_one_failed_execution_not_the_end_of_the_
     before, the wave raised BrokenProcessPool, no execution of it reached the ledger and the
     demo ended without its report. Now every execution the death took down is redriven once in
     fresh warm workers (the bogus events here fail on their own: InvalidEventError), and a
-    second death of the same execution is its failure; the next wave runs."""
+    second death of the same execution is its failure; the next wave runs, and so does a wave
+    after a worker was killed while idle."""
     once = _crashing(tmp_path / "once", crashes=1)
     invalid = [[i, "InvalidEventError"] for i in range(4)]
-    assert once["waves"] == [invalid, invalid]
-    assert once["restarts"] == 1 and set(once["first"]).isdisjoint(once["last"])
+    assert once["waves"] == [invalid, invalid, invalid]
+    assert once["restarts"] == 2 and set(once["first"]).isdisjoint(once["last"])
 
     twice = _crashing(tmp_path / "twice", crashes=2)
     assert twice["waves"][0][1] == [1, "BrokenProcessPool"]  # its failure, recorded
     assert [w for i, w in enumerate(twice["waves"][0]) if i != 1] == [
         [i, "InvalidEventError"] for i in (0, 2, 3)
     ]
-    assert twice["waves"][1] == invalid and twice["restarts"] == 2
+    assert twice["waves"][1:] == [invalid, invalid] and twice["restarts"] == 3
