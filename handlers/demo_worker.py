@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -136,24 +137,43 @@ class Executions:
 
     def __init__(self, files: WorkerFiles, concurrency: int, *, threads: bool = False) -> None:
         self.concurrency, self.threads = concurrency, threads
+        self.files = files
         self.pids: list[int] = []  # the worker processes (none for threads)
+        self.restarts = 0  # pools replaced after a worker died
         self._pool: ProcessPoolExecutor | ThreadPoolExecutor
         if threads:
             self._pool = ThreadPoolExecutor(concurrency)
             return
+        self._start()
+
+    def _start(self) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of the threaded embedded server
         self._pool = ProcessPoolExecutor(
-            concurrency,
+            self.concurrency,
             mp_context=context,
             initializer=_start_worker,
-            initargs=(files, os.getpid()),
+            initargs=(self.files, os.getpid()),
         )
-        with context.Manager() as manager:  # start every worker before the first wave is timed
-            barrier = manager.Barrier(concurrency)
-            pids = [self._pool.submit(_all_started, barrier) for _ in range(concurrency)]
-            self.pids = sorted({f.result(timeout=START_TIMEOUT_S) for f in pids})
-        if len(self.pids) != concurrency:
-            raise RuntimeError(f"{concurrency} workers asked for, {len(self.pids)} started")
+        try:
+            with context.Manager() as manager:  # start every worker before a wave is timed
+                barrier = manager.Barrier(self.concurrency)
+                pids = [self._pool.submit(_all_started, barrier) for _ in range(self.concurrency)]
+                self.pids = sorted({f.result(timeout=START_TIMEOUT_S) for f in pids})
+            if len(self.pids) != self.concurrency:
+                raise RuntimeError(
+                    f"{self.concurrency} workers asked for, {len(self.pids)} started"
+                )
+        except BaseException:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    def _restart(self) -> None:
+        """A worker died (killed, out of memory, a crash in native code): a process pool with a
+        dead worker runs nothing more, so the demo gets fresh warm workers, as Lambda starts a
+        new execution environment after one crashed."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self.restarts += 1
+        self._start()
 
     def submit(self, event: dict[str, Any]) -> Future[str | None]:
         return self._pool.submit(execute, event)
@@ -161,10 +181,37 @@ class Executions:
     def map_done(
         self, events: list[dict[str, Any]], done: Callable[[int, str | None], None]
     ) -> None:
-        """Run every event, calling ``done(index, error)`` as each finishes."""
-        futures = {self.submit(e): i for i, e in enumerate(events)}
-        for future in as_completed(futures):
-            done(futures[future], future.result())
+        """Run every event, calling ``done(index, error)`` once for each as it finishes.
+
+        A worker that dies takes the pool with it: every execution not finished by then (the
+        dead worker's, and those running or queued in the others) is redriven once in fresh
+        workers, as an operator redrives a failed execution; a second death is its failure.
+        """
+        pending = dict(enumerate(events))
+        for attempt in range(2):
+            futures = self._submit_all(pending)
+            crashed = False
+            for future in as_completed(futures):
+                index = futures[future]
+                try:
+                    error = future.result()
+                except BrokenProcessPool as exc:
+                    crashed = True
+                    if attempt == 0:
+                        continue  # redriven below, in fresh workers
+                    error = f"{type(exc).__name__}: {exc}"
+                del pending[index]
+                done(index, error)
+            if not crashed:
+                return
+            self._restart()
+
+    def _submit_all(self, pending: dict[int, dict[str, Any]]) -> dict[Future[str | None], int]:
+        try:
+            return {self.submit(pending[i]): i for i in sorted(pending)}
+        except BrokenProcessPool:  # a worker died between waves
+            self._restart()
+            return {self.submit(pending[i]): i for i in sorted(pending)}
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -278,6 +278,56 @@ def test_a_waiter_whose_builder_has_stopped_asks_the_pointer_before_building(rig
     assert violations(h) == []
 
 
+def test_a_waiter_whose_take_is_beaten_by_a_builder_that_carries_it_answers_from_the_pointer(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pre-take pointer check against a builder that wins the marker between the waiter's
+    pointer read and its take: i0 takes the marker and dies (its pending batch left), the
+    waiter i1 reads the pointer (the seed: nothing to ask again) and, before its take, i2 takes
+    the idle marker and publishes i0, i1 and i2 in one build. The waiter's take loses; its next
+    look must ask at the new pointer and answer with i2's publish, never build i1 again."""
+    h = History(rig)
+    for i, name in enumerate(("i0", "i1", "i2")):
+        h.batch(name, i)
+    looking = threading.Event()
+
+    def i0_dies_once_the_waiter_looks(step: str) -> None:
+        if step == "builder":
+            wait_for(looking.is_set, "the waiter's first look")
+            raise Crash(step)
+
+    first = h.start("i0", hooks=i0_dies_once_the_waiter_looks)
+    wait_for(lambda: BuilderSlot(rig.blobs, DB).read() is not None, "i0's marker")
+    steps: list[str] = []
+    waiter = rig.merger("two_phase", steps.append, **group_settings())
+
+    def sleep(_: float) -> None:
+        if not looking.is_set():  # the first look saw i0 at work; the next finds it stopped
+            looking.set()
+            first.join(60)
+
+    waiter._sleep = sleep  # type: ignore[attr-defined]
+    real_take = BuilderSlot.take
+    beaten: list[str] = []
+
+    def take(slot: BuilderSlot, owner: str, seen: Any) -> str | None:
+        if threading.current_thread() is threading.main_thread() and not beaten:
+            beaten.append("i2")  # between the waiter's pointer read and its take
+            h.start("i2").join(120)
+        return real_take(slot, owner, seen)
+
+    monkeypatch.setattr(BuilderSlot, "take", take)
+    result = waiter.run(h.requests["i1"])
+
+    assert isinstance(h.errors.pop("i0"), Crash) and h.errors == {}
+    assert beaten == ["i2"] and "builder" not in steps  # its take lost; it never built
+    assert result.published_by == "i2"
+    (publish,) = h.chain()
+    assert publish.consumed == ("i0", "i1", "i2") and result.version == publish.version
+    h.results["i1"] = result
+    assert violations(h) == []
+
+
 def test_a_carried_execution_is_timed_to_its_answer_not_its_clean_up(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
