@@ -29,6 +29,7 @@ from snapmerge.group_commit import PENDING, PUBLISHED, PendingQueue
 from snapmerge.lock import Lease, LeaseLock
 from snapmerge.manifest import VersionManifest
 from snapmerge.merging import Hook
+from snapmerge.two_phase import TwoPhaseFinalMerge
 from tests.conftest import AwsEnv
 from tests.functional.merge_rig import DB, Crash, Rig, make_rig, rows
 
@@ -266,6 +267,7 @@ def test_a_waiter_whose_builder_has_stopped_asks_the_pointer_before_building(rig
             wait_for(lambda: (m := slot.read()) is not None and m.state == IDLE, "an idle marker")
             slept.append("until idle")
 
+    assert isinstance(waiter, TwoPhaseFinalMerge)
     waiter._sleep = sleep_until_the_builder_is_idle
     result = waiter.run(h.requests["i1"])
     first.join(120)
