@@ -15,7 +15,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queuelib
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -146,11 +145,7 @@ class Crowd:
 
 
 def _warm_one(ready: _Queue, go: _Event) -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-warm-") as tmp:
-        engine = ChromaIndex()
-        rows = synth.records(1, 4, 8)
-        synth.write_index(engine, Path(tmp) / "warm", rows, "warm")
-        engine.digest(Path(tmp) / "warm")
+    synth.warm(ChromaIndex())
     ready.put(os.getpid())
     go.wait(START_TIMEOUT_S)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -120,10 +119,7 @@ def _start_worker(files: WorkerFiles, parent: int) -> None:
     logging.getLogger("snapmerge").setLevel(logging.WARNING)
     app = build_app(files, files.chroma / f"worker-{os.getpid()}")
     bootstrap.install(app)
-    with tempfile.TemporaryDirectory(prefix="warm-", dir=app.settings.chroma_root) as tmp:
-        engine = ChromaIndex()
-        synth.write_index(engine, Path(tmp) / "warm", synth.records(1, 4, 8), "warm")
-        engine.digest(Path(tmp) / "warm")
+    synth.warm(ChromaIndex(), app.settings.chroma_root)
     bootstrap.freeze_startup_heap()
 
 

@@ -11,6 +11,7 @@ keeps this module free of chromadb.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,6 +93,19 @@ def write_index(
 ) -> None:
     """Create an index directory holding ``rows`` with ``engine``."""
     engine.write(directory, rows, collection)
+
+
+class WarmableEngine(IndexWriter, Protocol):
+    def digest(self, directory: Path) -> str: ...
+
+
+def warm(engine: WarmableEngine, root: Path | None = None) -> None:
+    """Write and read a tiny index once (in a temporary directory under ``root``), so that a
+    process's first real use of the engine does not pay for loading it (a second or more for
+    ChromaDB): the benches' and the demo's workers call it before anything is timed."""
+    with tempfile.TemporaryDirectory(prefix="warm-", dir=root) as tmp:
+        write_index(engine, Path(tmp) / "warm", records(1, 4, 8), "warm")
+        engine.digest(Path(tmp) / "warm")
 
 
 def expected_state(writes: Sequence[Sequence[Record]]) -> dict[str, Record]:
