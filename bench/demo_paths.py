@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from flags.stores import FileStore
-from handlers.demo import demo_environment
+from handlers.demo import demo_environment, parse_options
 from handlers.demo_acts import Demo
 from handlers.demo_options import Files, Options
 from handlers.demo_summary import ab_table
@@ -33,7 +34,6 @@ from snapmerge.domain import MergePath
 from snapmerge.embedded import EmbeddedAWS
 
 PERCENT = {MergePath.TWO_PHASE: 100.0, MergePath.LEGACY: 0.0}
-FLAG_TTL_S = 0.1  # the demo's flag cache (SNAPMERGE_FLAGS_TTL_SECONDS): wait it out after a write
 
 
 class _NoBar:
@@ -57,7 +57,7 @@ def run(opts: Options, blocks: int, waves: int) -> dict[str, Any]:
                 order = [MergePath.TWO_PHASE, MergePath.LEGACY]
                 for path in order if block % 2 == 0 else order[::-1]:
                     set_flags(writer, PERCENT[path], False, f"bench demo-paths: {path.value}")
-                    time.sleep(FLAG_TTL_S * 3)
+                    time.sleep(float(os.environ["SNAPMERGE_FLAGS_TTL_SECONDS"]) * 3)  # cached flags
                     began = time.monotonic()
                     for _ in range(waves):
                         demo.wave(f"{path.value.replace('_', '')}{block}", _NoBar())
@@ -91,13 +91,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--blocks and --waves must be at least 1")
     logging.getLogger("snapmerge").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-demo-paths-") as tmp:
-        namespace = argparse.Namespace(
-            quick=args.quick, out=args.out or tmp, executions=None, concurrency=None,
-            snapshot_records=None, deltas=None, records_per_delta=None, dimension=None,
-            min_samples=None, regression_ms=None, seed=7, threads=args.threads,
-        )  # fmt: skip
-        opts = Options.from_args(namespace)
-        figures = run(opts, args.blocks, args.waves)
+        demo_argv = ["--out", args.out or tmp]
+        demo_argv += ["--quick"] * args.quick + ["--threads"] * args.threads
+        figures = run(parse_options(demo_argv), args.blocks, args.waves)
     if args.json:
         print(json.dumps(figures, indent=2))
     else:

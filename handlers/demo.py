@@ -121,6 +121,15 @@ def _story(opts: Options, cloud: EmbeddedAWS, files: Files, started: float) -> i
     return 0 if verdict.ok and acts_ok else 1
 
 
+def parse_options(argv: list[str]) -> Options:
+    """``snapmerge demo``'s options from its arguments (without the command name), as the command
+    parses them: for the benchmarks and tests that run the demo's workload, so that its defaults
+    live in one place."""
+    parser = argparse.ArgumentParser(prog="snapmerge")
+    register(parser.add_subparsers())
+    return Options.from_args(parser.parse_args(["demo", *argv]))
+
+
 def _main(args: argparse.Namespace) -> int:
     return run(Options.from_args(args))
 

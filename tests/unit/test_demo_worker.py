@@ -3,13 +3,11 @@ process, and the option that keeps executions as threads of the demo's process."
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
 
-from handlers import demo as demo_cli
-from handlers.demo_options import Options
+from handlers.demo import parse_options
 from handlers.demo_worker import Regression
 
 
@@ -36,13 +34,7 @@ def test_the_regression_delays_only_the_swap_and_only_while_switched_on(
     assert slept == [0.8]
 
 
-def _options(*argv: str) -> Options:
-    parser = argparse.ArgumentParser()
-    demo_cli.register(parser.add_subparsers())
-    return Options.from_args(parser.parse_args(["demo", *argv]))
-
-
 def test_executions_run_in_worker_processes_unless_threads_is_asked_for(tmp_path: Path) -> None:
     out = str(tmp_path / "demo")
-    assert _options("--quick", "--out", out).threads is False
-    assert _options("--quick", "--threads", "--out", out).threads is True
+    assert parse_options(["--quick", "--out", out]).threads is False
+    assert parse_options(["--quick", "--threads", "--out", out]).threads is True
