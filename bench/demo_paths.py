@@ -78,7 +78,9 @@ def run(opts: Options, blocks: int, waves: int) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.demo_paths", description=__doc__.split("\n")[0]
+        prog="python -m bench.demo_paths",
+        description=__doc__.split("\n")[0],
+        epilog="Any other option is the demo's own (snapmerge demo --help), e.g. --concurrency 8.",
     )
     parser.add_argument("--quick", action="store_true", help="the quick demo's sizes")
     parser.add_argument("--blocks", type=int, default=2, help="pairs of blocks (one per path)")
@@ -86,13 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", action="store_true", help="executions as threads")
     parser.add_argument("--out", help="output directory (default: a temporary one)")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    args, demo_options = parser.parse_known_args(argv)  # the rest are the demo's own options
     if args.blocks < 1 or args.waves < 1:
         parser.error("--blocks and --waves must be at least 1")
     logging.getLogger("snapmerge").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="bench-demo-paths-") as tmp:
         demo_argv = ["--out", args.out or tmp]
-        demo_argv += ["--quick"] * args.quick + ["--threads"] * args.threads
+        demo_argv += ["--quick"] * args.quick + ["--threads"] * args.threads + demo_options
         figures = run(parse_options(demo_argv), args.blocks, args.waves)
     if args.json:
         print(json.dumps(figures, indent=2))
