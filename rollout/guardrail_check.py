@@ -9,6 +9,8 @@ side has enough evidence. The verdict over all guardrails is ``rollout.judge``.
 Controls (``against``):
 
 * ``baseline`` — this stage's ``legacy`` records: the same operation, same window, same load.
+  Under a switchback flag a latency is compared unit by unit (``rollout.samples.by_unit``):
+  ``n_candidate``/``n_other`` and ``min_samples`` then count units; rates stay per execution.
   At a routed 100 % (the controller passes ``routed_percent``; without it: the candidate takes
   ≥ 99 % of the window's executions, or legacy is a few stragglers) there is no control: that
   comparison is ``n/a``. A stage with a legacy holdback keeps one (docs/judge.md).
@@ -91,6 +93,14 @@ def _sides(s: Samples, g: Guardrail, min_n: int) -> dict[str, dict[str, Any]]:
                 sides["baseline"] = checks.rate_vs(
                     cand, other, g.tolerance, g.worse, min_n, _earlier(s, g.metric), g.margin
                 )
+            elif s.unit_candidate and s.unit_baseline:  # a switchback: one value per unit
+                sides["baseline"] = compare(
+                    s.unit_candidate.get(g.metric, _EMPTY),
+                    s.unit_baseline.get(g.metric, _EMPTY),
+                    g.tolerance, g.worse, min_n, margin=g.margin,
+                )  # fmt: skip
+                sides["baseline"] |= {"unit": "switchback", "executions_candidate": len(cand),
+                                      "executions_other": len(other)}  # fmt: skip
             else:
                 sides["baseline"] = compare(
                     cand, other, g.tolerance, g.worse, min_n, margin=g.margin

@@ -6,6 +6,13 @@ are left out everywhere. Shadow dry runs carry the shadow outcome and counts, ne
 (``rollout.metrics``), so they count only for the shadow and invariant guardrails; they are
 not candidate executions, nor among the clean ones (no CAS failure, no fallback) that a latency
 budget is judged on.
+
+Under a switchback flag (docs/flags.md) every execution's decision names its **unit** (a
+collection and time window that all took one path). Executions of one unit are not independent
+(they share the unit's lock, its builds and its load), so the latency comparisons with the
+baseline are made over units: :func:`by_unit` gives each unit one value, the geometric mean of
+its executions' ``1 + ms`` less 1. That happens only when every execution of the window, on both
+sides, names its unit.
 """
 
 from __future__ import annotations
@@ -42,6 +49,10 @@ class Samples:
     # the two-phase percentage the flag routed in this window (the controller knows it from the
     # plan); None: inferred from the window's shares
     routed_percent: float | None = None
+    # one value per unit and metric (:func:`by_unit`) when every execution of the window on both
+    # sides names its switchback unit; empty otherwise
+    unit_candidate: Mapping[str, Floats] = field(default_factory=dict)
+    unit_baseline: Mapping[str, Floats] = field(default_factory=dict)
 
 
 def _by_metric(records: Sequence[MetricRecord]) -> dict[str, Floats]:
@@ -50,6 +61,35 @@ def _by_metric(records: Sequence[MetricRecord]) -> dict[str, Floats]:
         for name, value in rec.values.items():
             out.setdefault(name, []).append(value)
     return {name: np.asarray(vals, dtype=np.float64) for name, vals in out.items()}
+
+
+def unit_of(rec: MetricRecord) -> str | None:
+    """The switchback unit the execution's decision names (``metadata.decision.unit``), if any."""
+    decision = rec.metadata.get("decision")
+    unit = decision.get("unit") if isinstance(decision, Mapping) else None
+    return unit if isinstance(unit, str) and unit else None
+
+
+def by_unit(records: Sequence[MetricRecord]) -> dict[str, Floats]:
+    """Per metric, one value per unit: ``expm1(mean(log1p(values)))``, so that a latency test on
+    ``log1p`` sees each unit's mean. A unit holding a negative or non-finite value gets that
+    value, so the test still sees the broken record and refuses to pass."""
+    groups: dict[str, dict[str, list[float]]] = {}
+    for rec in records:
+        unit = unit_of(rec)
+        assert unit is not None, "by_unit needs every record to name its unit"
+        for name, value in rec.values.items():
+            groups.setdefault(name, {}).setdefault(unit, []).append(value)
+    out: dict[str, Floats] = {}
+    for name, units in groups.items():
+        values = []
+        for _, vals in sorted(units.items()):
+            arr = np.asarray(vals, dtype=np.float64)
+            broken = arr[~np.isfinite(arr) | (arr < 0)]
+            mean = float(np.expm1(np.log1p(arr).mean())) if not broken.size else float(broken[0])
+            values.append(mean)
+        out[name] = np.asarray(values, dtype=np.float64)
+    return out
 
 
 def _is_clean(rec: MetricRecord) -> bool:
@@ -94,6 +134,7 @@ def collect(
     base = [r for r in live if r.path == baseline]
     runs = [r for r in cand if not r.metadata.get("dry_run")]
     ref = ref_clean = ref_base = None
+    units = bool(runs or base) and all(unit_of(r) is not None for r in [*runs, *base])
     if reference is not None:
         ref_base = _by_metric(
             [r for r in reference if r.path == baseline and not r.metadata.get("replayed")]
@@ -114,4 +155,6 @@ def collect(
         planned_metrics=frozenset(
             MetricName.CHUNK_COUNT.value for r in live if PLANNED_CHUNKS_KEY in r.metadata
         ),
+        unit_candidate=by_unit(runs) if units else {},
+        unit_baseline=by_unit(base) if units else {},
     )
