@@ -40,6 +40,7 @@ def run(opts: Options) -> int:
     logging.getLogger("snapmerge").setLevel(logging.WARNING)  # the story, not the Lambda logs
     files = Files(opts.out)
     files.reset()
+    files.seed_flags(opts)
     started = time.monotonic()
     with demo_environment(files), EmbeddedAWS() as cloud, cloud.environment():
         return _story(opts, cloud, files, started)
@@ -147,6 +148,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--min-samples", type=int, help="executions per path before a verdict")
     p.add_argument("--regression-ms", type=int, help="act 2's injected phase-3 lock delay")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--stages", help="the rollout's stages, e.g. 50,100 (default 25,50,100; quick 50,100)"
+    )
+    p.add_argument(
+        "--switchback",
+        type=int,
+        metavar="SECONDS",
+        help="randomize the path by collection and time window of SECONDS (docs/flags.md), "
+        "not by execution",
+    )
     p.add_argument(
         "--threads",
         action="store_true",

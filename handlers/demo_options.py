@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ class Options:
     regression_ms: int
     seed: int
     threads: bool = False  # executions as threads of the demo's process (the former way)
+    switchback: int = 0  # seconds of a switchback window (docs/flags.md); 0: per execution
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Options:
@@ -43,11 +46,12 @@ class Options:
             wave=pick(a.executions, 6, 8),
             concurrency=pick(a.concurrency, 3, 4),
             sizes=sizes,
-            stages=(50.0, 100.0) if quick else (25.0, 50.0, 100.0),
+            stages=_stages(a.stages) if a.stages else DEFAULT_STAGES[quick],
             min_samples=pick(a.min_samples, 5, 6),
             regression_ms=pick(a.regression_ms, 800, 1000),
             seed=a.seed,
             threads=bool(getattr(a, "threads", False)),
+            switchback=a.switchback or 0,
         )
         opts.validate()
         return opts
@@ -64,11 +68,27 @@ class Options:
             (s.dimension >= 1, f"--dimension must be at least 1 (got {s.dimension})"),
             (self.min_samples >= 1, f"--min-samples must be at least 1 ({self.min_samples})"),
             (self.regression_ms >= 0, f"--regression-ms must be >= 0 ({self.regression_ms})"),
+            (0 <= self.switchback <= 86400, f"--switchback must be 0..86400 ({self.switchback})"),
             (not self.out.exists() or self.out.is_dir(), f"--out {self.out} is not a directory"),
         ]
         for ok, message in checks:
             if not ok:
                 raise InvalidEventError(message)
+
+
+DEFAULT_STAGES = {True: (50.0, 100.0), False: (25.0, 50.0, 100.0)}  # by --quick
+
+
+def _stages(text: str) -> tuple[float, ...]:
+    """``--stages 50,100``: increasing percentages above 0, the last 100."""
+    try:
+        stages = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise InvalidEventError(f"--stages takes percentages like 50,100 (got {text!r})") from None
+    rising = all(a < b for a, b in itertools.pairwise(stages))
+    if not rising or stages[0] <= 0 or stages[-1] != 100:
+        raise InvalidEventError(f"--stages must rise from above 0 to 100 (got {text!r})")
+    return stages
 
 
 class Files:
@@ -92,6 +112,14 @@ class Files:
         shutil.rmtree(self.chroma, ignore_errors=True)
         self.chroma.mkdir(parents=True)
         self.flags.write_text(DEFAULT_DOCUMENT.read_text())
+
+    def seed_flags(self, opts: Options) -> None:
+        """The packaged flag document; with ``--switchback``, the path flag randomized by
+        collection and time window instead of by execution."""
+        doc = json.loads(DEFAULT_DOCUMENT.read_text())
+        if opts.switchback:
+            doc["final-merge-path"]["switchback"] = {"window_seconds": opts.switchback}
+        self.flags.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def demo_plan(opts: Options, name: str) -> RolloutPlan:

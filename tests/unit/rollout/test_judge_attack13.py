@@ -8,7 +8,6 @@ makes a slower candidate look faster; a budget of 0 refuses a margin it cannot u
 
 from __future__ import annotations
 
-import argparse
 import copy
 from dataclasses import replace
 from pathlib import Path
@@ -114,14 +113,11 @@ def test_the_plan_refuses_a_comparison_an_identical_candidate_can_never_pass() -
 
 
 def test_the_demo_plan_lets_an_identical_candidate_pass_at_some_size() -> None:
-    from handlers.demo_options import Options, demo_plan
+    from handlers.demo import parse_options
+    from handlers.demo_options import demo_plan
 
-    ns = argparse.Namespace(
-        quick=True, snapshot_records=None, deltas=None, records_per_delta=None, dimension=None,
-        executions=None, concurrency=None, min_samples=None, regression_ms=None, seed=1,
-        out="/nonexistent-atk13",
-    )  # fmt: skip
-    plan = demo_plan(Options.from_args(ns), "aa")
+    opts = parse_options(["--quick", "--seed", "1", "--out", "/nonexistent-atk13"])
+    plan = demo_plan(opts, "aa")
     errors = next(g for g in plan.guardrails if g.metric == M.MERGE_ERRORS)
     zeros = np.zeros(100_000)  # a hundred thousand healthy executions a side, no error anywhere
     s = {M.MERGE_ERRORS.value: zeros}

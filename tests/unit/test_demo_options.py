@@ -1,0 +1,44 @@
+"""``snapmerge demo``'s --stages and --switchback: what they set, and what they refuse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from handlers.demo import parse_options
+from handlers.demo_options import Files
+from snapmerge.errors import InvalidEventError
+
+
+def test_stages_default_by_size_and_can_be_given(tmp_path: Path) -> None:
+    out = str(tmp_path)
+    assert parse_options(["--out", out]).stages == (25.0, 50.0, 100.0)
+    assert parse_options(["--quick", "--out", out]).stages == (50.0, 100.0)
+    assert parse_options(["--stages", "50,100", "--out", out]).stages == (50.0, 100.0)
+
+
+@pytest.mark.parametrize("text", ["50,25,100", "0,100", "50,90", "x,100", "50,50,100", "nan,100"])
+def test_stages_that_do_not_rise_to_100_are_refused(tmp_path: Path, text: str) -> None:
+    with pytest.raises(InvalidEventError, match="--stages"):
+        parse_options(["--stages", text, "--out", str(tmp_path)])
+
+
+def test_switchback_writes_the_window_into_the_path_flag_and_nothing_else(tmp_path: Path) -> None:
+    files = Files(tmp_path)
+    files.reset()
+    files.seed_flags(parse_options(["--out", str(tmp_path)]))
+    plain = json.loads(files.flags.read_text())
+    assert "switchback" not in plain["final-merge-path"]
+
+    files.seed_flags(parse_options(["--switchback", "5", "--out", str(tmp_path)]))
+    doc = json.loads(files.flags.read_text())
+    assert doc["final-merge-path"].pop("switchback") == {"window_seconds": 5}
+    assert doc == plain
+
+
+@pytest.mark.parametrize("seconds", ["-1", "86401"])
+def test_a_switchback_window_out_of_range_is_refused(tmp_path: Path, seconds: str) -> None:
+    with pytest.raises(InvalidEventError, match="--switchback"):
+        parse_options(["--switchback", seconds, "--out", str(tmp_path)])
