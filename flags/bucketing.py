@@ -13,6 +13,12 @@ event can carry but a Python caller can) is encoded with ``surrogatepass``, so i
 fixed bucket instead of raising. The bucket of a key never changes (until the salt does), so
 raising ``P`` only adds keys and never moves one back. The test vectors in ``docs/flags.md`` are
 asserted in ``tests/unit/flags/test_bucketing.py``.
+
+A *switchback* flag (``"switchback"`` in its document) buckets a unit instead of the targeting
+key: ``unit_key(collection, now, window_seconds)`` is ``f"{collection}@{window}"`` (or
+``f"@{window}"`` when not by collection) with ``window = floor(now / window_seconds)``, so every
+execution on one collection in one time window gets the same bucket, and the next window draws
+again.
 """
 
 from __future__ import annotations
@@ -29,6 +35,17 @@ def bucket_of(flag: str, salt: str, targeting_key: str) -> int:
     text = f"{flag}:{salt}:{targeting_key}"
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") % BUCKETS
+
+
+def window_of(now: float, window_seconds: int) -> int:
+    """The index of the time window holding ``now`` (epoch seconds): ``floor(now / window)``."""
+    return int(now // window_seconds)
+
+
+def unit_key(collection: str | None, now: float, window_seconds: int) -> str:
+    """The switchback unit of ``collection`` at ``now``; ``collection=None`` for a unit that
+    spans every collection of the window."""
+    return f"{collection or ''}@{window_of(now, window_seconds)}"
 
 
 def threshold_for(percent: float | str | Decimal) -> int:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Final
 
@@ -169,7 +171,9 @@ class FlagClient:
             self.count("fail_closed_decisions")
             return PathDecision.fail_closed(error, flag_version=version)
         variant = details.variant or path.value
-        return PathDecision(path, variant, str(details.reason), version)
+        unit = details.flag_metadata.get("unit")  # set only by a switchback flag's split
+        unit = unit if isinstance(unit, str) else None
+        return PathDecision(path, variant, str(details.reason), version, unit=unit)
 
     def int_flag(
         self,
@@ -245,15 +249,23 @@ def _store_or_unavailable() -> FlagDocumentStore:
         return UnavailableStore(f"flag store configuration unusable: {exc}")
 
 
-def bootstrap(store: FlagDocumentStore | None = None) -> FlagClient:
+def bootstrap(
+    store: FlagDocumentStore | None = None, *, wall_clock: Callable[[], float] | None = None
+) -> FlagClient:
     """Register the provider once and return the client; idempotent and never raises.
 
     With ``store=None`` the first call builds the store from the environment and later calls
-    return the same client. Passing a different store re-registers (tests, the benchmark).
+    return the same client. Passing a different store re-registers (tests, the benchmark), and
+    so does a different ``wall_clock`` (epoch seconds, ``time.time`` by default: the clock that
+    says which switchback window an evaluation is in).
     """
     global _registered
     with _lock:
-        if _registered is not None and store in (None, _registered[0]):
+        if (
+            _registered is not None
+            and store in (None, _registered[0])
+            and wall_clock in (None, _registered[1].provider.wall_clock)
+        ):
             return _registered[1]
         chosen = store if store is not None else _store_or_unavailable()
         try:
@@ -261,7 +273,7 @@ def bootstrap(store: FlagDocumentStore | None = None) -> FlagClient:
         except Exception as exc:
             log.error("flag cache settings unusable, using defaults: %s", exc)
             cache = CacheSettings()
-        provider = DocumentProvider(chosen, cache)
+        provider = DocumentProvider(chosen, cache, wall_clock=wall_clock or time.time)
         try:
             api.set_provider_and_wait(provider, domain=DOMAIN)
         except Exception as exc:  # initialize found no valid document: serve defaults, counted

@@ -6,21 +6,36 @@ does not match). We evaluate ourselves because ``FeatureFlags.evaluate`` does no
 matched, and the reason (STATIC / TARGETING_MATCH / SPLIT / DEFAULT) depends on it. Each outcome
 (:class:`Evaluation`) is built once, when the document is compiled. What makes a document valid
 is :mod:`flags.document`'s.
+
+A flag with a ``switchback`` buckets its percentage rules by the (collection, time window) unit
+rather than the targeting key; the clock that says which window it is comes from the caller
+(wall time by default), and the unit goes into that one evaluation's result (``unit`` and the
+``unit`` flag metadata), never into the shared outcome.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Final
 
 from aws_lambda_powertools.utilities.feature_flags.feature_flags import RULE_ACTION_MAPPING
 from aws_lambda_powertools.utilities.feature_flags.schema import RuleAction
 
-from flags.bucketing import bucket_of
+from flags.bucketing import bucket_of, unit_key
 from flags.document import validate_document
-from flags.keys import SALT_FIELD, ContextKey
+from flags.keys import (
+    SALT_FIELD,
+    SWITCHBACK_BY_COLLECTION,
+    SWITCHBACK_FIELD,
+    SWITCHBACK_WINDOW,
+    ContextKey,
+)
+
+Clock = Callable[[], float]
+"""Epoch seconds now (``time.time``); a switchback flag reads it to find the window."""
 
 _SCHEDULE_ACTIONS: Final = frozenset(
     {
@@ -34,7 +49,8 @@ _SCHEDULE_ACTIONS: Final = frozenset(
 class TargetingKeyMissing(Exception):
     """A percentage rule was reached for an evaluation without a targeting key (or with an empty
     one: the OpenFeature SDK turns ``""`` into no key when it merges contexts, so the provider
-    treats both alike whichever way it is called)."""
+    treats both alike whichever way it is called) — or, for a switchback flag by collection,
+    without a ``collection`` (absent, empty or not a string): its unit cannot be formed."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,13 @@ class Evaluation:
     variant: str
     rule: str | None = None
     metadata: Mapping[str, bool | int | float | str] = field(default_factory=dict)
+    unit: str | None = None
+    """The switchback unit a percentage rule bucketed on (None: not a switchback split)."""
+
+    def with_unit(self, unit: str) -> Evaluation:
+        """A copy for one evaluation, carrying its unit (also as ``unit`` flag metadata)."""
+        metadata = MappingProxyType({**self.metadata, "unit": unit})
+        return replace(self, unit=unit, metadata=metadata)
 
 
 def _outcome(value: Any, reason: str, rule: str | None, version: str) -> Evaluation:
@@ -84,35 +107,83 @@ def variant_of(value: Any, rule: str | None) -> str:
 
 
 @dataclass(frozen=True)
+class Switchback:
+    """A flag's ``switchback`` field: bucket by (collection, window) instead of by key."""
+
+    window_seconds: int
+    by_collection: bool = True
+
+    def unit(self, flag: str, rule: str, attributes: Mapping[str, Any], clock: Clock) -> str:
+        collection = None
+        if self.by_collection:
+            collection = attributes.get(ContextKey.COLLECTION.value)
+            if not isinstance(collection, str) or not collection:
+                raise TargetingKeyMissing(
+                    f"flag {flag!r} rule {rule!r} switches back by collection and the context "
+                    f"has no {ContextKey.COLLECTION.value!r} (got {collection!r})"
+                )
+        return unit_key(collection, clock(), self.window_seconds)
+
+
+class _Split:
+    """One evaluation's bucket (and switchback unit), computed at most once, only if a rule
+    asks for it."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.bucket: int | None = None
+        self.unit: str | None = None
+
+
+@dataclass(frozen=True)
 class CompiledFlag:
     key: str
     rules: tuple[_Rule, ...]
     salt: str
     fallback: Evaluation  # STATIC when there are no rules, else DEFAULT
+    switchback: Switchback | None = None
 
-    def evaluate(self, targeting_key: str | None, attributes: Mapping[str, Any]) -> Evaluation:
+    def evaluate(
+        self,
+        targeting_key: str | None,
+        attributes: Mapping[str, Any],
+        clock: Clock = time.time,
+    ) -> Evaluation:
+        """The outcome for one context; ``clock`` (epoch seconds) matters to switchback only."""
         if not self.rules:
             return self.fallback
-        bucket: list[int] = []  # computed at most once, only if a rule asks for it
+        split = _Split(clock)
         for rule in self.rules:
-            if self._matches(rule, targeting_key, attributes, bucket):
+            if self._matches(rule, targeting_key, attributes, split):
+                if split.unit is not None and rule.result.reason == "SPLIT":
+                    return rule.result.with_unit(split.unit)
                 return rule.result
         return self.fallback
+
+    def _bucket(
+        self, rule: _Rule, targeting_key: str | None, attributes: Mapping[str, Any], split: _Split
+    ) -> int:
+        if split.bucket is not None:
+            return split.bucket
+        if self.switchback is not None:
+            split.unit = self.switchback.unit(self.key, rule.name, attributes, split.clock)
+            split.bucket = bucket_of(self.key, self.salt, split.unit)
+        elif not targeting_key:  # None or "": the SDK merges "" away, so "" is missing too
+            raise TargetingKeyMissing(f"flag {self.key!r} rule {rule.name!r} splits by key")
+        else:
+            split.bucket = bucket_of(self.key, self.salt, targeting_key)
+        return split.bucket
 
     def _matches(
         self,
         rule: _Rule,
         targeting_key: str | None,
         attributes: Mapping[str, Any],
-        bucket: list[int],
+        split: _Split,
     ) -> bool:
         for cond in rule.conditions:
             if cond.key == ContextKey.BUCKET:
-                if not targeting_key:  # None or "": the SDK merges "" away, so "" is missing too
-                    raise TargetingKeyMissing(f"flag {self.key!r} rule {rule.name!r} splits by key")
-                if not bucket:
-                    bucket.append(bucket_of(self.key, self.salt, targeting_key))
-                actual: Any = bucket[0]
+                actual: Any = self._bucket(rule, targeting_key, attributes, split)
             elif cond.action in _SCHEDULE_ACTIONS:
                 actual = cond.key
             elif cond.key in attributes:
@@ -146,7 +217,13 @@ def _compile_flag(key: str, feature: dict[str, Any], version: str) -> CompiledFl
         reason = "SPLIT" if split else "TARGETING_MATCH"
         rules.append(_Rule(name, conds, _outcome(value, reason, name, version)))
     fallback = _outcome(feature["default"], "DEFAULT" if rules else "STATIC", None, version)
-    return CompiledFlag(key, tuple(rules), feature.get(SALT_FIELD, ""), fallback)
+    raw = feature.get(SWITCHBACK_FIELD)
+    switchback = (
+        Switchback(raw[SWITCHBACK_WINDOW], raw.get(SWITCHBACK_BY_COLLECTION, True))
+        if raw is not None
+        else None
+    )
+    return CompiledFlag(key, tuple(rules), feature.get(SALT_FIELD, ""), fallback, switchback)
 
 
 @dataclass(frozen=True)

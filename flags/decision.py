@@ -20,7 +20,6 @@ from snapmerge.errors import InvalidEventError
 log = logging.getLogger("snapmerge.flags")
 
 ROUTING_KEY: Final = "routing"
-_FIELDS: Final = ("path", "variant", "reason", "flag_version", "kill_switch", "pinned", "error")
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,11 @@ class PathDecision:
     """Which final-merge path runs, and the evidence: flag variant, reason, document version.
 
     ``pinned`` is True when the decision came from the execution's state rather than a fresh
-    evaluation; ``error`` says why a decision fell back to legacy, if it did.
+    evaluation; ``error`` says why a decision fell back to legacy, if it did. ``unit`` is the
+    switchback unit (``collection@window``) a percentage rule bucketed on, when the flag is a
+    switchback flag and such a rule decided; None otherwise (per-execution randomisation, a
+    default, a targeting rule, the kill switch, an error). A pinned decision keeps it, so an
+    execution that outlives its window stays in the unit it was assigned.
     """
 
     path: MergePath
@@ -38,6 +41,7 @@ class PathDecision:
     kill_switch: bool = False
     pinned: bool = False
     error: str | None = None
+    unit: str | None = None
 
     @classmethod
     def fail_closed(cls, error: str, *, flag_version: str | None = None) -> PathDecision:
@@ -55,6 +59,7 @@ class PathDecision:
             "kill_switch": self.kill_switch,
             "pinned": self.pinned,
             "error": self.error,
+            "unit": self.unit,
         }
 
     @classmethod
@@ -79,7 +84,10 @@ class PathDecision:
         kill, pinned = d.get("kill_switch", False), d.get("pinned", False)
         if not isinstance(kill, bool) or not isinstance(pinned, bool):
             raise InvalidEventError(f"routing decision has non-boolean flags: {d!r}")
-        return cls(path, variant, reason, version, kill, pinned, error)
+        unit = d.get("unit")  # absent in the state of executions started before switchback
+        if not (unit is None or isinstance(unit, str)):
+            raise InvalidEventError(f"routing decision has a non-string unit: {d!r}")
+        return cls(path, variant, reason, version, kill, pinned, error, unit)
 
 
 class PathDecider(Protocol):
@@ -166,4 +174,5 @@ def resolve_pinned(
         reason=reason.value,
         kill_switch=True,
         error=error,
+        unit=None,  # no longer the arm its unit was assigned: not a switchback sample
     )

@@ -10,7 +10,9 @@ A document is a Powertools FeatureFlags configuration (one object per flag: ``de
 * a condition on the reserved ``bucket`` key is ``KEY_LESS_THAN_VALUE`` with an integer
   0..10000 (the only form whose meaning is "the first P % of buckets", which keeps rollouts
   monotonic; see :mod:`flags.bucketing`);
-* an optional ``salt`` next to ``default`` is a string.
+* an optional ``salt`` next to ``default`` is a string;
+* an optional ``switchback`` next to ``default`` is ``{"window_seconds": <int 1..86400>,
+  "by_collection": <bool, default true>}`` and nothing else (see :mod:`flags.bucketing`).
 
 The compiled form that evaluates a valid document is :mod:`flags.compiled`; the stored form
 (:func:`encode_document`, :func:`decode_document`, :func:`content_version`) and the rule a rollout
@@ -28,7 +30,15 @@ from aws_lambda_powertools.utilities.feature_flags.exceptions import SchemaValid
 from aws_lambda_powertools.utilities.feature_flags.schema import RuleAction, SchemaValidator
 
 from flags.bucketing import BUCKETS, threshold_for
-from flags.keys import SALT_FIELD, ContextKey, FlagKey
+from flags.keys import (
+    MAX_SWITCHBACK_WINDOW_SECONDS,
+    SALT_FIELD,
+    SWITCHBACK_BY_COLLECTION,
+    SWITCHBACK_FIELD,
+    SWITCHBACK_WINDOW,
+    ContextKey,
+    FlagKey,
+)
 from snapmerge.domain import MergePath
 from snapmerge.errors import InvalidEventError
 
@@ -65,10 +75,33 @@ def _check_known_value(flag: FlagKey, value: object) -> str | None:
     return None
 
 
+def _check_switchback(name: str, switchback: object) -> None:
+    where = f"flag {name!r}: {SWITCHBACK_FIELD}"
+    if not isinstance(switchback, dict):
+        raise FlagDocumentError(f"{where} must be an object, got {switchback!r}")
+    unknown = sorted(set(switchback) - {SWITCHBACK_WINDOW, SWITCHBACK_BY_COLLECTION})
+    if unknown:
+        raise FlagDocumentError(f"{where} has unknown fields {unknown}")
+    window = switchback.get(SWITCHBACK_WINDOW)
+    in_range = isinstance(window, int) and 1 <= window <= MAX_SWITCHBACK_WINDOW_SECONDS
+    if isinstance(window, bool) or not in_range:
+        raise FlagDocumentError(
+            f"{where}.{SWITCHBACK_WINDOW} must be an integer "
+            f"1..{MAX_SWITCHBACK_WINDOW_SECONDS}, got {window!r}"
+        )
+    by_collection = switchback.get(SWITCHBACK_BY_COLLECTION, True)
+    if not isinstance(by_collection, bool):
+        raise FlagDocumentError(
+            f"{where}.{SWITCHBACK_BY_COLLECTION} must be a boolean, got {by_collection!r}"
+        )
+
+
 def _check_feature(name: str, feature: dict[str, Any]) -> None:
     salt = feature.get(SALT_FIELD, "")
     if not isinstance(salt, str):
         raise FlagDocumentError(f"flag {name!r}: salt must be a string, got {salt!r}")
+    if SWITCHBACK_FIELD in feature:
+        _check_switchback(name, feature[SWITCHBACK_FIELD])
     rules = feature.get("rules") or {}
     values = [("default", feature.get("default"))]
     for rule_name, rule in rules.items():

@@ -55,3 +55,11 @@ DEFAULTS: Final[dict[FlagKey, bool | int | str]] = {
 
 SALT_FIELD: Final = "salt"
 """Optional string next to a feature's ``default``/``rules``; a new salt reshuffles buckets."""
+
+SWITCHBACK_FIELD: Final = "switchback"
+"""Optional object next to a feature's ``default``/``rules``: ``{"window_seconds": 1..86400,
+"by_collection": true}``. A percentage rule of such a flag buckets the (collection, time window)
+unit instead of the targeting key (:func:`flags.bucketing.unit_key`); Powertools ignores it."""
+SWITCHBACK_WINDOW: Final = "window_seconds"
+SWITCHBACK_BY_COLLECTION: Final = "by_collection"
+MAX_SWITCHBACK_WINDOW_SECONDS: Final = 86_400

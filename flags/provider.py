@@ -21,10 +21,13 @@ logged, counted in :attr:`errors` (``evaluation_error``) and returned as ``GENER
 state) drops the document: every evaluation after it is ``PROVIDER_NOT_READY`` with the caller's
 default, and the store is not asked again until ``initialize()`` runs.
 
-``flag_metadata`` carries ``flag_version`` (the store's version of the document served) and, when
-a rule matched, ``rule``. A bad document or a failing store never raises into a caller: the last
-good document keeps serving, the failure is logged and counted in :attr:`errors`, and the status
-moves to STALE (or ERROR if nothing was ever loaded) until a good read brings it back to READY.
+``flag_metadata`` carries ``flag_version`` (the store's version of the document served), when
+a rule matched, ``rule``, and when a switchback flag's percentage rule matched, ``unit`` (the
+collection@window it bucketed on; ``wall_clock``, epoch seconds, says which window it is).
+
+A bad document or a failing store never raises into a caller: the last good document keeps
+serving, the failure is logged and counted in :attr:`errors`, and the status moves to STALE (or
+ERROR if nothing was ever loaded) until a good read brings it back to READY.
 A new document version emits ``PROVIDER_CONFIGURATION_CHANGED`` with the changed flag keys.
 """
 
@@ -33,7 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 from openfeature.evaluation_context import EvaluationContext
@@ -78,9 +81,11 @@ class DocumentProvider(AbstractProvider):
         cache: CacheSettings | None = None,
         *,
         clock: Any = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.store = store
+        self.wall_clock = wall_clock
         self.cache = cache or CacheSettings.for_store(store)
         self.errors: Counter[str] = Counter()
         self._documents = DocumentCache(
@@ -161,7 +166,7 @@ class DocumentProvider(AbstractProvider):
             )
         ctx = context or EvaluationContext()
         try:
-            result = flag.evaluate(ctx.targeting_key, ctx.attributes or _EMPTY)
+            result = flag.evaluate(ctx.targeting_key, ctx.attributes or _EMPTY, self.wall_clock)
         except TargetingKeyMissing as exc:
             return self._error(
                 default, ErrorCode.TARGETING_KEY_MISSING, str(exc), "targeting_key_missing", doc
