@@ -158,7 +158,9 @@ class CompiledFlag:
                 if split.unit is not None and rule.result.reason == "SPLIT":
                     return rule.result.with_unit(split.unit)
                 return rule.result
-        return self.fallback
+        # A unit the switchback split did not take is in the baseline's arm: its executions must
+        # say so too, or the judge could not compare unit with unit (rollout/samples.py)
+        return self.fallback if split.unit is None else self.fallback.with_unit(split.unit)
 
     def _bucket(
         self, rule: _Rule, targeting_key: str | None, attributes: Mapping[str, Any], split: _Split

@@ -29,6 +29,9 @@ MAX_WAVES_PER_STAGE = 12
 # always-valid sign test on LockHoldTime needs about 16 of them (14 beyond the budget at
 # α ≈ 0.017): 12 waves were not always enough (a full run ended act 2 at 11 of 13).
 MAX_WAVES_REGRESSED_STAGE = 24
+# A wave under --switchback starts this long after a window's boundary, so that every execution
+# the wave starts at once decides in the same window (the clocks are this machine's)
+SWITCHBACK_START_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class Demo:
     def wave(self, label: str, bar: Any) -> None:
         assert self.executions is not None, "start_executions() first"
         batches = [self.workload.next_batch(label) for _ in range(self.opts.wave)]
+        if self.opts.switchback:  # start the wave at the next window: it is its own unit
+            window = self.opts.switchback
+            time.sleep(window - time.time() % window + SWITCHBACK_START_S)
 
         def done(index: int, error: str | None) -> None:
             if error is None:
@@ -102,7 +108,9 @@ class Demo:
             waves = 0
             while True:
                 state = self.controller.status()
-                cap = MAX_WAVES_PER_STAGE if inject_at_stage is None else MAX_WAVES_REGRESSED_STAGE
+                # under --switchback a wave is two units (one a collection), not eight executions
+                long = inject_at_stage is not None or self.opts.switchback
+                cap = MAX_WAVES_REGRESSED_STAGE if long else MAX_WAVES_PER_STAGE
                 if state.status is not Status.RUNNING or waves >= cap:
                     break
                 if inject_at_stage is not None and state.stage_index >= inject_at_stage:

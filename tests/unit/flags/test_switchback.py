@@ -101,7 +101,7 @@ def test_published_vectors(
         doc = sb_doc(percent / 100, window, by, salt)
         result = compiled(doc).evaluate("any", {"collection": coll}, lambda n=now: n)
         assert result.value == expected
-        assert result.unit == (unit if expected == "two_phase" else None)
+        assert result.unit == unit  # both arms name the unit: the judge compares units
 
 
 def test_vectors_match_the_docs() -> None:
@@ -352,16 +352,23 @@ def test_the_decision_records_its_unit() -> None:
 @pytest.mark.parametrize(
     ("doc", "reason"),
     [
-        (sb_doc(0), "DEFAULT"),  # rules exist, the split did not take this unit
         (sb_doc(100, t=when("collection", "words", result="shadow")), "TARGETING_MATCH"),
         (make_doc(final_merge_path=path_feature(r=rollout_rule(100, "two_phase"))), "SPLIT"),
         (make_doc(), "STATIC"),
     ],
-    ids=["default", "targeting-rule", "per-execution-split", "static"],
+    ids=["targeting-rule", "per-execution-split", "static"],
 )
 def test_only_a_switchback_split_records_a_unit(doc: dict[str, Any], reason: str) -> None:
     d = decide(bootstrap(MemoryStore(doc), wall_clock=WallClock()))
     assert (d.reason, d.unit, d.error) == (reason, None, None)
+
+
+def test_a_unit_the_split_did_not_take_is_named_on_the_legacy_side_too() -> None:
+    # at 0 % every unit stays on legacy (the default): its executions still name their unit,
+    # so the judge can compare legacy's units with two-phase's
+    d = decide(bootstrap(MemoryStore(sb_doc(0)), wall_clock=WallClock()))
+    assert (d.path, d.reason, d.error) == (MergePath.LEGACY, "DEFAULT", None)
+    assert d.unit is not None and d.unit.startswith("words@")
 
 
 def test_the_kill_switch_decision_has_no_unit() -> None:
