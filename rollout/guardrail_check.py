@@ -93,7 +93,7 @@ def _sides(s: Samples, g: Guardrail, min_n: int) -> dict[str, dict[str, Any]]:
                 sides["baseline"] = checks.rate_vs(
                     cand, other, g.tolerance, g.worse, min_n, _earlier(s, g.metric), g.margin
                 )
-            elif s.unit_candidate and s.unit_baseline:  # a switchback: one value per unit
+            elif g.metric in s.unit_candidate or g.metric in s.unit_baseline:  # by unit
                 sides["baseline"] = compare(
                     s.unit_candidate.get(g.metric, _EMPTY),
                     s.unit_baseline.get(g.metric, _EMPTY),

@@ -11,8 +11,8 @@ Under a switchback flag (docs/flags.md) every execution's decision names its **u
 collection and time window that all took one path). Executions of one unit are not independent
 (they share the unit's lock, its builds and its load), so the latency comparisons with the
 baseline are made over units: :func:`by_unit` gives each unit one value, the geometric mean of
-its executions' ``1 + ms`` less 1. That happens only when every execution of the window, on both
-sides, names its unit.
+its executions' ``1 + ms`` less 1. That happens for a metric only when every execution of the
+window that records it, on both sides, names its unit.
 """
 
 from __future__ import annotations
@@ -134,7 +134,6 @@ def collect(
     base = [r for r in live if r.path == baseline]
     runs = [r for r in cand if not r.metadata.get("dry_run")]
     ref = ref_clean = ref_base = None
-    units = bool(runs or base) and all(unit_of(r) is not None for r in [*runs, *base])
     if reference is not None:
         ref_base = _by_metric(
             [r for r in reference if r.path == baseline and not r.metadata.get("replayed")]
@@ -155,6 +154,19 @@ def collect(
         planned_metrics=frozenset(
             MetricName.CHUNK_COUNT.value for r in live if PLANNED_CHUNKS_KEY in r.metadata
         ),
-        unit_candidate=by_unit(runs) if units else {},
-        unit_baseline=by_unit(base) if units else {},
+        **_unit_sides(runs, base),
     )
+
+
+def _unit_sides(runs: Sequence[MetricRecord], base: Sequence[MetricRecord]) -> dict[str, Any]:
+    """Per side, :func:`by_unit` of each metric that every execution carrying it, on both sides,
+    records with its unit (a failed merge records no duration, and need not name a unit)."""
+    both = [*runs, *base]
+    metrics = {name for r in both for name in r.values}
+    kept = {m for m in metrics if all(unit_of(r) is not None for r in both if m in r.values)}
+
+    def side(records: Sequence[MetricRecord]) -> dict[str, Floats]:
+        found = by_unit([r for r in records if unit_of(r) is not None])
+        return {m: v for m, v in found.items() if m in kept}
+
+    return {"unit_candidate": side(runs), "unit_baseline": side(base)}

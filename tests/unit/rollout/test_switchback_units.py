@@ -103,3 +103,16 @@ def test_unit_level_comparison_does_not_promote_a_slower_candidate_that_units_hi
     per_execution = promotions(False, seeds)
     assert per_execution >= 20, per_execution
     assert by_units <= 4, by_units  # at most 2 %: the judge's stage α is larger than that
+
+
+def test_a_failed_merge_without_a_unit_leaves_the_durations_by_unit() -> None:
+    # a failed merge's record has MergeErrors and no duration (and no decision): the durations of
+    # the window are still all named by unit, so they are still compared by unit
+    rng = np.random.default_rng(3)
+    recs = unit_records(TWO, rng, 10, 3, 1000) + unit_records(LEGACY, rng, 10, 3, 1000)
+    recs.append(MetricRecord(TWO, "words", 5, {MetricName.MERGE_ERRORS.value: 1.0}, {}))
+    samples = collect(recs)
+    assert len(samples.unit_candidate[DURATION]) == 10
+    assert MetricName.MERGE_ERRORS.value not in samples.unit_candidate
+    side = judge(recs, [GUARD], min_samples=10).evidence["guardrails"][DURATION]["comparisons"]
+    assert (side["baseline"]["unit"], side["baseline"]["n_candidate"]) == ("switchback", 10)
