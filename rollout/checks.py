@@ -208,7 +208,8 @@ def noninferiority(ev: dict[str, Any], level: float) -> str | None:
     if test == "msprt-log-mean":
         allowed = float(ev["allowed_ratio"])
         if ev.get("log_effect") is None or ev.get("variance") is None:
-            return f"no confidence bound yet (fewer than {MIN_LATENCY_N} executions a side)"
+            counted = "units" if ev.get("unit") else "executions"  # a switchback counts units
+            return f"no confidence bound yet (fewer than {MIN_LATENCY_N} {counted} a side)"
         upper = math.exp(min(mean_shift_upper(ev["log_effect"], ev["variance"], level), 700.0))
         ev["upper_bound"] = upper
         if upper <= allowed:

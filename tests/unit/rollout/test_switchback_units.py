@@ -65,6 +65,7 @@ def test_a_switchback_window_counts_units_and_a_per_execution_one_counts_executi
     assert (side["n_candidate"], side["n_other"]) == (4, 12)
     assert (side["executions_candidate"], side["executions_other"]) == (80, 240)
     assert ev["status"] == "insufficient"  # 4 units are too few, however many executions
+    assert "fewer than 10 units a side" in " ".join(judge(tagged, [GUARD], min_samples=3).reasons)
 
     untagged = [MetricRecord(r.path, r.collection, r.timestamp_ms, r.values, {}) for r in tagged]
     side = judge(untagged, [GUARD], min_samples=10).evidence["guardrails"][DURATION]
