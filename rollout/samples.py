@@ -173,6 +173,6 @@ def _unit_sides(runs: Sequence[MetricRecord], base: Sequence[MetricRecord]) -> d
 
     def side(records: Sequence[MetricRecord]) -> dict[str, Floats]:
         found = by_unit([r for r in records if unit_of(r) not in mixed | {None}])
-        return {m: v for m, v in found.items() if m in kept}
+        return {m: found.get(m, np.zeros(0)) for m in kept}  # a metric all mixed: no units
 
     return {"unit_candidate": side(runs), "unit_baseline": side(base), "mixed_units": mixed}

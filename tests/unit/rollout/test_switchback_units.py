@@ -136,3 +136,16 @@ def test_a_unit_that_took_both_paths_is_compared_on_neither_side() -> None:
         37,
         37,
     )
+
+
+def test_a_window_whose_units_all_took_both_paths_is_not_judged_per_execution() -> None:
+    # leaving every unit out must not turn the window back into a per-execution comparison
+    both = [
+        MetricRecord(path, "words", u, {DURATION: 1000.0}, {"decision": {"unit": f"words@{u}"}})
+        for u in range(12)
+        for path in (TWO, LEGACY)
+    ]
+    ev = judge(both, [GUARD], min_samples=10).evidence["guardrails"][DURATION]
+    side = ev["comparisons"]["baseline"]
+    assert (side["unit"], side["n_candidate"], side["n_other"]) == ("switchback", 0, 0)
+    assert side["mixed_units"] == 12 and ev["status"] == "insufficient"
