@@ -9,6 +9,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from flags.bucketing import threshold_for
 from flags.stores import DEFAULT_DOCUMENT
 from handlers.demo_workload import Sizes
 from rollout.plan import RolloutPlan, parse_plan
@@ -68,7 +69,11 @@ class Options:
             (s.dimension >= 1, f"--dimension must be at least 1 (got {s.dimension})"),
             (self.min_samples >= 1, f"--min-samples must be at least 1 ({self.min_samples})"),
             (self.regression_ms >= 0, f"--regression-ms must be >= 0 ({self.regression_ms})"),
-            (0 <= self.switchback <= 86400, f"--switchback must be 0..86400 ({self.switchback})"),
+            (
+                0 <= self.switchback <= MAX_DEMO_SWITCHBACK_S,
+                f"--switchback must be 0..{MAX_DEMO_SWITCHBACK_S} s: each wave waits for the "
+                f"next window to start ({self.switchback})",
+            ),
             (not self.out.exists() or self.out.is_dir(), f"--out {self.out} is not a directory"),
         ]
         for ok, message in checks:
@@ -76,6 +81,9 @@ class Options:
                 raise InvalidEventError(message)
 
 
+# Each wave sleeps to the next window boundary (handlers/demo_acts.py), up to 24 waves a stage:
+# the flag's own limit (a day) would leave the demo waiting for days
+MAX_DEMO_SWITCHBACK_S = 60
 DEFAULT_STAGES = {True: (50.0, 100.0), False: (25.0, 50.0, 100.0)}  # by --quick
 
 
@@ -88,6 +96,11 @@ def _stages(text: str) -> tuple[float, ...]:
     rising = all(a < b for a, b in itertools.pairwise(stages))
     if not rising or stages[0] <= 0 or stages[-1] != 100:
         raise InvalidEventError(f"--stages must rise from above 0 to 100 (got {text!r})")
+    for stage in stages:  # the plan refuses these too, but only after the demo has seeded
+        try:
+            threshold_for(stage)
+        except ValueError as exc:
+            raise InvalidEventError(f"--stages: {exc} (got {text!r})") from None
     return stages
 
 

@@ -100,7 +100,8 @@ def _sides(s: Samples, g: Guardrail, min_n: int) -> dict[str, dict[str, Any]]:
                     g.tolerance, g.worse, min_n, margin=g.margin,
                 )  # fmt: skip
                 sides["baseline"] |= {"unit": "switchback", "executions_candidate": len(cand),
-                                      "executions_other": len(other)}  # fmt: skip
+                                      "executions_other": len(other),
+                                      "mixed_units": len(s.mixed_units)}  # fmt: skip
             else:
                 sides["baseline"] = compare(
                     cand, other, g.tolerance, g.worse, min_n, margin=g.margin

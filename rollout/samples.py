@@ -12,7 +12,8 @@ collection and time window that all took one path). Executions of one unit are n
 (they share the unit's lock, its builds and its load), so the latency comparisons with the
 baseline are made over units: :func:`by_unit` gives each unit one value, the geometric mean of
 its executions' ``1 + ms`` less 1. That happens for a metric only when every execution of the
-window that records it, on both sides, names its unit.
+window that records it, on both sides, names its unit. A unit named on both sides (a stage
+promoted mid-window) is left out of both.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class Samples:
     # sides names its switchback unit; empty otherwise
     unit_candidate: Mapping[str, Floats] = field(default_factory=dict)
     unit_baseline: Mapping[str, Floats] = field(default_factory=dict)
+    # units named on both sides (a stage promoted mid-window): left out of both unit arrays
+    mixed_units: frozenset[str] = frozenset()
 
 
 def _by_metric(records: Sequence[MetricRecord]) -> dict[str, Floats]:
@@ -164,9 +167,12 @@ def _unit_sides(runs: Sequence[MetricRecord], base: Sequence[MetricRecord]) -> d
     both = [*runs, *base]
     metrics = {name for r in both for name in r.values}
     kept = {m for m in metrics if all(unit_of(r) is not None for r in both if m in r.values)}
+    # a unit on both sides took both paths at once (its executions pinned before a mid-window
+    # promote beside those decided after it): not a clean unit of either arm, so of neither
+    mixed = frozenset({unit_of(r) for r in runs} & {unit_of(r) for r in base} - {None})
 
     def side(records: Sequence[MetricRecord]) -> dict[str, Floats]:
-        found = by_unit([r for r in records if unit_of(r) is not None])
-        return {m: v for m, v in found.items() if m in kept}
+        found = by_unit([r for r in records if unit_of(r) not in mixed | {None}])
+        return {m: found.get(m, np.zeros(0)) for m in kept}  # a metric all mixed: no units
 
-    return {"unit_candidate": side(runs), "unit_baseline": side(base)}
+    return {"unit_candidate": side(runs), "unit_baseline": side(base), "mixed_units": mixed}

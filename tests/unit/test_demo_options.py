@@ -42,3 +42,23 @@ def test_switchback_writes_the_window_into_the_path_flag_and_nothing_else(tmp_pa
 def test_a_switchback_window_out_of_range_is_refused(tmp_path: Path, seconds: str) -> None:
     with pytest.raises(InvalidEventError, match="--switchback"):
         parse_options(["--switchback", seconds, "--out", str(tmp_path)])
+
+
+@pytest.mark.parametrize("seconds", ["61", "3600", "86400"])
+def test_a_switchback_window_the_demo_would_wait_on_for_each_wave_is_refused(
+    tmp_path: Path, seconds: str
+) -> None:
+    # every wave sleeps to the next window boundary: at 86400 s the demo would wait up to a day
+    # per wave (and up to 24 waves a stage), so it refuses rather than seem to hang
+    with pytest.raises(InvalidEventError, match=r"--switchback .*each wave"):
+        parse_options(["--switchback", seconds, "--out", str(tmp_path)])
+    assert parse_options(["--switchback", "60", "--out", str(tmp_path)]).switchback == 60
+
+
+@pytest.mark.parametrize("text", ["12.345,100", "0.001,100"])
+def test_stages_the_plan_would_refuse_are_refused_with_the_options(
+    tmp_path: Path, text: str
+) -> None:
+    # refused before the demo seeds its snapshots and starts its workers, not after
+    with pytest.raises(InvalidEventError, match="--stages"):
+        parse_options(["--stages", text, "--out", str(tmp_path)])

@@ -210,7 +210,9 @@ def test_still_a_powertools_document_with_the_same_value(
 @settings(max_examples=100, deadline=None)
 @given(
     batches=st.lists(st.text(min_size=1, max_size=12), min_size=2, max_size=8),
-    offsets=st.lists(st.floats(0, HOUR, exclude_max=True), min_size=2, max_size=8),
+    # not up to HOUR: near epoch 1.8e9 floats step by 2.4e-7 s, so start + 3599.9999999999995
+    # is the next window's first instant (and the evaluator rightly says so)
+    offsets=st.lists(st.floats(0, HOUR - 0.001), min_size=2, max_size=8),
     collection=st.sampled_from(COLLECTIONS),
     hour=st.integers(0, 10_000),
     percent=st.integers(1, 99),

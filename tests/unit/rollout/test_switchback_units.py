@@ -117,3 +117,36 @@ def test_a_failed_merge_without_a_unit_leaves_the_durations_by_unit() -> None:
     assert MetricName.MERGE_ERRORS.value not in samples.unit_candidate
     side = judge(recs, [GUARD], min_samples=10).evidence["guardrails"][DURATION]["comparisons"]
     assert (side["baseline"]["unit"], side["baseline"]["n_candidate"]) == ("switchback", 10)
+
+
+def test_a_unit_that_took_both_paths_is_compared_on_neither_side() -> None:
+    # a stage promoted mid-window: the unit's executions pinned before the promote ran legacy,
+    # those decided after it two-phase, beside them on the same lock. Neither part is a clean
+    # unit of its arm (the interference switchback exists to avoid); the judge leaves it out.
+    rng = np.random.default_rng(4)
+    recs = unit_records(TWO, rng, 12, 3, 1000) + unit_records(LEGACY, rng, 12, 3, 1000)
+    both = {"decision": {"unit": "words@7"}}
+    recs += [MetricRecord(LEGACY, "words", 1, {DURATION: 1000.0}, both)]
+    recs += [MetricRecord(TWO, "words", 2, {DURATION: 5000.0}, both)]
+    samples = collect(recs)
+    assert (len(samples.unit_candidate[DURATION]), len(samples.unit_baseline[DURATION])) == (12, 12)
+    side = judge(recs, [GUARD], min_samples=10).evidence["guardrails"][DURATION]["comparisons"]
+    assert (side["baseline"]["n_candidate"], side["baseline"]["n_other"]) == (12, 12)
+    assert side["baseline"]["mixed_units"] == 1
+    assert (side["baseline"]["executions_candidate"], side["baseline"]["executions_other"]) == (
+        37,
+        37,
+    )
+
+
+def test_a_window_whose_units_all_took_both_paths_is_not_judged_per_execution() -> None:
+    # leaving every unit out must not turn the window back into a per-execution comparison
+    both = [
+        MetricRecord(path, "words", u, {DURATION: 1000.0}, {"decision": {"unit": f"words@{u}"}})
+        for u in range(12)
+        for path in (TWO, LEGACY)
+    ]
+    ev = judge(both, [GUARD], min_samples=10).evidence["guardrails"][DURATION]
+    side = ev["comparisons"]["baseline"]
+    assert (side["unit"], side["n_candidate"], side["n_other"]) == ("switchback", 0, 0)
+    assert side["mixed_units"] == 12 and ev["status"] == "insufficient"
