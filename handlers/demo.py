@@ -152,6 +152,13 @@ def register(subparsers: Any) -> None:
         "--stages", help="the rollout's stages, e.g. 50,100 (default 25,50,100; quick 50,100)"
     )
     p.add_argument(
+        "--waves-per-stage",
+        type=int,
+        metavar="N",
+        help="the most waves a stage runs before the act ends undecided (default 12; 24 in act 2 "
+        "and under --switchback)",
+    )
+    p.add_argument(
         "--switchback",
         type=int,
         metavar="SECONDS",

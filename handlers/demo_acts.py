@@ -111,6 +111,7 @@ class Demo:
                 # under --switchback a wave is two units (one a collection), not eight executions
                 long = inject_at_stage is not None or self.opts.switchback
                 cap = MAX_WAVES_REGRESSED_STAGE if long else MAX_WAVES_PER_STAGE
+                cap = self.opts.waves_per_stage or cap  # the judge's tests are anytime-valid
                 if state.status is not Status.RUNNING or waves >= cap:
                     break
                 if inject_at_stage is not None and state.stage_index >= inject_at_stage:

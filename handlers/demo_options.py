@@ -28,6 +28,7 @@ class Options:
     seed: int
     threads: bool = False  # executions as threads of the demo's process (the former way)
     switchback: int = 0  # seconds of a switchback window (docs/flags.md); 0: per execution
+    waves_per_stage: int | None = None  # the most waves a stage runs; None: the act's own cap
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Options:
@@ -53,6 +54,7 @@ class Options:
             seed=a.seed,
             threads=bool(getattr(a, "threads", False)),
             switchback=a.switchback or 0,
+            waves_per_stage=a.waves_per_stage,
         )
         opts.validate()
         return opts
@@ -69,6 +71,10 @@ class Options:
             (s.dimension >= 1, f"--dimension must be at least 1 (got {s.dimension})"),
             (self.min_samples >= 1, f"--min-samples must be at least 1 ({self.min_samples})"),
             (self.regression_ms >= 0, f"--regression-ms must be >= 0 ({self.regression_ms})"),
+            (
+                self.waves_per_stage is None or self.waves_per_stage >= 1,
+                f"--waves-per-stage must be at least 1 (got {self.waves_per_stage})",
+            ),
             (
                 0 <= self.switchback <= MAX_DEMO_SWITCHBACK_S,
                 f"--switchback must be 0..{MAX_DEMO_SWITCHBACK_S} s: each wave waits for the "

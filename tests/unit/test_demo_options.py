@@ -62,3 +62,11 @@ def test_stages_the_plan_would_refuse_are_refused_with_the_options(
     # refused before the demo seeds its snapshots and starts its workers, not after
     with pytest.raises(InvalidEventError, match="--stages"):
         parse_options(["--stages", text, "--out", str(tmp_path)])
+
+
+def test_waves_per_stage_is_the_acts_cap_when_given(tmp_path: Path) -> None:
+    out = str(tmp_path)
+    assert parse_options(["--out", out]).waves_per_stage is None  # each act's own cap
+    assert parse_options(["--waves-per-stage", "40", "--out", out]).waves_per_stage == 40
+    with pytest.raises(InvalidEventError, match="--waves-per-stage"):
+        parse_options(["--waves-per-stage", "0", "--out", out])
