@@ -6,6 +6,8 @@ import copy
 import json
 from typing import Any
 
+from aws_lambda_powertools.utilities.feature_flags.base import StoreProvider
+
 from flags.stores import DEFAULT_DOCUMENT
 
 # The packaged document leaves the sizing knobs out (the env vars apply); the tests use a
@@ -51,3 +53,18 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class StaticStore(StoreProvider):  # type: ignore[misc]
+    """A Powertools store that serves one document as is (for evaluating with ``FeatureFlags``)."""
+
+    def __init__(self, doc: dict[str, Any]) -> None:
+        super().__init__()
+        self.doc = doc
+
+    @property
+    def get_raw_configuration(self) -> dict[str, Any]:
+        return self.doc
+
+    def get_configuration(self) -> dict[str, Any]:
+        return self.doc

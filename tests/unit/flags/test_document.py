@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.feature_flags import FeatureFlags
-from aws_lambda_powertools.utilities.feature_flags.base import StoreProvider
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +19,7 @@ from flags.document import (
     rollout_rule,
     validate_document,
 )
-from tests.unit.flags.helpers import DEFAULT_DOC, make_doc, path_feature, when
+from tests.unit.flags.helpers import DEFAULT_DOC, StaticStore, make_doc, path_feature, when
 
 
 def test_packaged_default_is_valid_and_legacy_everywhere() -> None:
@@ -142,19 +141,6 @@ def test_flags_changed() -> None:
     assert "group-size" in flags_changed(old, new)
 
 
-class _Static(StoreProvider):  # type: ignore[misc]
-    def __init__(self, doc: dict[str, Any]) -> None:
-        super().__init__()
-        self.doc = doc
-
-    @property
-    def get_raw_configuration(self) -> dict[str, Any]:
-        return self.doc
-
-    def get_configuration(self) -> dict[str, Any]:
-        return self.doc
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     percent=st.integers(0, 100),
@@ -182,7 +168,7 @@ def test_same_value_as_powertools(percent: int, key: str, collection: str, batch
         "batch_id": batch,
         "bucket": bucket_of("final-merge-path", "", key),
     }
-    theirs = FeatureFlags(store=_Static(doc)).evaluate(
+    theirs = FeatureFlags(store=StaticStore(doc)).evaluate(
         name="final-merge-path", context=context, default="legacy"
     )
     assert ours.value == theirs

@@ -23,7 +23,6 @@ from typing import Any
 from unittest import mock
 
 from aws_lambda_powertools.utilities.feature_flags import comparators
-from aws_lambda_powertools.utilities.feature_flags.base import StoreProvider
 from aws_lambda_powertools.utilities.feature_flags.exceptions import SchemaValidationError
 from aws_lambda_powertools.utilities.feature_flags.feature_flags import FeatureFlags
 from hypothesis import HealthCheck, Phase, given, settings
@@ -33,6 +32,7 @@ from openfeature.evaluation_context import EvaluationContext
 from flags.bucketing import bucket_of
 from flags.provider import DocumentProvider
 from flags.stores import CacheSettings, MemoryStore
+from tests.unit.flags.helpers import StaticStore
 
 EXAMPLES = 600
 KEYS = ["tier", "region", "n", "tags"]
@@ -171,18 +171,6 @@ contexts = st.dictionaries(st.sampled_from(KEYS), value, max_size=4)
 instants = st.datetimes(datetime(2024, 1, 1), datetime(2026, 12, 31), timezones=st.just(UTC))
 
 
-class _Static(StoreProvider):
-    def __init__(self, doc: dict[str, Any]) -> None:
-        self.doc = doc
-
-    @property
-    def get_raw_configuration(self) -> dict[str, Any]:  # type: ignore[override]
-        return self.doc
-
-    def get_configuration(self) -> dict[str, Any]:
-        return self.doc
-
-
 SENTINEL = "caller-default"
 SEEN: Counter[str] = Counter()
 
@@ -228,7 +216,7 @@ def _check(doc: dict[str, Any], context: dict[str, Any], key: str, now: datetime
         warnings.simplefilter("ignore")
         ctx_pt = {**context}
         for name in doc:
-            flags = FeatureFlags(store=_Static(doc))
+            flags = FeatureFlags(store=StaticStore(doc))
             ctx_pt["bucket"] = bucket_of(name, "", key)
             try:
                 theirs = flags.evaluate(name=name, context=ctx_pt, default=SENTINEL)
@@ -303,7 +291,7 @@ def test_time_conditions_are_compared_at_the_generated_instant() -> None:
     day = datetime(2025, 6, 2, 12, 0, tzinfo=UTC)
     for when, expected in ((day, True), (day + timedelta(hours=8), False)):
         with mock.patch.object(comparators, "_get_now_from_timezone", lambda z, w=when: w):
-            theirs = FeatureFlags(store=_Static(doc)).evaluate(name="f0", default=False)
+            theirs = FeatureFlags(store=StaticStore(doc)).evaluate(name="f0", default=False)
             ours = provider.resolve_boolean_details("f0", False).value
         assert theirs is ours is expected
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.feature_flags import FeatureFlags
-from aws_lambda_powertools.utilities.feature_flags.base import StoreProvider
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openfeature.evaluation_context import EvaluationContext
@@ -29,7 +28,7 @@ from flags.provider import DocumentProvider
 from flags.stores import CacheSettings, MemoryStore
 from snapmerge.domain import MergePath
 from snapmerge.errors import InvalidEventError
-from tests.unit.flags.helpers import kill, make_doc, path_feature, when
+from tests.unit.flags.helpers import StaticStore, kill, make_doc, path_feature, when
 
 FLAG = "final-merge-path"
 HOUR = 3600
@@ -171,19 +170,6 @@ def test_a_bad_switchback_document_is_refused_by_the_provider_and_legacy_serves(
     assert provider.errors["invalid_document"] == 1
 
 
-class _Static(StoreProvider):  # type: ignore[misc]
-    def __init__(self, doc: dict[str, Any]) -> None:
-        super().__init__()
-        self.doc = doc
-
-    @property
-    def get_raw_configuration(self) -> dict[str, Any]:
-        return self.doc
-
-    def get_configuration(self) -> dict[str, Any]:
-        return self.doc
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     percent=st.integers(0, 100),
@@ -200,7 +186,7 @@ def test_still_a_powertools_document_with_the_same_value(
     context = {"collection": collection, "batch_id": "b-1"}
     ours = compiled(doc).evaluate("k", context, lambda: now)
     unit = unit_key(collection if by_collection else None, now, 900)
-    theirs = FeatureFlags(store=_Static(doc)).evaluate(
+    theirs = FeatureFlags(store=StaticStore(doc)).evaluate(
         name=FLAG, context={**context, "bucket": bucket_of(FLAG, "s1", unit)}, default="legacy"
     )
     assert ours.value == theirs
