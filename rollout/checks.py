@@ -18,7 +18,8 @@ rolls back even before that, since the tests stay valid at any sample size.
 * latency vs ``budget`` (ms) — the median must not exceed it: the share of executions above the
   budget, tested against 1/2 (fails above it; passes once shown below it), over executions
   without a CAS failure or fallback (a rebase adds lock grants; contention must not count as a
-  slower lock).
+  slower lock) and not carried by another's publish (a carried execution holds no lock: its 0
+  is no hold).
 * invariant — every value equals what it is checked against (the planned chunk count, the
   other path's value for the same batch in a shadow run); one disagreement fails.
 

@@ -4,8 +4,8 @@
 candidate, the baseline) and keeps the previous stage's apart as the reference. Replayed results
 are left out everywhere. Shadow dry runs carry the shadow outcome and counts, never times
 (``rollout.metrics``), so they count only for the shadow and invariant guardrails; they are
-not candidate executions, nor among the clean ones (no CAS failure, no fallback) that a latency
-budget is judged on.
+not candidate executions, nor among the clean ones (no CAS failure, no fallback, not carried by
+another's publish) that a latency budget is judged on.
 
 Under a switchback flag (docs/flags.md) every execution's decision names its **unit** (a
 collection and time window that all took one path). Executions of one unit are not independent
@@ -96,8 +96,12 @@ def by_unit(records: Sequence[MetricRecord]) -> dict[str, Floats]:
 
 
 def _is_clean(rec: MetricRecord) -> bool:
-    cas = rec.values.get(MetricName.CAS_FAILURES, 0.0)
-    return cas <= 0 and rec.values.get(MetricName.FALLBACK_TO_LEGACY, 0.0) <= 0
+    """An execution whose lock holds are its own publish's: no CAS failure and no fallback (a
+    rebase adds grants), and not carried by another's publish (it took no lock to publish)."""
+    values = rec.values
+    cas = values.get(MetricName.CAS_FAILURES, 0.0)
+    carried = values.get(MetricName.COALESCED_BATCHES, 0.0) > 0
+    return cas <= 0 and values.get(MetricName.FALLBACK_TO_LEGACY, 0.0) <= 0 and not carried
 
 
 def _last_by_batch(recs: Sequence[MetricRecord]) -> dict[str, MetricRecord]:
