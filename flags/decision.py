@@ -29,7 +29,8 @@ class PathDecision:
     ``pinned`` is True when the decision came from the execution's state rather than a fresh
     evaluation; ``error`` says why a decision fell back to legacy, if it did. ``unit`` is the
     switchback unit (``collection@window``) a percentage rule bucketed on, when the flag is a
-    switchback flag and such a rule decided; None otherwise (per-execution randomisation, a
+    switchback flag and such a rule decided, in either arm (a unit the rule did not take gets the
+    default and still names its unit); None otherwise (per-execution randomisation, a static
     default, a targeting rule, the kill switch, an error). A pinned decision keeps it, so an
     execution that outlives its window stays in the unit it was assigned.
     """
