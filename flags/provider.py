@@ -22,8 +22,9 @@ state) drops the document: every evaluation after it is ``PROVIDER_NOT_READY`` w
 default, and the store is not asked again until ``initialize()`` runs.
 
 ``flag_metadata`` carries ``flag_version`` (the store's version of the document served), when
-a rule matched, ``rule``, and when a switchback flag's percentage rule matched, ``unit`` (the
-collection@window it bucketed on; ``wall_clock``, epoch seconds, says which window it is).
+a rule matched, ``rule``, and when a switchback flag's percentage rule was reached, ``unit`` (the
+collection@window it bucketed on, whether the rule took it or the default did; ``wall_clock``,
+epoch seconds, says which window it is).
 
 A bad document or a failing store never raises into a caller: the last good document keeps
 serving, the failure is logged and counted in :attr:`errors`, and the status moves to STALE (or
