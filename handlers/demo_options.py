@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flags.bucketing import threshold_for
+from flags.keys import SWITCHBACK_FIELD, SWITCHBACK_WINDOW, FlagKey
 from flags.stores import DEFAULT_DOCUMENT
 from handlers.demo_workload import Sizes
 from rollout.plan import RolloutPlan, parse_plan
@@ -137,7 +138,8 @@ class Files:
         collection and time window instead of by execution."""
         doc = json.loads(DEFAULT_DOCUMENT.read_text())
         if opts.switchback:
-            doc["final-merge-path"]["switchback"] = {"window_seconds": opts.switchback}
+            path = doc[FlagKey.FINAL_MERGE_PATH.value]
+            path[SWITCHBACK_FIELD] = {SWITCHBACK_WINDOW: opts.switchback}
         self.flags.write_text(json.dumps(doc, indent=2) + "\n")
 
 
