@@ -39,8 +39,7 @@ from snapmerge.embedded import EmbeddedAWS
 def run(opts: Options) -> int:
     logging.getLogger("snapmerge").setLevel(logging.WARNING)  # the story, not the Lambda logs
     files = Files(opts.out)
-    files.reset()
-    files.seed_flags(opts)
+    files.reset(opts.switchback)
     started = time.monotonic()
     with demo_environment(files), EmbeddedAWS() as cloud, cloud.environment():
         return _story(opts, cloud, files, started)

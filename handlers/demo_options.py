@@ -125,21 +125,19 @@ class Files:
         self.alarms = out / "alarms.json"
         self.chroma = out / "chroma"
 
-    def reset(self) -> None:
+    def reset(self, switchback: int = 0) -> None:
+        """Empty ``--out`` and write the packaged flag document; with ``switchback`` seconds, its
+        path flag randomized by collection and time window instead of by execution."""
         self.out.mkdir(parents=True, exist_ok=True)
         for path in (self.flags, self.emf, self.audit, self.state, self.report):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.chroma, ignore_errors=True)
         self.chroma.mkdir(parents=True)
-        self.flags.write_text(DEFAULT_DOCUMENT.read_text())
-
-    def seed_flags(self, opts: Options) -> None:
-        """The packaged flag document; with ``--switchback``, the path flag randomized by
-        collection and time window instead of by execution."""
+        if not switchback:
+            self.flags.write_text(DEFAULT_DOCUMENT.read_text())
+            return
         doc = json.loads(DEFAULT_DOCUMENT.read_text())
-        if opts.switchback:
-            path = doc[FlagKey.FINAL_MERGE_PATH.value]
-            path[SWITCHBACK_FIELD] = {SWITCHBACK_WINDOW: opts.switchback}
+        doc[FlagKey.FINAL_MERGE_PATH.value][SWITCHBACK_FIELD] = {SWITCHBACK_WINDOW: switchback}
         self.flags.write_text(json.dumps(doc, indent=2) + "\n")
 
 

@@ -27,12 +27,11 @@ def test_stages_that_do_not_rise_to_100_are_refused(tmp_path: Path, text: str) -
 
 def test_switchback_writes_the_window_into_the_path_flag_and_nothing_else(tmp_path: Path) -> None:
     files = Files(tmp_path)
-    files.reset()
-    files.seed_flags(parse_options(["--out", str(tmp_path)]))
+    files.reset(parse_options(["--out", str(tmp_path)]).switchback)
     plain = json.loads(files.flags.read_text())
     assert "switchback" not in plain["final-merge-path"]
 
-    files.seed_flags(parse_options(["--switchback", "5", "--out", str(tmp_path)]))
+    files.reset(parse_options(["--switchback", "5", "--out", str(tmp_path)]).switchback)
     doc = json.loads(files.flags.read_text())
     assert doc["final-merge-path"].pop("switchback") == {"window_seconds": 5}
     assert doc == plain
