@@ -106,9 +106,11 @@ class TimedKit(MergeKit):
         db: Database,
         built: BuiltVersion,
         on_claimed: Callable[[VersionId], None] | None = None,
+        *,
+        listing: str = "",
     ) -> BuiltVersion:
         with self._timed("upload"):
-            return super().upload(db, built, on_claimed)
+            return super().upload(db, built, on_claimed, listing=listing)
 
     def publish(self, db: Database, built: BuiltVersion, lease: Lease | None) -> Pointer:
         with self._timed("pointer_swap"):

@@ -224,6 +224,10 @@ class CountingBlobStore(DelegatingBlobStore):
         self._note("GET", key)
         self.inner.download_file(key, path, progress=progress)
 
+    def list_etags(self, prefix: str) -> list[tuple[str, str]]:
+        self._note("LIST", prefix)
+        return self.inner.list_etags(prefix)
+
     def list(self, prefix: str) -> list[str]:
         self._note("LIST", prefix)
         return self.inner.list(prefix)

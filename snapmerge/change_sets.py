@@ -165,7 +165,7 @@ class ChangeSets:
 
 
 def upload_with_changes(
-    kit: MergeKit, db: Database, built: BuiltVersion, sources: list[Path]
+    kit: MergeKit, db: Database, built: BuiltVersion, sources: list[Path], *, listing: str = ""
 ) -> BuiltVersion:
     """``kit.upload`` and, at the same time, the change set of ``built``: both are done (or
     neither is left behind) when this returns, so the change set still precedes the swap.
@@ -177,7 +177,7 @@ def upload_with_changes(
     (``kit.upload``), the change set is deleted once its writer has stopped.
     """
     if not kit.settings.change_sets:
-        return kit.upload(db, built)
+        return kit.upload(db, built, listing=listing)
     changes = ChangeSets(kit.blobs, db)
     base = built.base.version if built.base else None
     started: list[tuple[VersionId, Future[None]]] = []
@@ -187,7 +187,7 @@ def upload_with_changes(
             started.append((version, pool.submit(changes.write, version, base, sources)))
 
         try:
-            uploaded = kit.upload(db, built, on_claimed=claimed)
+            uploaded = kit.upload(db, built, on_claimed=claimed, listing=listing)
         except BaseException:
             for version, recording in started:
                 _stopped(recording)

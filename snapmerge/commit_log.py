@@ -71,6 +71,7 @@ class Claim:
     batch_id: str
     version: VersionId
     inputs_digest: str
+    listing: str = ""  # the inputs' listing, when the publisher knew it (exactly_once.InputsId)
 
 
 class CommitLog:
@@ -150,12 +151,16 @@ class CommitLog:
         return sorted(VersionId(n[: -len(".json")]) for n in names if n.endswith(".json"))
 
     # -- claims --------------------------------------------------------------------------------
-    def write_claim(self, batch_id: str, version: VersionId, inputs_digest: str) -> None:
+    def write_claim(
+        self, batch_id: str, version: VersionId, inputs_digest: str, listing: str = ""
+    ) -> None:
+        fields = {"listing": listing} if listing else {}
         body = json.dumps(
             {
                 "batch_id": batch_id,
                 "version": version,
                 "inputs_digest": inputs_digest,
+                **fields,
                 "created_at": datetime.now(UTC).isoformat(),
             }
         ).encode()
@@ -184,7 +189,10 @@ class CommitLog:
             try:
                 raw = json.loads(blob.body)
                 claim = Claim(
-                    str(raw["batch_id"]), VersionId(raw["version"]), str(raw["inputs_digest"])
+                    str(raw["batch_id"]),
+                    VersionId(raw["version"]),
+                    str(raw["inputs_digest"]),
+                    str(raw.get("listing") or ""),
                 )
                 found.append((key, claim, str(raw.get("created_at") or "")))
             except (ValueError, KeyError, TypeError):
@@ -207,7 +215,12 @@ class CommitLog:
             return None
         try:
             raw = json.loads(blob.body)
-            return Claim(str(raw["batch_id"]), VersionId(raw["version"]), raw["inputs_digest"])
+            return Claim(
+                str(raw["batch_id"]),
+                VersionId(raw["version"]),
+                str(raw["inputs_digest"]),
+                str(raw.get("listing") or ""),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise SnapshotError(f"claim {key} is unreadable: {exc}") from exc
 

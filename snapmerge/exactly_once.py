@@ -11,6 +11,12 @@ claim of this batch is that base or one of its ancestors (a walk of the commit l
 If so the batch is already published: the run replays that publish. If not, the run builds and
 CASes on the base's ETag, and a successful CAS proves nothing was published since that base —
 so no claim of this batch can have become an ancestor in between. See docs/adr/0006.
+
+A batch's inputs are named by their content digest (:func:`inputs_digest`, over the bytes
+fetched). A group-commit waiter names them by their listing too (:func:`inputs_listing`, every
+object's key and ETag: one LIST per intermediate, nothing downloaded), so that it can enqueue and
+recognise its batch's publish without fetching what a builder fetches anyway; a claim records
+both. Where the listing cannot decide, the digest does (:class:`InputsId`, docs/adr/0013).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from snapmerge.deltas import is_tarball
 from snapmerge.domain import (
     Database,
     FinalMergeRequest,
@@ -67,6 +74,56 @@ def _file_sha256(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def inputs_listing(blobs: BlobStore, request: FinalMergeRequest) -> str | None:
+    """sha256 over the database and, per intermediate in merge order, every object it names
+    (key and ETag, as ``fetch_delta`` reads it); None if an intermediate has no object.
+
+    One LIST per intermediate. Equal listings name equal bytes (an ETag changes with an object's
+    content); unequal ones may still (a multipart re-upload of the same bytes): the caller then
+    asks the content digest.
+    """
+    total = hashlib.sha256(f"{request.database.value}\nlisting\n".encode())
+    for i, key in enumerate(request.intermediate_keys):
+        if is_tarball(key):
+            objects = [(k, e) for k, e in blobs.list_etags(key) if k == key]
+        else:
+            prefix = key if key.endswith("/") else key + "/"
+            objects = [(k, e) for k, e in blobs.list_etags(prefix) if not k.endswith("/")]
+        if not objects:
+            return None
+        total.update(f"source {i} {key}\n".encode())
+        for name, etag in objects:
+            total.update(f"{name}\n{etag}\n".encode())
+    return "listing:" + total.hexdigest()
+
+
+class DigestNeeded(Exception):
+    """A claim of this batch that only the content digest can judge, and the caller has none yet
+    (its listing differs from the claim's, or the claim records none)."""
+
+
+@dataclass(frozen=True)
+class InputsId:
+    """What names a batch's inputs to the claim checks: the content digest when it was computed
+    (authoritative), and the listing (what a waiter that fetched nothing has)."""
+
+    digest: str = ""
+    listing: str = ""
+
+    def matches(self, claim_digest: str, claim_listing: str) -> bool:
+        """Equal digests, or else equal listings, match; unequal digests do not; anything else
+        raises :class:`DigestNeeded` (unequal listings may name equal bytes)."""
+        if self.digest and claim_digest:
+            return self.digest == claim_digest
+        if self.listing and claim_listing and self.listing == claim_listing:
+            return True
+        raise DigestNeeded
+
+
+def as_inputs(inputs: str | InputsId) -> InputsId:
+    return inputs if isinstance(inputs, InputsId) else InputsId(digest=inputs)
 
 
 def inputs_present(blobs: BlobStore, request: FinalMergeRequest) -> bool:
@@ -149,9 +206,12 @@ def reused_batch(
 
 
 def prior_publish(
-    store: SnapshotStore, request: FinalMergeRequest, inputs: str, base: Pointer | None
+    store: SnapshotStore, request: FinalMergeRequest, inputs: str | InputsId, base: Pointer | None
 ) -> VersionManifest | None:
     """The log entry of this batch's publish if it is ``base`` or an ancestor of it, else None.
+
+    ``inputs``: the content digest, or an :class:`InputsId` (which may raise
+    :class:`DigestNeeded`: only the digest can judge this claim).
 
     A claim whose entry is not complete or retired is an orphan (its CAS lost) and never counts.
     A walk that meets a version we hold no entry for before deciding is refused: re-applying
@@ -173,8 +233,10 @@ def prior_publish(
                 " to re-apply the batch, or leave it and do not retry"
             )
         if verdict:
-            if claim.inputs_digest != inputs:
-                raise reused_batch(request, claim.inputs_digest, inputs, claim.version)
+            ours = as_inputs(inputs)
+            if not ours.matches(claim.inputs_digest, claim.listing):
+                theirs = claim.inputs_digest
+                raise reused_batch(request, theirs, ours.digest, claim.version)
             return entry
     return None
 
@@ -227,7 +289,7 @@ class ExactlyOnceSteps:
         return digest, Replay(replayed_result(receipt, request), receipt)
 
     def already_published(
-        self, request: FinalMergeRequest, inputs: str, base: Pointer | None
+        self, request: FinalMergeRequest, inputs: str | InputsId, base: Pointer | None
     ) -> Replay | None:
         """This batch's publish, if a claim of it is ``base`` or an ancestor of ``base``."""
         entry = prior_publish(self.store(request.database), request, inputs, base)

@@ -173,18 +173,23 @@ def _consumed_pending(view: _View, claims: list[tuple[str, Claim | None, str]]) 
         batches, highest = PendingQueue(view.store.blobs, view.store.db).listing()
     except SnapshotError:
         return []  # an unreadable pending object: builders refuse it too; left for the operator
-    published = {
-        (c.batch_id, c.inputs_digest)
+    published = [
+        c
         for _, c, created in claims
         if c is not None and c.version in view.chain and view.old(created)
-    }
+    ]
     return [b.key for b in batches if b.seq != highest and _consumed(b, published)]
 
 
-def _consumed(batch: PendingBatch, published: set[tuple[str, str]]) -> bool:
+def _consumed(batch: PendingBatch, published: list[Claim]) -> bool:
+    """Withdrawn, marked published, or pending with inputs a claim on the chain names (the same
+    digest, or for a batch enqueued by listing, the same listing)."""
     if batch.state in (WITHDRAWN, PUBLISHED):  # PUBLISHED: marked by the batch's publisher
         return True
-    return batch.state == PENDING and (batch.batch_id, batch.inputs_digest) in published
+    return batch.state == PENDING and any(
+        c.batch_id == batch.batch_id and batch.same_inputs(c.inputs_digest, c.listing)
+        for c in published
+    )
 
 
 def _dead_change_sets(view: _View) -> list[VersionId]:

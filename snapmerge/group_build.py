@@ -2,11 +2,13 @@
 
 A builder applies the batches of its :class:`~snapmerge.group_plan.GroupPlan` in seq order: ours
 from the sources this execution fetched, every other batch from its intermediates (fetched once;
-a batch whose inputs are gone or changed is left out). If the group's inputs are bad, our batch
-is built alone (its own error is then ours). After a lost CAS, the last build is brought up to the
-new base with the change sets of the publishes since, when
-:func:`~snapmerge.group_plan.rebase_or_rebuild` allows it (docs/adr/0008); else the group is built
-in full. Uploading, claiming and publishing are ``group_publish``'s.
+a batch whose inputs are gone or changed is left out). A batch enqueued by listing (its execution
+fetched nothing) gets its inputs digest here, from the bytes fetched, once their listing is still
+the one it enqueued (:func:`fetch_ours` does the same for our own batch). If the group's inputs
+are bad, our batch is built alone (its own error is then ours). After a lost CAS, the last build
+is brought up to the new base with the change sets of the publishes since, when
+:func:`~snapmerge.group_plan.rebase_or_rebuild` allows it (docs/adr/0008); else the group is
+built in full. Uploading, claiming and publishing are ``group_publish``'s.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from snapmerge.change_sets import ChangeSets, rebase_build
 from snapmerge.deltas import fetch_delta
 from snapmerge.domain import Database, FinalMergeRequest, Pointer
 from snapmerge.errors import MergeInputError
-from snapmerge.exactly_once import inputs_digest
+from snapmerge.exactly_once import InputsId, Replay, inputs_digest, inputs_listing
 from snapmerge.group_commit import PendingBatch, group_payload
 from snapmerge.group_plan import GroupPlan, rebase_or_rebuild
 
 if TYPE_CHECKING:
+    from snapmerge.merging import MergeKit
     from snapmerge.two_phase import TwoPhaseFinalMerge
 
 
@@ -34,9 +37,40 @@ class Ours:
 
     request: FinalMergeRequest
     pending: PendingBatch  # its entry in the pending queue
-    sources: list[Path]  # its intermediates, fetched by this execution
-    inputs: str  # their digest
+    sources: list[Path] | None  # its intermediates; None until fetched (enqueued by listing)
+    inputs: str  # their digest ("" until fetched)
     work: Path
+    listing: str = ""  # what it was enqueued by, when it was enqueued before the fetch
+
+    @property
+    def ident(self) -> InputsId:
+        return InputsId(self.inputs, self.listing)
+
+
+def fetch_ours(kit: MergeKit, ours: Ours) -> Ours | Replay:
+    """Our intermediates and their digest, fetched once this execution builds (or must judge a
+    claim that only the digest can): the same steps as the fetch-first path (gone with a
+    receipt: its replay; a receipt for these inputs: its replay; for others: an error).
+
+    Bytes whose listing is no longer the one enqueued are refused: the pending object names that
+    listing, and another builder may already have applied what it named.
+    """
+    if ours.sources is not None:
+        return ours
+    request = ours.request
+    fetched = kit.fetch_or_replay(request, ours.work / "sources")
+    if isinstance(fetched, Replay):
+        return fetched
+    digest, replay = kit.inputs(request, fetched)
+    if replay is not None:
+        return replay
+    if inputs_listing(kit.blobs, request) != ours.listing:
+        raise MergeInputError(
+            f"batch {request.batch_id}: its intermediates changed after it was enqueued"
+            f" ({', '.join(request.intermediate_keys)}). A batch id names one set of inputs:"
+            " give new inputs a new batch id"
+        )
+    return replace(ours, sources=fetched, inputs=digest)
 
 
 @dataclass(frozen=True)
@@ -58,7 +92,7 @@ class GroupBuild:
     def __init__(self, path: TwoPhaseFinalMerge) -> None:
         self.path = path
         self.kit = path.kit
-        self._fetched: dict[int, list[Path] | None] = {}
+        self._fetched: dict[int, tuple[PendingBatch, list[Path]] | None] = {}
 
     def make(
         self,
@@ -71,15 +105,19 @@ class GroupBuild:
         """Build ``base`` + every batch of ``plan`` whose inputs are still what it enqueued; if
         the group's inputs are bad, our batch alone. After a lost CAS (``prev``: what we built
         and uploaded), rebase ``prev`` onto ``base`` when the change sets allow it."""
+        assert ours.sources is not None  # a builder fetches its own batch first (fetch_ours)
         group, paths = [], []
         for batch in plan.group:
             if batch.seq == ours.pending.seq:
-                got: list[Path] | None = ours.sources
+                got: tuple[PendingBatch, list[Path]] | None = (
+                    replace(batch, inputs_digest=ours.inputs),
+                    ours.sources,
+                )
             else:
                 got = self._sources(ours.request.database, batch, ours.work)
             if got is not None:
-                group.append(batch)
-                paths.extend(got)
+                group.append(got[0])
+                paths.extend(got[1])
         dest = ours.work / f"g{attempt}"
         if prev is not None:
             rebased = self._rebase(ours, base, prev, group, paths, dest)
@@ -90,8 +128,9 @@ class GroupBuild:
         except MergeInputError:
             if len(group) == 1:
                 raise
-        alone = self._built(ours, base, [ours.pending], ours.sources, ours.work / f"a{attempt}")
-        return GroupVersion(alone, [ours.pending], ours.sources)
+        mine = [replace(ours.pending, inputs_digest=ours.inputs)]
+        alone = self._built(ours, base, mine, ours.sources, ours.work / f"a{attempt}")
+        return GroupVersion(alone, mine, ours.sources)
 
     def _rebase(
         self,
@@ -148,8 +187,12 @@ class GroupBuild:
         self.path._validate(ours.request, built)
         return built
 
-    def _sources(self, db: Database, batch: PendingBatch, work: Path) -> list[Path] | None:
-        """Another batch's intermediates, fetched once; None if gone or not what it enqueued.
+    def _sources(
+        self, db: Database, batch: PendingBatch, work: Path
+    ) -> tuple[PendingBatch, list[Path]] | None:
+        """Another batch's intermediates, fetched once, with the batch (its inputs digest filled
+        in); None if gone or not what it enqueued (its digest, or when enqueued by listing, a
+        listing still the same after the fetch, so the bytes fetched are the ones it named).
 
         A read that fails (``StoreError``) raises: leaving the batch out would apply the later
         ones before it, and for an id both write the earlier-enqueued write would win.
@@ -157,7 +200,7 @@ class GroupBuild:
         if batch.seq in self._fetched:
             return self._fetched[batch.seq]
         dest = local_dir(work, batch)
-        got: list[Path] | None = None
+        got: tuple[PendingBatch, list[Path]] | None = None
         try:
             paths = [
                 fetch_delta(
@@ -168,8 +211,15 @@ class GroupBuild:
                 )
                 for i, key in enumerate(batch.intermediate_keys)
             ]
-            if inputs_digest(db, paths) == batch.inputs_digest:
-                got = paths
+            digest = inputs_digest(db, paths)
+            if batch.inputs_digest:
+                same = digest == batch.inputs_digest
+            else:
+                same = bool(batch.listing) and (
+                    inputs_listing(self.kit.blobs, batch.request(db)) == batch.listing
+                )
+            if same:
+                got = (replace(batch, inputs_digest=digest), paths)
         except MergeInputError:  # gone (published and cleaned up meanwhile) or unreadable
             got = None
         self._fetched[batch.seq] = got

@@ -54,10 +54,17 @@ class PendingBatch:
     seq: int
     batch_id: str
     intermediate_keys: tuple[str, ...]
-    inputs_digest: str
+    inputs_digest: str  # "" when its execution enqueued it by listing (the builder computes it)
     delta_count: int = 0
     state: str = PENDING
     key: str = ""
+    listing: str = ""  # exactly_once.inputs_listing at enqueue ("" in objects of older versions)
+
+    def same_inputs(self, digest: str, listing: str) -> bool:
+        """Known to name the same inputs: equal digests, or equal listings."""
+        if self.inputs_digest and digest:
+            return self.inputs_digest == digest
+        return bool(self.listing) and self.listing == listing
 
     def request(self, db: Database) -> FinalMergeRequest:
         return FinalMergeRequest(
@@ -76,6 +83,7 @@ class PendingBatch:
                 "inputs_digest": self.inputs_digest,
                 "delta_count": self.delta_count,
                 "state": self.state,
+                **({"listing": self.listing} if self.listing else {}),
             },
             sort_keys=True,
         ).encode()
@@ -117,6 +125,7 @@ class PendingQueue:
                 delta_count=int(raw.get("delta_count", 0)),
                 state=str(raw.get("state", PENDING)),
                 key=key,
+                listing=str(raw.get("listing") or ""),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise SnapshotError(f"pending batch {key} is unreadable: {exc}") from exc
@@ -135,14 +144,20 @@ class PendingQueue:
         found = [b for b in (read(s) for s in seqs) if b is not None]
         return found, (seqs[-1] if seqs else 0)
 
-    def enqueue(self, request: FinalMergeRequest, inputs: str) -> PendingBatch:
-        """Record ``request`` as pending; a retry whose pending object is still there reuses it."""
+    def enqueue(self, request: FinalMergeRequest, inputs: str, listing: str = "") -> PendingBatch:
+        """Record ``request`` as pending; a retry whose pending object is still there reuses it.
+
+        ``inputs`` is the content digest, or "" when the execution has fetched nothing yet; then
+        ``listing`` names the inputs (one of the two is required).
+        """
+        if not inputs and not listing:
+            raise ValueError("enqueue needs the inputs digest or their listing")
         found, highest = self.listing()
         for batch in found:
             if (
                 batch.batch_id == request.batch_id
-                and batch.inputs_digest == inputs
                 and batch.state == PENDING
+                and batch.same_inputs(inputs, listing)
             ):
                 return batch
         for attempt in range(ENQUEUE_TRIES):
@@ -157,6 +172,7 @@ class PendingQueue:
                 inputs,
                 request.delta_count,
                 key=self.key(seq),
+                listing=listing,
             )
             try:
                 self.blobs.put(batch.key, batch.body(), if_none_match=True)

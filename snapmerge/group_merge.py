@@ -25,8 +25,8 @@ from snapmerge.built import BuiltVersion
 from snapmerge.change_sets import prune_changes
 from snapmerge.domain import FinalMergeRequest, Pointer
 from snapmerge.errors import MergeInputError, SnapshotError
-from snapmerge.exactly_once import receipt_payload
-from snapmerge.group_build import Ours
+from snapmerge.exactly_once import DigestNeeded, Replay, receipt_payload
+from snapmerge.group_build import Ours, fetch_ours
 from snapmerge.group_commit import PendingQueue
 from snapmerge.group_plan import Step, next_step
 from snapmerge.group_publish import GroupBuilder, GroupOutcome
@@ -51,17 +51,23 @@ class GroupCommit:
     def publish(
         self,
         request: FinalMergeRequest,
-        sources: list[Path],
+        sources: list[Path] | None,
         inputs: str,
         work: Path,
         meter: LockMeter,
+        listing: str = "",
     ) -> GroupOutcome:
-        """Enqueue our batch; answer with the publish that carried it, ours or a builder's."""
+        """Enqueue our batch; answer with the publish that carried it, ours or a builder's.
+
+        ``sources`` None: nothing fetched yet, the batch is enqueued by ``listing`` (and fetched
+        only if this execution builds, or must judge a claim the listing cannot).
+        """
         kit, db = self.kit, request.database
         settings = kit.settings
         store, queue = kit.store(db), PendingQueue(kit.blobs, db)
         slot = BuilderSlot(kit.blobs, db)
-        ours = Ours(request, queue.enqueue(request, inputs), sources, inputs, work)
+        pending = queue.enqueue(request, inputs, listing)
+        ours = Ours(request, pending, sources, inputs, work, listing)
         kit.hook("enqueued")
         owner = new_owner()
         deadline = time.monotonic() + settings.group_wait.total_seconds()
@@ -84,9 +90,10 @@ class GroupCommit:
                     # a base and a plan to learn what one pointer read tells.)
                     pointer = store.read_pointer()
                     if pointer != seen:
-                        prior = kit.already_published(request, inputs, pointer)
-                        if prior is not None:
-                            return GroupOutcome(prior)
+                        asked = self._published_at(ours, pointer)
+                        if isinstance(asked, Replay):
+                            return GroupOutcome(asked)
+                        ours = asked
                         seen = asked_at = pointer
                 if step is Step.WAIT:
                     waited = True
@@ -100,6 +107,19 @@ class GroupCommit:
         except MergeInputError:
             queue.withdraw(ours.pending)  # bad inputs: no builder should try them again
             raise
+
+    def _published_at(self, ours: Ours, pointer: Pointer | None) -> Ours | Replay:
+        """Our batch's publish at ``pointer`` (its replay), or ``ours`` (fetched, if a claim
+        there could be judged only by the content digest)."""
+        try:
+            prior = self.kit.already_published(ours.request, ours.ident, pointer)
+        except DigestNeeded:
+            fetched = fetch_ours(self.kit, ours)
+            if isinstance(fetched, Replay):
+                return fetched
+            ours = fetched
+            prior = self.kit.already_published(ours.request, ours.ident, pointer)
+        return ours if prior is None else prior
 
     # -- after the publish ---------------------------------------------------------------------
     def finish_others(self, request: FinalMergeRequest, out: GroupOutcome, cleanup: bool) -> None:

@@ -26,8 +26,8 @@ from snapmerge.built import BuiltVersion
 from snapmerge.change_sets import ChangeSets, upload_with_changes
 from snapmerge.domain import LATEST_DIRECT, Database, FinalMergeRequest, MergePath, Pointer
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError, StoreError
-from snapmerge.exactly_once import Replay, prior_publish
-from snapmerge.group_build import GroupBuild, GroupVersion, Ours
+from snapmerge.exactly_once import DigestNeeded, InputsId, Replay, prior_publish
+from snapmerge.group_build import GroupBuild, GroupVersion, Ours, fetch_ours
 from snapmerge.group_commit import PendingBatch, PendingQueue
 from snapmerge.group_plan import Claims, GroupPlan, ask_again, plan_group, to_judge
 from snapmerge.lock import Lease
@@ -71,7 +71,8 @@ class GroupBuilder:
         self, ours: Ours, meter: LockMeter, slot: BuilderSlot, owner: str, etag: str | None
     ) -> GroupOutcome:
         """Rounds until one publishes (or our batch is found published); ``etag``: the marker
-        we took, kept moving while we build (None: building without it)."""
+        we took, kept moving while we build (None: building without it). Our batch's
+        intermediates are fetched first if this execution enqueued it by listing."""
         request = ours.request
         with ExitStack() as stack:
             beat = None
@@ -80,6 +81,11 @@ class GroupBuilder:
                 beat = stack.enter_context(Heartbeat(slot, owner, etag, interval))
             self.kit.hook("builder")
             out = GroupOutcome()
+            fetched = fetch_ours(self.kit, ours)  # under the heartbeat: a fetch is not a death
+            if isinstance(fetched, Replay):
+                out.outcome = fetched
+                return out
+            ours = fetched
             prev: GroupVersion | None = None
             for attempt in range(self.path.max_rebases + 1):
                 uploaded = False
@@ -110,6 +116,7 @@ class GroupBuilder:
             # After max_rebases lost CASes: the legacy algorithm, over the group's steps. Our
             # batch alone would publish before an earlier-enqueued batch still pending, whose
             # own execution then applies it on top: its older write would beat ours.
+            assert ours.sources is not None  # fetched before the first round
             steps = LockedGroup(self, ours)
             with meter.held(self.kit, request, "fallback") as lease:
                 outcome, more = self.path.fallback(
@@ -152,18 +159,19 @@ class GroupBuilder:
         :func:`~snapmerge.group_plan.plan_group`."""
         request, db = ours.request, ours.request.database
         if ask_again(base, self.asked_at):
-            prior = self.kit.already_published(request, ours.inputs, base)
+            prior = self.kit.already_published(request, ours.ident, base)
             if prior is not None:
                 return prior
         listing, highest = PendingQueue(self.kit.blobs, db).listing(known=ours.pending)
         claims: dict[int, Claims] = {}
         for batch in to_judge(listing, ours.pending):
+            inputs = InputsId(batch.inputs_digest, batch.listing)
             try:
-                published = prior_publish(
-                    self.kit.store(db), batch.request(db), batch.inputs_digest, base
-                )
-            except (MergeInputError, SnapshotError):  # reused id with other inputs, a chain
-                claims[batch.seq] = Claims.UNJUDGED  # through the original writer's versions
+                published = prior_publish(self.kit.store(db), batch.request(db), inputs, base)
+            except (MergeInputError, SnapshotError, DigestNeeded):
+                # reused id with other inputs, a chain through the original writer's versions, a
+                # claim only its digest can judge (enqueued by listing): its own execution decides
+                claims[batch.seq] = Claims.UNJUDGED
                 continue
             claims[batch.seq] = Claims.UNPUBLISHED if published is None else Claims.PUBLISHED
         return plan_group(listing, highest, ours.pending, claims)
@@ -172,12 +180,14 @@ class GroupBuilder:
         """Upload (which claims our batch) with the change set, then claim every other batch: all
         before the swap."""
         db = ours.request.database
-        built = upload_with_changes(self.kit, db, version.built, version.sources)
+        built = upload_with_changes(
+            self.kit, db, version.built, version.sources, listing=ours.listing
+        )
         version = GroupVersion(built, version.group, version.sources)
         log_ = self.kit.store(db).log
         try:
             for batch in self._others(ours, version):
-                log_.write_claim(batch.batch_id, built.version, batch.inputs_digest)
+                log_.write_claim(batch.batch_id, built.version, batch.inputs_digest, batch.listing)
         except BaseException:
             self._discard(ours, version)
             raise

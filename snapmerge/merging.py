@@ -249,12 +249,15 @@ class MergeKit(ExactlyOnceSteps, AfterPublish):
         db: Database,
         built: BuiltVersion,
         on_claimed: Callable[[VersionId], None] | None = None,
+        *,
+        listing: str = "",
     ) -> BuiltVersion:
         """Claim a version id, upload, then claim the batch; return what was uploaded.
 
         An id someone else already claimed is redrawn (nothing was written into its prefix).
         Any other failure discards what we wrote, then raises. ``on_claimed``: see
-        ``SnapshotStore.upload_version``.
+        ``SnapshotStore.upload_version``. ``listing``: the batch's, recorded in its claim when
+        it was enqueued by listing (ADR 0013).
         """
         store = self.store(db)
         for attempt in range(VERSION_ID_TRIES):
@@ -263,7 +266,7 @@ class MergeKit(ExactlyOnceSteps, AfterPublish):
             try:
                 store.upload_version(built.version, built.directory, built.manifest, on_claimed)
                 store.log.write_claim(
-                    built.manifest.batch_id, built.version, built.manifest.inputs_digest
+                    built.manifest.batch_id, built.version, built.manifest.inputs_digest, listing
                 )
                 break
             except VersionTakenError:

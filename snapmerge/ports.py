@@ -68,6 +68,10 @@ class BlobStore(Protocol):
         """
         ...
 
+    def list_etags(self, prefix: str) -> list[tuple[str, str]]:
+        """Every key under ``prefix`` with its ETag, sorted by key: the same LIST as ``list``."""
+        ...
+
     def list(self, prefix: str) -> list[str]:
         """Every key under ``prefix`` (all pages), sorted."""
         ...
@@ -193,6 +197,9 @@ class DelegatingBlobStore:
         self, key: str, path: Path, *, progress: Callable[[int], None] | None = None
     ) -> None:
         self.inner.download_file(key, path, progress=progress)
+
+    def list_etags(self, prefix: str) -> list[tuple[str, str]]:
+        return self.inner.list_etags(prefix)
 
     def list(self, prefix: str) -> list[str]:
         return self.inner.list(prefix)

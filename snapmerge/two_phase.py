@@ -38,7 +38,7 @@ from snapmerge.domain import (
     VersionId,
 )
 from snapmerge.errors import MergeInputError, PointerConflictError, SnapshotError
-from snapmerge.exactly_once import Replay, receipt_payload
+from snapmerge.exactly_once import Replay, inputs_listing, receipt_payload
 from snapmerge.group_merge import GroupCommit
 from snapmerge.lock_meter import LockMeter
 from snapmerge.locked_merge import LockedMerge
@@ -82,6 +82,11 @@ class TwoPhaseFinalMerge:
         started = time.monotonic()
         meter = LockMeter()
         with self.kit.workspace() as work:
+            listing = self._listing(request)
+            if listing is not None:  # group commit: enqueue now, fetch only if we build
+                return self._group(
+                    request, None, "", work, meter, started, defer_cleanup, listing=listing
+                )
             fetched = self.kit.fetch_or_replay(request, work / "sources")
             if isinstance(fetched, Replay):
                 return self.kit.finish_replay(request, fetched, cleanup=not defer_cleanup)
@@ -100,20 +105,37 @@ class TwoPhaseFinalMerge:
         prune_changes(self.kit, request.database)
         return replace(result, lost_publishes=lost)
 
+    def _listing(self, request: FinalMergeRequest) -> str | None:
+        """With group commit, the listing our batch is enqueued by before anything is fetched
+        (docs/adr/0013): a waiter then downloads nothing that its builder downloads again.
+
+        None (fetch first, as without group commit) when an intermediate has no object (the
+        fetch raises, or replays a duplicate's finished publish) or a receipt of this batch is
+        there beside its intermediates (only the digest can tell a crash before clean-up from a
+        reused batch id).
+        """
+        if not self.kit.settings.group_commit:
+            return None
+        if self.kit.store(request.database).read_receipt(request.batch_id) is not None:
+            return None
+        return inputs_listing(self.kit.blobs, request)
+
     def _group(
         self,
         request: FinalMergeRequest,
-        sources: list[Path],
+        sources: list[Path] | None,
         inputs: str,
         work: Path,
         meter: LockMeter,
         started: float,
         defer_cleanup: bool,
+        *,
+        listing: str = "",
     ) -> FinalMergeResult:
         """Group commit (ADR 0008): publish every pending batch, or answer with the publish of
         another execution that carried ours, in the same shape plus ``published_by``."""
         group = GroupCommit(self)
-        out = group.publish(request, sources, inputs, work, meter)
+        out = group.publish(request, sources, inputs, work, meter, listing)
         stats = meter.stats(out.failures, out.fallback)
         outcome = out.outcome
         assert outcome is not None

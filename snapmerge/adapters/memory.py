@@ -142,12 +142,15 @@ class MemoryBlobStore:
 
         self._run("download_file", action)
 
-    def list(self, prefix: str) -> list[str]:
-        def action() -> list[str]:
+    def list_etags(self, prefix: str) -> list[tuple[str, str]]:
+        def action() -> list[tuple[str, str]]:
             with self._lock:
-                return sorted(k for k in self._objects if k.startswith(prefix))
+                return sorted((k, b.etag) for k, b in self._objects.items() if k.startswith(prefix))
 
         return self._run("list", action)
+
+    def list(self, prefix: str) -> list[str]:
+        return [key for key, _ in self.list_etags(prefix)]
 
     def delete(self, keys: Sequence[str]) -> None:
         def action() -> None:

@@ -106,18 +106,22 @@ class S3BlobStore:
         except (BotoCoreError, Boto3Error, OSError) as exc:
             raise StoreError(f"download s3://{self.bucket}/{key} failed: {exc}") from exc
 
-    def list(self, prefix: str) -> list[str]:
-        keys: list[str] = []
+    def list_etags(self, prefix: str) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
         paginator = self._client.get_paginator("list_objects_v2")
         pages = paginator.paginate(
             Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": self._page_size}
         )
         try:
             for page in pages:
-                keys.extend(str(item["Key"]) for item in page.get("Contents", []))
+                items = page.get("Contents", [])
+                found.extend((str(item["Key"]), str(item.get("ETag", ""))) for item in items)
         except (ClientError, BotoCoreError) as exc:
             raise StoreError(f"list s3://{self.bucket}/{prefix} failed: {exc}") from exc
-        return sorted(keys)
+        return sorted(found)
+
+    def list(self, prefix: str) -> list[str]:
+        return [key for key, _ in self.list_etags(prefix)]
 
     def delete(self, keys: Sequence[str]) -> None:
         """Delete in batches of 1000; a key that is already gone is not an error."""

@@ -74,7 +74,9 @@ def concurrent_duplicates(path: MergePath) -> tuple[HistoryPlan, Script]:
     its replay check and fetches the intermediates before the original publishes and cleans up.
 
     Two-phase: the duplicate then waits (holding no lock) while the original and a batch B
-    publish, and its CAS loss rebases it onto B: ``A, B, A`` unless the rebase re-checks.
+    publish, and its CAS loss rebases it onto B: ``A, B, A`` unless the rebase re-checks. With
+    group commit the duplicate fetches nothing before it enqueues (by listing, ADR 0013): it
+    stops once enqueued, and when it resumes its intermediates are gone.
     Legacy: the duplicate waits for the lock the original holds, takes it between the original's
     release and its clean-up, and builds on the original's publish: ``A, A``.
     """
@@ -85,7 +87,7 @@ def concurrent_duplicates(path: MergePath) -> tuple[HistoryPlan, Script]:
     plan = _plan(seed, rows, [a, a, b])
     script = Script()
     if path is MergePath.TWO_PHASE:
-        script.at(1, "after_fetch", signal("duplicate-fetched"), wait("between-done"))
+        script.at(1, "enqueued", signal("duplicate-fetched"), wait("between-done"))
         script.at(0, "before_swap", wait("duplicate-fetched"))
         script.at(0, "done", signal("original-done"))
         script.at(2, "start", wait("original-done"))

@@ -1,0 +1,148 @@
+"""Group commit with waiters that enqueue by listing (ADR 0013), on the embedded server with real
+ChromaDB: each batch's intermediates are downloaded once per publish, and bytes that change after
+their batch was enqueued are never applied under the listing it was enqueued by."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from snapmerge.adapters.s3_store import S3BlobStore
+from snapmerge.domain import Keys
+from snapmerge.errors import MergeInputError
+from snapmerge.group_commit import WITHDRAWN, PendingQueue
+from tests.conftest import AwsEnv
+from tests.functional.merge_rig import DB, Rig, make_rig
+from tests.functional.test_group_commit import (
+    History,
+    batch_rows,
+    builder_waiting_for,
+    enqueued,
+    violations,
+    wait_for,
+)
+
+
+@pytest.fixture
+def rig(aws: AwsEnv, tmp_path: Path) -> Rig:
+    return make_rig(aws.bucket, aws.table, tmp_path)
+
+
+@pytest.fixture
+def downloads(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Every intermediate object downloaded, by key, across every execution of the test."""
+    seen: Counter[str] = Counter()
+    lock = threading.Lock()
+    original = S3BlobStore.download_file
+
+    def counting(self: S3BlobStore, key: str, path: Path, **kw: Any) -> None:
+        if key.startswith("intermediate/"):
+            with lock:
+                seen[key] += 1
+        original(self, key, path, **kw)
+
+    monkeypatch.setattr(S3BlobStore, "download_file", counting)
+    return seen
+
+
+def test_a_crowd_downloads_each_intermediate_once(rig: Rig, downloads: Counter[str]) -> None:
+    """Before, every waiter downloaded its own intermediates to digest them before it enqueued,
+    and the builder downloaded them again: twice per carried batch."""
+    h = History(rig)
+    names = [f"n{i}" for i in range(4)]
+    objects = set()
+    for i, name in enumerate(names):
+        h.batch(name, i)
+        for key in h.requests[name].intermediate_keys:
+            objects.update(rig.blobs.list(key))
+    taken = threading.Event()
+    first = h.start("n0", hooks=builder_waiting_for(rig, 4, taken))
+    taken.wait(60)
+    others = []
+    for name in names[1:]:
+        others.append(h.start(name))
+        wait_for(lambda n=name: enqueued(rig, n), f"{name} enqueued")
+    for t in [first, *others]:
+        t.join(120)
+
+    assert h.errors == {}
+    assert violations(h) == []
+    (publish,) = h.chain()
+    assert publish.consumed == tuple(names)
+    assert objects and set(downloads) == objects  # every object of every batch was read ...
+    assert set(downloads.values()) == {1}  # ... once, by the builder
+    for name in names:  # the digest each receipt and claim records is still the content's
+        claims = rig.store.log.claims(name)
+        assert [c.inputs_digest for c in claims] == [publish.inputs_of(name)]
+        assert publish.inputs_of(name) and not publish.inputs_of(name).startswith("listing:")
+        receipt = rig.receipt(name)
+        assert receipt is not None and receipt["inputs_digest"] == publish.inputs_of(name)
+    # every claim records the listing its batch was enqueued by, the builder's own too (so a
+    # pending object left by a crash after the swap is recognised as published)
+    claims = [c for n in names for c in rig.store.log.claims(n)]
+    assert len(claims) == 4 and all(c.listing.startswith("listing:") for c in claims)
+
+
+def test_bytes_changed_after_their_batch_was_enqueued_are_not_applied(rig: Rig) -> None:
+    """The builder finds the waiter's listing changed and leaves its batch out; the waiter,
+    building next, refuses it with an error that says why. Neither the bytes it enqueued nor
+    the new ones are published under its id."""
+    h = History(rig)
+    h.batch("x0", 0)
+    h.batch("x1", 1)
+    taken = threading.Event()
+    wait_two = builder_waiting_for(rig, 2, taken)
+
+    def overwrite_then_build(step: str) -> None:
+        wait_two(step)
+        if step == "builder" and "x1" not in h.errors and not overwritten:
+            rig.batch("x1", [batch_rows(9)])  # the producer writes other bytes, same keys
+            overwritten.append(True)
+
+    overwritten: list[bool] = []
+    first = h.start("x0", hooks=overwrite_then_build)
+    taken.wait(60)
+    second = h.start("x1")
+    for t in (first, second):
+        t.join(120)
+
+    assert overwritten == [True]  # the fault fired, after x1 had enqueued
+    assert "x0" not in h.errors and h.results["x0"].consumed_batches == ("x0",)
+    error = h.errors["x1"]
+    assert isinstance(error, MergeInputError)
+    assert "changed after it was enqueued" in str(error) and "new batch id" in str(error)
+    assert violations(h, expect={"x0"}) == []
+    assert [e.consumed for e in h.chain()] == [("x0",)]
+    assert rig.store.log.claims("x1") == [] and rig.receipt("x1") is None
+    found, _ = PendingQueue(rig.blobs, DB).listing()
+    assert [b.state for b in found if b.batch_id == "x1"] == [WITHDRAWN]
+
+
+def test_a_waiter_whose_batch_another_path_published_answers_by_digest(rig: Rig) -> None:
+    """A claim without a listing (legacy's own claim) cannot be judged by the listing: the
+    execution fetches, digests and answers with that publish; it publishes nothing."""
+    h = History(rig)
+    h.batch("d0", 0)
+    request = h.requests["d0"]
+    seen: list[str] = []
+
+    def legacy_publishes_once_enqueued(step: str) -> None:
+        seen.append(step)
+        if step == "enqueued":
+            done = rig.merger("legacy").run(request, defer_cleanup=True)
+            assert done.version is not None
+            assert rig.store.log.claims("d0")[0].listing == ""
+
+    t = h.start("d0", hooks=legacy_publishes_once_enqueued)
+    t.join(120)
+
+    assert h.errors == {}
+    result = h.results["d0"]
+    (publish,) = h.chain()  # no second publish of d0
+    assert publish.path == "legacy" and result.version == publish.version and result.replayed
+    assert "after_fetch" in seen  # only the digest could judge legacy's claim
+    assert len(rig.blobs.list(Keys.claims_prefix(DB, "d0"))) == 1
