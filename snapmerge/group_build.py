@@ -52,8 +52,10 @@ def fetch_ours(kit: MergeKit, ours: Ours) -> Ours | Replay:
     claim that only the digest can): the same steps as the fetch-first path (gone with a
     receipt: its replay; a receipt for these inputs: its replay; for others: an error).
 
-    Bytes whose listing is no longer the one enqueued are refused: the pending object names that
-    listing, and another builder may already have applied what it named.
+    Bytes whose listing is no longer the one enqueued are refused (the pending object names that
+    listing, and another builder may already have applied what it named), unless a receipt for
+    those bytes appeared meanwhile: then the listing changed because the batch was published and
+    its intermediates deleted.
     """
     if ours.sources is not None:
         return ours
@@ -65,6 +67,11 @@ def fetch_ours(kit: MergeKit, ours: Ours) -> Ours | Replay:
     if replay is not None:
         return replay
     if inputs_listing(kit.blobs, request) != ours.listing:
+        # Published by another execution and cleaned up since the receipt was read above (its
+        # receipt precedes the deletion): bytes that digest to the receipt's are its publish.
+        _, replay = kit.inputs(request, fetched)
+        if replay is not None:
+            return replay
         raise MergeInputError(
             f"batch {request.batch_id}: its intermediates changed after it was enqueued"
             f" ({', '.join(request.intermediate_keys)}). A batch id names one set of inputs:"

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from snapmerge.adapters.s3_store import S3BlobStore
-from snapmerge.domain import Keys
+from snapmerge.domain import FinalMergeRequest, Keys
 from snapmerge.errors import MergeInputError
 from snapmerge.group_commit import WITHDRAWN, PendingQueue
+from snapmerge.two_phase import TwoPhaseFinalMerge
 from tests.conftest import AwsEnv
 from tests.functional.merge_rig import DB, Rig, make_rig
 from tests.functional.test_group_commit import (
@@ -22,6 +23,7 @@ from tests.functional.test_group_commit import (
     batch_rows,
     builder_waiting_for,
     enqueued,
+    group_settings,
     violations,
     wait_for,
 )
@@ -146,3 +148,35 @@ def test_a_waiter_whose_batch_another_path_published_answers_by_digest(rig: Rig)
     assert publish.path == "legacy" and result.version == publish.version and result.replayed
     assert "after_fetch" in seen  # only the digest could judge legacy's claim
     assert len(rig.blobs.list(Keys.claims_prefix(DB, "d0"))) == 1
+
+
+def test_a_batch_published_and_cleaned_up_while_its_builder_fetched_is_answered(
+    rig: Rig,
+) -> None:
+    """A duplicate on the legacy path publishes the batch and deletes its intermediates between
+    our fetch's receipt check and its listing check: the listing changed because the batch was
+    published, and the answer is that publish, not an error that says the inputs changed."""
+    h = History(rig)
+    h.batch("c0", 0)
+    request = h.requests["c0"]
+    merger = rig.merger("two_phase", **group_settings())
+    assert isinstance(merger, TwoPhaseFinalMerge)
+    kit = merger.kit
+    original = kit.inputs
+    fired: list[bool] = []
+
+    def inputs_then_duplicate_finishes(req: FinalMergeRequest, sources: list[Path]) -> Any:
+        got = original(req, sources)
+        if not fired:
+            fired.append(True)
+            rig.merger("legacy").run(request)  # receipt, then its intermediates deleted
+        return got
+
+    kit.inputs = inputs_then_duplicate_finishes  # type: ignore[method-assign]
+    result = merger.run(request)
+
+    assert fired == [True]
+    (publish,) = h.chain()
+    assert publish.path == "legacy"
+    assert result.replayed and result.version == publish.version
+    assert rig.blobs.list("intermediate/c0/") == []
