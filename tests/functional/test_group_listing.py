@@ -150,6 +150,30 @@ def test_a_waiter_whose_batch_another_path_published_answers_by_digest(rig: Rig)
     assert len(rig.blobs.list(Keys.claims_prefix(DB, "d0"))) == 1
 
 
+def test_a_batch_answered_by_digest_leaves_no_pending_object_behind(rig: Rig) -> None:
+    """Its pending object names it by listing only, and the claim that published it (legacy's)
+    records none: no builder can judge it (unjudged, never planned done) and gc cannot match it
+    to the claim. Before, it stayed pending for good, and every builder after read its claims."""
+    h = History(rig)
+    h.batch("s0", 0)
+    h.batch("s1", 1)
+    request = h.requests["s0"]
+
+    def legacy_publishes_once_enqueued(step: str) -> None:
+        if step == "enqueued":
+            rig.merger("legacy").run(request, defer_cleanup=True)
+
+    h.start("s0", hooks=legacy_publishes_once_enqueued).join(120)
+    assert h.errors == {} and h.results["s0"].replayed
+    h.start("s1").join(120)  # a later publish: its builder plans with s0's pending object
+
+    assert h.errors == {}
+    assert violations(h) == []
+    assert [e.consumed for e in h.chain()] == [("s0",), ("s1",)]
+    found, _ = PendingQueue(rig.blobs, DB).listing()
+    assert [b.seq for b in found if b.batch_id == "s0"] == []
+
+
 def test_a_batch_published_and_cleaned_up_while_its_builder_fetched_is_answered(
     rig: Rig,
 ) -> None:
