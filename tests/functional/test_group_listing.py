@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,43 @@ def test_a_batch_published_and_cleaned_up_while_its_builder_fetched_is_answered(
     assert publish.path == "legacy"
     assert result.replayed and result.version == publish.version
     assert rig.blobs.list("intermediate/c0/") == []
+
+
+def test_a_reused_id_published_elsewhere_meanwhile_is_not_kept_by_a_rebase(rig: Rig) -> None:
+    """x (enqueued by listing) is in a builder's group when another run of id x, other bytes,
+    publishes (two-phase without group commit: it leaves a change set). The builder's CAS loses;
+    at the new base x's claim names other inputs, so x is left out. The change sets may bring the
+    last build up to the new base only if every batch left out was consumed since with the same
+    inputs: here the last build holds x's other bytes, and a rebase published them under no
+    claim (the ids only they wrote stayed in the snapshot)."""
+    h = History(rig)
+    h.batch("x", 2)  # what the waiter enqueued
+    h.batch("y", 3)
+    ours = h.writes["x"]
+    theirs = batch_rows(1)
+    other = replace(rig.batch("x-other", [theirs]), batch_id="x")
+    release = threading.Event()
+
+    def stay_enqueued(step: str) -> None:
+        if step == "enqueued":
+            release.wait(120)
+
+    def the_other_run_publishes(step: str) -> None:
+        if step == "after_claims" and not published:
+            run = rig.merger("two_phase", group_commit=False).run
+            published.append(run(other, defer_cleanup=True))
+
+    published: list[Any] = []
+    waiter = h.start("x", hooks=stay_enqueued)
+    wait_for(lambda: enqueued(rig, "x"), "x enqueued")
+    h.start("y", hooks=the_other_run_publishes).join(120)
+    release.set()
+    waiter.join(120)
+
+    assert published and published[0].version is not None
+    assert "y" not in h.errors
+    assert isinstance(h.errors.get("x"), MergeInputError)  # a batch id names one set of inputs
+    assert [e.consumed for e in h.chain()] == [("x",), ("y",)]
+    h.writes["x"] = theirs
+    assert ours != theirs
+    assert violations(h) == []
