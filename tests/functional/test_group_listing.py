@@ -245,3 +245,31 @@ def test_a_reused_id_published_elsewhere_meanwhile_is_not_kept_by_a_rebase(rig: 
     h.writes["x"] = theirs
     assert ours != theirs
     assert violations(h) == []
+
+
+def test_a_batch_with_no_intermediates_is_refused_and_never_carried(rig: Rig) -> None:
+    """An empty key list has a listing (of nothing) but no inputs: enqueued by it, a builder
+    fetched nothing, claimed the batch and published it as a no-op, and the execution answered
+    with that publish; alone, the same request was refused. It is refused either way now."""
+    h = History(rig)
+    h.batch("e0", 0)
+    h.writes["empty"] = []
+    h.requests["empty"] = FinalMergeRequest(batch_id="empty", database=DB, intermediate_keys=())
+    taken = threading.Event()
+
+    def build_once_it_enqueued_or_failed(step: str) -> None:
+        if step == "builder" and not taken.is_set():
+            taken.set()
+            wait_for(lambda: enqueued(rig, "empty") or "empty" in h.errors, "the empty batch")
+
+    first = h.start("e0", hooks=build_once_it_enqueued_or_failed)
+    taken.wait(60)
+    second = h.start("empty")
+    for t in (first, second):
+        t.join(120)
+
+    assert "e0" not in h.errors
+    error = h.errors["empty"]
+    assert isinstance(error, MergeInputError) and "no intermediates" in str(error)
+    assert [e.consumed for e in h.chain()] == [("e0",)]
+    assert rig.store.log.claims("empty") == [] and rig.receipt("empty") is None
