@@ -78,12 +78,15 @@ def _file_sha256(path: Path) -> str:
 
 def inputs_listing(blobs: BlobStore, request: FinalMergeRequest) -> str | None:
     """sha256 over the database and, per intermediate in merge order, every object it names
-    (key and ETag, as ``fetch_delta`` reads it); None if an intermediate has no object.
+    (key and ETag, as ``fetch_delta`` reads it); None if an intermediate has no object, or there
+    are none (a listing of nothing names no inputs: the fetch refuses the request).
 
     One LIST per intermediate. Equal listings name equal bytes (an ETag changes with an object's
     content); unequal ones may still (a multipart re-upload of the same bytes): the caller then
     asks the content digest.
     """
+    if not request.intermediate_keys:
+        return None
     total = hashlib.sha256(f"{request.database.value}\nlisting\n".encode())
     for i, key in enumerate(request.intermediate_keys):
         if is_tarball(key):

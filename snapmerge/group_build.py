@@ -25,6 +25,7 @@ from snapmerge.errors import MergeInputError
 from snapmerge.exactly_once import InputsId, Replay, inputs_digest, inputs_listing
 from snapmerge.group_commit import PendingBatch, group_payload
 from snapmerge.group_plan import GroupPlan, rebase_or_rebuild
+from snapmerge.manifest import VersionManifest
 
 if TYPE_CHECKING:
     from snapmerge.merging import MergeKit
@@ -52,8 +53,10 @@ def fetch_ours(kit: MergeKit, ours: Ours) -> Ours | Replay:
     claim that only the digest can): the same steps as the fetch-first path (gone with a
     receipt: its replay; a receipt for these inputs: its replay; for others: an error).
 
-    Bytes whose listing is no longer the one enqueued are refused: the pending object names that
-    listing, and another builder may already have applied what it named.
+    Bytes whose listing is no longer the one enqueued are refused (the pending object names that
+    listing, and another builder may already have applied what it named), unless a receipt for
+    those bytes appeared meanwhile: then the listing changed because the batch was published and
+    its intermediates deleted.
     """
     if ours.sources is not None:
         return ours
@@ -65,6 +68,11 @@ def fetch_ours(kit: MergeKit, ours: Ours) -> Ours | Replay:
     if replay is not None:
         return replay
     if inputs_listing(kit.blobs, request) != ours.listing:
+        # Published by another execution and cleaned up since the receipt was read above (its
+        # receipt precedes the deletion): bytes that digest to the receipt's are its publish.
+        _, replay = kit.inputs(request, fetched)
+        if replay is not None:
+            return replay
         raise MergeInputError(
             f"batch {request.batch_id}: its intermediates changed after it was enqueued"
             f" ({', '.join(request.intermediate_keys)}). A batch id names one set of inputs:"
@@ -80,6 +88,16 @@ class GroupVersion:
     built: BuiltVersion
     group: list[PendingBatch]
     sources: list[Path]  # in apply order: what its change set records
+
+
+def consumed_alike(entry: VersionManifest, applied: dict[str, str]) -> tuple[str, ...]:
+    """The batches ``entry`` consumed, but those the last build applied with other inputs
+    (``applied``: batch id to inputs digest). A reused id published meanwhile with other bytes is
+    left out of the new group; counted as consumed, a rebase would keep the bytes the last build
+    applied for it, under no claim."""
+    return tuple(
+        b for b in entry.consumed if applied.get(b, entry.inputs_of(b)) == entry.inputs_of(b)
+    )
 
 
 def local_dir(work: Path, batch: PendingBatch) -> Path:
@@ -148,10 +166,11 @@ class GroupBuild:
         db = ours.request.database
         old_base = prev.built.base.version if prev.built.base else None
         steps = ChangeSets(self.kit.blobs, db).path(base.version, old_base) or []
+        applied = {b.batch_id: b.inputs_digest for b in prev.group}
         consumed: list[tuple[str, ...] | None] = []
         for version, _ in steps:
             entry = self.kit.store(db).log.entry(version)
-            consumed.append(None if entry is None else entry.consumed)
+            consumed.append(None if entry is None else consumed_alike(entry, applied))
             if entry is None:
                 break
         if not rebase_or_rebuild(consumed, prev.group, group):

@@ -184,6 +184,12 @@ class PendingQueue:
             return batch
         raise SnapshotError(f"could not enqueue batch {request.batch_id}: too much contention")
 
+    def settle(self, batch: PendingBatch) -> None:
+        """A batch its own execution found published: its pending object forgotten, as its
+        publisher forgets the ones it publishes (one LIST for the highest number)."""
+        seqs = self._seqs()
+        self.forget([batch], seqs[-1] if seqs else batch.seq)
+
     def withdraw(self, batch: PendingBatch) -> None:
         """A batch that failed its own merge: builders skip it (the number stays taken)."""
         withdrawn = replace(batch, state=WITHDRAWN)

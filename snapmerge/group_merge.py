@@ -27,7 +27,7 @@ from snapmerge.domain import FinalMergeRequest, Pointer
 from snapmerge.errors import MergeInputError, SnapshotError
 from snapmerge.exactly_once import DigestNeeded, Replay, receipt_payload
 from snapmerge.group_build import Ours, fetch_ours
-from snapmerge.group_commit import PendingQueue
+from snapmerge.group_commit import PENDING, PendingQueue
 from snapmerge.group_plan import Step, next_step
 from snapmerge.group_publish import GroupBuilder, GroupOutcome
 
@@ -92,7 +92,7 @@ class GroupCommit:
                     if pointer != seen:
                         asked = self._published_at(ours, pointer)
                         if isinstance(asked, Replay):
-                            return GroupOutcome(asked)
+                            return self._answered(queue, ours, GroupOutcome(asked))
                         ours = asked
                         seen = asked_at = pointer
                 if step is Step.WAIT:
@@ -103,10 +103,24 @@ class GroupCommit:
                 if etag is None and step is Step.TAKE:  # someone else took it: look again
                     self.path._sleep(poll_delay(self._rng, poll / 5))
                     continue
-                return GroupBuilder(self.path, asked_at).run(ours, meter, slot, owner, etag)
+                out = GroupBuilder(self.path, asked_at).run(ours, meter, slot, owner, etag)
+                return self._answered(queue, ours, out)
         except MergeInputError:
             queue.withdraw(ours.pending)  # bad inputs: no builder should try them again
             raise
+
+    @staticmethod
+    def _answered(queue: PendingQueue, ours: Ours, out: GroupOutcome) -> GroupOutcome:
+        """``out``; if it answers with an earlier publish of our batch and our pending object
+        names it by listing alone, that object is forgotten here. The claim that published it
+        may record no listing (legacy's, a fetch-first builder's own) or another one: then no
+        builder can judge the object (it stays unjudged, never planned done) and gc cannot match
+        it to the claim, so it would stay pending for good, its claims read by every builder."""
+        pending = ours.pending
+        listing_only = pending.state == PENDING and not pending.inputs_digest
+        if isinstance(out.outcome, Replay) and listing_only:
+            queue.settle(pending)
+        return out
 
     def _published_at(self, ours: Ours, pointer: Pointer | None) -> Ours | Replay:
         """Our batch's publish at ``pointer`` (its replay), or ``ours`` (fetched, if a claim

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from snapmerge.adapters.s3_store import S3BlobStore
-from snapmerge.domain import Keys
+from snapmerge.domain import FinalMergeRequest, Keys
 from snapmerge.errors import MergeInputError
 from snapmerge.group_commit import WITHDRAWN, PendingQueue
+from snapmerge.two_phase import TwoPhaseFinalMerge
 from tests.conftest import AwsEnv
 from tests.functional.merge_rig import DB, Rig, make_rig
 from tests.functional.test_group_commit import (
@@ -22,6 +24,7 @@ from tests.functional.test_group_commit import (
     batch_rows,
     builder_waiting_for,
     enqueued,
+    group_settings,
     violations,
     wait_for,
 )
@@ -146,3 +149,127 @@ def test_a_waiter_whose_batch_another_path_published_answers_by_digest(rig: Rig)
     assert publish.path == "legacy" and result.version == publish.version and result.replayed
     assert "after_fetch" in seen  # only the digest could judge legacy's claim
     assert len(rig.blobs.list(Keys.claims_prefix(DB, "d0"))) == 1
+
+
+def test_a_batch_answered_by_digest_leaves_no_pending_object_behind(rig: Rig) -> None:
+    """Its pending object names it by listing only, and the claim that published it (legacy's)
+    records none: no builder can judge it (unjudged, never planned done) and gc cannot match it
+    to the claim. Before, it stayed pending for good, and every builder after read its claims."""
+    h = History(rig)
+    h.batch("s0", 0)
+    h.batch("s1", 1)
+    request = h.requests["s0"]
+
+    def legacy_publishes_once_enqueued(step: str) -> None:
+        if step == "enqueued":
+            rig.merger("legacy").run(request, defer_cleanup=True)
+
+    h.start("s0", hooks=legacy_publishes_once_enqueued).join(120)
+    assert h.errors == {} and h.results["s0"].replayed
+    h.start("s1").join(120)  # a later publish: its builder plans with s0's pending object
+
+    assert h.errors == {}
+    assert violations(h) == []
+    assert [e.consumed for e in h.chain()] == [("s0",), ("s1",)]
+    found, _ = PendingQueue(rig.blobs, DB).listing()
+    assert [b.seq for b in found if b.batch_id == "s0"] == []
+
+
+def test_a_batch_published_and_cleaned_up_while_its_builder_fetched_is_answered(
+    rig: Rig,
+) -> None:
+    """A duplicate on the legacy path publishes the batch and deletes its intermediates between
+    our fetch's receipt check and its listing check: the listing changed because the batch was
+    published, and the answer is that publish, not an error that says the inputs changed."""
+    h = History(rig)
+    h.batch("c0", 0)
+    request = h.requests["c0"]
+    merger = rig.merger("two_phase", **group_settings())
+    assert isinstance(merger, TwoPhaseFinalMerge)
+    kit = merger.kit
+    original = kit.inputs
+    fired: list[bool] = []
+
+    def inputs_then_duplicate_finishes(req: FinalMergeRequest, sources: list[Path]) -> Any:
+        got = original(req, sources)
+        if not fired:
+            fired.append(True)
+            rig.merger("legacy").run(request)  # receipt, then its intermediates deleted
+        return got
+
+    kit.inputs = inputs_then_duplicate_finishes  # type: ignore[method-assign]
+    result = merger.run(request)
+
+    assert fired == [True]
+    (publish,) = h.chain()
+    assert publish.path == "legacy"
+    assert result.replayed and result.version == publish.version
+    assert rig.blobs.list("intermediate/c0/") == []
+
+
+def test_a_reused_id_published_elsewhere_meanwhile_is_not_kept_by_a_rebase(rig: Rig) -> None:
+    """x (enqueued by listing) is in a builder's group when another run of id x, other bytes,
+    publishes (two-phase without group commit: it leaves a change set). The builder's CAS loses;
+    at the new base x's claim names other inputs, so x is left out. The change sets may bring the
+    last build up to the new base only if every batch left out was consumed since with the same
+    inputs: here the last build holds x's other bytes, and a rebase published them under no
+    claim (the ids only they wrote stayed in the snapshot)."""
+    h = History(rig)
+    h.batch("x", 2)  # what the waiter enqueued
+    h.batch("y", 3)
+    ours = h.writes["x"]
+    theirs = batch_rows(1)
+    other = replace(rig.batch("x-other", [theirs]), batch_id="x")
+    release = threading.Event()
+
+    def stay_enqueued(step: str) -> None:
+        if step == "enqueued":
+            release.wait(120)
+
+    def the_other_run_publishes(step: str) -> None:
+        if step == "after_claims" and not published:
+            run = rig.merger("two_phase", group_commit=False).run
+            published.append(run(other, defer_cleanup=True))
+
+    published: list[Any] = []
+    waiter = h.start("x", hooks=stay_enqueued)
+    wait_for(lambda: enqueued(rig, "x"), "x enqueued")
+    h.start("y", hooks=the_other_run_publishes).join(120)
+    release.set()
+    waiter.join(120)
+
+    assert published and published[0].version is not None
+    assert "y" not in h.errors
+    assert isinstance(h.errors.get("x"), MergeInputError)  # a batch id names one set of inputs
+    assert [e.consumed for e in h.chain()] == [("x",), ("y",)]
+    h.writes["x"] = theirs
+    assert ours != theirs
+    assert violations(h) == []
+
+
+def test_a_batch_with_no_intermediates_is_refused_and_never_carried(rig: Rig) -> None:
+    """An empty key list has a listing (of nothing) but no inputs: enqueued by it, a builder
+    fetched nothing, claimed the batch and published it as a no-op, and the execution answered
+    with that publish; alone, the same request was refused. It is refused either way now."""
+    h = History(rig)
+    h.batch("e0", 0)
+    h.writes["empty"] = []
+    h.requests["empty"] = FinalMergeRequest(batch_id="empty", database=DB, intermediate_keys=())
+    taken = threading.Event()
+
+    def build_once_it_enqueued_or_failed(step: str) -> None:
+        if step == "builder" and not taken.is_set():
+            taken.set()
+            wait_for(lambda: enqueued(rig, "empty") or "empty" in h.errors, "the empty batch")
+
+    first = h.start("e0", hooks=build_once_it_enqueued_or_failed)
+    taken.wait(60)
+    second = h.start("empty")
+    for t in (first, second):
+        t.join(120)
+
+    assert "e0" not in h.errors
+    error = h.errors["empty"]
+    assert isinstance(error, MergeInputError) and "no intermediates" in str(error)
+    assert [e.consumed for e in h.chain()] == [("e0",)]
+    assert rig.store.log.claims("empty") == [] and rig.receipt("empty") is None

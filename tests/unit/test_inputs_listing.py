@@ -117,3 +117,8 @@ def test_a_pending_object_keeps_its_listing_and_older_ones_read_without() -> Non
     assert b"listing" not in body  # objects without a listing read as before
     blobs.put(queue.key(7), body)
     assert queue.read(7) == older
+
+
+def test_a_request_with_no_intermediates_has_no_listing(blobs: MemoryBlobStore) -> None:
+    """A listing of nothing would name no inputs; the fetch-first path refuses the request."""
+    assert inputs_listing(blobs, request()) is None
