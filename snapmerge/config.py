@@ -85,6 +85,7 @@ class Settings:
     group_beat: timedelta = timedelta(seconds=1)  # how often a builder refreshes its marker
     group_stale: timedelta = timedelta(seconds=8)  # a marker unchanged this long is dead
     change_sets: bool = True  # record what each publish wrote; rebase a lost CAS with them
+    enqueue_by_listing: bool = False  # group commit: enqueue before fetching (docs/adr/0013)
 
     def check_leases(self) -> None:
         """Refuse lease settings under which no merge can publish, naming the variables.
@@ -187,6 +188,8 @@ class Settings:
             group_beat=timedelta(seconds=_float(env, "SNAPMERGE_GROUP_BEAT_SECONDS", 1)),
             group_stale=timedelta(seconds=_float(env, "SNAPMERGE_GROUP_STALE_SECONDS", 8)),
             change_sets=env.get("SNAPMERGE_CHANGE_SETS", "1").lower() in ("1", "true", "yes"),
+            enqueue_by_listing=env.get("SNAPMERGE_ENQUEUE_BY_LISTING", "").lower()
+            in ("1", "true", "yes"),
         )
         settings.check_leases()
         settings.check_lock_scope(env)

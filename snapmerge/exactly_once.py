@@ -13,10 +13,11 @@ CASes on the base's ETag, and a successful CAS proves nothing was published sinc
 so no claim of this batch can have become an ancestor in between. See docs/adr/0006.
 
 A batch's inputs are named by their content digest (:func:`inputs_digest`, over the bytes
-fetched). A group-commit waiter names them by their listing too (:func:`inputs_listing`, every
-object's key and ETag: one LIST per intermediate, nothing downloaded), so that it can enqueue and
-recognise its batch's publish without fetching what a builder fetches anyway; a claim records
-both. Where the listing cannot decide, the digest does (:class:`InputsId`, docs/adr/0013).
+fetched). A group-commit waiter with ``enqueue_by_listing`` names them by their listing too
+(:func:`inputs_listing`, every object's key and ETag: one LIST per intermediate, nothing
+downloaded), so that it can enqueue and recognise its batch's publish without fetching what a
+builder fetches anyway; a claim records both. Where the listing cannot decide, the digest does
+(:class:`InputsId`, docs/adr/0013).
 """
 
 from __future__ import annotations

@@ -106,15 +106,17 @@ class TwoPhaseFinalMerge:
         return replace(result, lost_publishes=lost)
 
     def _listing(self, request: FinalMergeRequest) -> str | None:
-        """With group commit, the listing our batch is enqueued by before anything is fetched
-        (docs/adr/0013): a waiter then downloads nothing that its builder downloads again.
+        """With group commit and ``enqueue_by_listing`` (off by default), the listing our batch
+        is enqueued by before anything is fetched (docs/adr/0013): a waiter then downloads
+        nothing that its builder downloads again.
 
-        None (fetch first, as without group commit) when an intermediate has no object (the
+        None (fetch first) when the option is off, an intermediate has no object (the
         fetch raises, or replays a duplicate's finished publish) or a receipt of this batch is
         there beside its intermediates (only the digest can tell a crash before clean-up from a
         reused batch id).
         """
-        if not self.kit.settings.group_commit:
+        settings = self.kit.settings
+        if not (settings.group_commit and settings.enqueue_by_listing):
             return None
         if self.kit.store(request.database).read_receipt(request.batch_id) is not None:
             return None

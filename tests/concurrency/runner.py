@@ -77,6 +77,7 @@ class Variant:
     lock_scope: LockScope = LockScope.COLLECTION  # PER_BATCH: only the CAS keeps writers apart
     ordered_record: bool = True  # False: record pointer writes without the history-wide lock
     max_rebases: int = 3  # two-phase's lost CASes before its fallback (0: the first loss)
+    enqueue_by_listing: bool = False  # group commit enqueues before fetching (ADR 0013)
 
 
 class UnverifiedKit(MergeKit):
@@ -218,6 +219,7 @@ class _Worker:
             lock_scope=self.variant.lock_scope,
             # a forced race needs two builders on one base: group commit allows one at a time
             group_commit=self.variant.race_step is None,
+            enqueue_by_listing=self.variant.enqueue_by_listing,
         )
         lock = LeaseLock(
             leases,

@@ -75,8 +75,8 @@ def concurrent_duplicates(path: MergePath) -> tuple[HistoryPlan, Script]:
 
     Two-phase: the duplicate then waits (holding no lock) while the original and a batch B
     publish, and its CAS loss rebases it onto B: ``A, B, A`` unless the rebase re-checks. With
-    group commit the duplicate fetches nothing before it enqueues (by listing, ADR 0013): it
-    stops once enqueued, and when it resumes its intermediates are gone.
+    group commit it stops once enqueued (after its fetch; or before any, when it enqueues by
+    listing, ADR 0013), and when it resumes its intermediates are gone.
     Legacy: the duplicate waits for the lock the original holds, takes it between the original's
     release and its clean-up, and builds on the original's publish: ``A, A``.
     """

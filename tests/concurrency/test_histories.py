@@ -38,13 +38,15 @@ MAX_WORKERS = int(os.environ.get("SNAPMERGE_MAX_WORKERS", "3"))
 BASE_SEED = int(os.environ.get("SNAPMERGE_HISTORY_SEED", "0"))
 
 
-def _run(indices: range, engine: Engine, cloud: EmbeddedAWS, tmp: Path) -> Counter[str]:
+def _run(
+    indices: range, engine: Engine, cloud: EmbeddedAWS, tmp: Path, variant: Variant = Variant()
+) -> Counter[str]:
     failures: list[str] = []
     fired: Counter[str] = Counter()
     started = time.monotonic()
     for index in indices:
         plan = generate(index, BASE_SEED, max_workers=MAX_WORKERS)
-        history, final = run_history(plan, cloud, engine, tmp / f"h{index}")
+        history, final = run_history(plan, cloud, engine, tmp / f"h{index}", variant)
         violations = check(plan, history, final)
         if history.fault_fired:
             fired[f"{plan.fault}@{victim_path(plan)}"] += 1
@@ -65,6 +67,17 @@ def test_histories_on_memory_index(aws: AwsEnv, tmp_path: Path) -> None:
     assert HISTORIES >= 1
     indices = range(OFFSET, OFFSET + HISTORIES)
     fired = _run(indices, MemoryIndex(), aws.cloud, tmp_path)
+    covered = {(f, p) for f, p in COVERAGE if f"{f}@{p}" in fired}
+    if indices.start == 0 and len(indices) >= len(COVERAGE):
+        assert covered == set(COVERAGE), sorted(set(COVERAGE) - covered)
+
+
+def test_histories_enqueued_by_listing(aws: AwsEnv, tmp_path: Path) -> None:
+    """The coverage set again, every group-commit execution enqueuing before it fetches."""
+    assert HISTORIES >= 1
+    indices = range(OFFSET, OFFSET + HISTORIES)
+    variant = Variant(enqueue_by_listing=True)
+    fired = _run(indices, MemoryIndex(), aws.cloud, tmp_path, variant)
     covered = {(f, p) for f, p in COVERAGE if f"{f}@{p}" in fired}
     if indices.start == 0 and len(indices) >= len(COVERAGE):
         assert covered == set(COVERAGE), sorted(set(COVERAGE) - covered)

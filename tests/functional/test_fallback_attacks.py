@@ -105,9 +105,9 @@ def test_generated_histories_with_every_lost_cas_falling_back(aws: AwsEnv, tmp_p
     """The coverage set's two-phase-victim histories (a fault in a two-phase merge, legacy and
     two-phase workers beside it) with ``max_rebases=0``: every lost CAS goes to the fallback.
     Held to the checker; the fallback must have fired in some of them (else they test nothing
-    new). Whether a CAS is lost depends on timing (since waiters fetch nothing before they
-    enqueue, ADR 0013, fewer are: 1-2 in 12 histories), so past the first ``FALLBACK_HISTORIES``
-    histories run on, through the generator's later (drawn) ones, until one has fallen back."""
+    new). Whether a CAS is lost depends on timing (in one full-suite run none of the first 6 lost
+    one), so past the first ``FALLBACK_HISTORIES`` histories run on, through the generator's
+    later (drawn) ones, until one has fallen back."""
     assert FALLBACK_HISTORIES >= 1
     indices = [i for i, (_, path) in enumerate(COVERAGE) if path is MergePath.TWO_PHASE]
     indices += range(len(COVERAGE), len(COVERAGE) + 40)

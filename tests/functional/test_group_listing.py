@@ -18,21 +18,32 @@ from snapmerge.errors import MergeInputError
 from snapmerge.group_commit import WITHDRAWN, PendingQueue
 from snapmerge.two_phase import TwoPhaseFinalMerge
 from tests.conftest import AwsEnv
+from tests.functional import test_group_commit
 from tests.functional.merge_rig import DB, Rig, make_rig
 from tests.functional.test_group_commit import (
     History,
     batch_rows,
     builder_waiting_for,
     enqueued,
-    group_settings,
     violations,
     wait_for,
 )
+from tests.functional.test_group_commit import group_settings as group_settings_of_commit
 
 
 @pytest.fixture
 def rig(aws: AwsEnv, tmp_path: Path) -> Rig:
     return make_rig(aws.bucket, aws.table, tmp_path)
+
+
+def listing_settings() -> dict[str, Any]:
+    return {**group_settings_of_commit(), "enqueue_by_listing": True}
+
+
+@pytest.fixture(autouse=True)
+def by_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every two-phase execution of these histories enqueues by listing (off by default)."""
+    monkeypatch.setattr(test_group_commit, "group_settings", listing_settings)
 
 
 @pytest.fixture
@@ -184,7 +195,7 @@ def test_a_batch_published_and_cleaned_up_while_its_builder_fetched_is_answered(
     h = History(rig)
     h.batch("c0", 0)
     request = h.requests["c0"]
-    merger = rig.merger("two_phase", **group_settings())
+    merger = rig.merger("two_phase", **listing_settings())
     assert isinstance(merger, TwoPhaseFinalMerge)
     kit = merger.kit
     original = kit.inputs

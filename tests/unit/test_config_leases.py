@@ -101,3 +101,9 @@ def test_acknowledged_per_batch_scope_runs_with_a_loud_warning(
 def test_the_originals_storage_mode_is_accepted_and_ignored(mode: str) -> None:
     """The cache always lives under CHROMA_ROOT: CHROMADB_STORAGE_MODE changes no setting."""
     assert Settings.from_env({**BASE, "CHROMADB_STORAGE_MODE": mode}) == Settings.from_env(BASE)
+
+
+def test_enqueue_by_listing_is_off_unless_asked_for() -> None:
+    assert Settings.from_env(BASE).enqueue_by_listing is False
+    assert Settings.from_env({**BASE, "SNAPMERGE_ENQUEUE_BY_LISTING": "1"}).enqueue_by_listing
+    assert not Settings.from_env({**BASE, "SNAPMERGE_ENQUEUE_BY_LISTING": "0"}).enqueue_by_listing
