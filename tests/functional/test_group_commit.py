@@ -153,21 +153,26 @@ def builder_waiting_for(rig: Rig, n: int, taken: threading.Event) -> Hook:
     return hook
 
 
+def run_crowd(h: History, names: list[str]) -> None:
+    """The first holds the marker until all are pending; the others enqueue in this order."""
+    rig, taken = h.rig, threading.Event()
+    first = h.start(names[0], hooks=builder_waiting_for(rig, len(names), taken))
+    taken.wait(60)
+    others = []
+    for name in names[1:]:
+        others.append(h.start(name))
+        wait_for(lambda n=name: enqueued(rig, n), f"{name} enqueued")
+    for t in [first, *others]:
+        t.join(120)
+
+
 # -- a crowd coalesced into one publish ---------------------------------------------------------
 def test_a_crowd_is_published_by_one_build_in_enqueue_order(rig: Rig) -> None:
     h = History(rig)
     names = [f"b{i}" for i in range(4)]
     for i, name in enumerate(names):
         h.batch(name, i)
-    taken = threading.Event()
-    first = h.start("b0", hooks=builder_waiting_for(rig, 4, taken))
-    taken.wait(60)
-    others = []
-    for name in names[1:]:  # enqueued in this order, while b0 holds the marker
-        others.append(h.start(name))
-        wait_for(lambda n=name: enqueued(rig, n), f"{name} enqueued")
-    for t in [first, *others]:
-        t.join(120)
+    run_crowd(h, names)  # enqueued in this order, while b0 holds the marker
 
     assert h.errors == {}
     assert violations(h) == []

@@ -25,6 +25,7 @@ from tests.functional.test_group_commit import (
     batch_rows,
     builder_waiting_for,
     enqueued,
+    run_crowd,
     violations,
     wait_for,
 )
@@ -73,15 +74,7 @@ def test_a_crowd_downloads_each_intermediate_once(rig: Rig, downloads: Counter[s
         h.batch(name, i)
         for key in h.requests[name].intermediate_keys:
             objects.update(rig.blobs.list(key))
-    taken = threading.Event()
-    first = h.start("n0", hooks=builder_waiting_for(rig, 4, taken))
-    taken.wait(60)
-    others = []
-    for name in names[1:]:
-        others.append(h.start(name))
-        wait_for(lambda n=name: enqueued(rig, n), f"{name} enqueued")
-    for t in [first, *others]:
-        t.join(120)
+    run_crowd(h, names)
 
     assert h.errors == {}
     assert violations(h) == []
