@@ -117,9 +117,10 @@ class InputsId:
     listing: str = ""
 
     def matches(self, claim_digest: str, claim_listing: str) -> bool:
-        """Equal digests, or else equal listings, match; unequal digests do not; anything else
-        raises :class:`DigestNeeded` (unequal listings may name equal bytes)."""
-        if self.digest and claim_digest:
+        """With our digest known, only an equal digest matches (as before listings existed);
+        without it, an equal listing matches and anything else raises :class:`DigestNeeded`
+        (unequal listings may name equal bytes)."""
+        if self.digest:
             return self.digest == claim_digest
         if self.listing and claim_listing and self.listing == claim_listing:
             return True

@@ -74,6 +74,7 @@ def test_a_tarball_key_names_that_object_only(blobs: MemoryBlobStore) -> None:
         (InputsId("", "L1"), "d1", "", DigestNeeded),  # a claim that records no listing
         (InputsId("d1"), "d1", "", True),
         (InputsId("d1"), "d2", "", False),
+        (InputsId("d1", "L1"), "", "L1", False),  # a claim with no digest never matches ours
     ],
 )
 def test_when_a_claim_matches(
