@@ -65,12 +65,10 @@ class LegacyFinalMerge:
         self, request: FinalMergeRequest, lease: Lease, *, digest: bool
     ) -> tuple[BuiltVersion | Replay, int]:
         with self.kit.span("single_phase"), self.kit.workspace() as work:
-            sources = self.kit.fetch_or_replay(request, work / "sources")
-            if isinstance(sources, Replay):  # a duplicate run finished while we waited
-                return sources, 0
-            inputs, replay = self.kit.inputs(request, sources)
-            if replay is not None:
-                return replay, 0
+            got = self.kit.fetch_inputs(request, work / "sources")
+            if isinstance(got, Replay):  # a duplicate run finished while we waited
+                return got, 0
+            sources, inputs = got
             return merge_under_lease(
                 self.kit,
                 request,

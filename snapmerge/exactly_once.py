@@ -287,11 +287,27 @@ class ExactlyOnceSteps:
         A receipt for other inputs raises ``MergeInputError`` naming both digests.
         """
         digest = inputs_digest(request.database, sources)
+        return digest, self.receipt_replay(request, digest)
+
+    def receipt_replay(self, request: FinalMergeRequest, digest: str) -> Replay | None:
+        """The receipt's replay if this batch finished with inputs of ``digest``; None without a
+        receipt; a receipt for other inputs raises ``MergeInputError`` naming both digests."""
         receipt = self.store(request.database).read_receipt(request.batch_id)
         if receipt is None:
-            return digest, None
+            return None
         check_receipt(receipt, request, digest)
-        return digest, Replay(replayed_result(receipt, request), receipt)
+        return Replay(replayed_result(receipt, request), receipt)
+
+    def fetch_inputs(
+        self, request: FinalMergeRequest, dest: Path
+    ) -> tuple[list[Path], str] | Replay:
+        """The intermediates and their digest; or this batch's finished publish (gone with its
+        receipt, or a receipt for these very inputs). What every path does before it merges."""
+        fetched = self.fetch_or_replay(request, dest)
+        if isinstance(fetched, Replay):
+            return fetched
+        digest, replay = self.inputs(request, fetched)
+        return (fetched, digest) if replay is None else replay
 
     def already_published(
         self, request: FinalMergeRequest, inputs: str | InputsId, base: Pointer | None

@@ -61,16 +61,14 @@ def fetch_ours(kit: MergeKit, ours: Ours) -> Ours | Replay:
     if ours.sources is not None:
         return ours
     request = ours.request
-    fetched = kit.fetch_or_replay(request, ours.work / "sources")
-    if isinstance(fetched, Replay):
-        return fetched
-    digest, replay = kit.inputs(request, fetched)
-    if replay is not None:
-        return replay
+    got = kit.fetch_inputs(request, ours.work / "sources")
+    if isinstance(got, Replay):
+        return got
+    fetched, digest = got
     if inputs_listing(kit.blobs, request) != ours.listing:
         # Published by another execution and cleaned up since the receipt was read above (its
         # receipt precedes the deletion): bytes that digest to the receipt's are its publish.
-        _, replay = kit.inputs(request, fetched)
+        replay = kit.receipt_replay(request, digest)
         if replay is not None:
             return replay
         raise MergeInputError(

@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 
 from snapmerge.domain import Database, FinalMergeRequest
 from snapmerge.errors import PointerConflictError, SnapshotError, StoreError
+from snapmerge.exactly_once import DigestNeeded, InputsId
 from snapmerge.ports import BlobStore
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,12 @@ class PendingBatch:
     listing: str = ""  # exactly_once.inputs_listing at enqueue ("" in objects of older versions)
 
     def same_inputs(self, digest: str, listing: str) -> bool:
-        """Known to name the same inputs: equal digests, or equal listings."""
-        if self.inputs_digest and digest:
-            return self.inputs_digest == digest
-        return bool(self.listing) and self.listing == listing
+        """Known to name the same inputs (``InputsId.matches``); what only a digest could
+        decide is not known."""
+        try:
+            return InputsId(self.inputs_digest, self.listing).matches(digest, listing)
+        except DigestNeeded:
+            return False
 
     def request(self, db: Database) -> FinalMergeRequest:
         return FinalMergeRequest(

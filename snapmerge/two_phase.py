@@ -87,12 +87,10 @@ class TwoPhaseFinalMerge:
                 return self._group(
                     request, None, "", work, meter, started, defer_cleanup, listing=listing
                 )
-            fetched = self.kit.fetch_or_replay(request, work / "sources")
-            if isinstance(fetched, Replay):
-                return self.kit.finish_replay(request, fetched, cleanup=not defer_cleanup)
-            inputs, replay = self.kit.inputs(request, fetched)
-            if replay is not None:
-                return self.kit.finish_replay(request, replay, cleanup=not defer_cleanup)
+            got = self.kit.fetch_inputs(request, work / "sources")
+            if isinstance(got, Replay):
+                return self.kit.finish_replay(request, got, cleanup=not defer_cleanup)
+            fetched, inputs = got
             if self.kit.settings.group_commit:
                 return self._group(request, fetched, inputs, work, meter, started, defer_cleanup)
             outcome, failures, fallback = self._publish(request, fetched, inputs, work, meter)
