@@ -161,6 +161,41 @@ def test_accepted_switchback_fields(value: dict[str, Any]) -> None:
     assert compiled(doc).switchback is not None
 
 
+@pytest.mark.parametrize(
+    ("flag", "feature", "fragment"),
+    [
+        ("final-merge-kill-switch", kill(False), "a kill switch must act on every execution"),
+        ("chunk-size-words", {"default": 15, "boolean_type": False}, "only 'final-merge-path'"),
+        ("chunk-size-lines", {"default": 25, "boolean_type": False}, "only 'final-merge-path'"),
+        ("group-size", {"default": 20, "boolean_type": False}, "only 'final-merge-path'"),
+        ("single-chunk-fast-path", {"default": False}, "only 'final-merge-path'"),
+    ],
+)
+def test_a_switchback_is_refused_on_every_flag_read_but_the_path(
+    flag: str, feature: dict[str, Any], fragment: str
+) -> None:
+    # a well-formed field, and a percentage rule it would randomize per window
+    flipped = not feature["default"] if isinstance(feature["default"], bool) else 7
+    rule = rollout_rule(50, flipped)
+    feature = {**feature, "rules": {"r": rule}, SWITCHBACK_FIELD: switchback(60)}
+    doc = make_doc(**{flag.replace("-", "_"): feature})
+    with pytest.raises(FlagDocumentError, match=fragment) as info:
+        validate_document(doc)
+    assert f"flag {flag!r}: switchback is not allowed on this flag" in str(info.value)
+    with pytest.raises(FlagDocumentError):
+        MemoryStore(make_doc()).save(doc, None)  # a store cannot write it either
+    del feature[SWITCHBACK_FIELD]
+    assert validate_document(doc) is doc  # the same flag without it is served
+
+
+def test_a_flag_snapmerge_does_not_read_may_still_carry_a_switchback() -> None:
+    doc = make_doc(other_flag={"default": False, SWITCHBACK_FIELD: switchback(60)})
+    assert validate_document(doc) is doc  # served as it is, like any unknown flag
+    doc["other-flag"][SWITCHBACK_FIELD] = {}
+    with pytest.raises(FlagDocumentError, match="window_seconds"):
+        validate_document(doc)  # and its field still has the one shape
+
+
 def test_a_bad_switchback_document_is_refused_by_the_provider_and_legacy_serves() -> None:
     bad = make_doc(final_merge_path={**path_feature("two_phase"), SWITCHBACK_FIELD: {}})
     provider = DocumentProvider(MemoryStore(bad), CacheSettings(60.0, 1.0))
