@@ -172,7 +172,9 @@ class FlagClient:
             return PathDecision.fail_closed(error, flag_version=version)
         variant = details.variant or path.value
         unit = details.flag_metadata.get("unit")  # set only by a switchback flag's split
-        unit = unit if isinstance(unit, str) else None
+        # a unit key is never empty: a provider that names "" (or a non-string) named no unit,
+        # and a decision pinned with unit "" would be refused by the next step (from_event)
+        unit = unit if isinstance(unit, str) and unit != "" else None
         return PathDecision(path, variant, str(details.reason), version, unit=unit)
 
     def int_flag(

@@ -32,7 +32,8 @@ class PathDecision:
     switchback flag and such a rule decided, in either arm (a unit the rule did not take gets the
     default and still names its unit); None otherwise (per-execution randomisation, a static
     default, a targeting rule, the kill switch, an error). A pinned decision keeps it, so an
-    execution that outlives its window stays in the unit it was assigned.
+    execution that outlives its window stays in the unit it was assigned. Never ``""``: a unit
+    key is never empty, and :meth:`from_event` refuses one as malformed state.
     """
 
     path: MergePath
@@ -88,6 +89,10 @@ class PathDecision:
         unit = d.get("unit")  # absent in the state of executions started before switchback
         if not (unit is None or isinstance(unit, str)):
             raise InvalidEventError(f"routing decision has a non-string unit: {d!r}")
+        if unit == "":  # no unit is null; "" would be a unit the judge reads as none
+            raise InvalidEventError(
+                f"routing decision has an empty unit (null when it has none): {d!r}"
+            )
         return cls(path, variant, reason, version, kill, pinned, error, unit)
 
 

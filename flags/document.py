@@ -12,7 +12,8 @@ A document is a Powertools FeatureFlags configuration (one object per flag: ``de
   monotonic; see :mod:`flags.bucketing`);
 * an optional ``salt`` next to ``default`` is a string;
 * an optional ``switchback`` next to ``default`` is ``{"window_seconds": <int 1..86400>,
-  "by_collection": <bool, default true>}`` and nothing else (see :mod:`flags.bucketing`).
+  "by_collection": <bool, default true>}`` and nothing else (see :mod:`flags.bucketing`); of
+  the flags snapmerge reads only ``final-merge-path`` may carry one (never the kill switch).
 
 The compiled form that evaluates a valid document is :mod:`flags.compiled`; the stored form
 (:func:`encode_document`, :func:`decode_document`, :func:`content_version`) and the rule a rollout
@@ -75,8 +76,31 @@ def _check_known_value(flag: FlagKey, value: object) -> str | None:
     return None
 
 
+def _switchback_refused(name: str) -> str | None:
+    """Why flag ``name`` may not carry a ``switchback`` at all (None when it may).
+
+    Of the flags snapmerge reads only ``final-merge-path`` may: its decision is the one that
+    records its unit (``PathDecision.unit``), so the judge can compare unit with unit. The kill
+    switch must act alike on every execution whatever the window; the sizing and fast-path flags
+    would be randomized per window with no record of which unit an execution was in (and
+    ``group-size`` and ``single-chunk-fast-path`` are read without a collection, so a rule split
+    by collection could never be decided). Flags snapmerge does not read are served as they are.
+    """
+    if name == FlagKey.KILL_SWITCH:
+        return "a kill switch must act on every execution alike, never be randomized per window"
+    if name in FlagKey.__members__.values() and name != FlagKey.FINAL_MERGE_PATH:
+        return (
+            f"only {FlagKey.FINAL_MERGE_PATH.value!r} records the unit it was decided in, so a "
+            "split of this flag by window could not be judged"
+        )
+    return None
+
+
 def _check_switchback(name: str, switchback: object) -> None:
     where = f"flag {name!r}: {SWITCHBACK_FIELD}"
+    refused = _switchback_refused(name)
+    if refused is not None:
+        raise FlagDocumentError(f"{where} is not allowed on this flag: {refused}")
     if not isinstance(switchback, dict):
         raise FlagDocumentError(f"{where} must be an object, got {switchback!r}")
     unknown = sorted(set(switchback) - {SWITCHBACK_WINDOW, SWITCHBACK_BY_COLLECTION})

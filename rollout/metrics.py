@@ -138,8 +138,14 @@ class MergeMetrics:
         *,
         execution_id: str | None = None,
         batch_id: str | None = None,
+        decision: Mapping[str, Any] | None = None,
     ) -> None:
-        """A merge that raised: ``MergeErrors`` 1, the exception's type and text as metadata."""
+        """A merge that raised: ``MergeErrors`` 1, the exception's type and text as metadata.
+
+        ``decision`` is the flag decision the merge ran under, as a success records it, so the
+        judge puts a failed execution in its switchback unit (``decision.unit``). A failure
+        before any decision was made records none, so it names no unit.
+        """
         pending = self._set(path, collection)
         pending.add(MetricName.MERGE_ERRORS, 1)
         pending.note(
@@ -147,6 +153,7 @@ class MergeMetrics:
             batch_id=batch_id,
             error_type=type(error).__name__,
             error=str(error)[:_MAX_ERROR_TEXT],
+            decision=dict(decision) if decision else None,
         )
 
     def record_shadow(

@@ -51,6 +51,7 @@ class MetricsSink(Protocol):
         *,
         execution_id: str | None,
         batch_id: str | None,
+        decision: Mapping[str, Any] | None = None,
     ) -> None: ...
 
     def record_shadow(
@@ -102,6 +103,7 @@ class Router:
                 exc,
                 execution_id=request.execution_id,
                 batch_id=request.batch_id,
+                decision=decision,  # as a success records it: the judge finds its unit
             )
             raise
         self.metrics.record_result(

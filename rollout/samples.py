@@ -167,7 +167,8 @@ def collect(
 
 def _unit_sides(runs: Sequence[MetricRecord], base: Sequence[MetricRecord]) -> dict[str, Any]:
     """Per side, :func:`by_unit` of each metric that every execution carrying it, on both sides,
-    records with its unit (a failed merge records no duration, and need not name a unit)."""
+    records with its unit (a failed merge records only ``MergeErrors``, under the decision it
+    ran under, so it names its unit too when a decision was made)."""
     both = [*runs, *base]
     metrics = {name for r in both for name in r.values}
     kept = {m for m in metrics if all(unit_of(r) is not None for r in both if m in r.values)}

@@ -18,12 +18,14 @@ from handlers import bootstrap
 from handlers.compaction import lambda_handler
 from handlers.local import run_execution
 from rollout.metrics import MergeMetrics
+from rollout.samples import collect, unit_of
+from rollout.sources import EmfFileSource
 from snapmerge import synth
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.adapters.memory_index import MemoryIndex
 from snapmerge.adapters.memory_lock import MemoryLeaseTable
 from snapmerge.config import Settings
-from snapmerge.domain import Database, FinalMergeRequest, FinalMergeResult, VersionId
+from snapmerge.domain import Database, FinalMergeRequest, FinalMergeResult, MergePath, VersionId
 from snapmerge.seeding import seed_snapshot, upload_delta
 from tests.unit.flags.helpers import DEFAULT_DOC
 
@@ -169,8 +171,6 @@ def test_shadow_without_lambda_time_is_skipped_and_counted(app: bootstrap.App) -
 
 
 def _fake_result() -> FinalMergeResult:
-    from snapmerge.domain import MergePath
-
     return FinalMergeResult(
         MergePath.LEGACY, "b", Database.WORDS, VersionId("v"), None, "k", 1, 0.1, 1, 1, 1, 0, 0
     )
@@ -209,11 +209,8 @@ def test_a_broken_flag_store_fails_closed_to_legacy(
     assert decision.path.value == "legacy" and decision.error
 
 
-def test_a_switchback_unit_reaches_the_emf_record(
-    app: bootstrap.App, tmp_path: Path, flags_store: MemoryStore
-) -> None:
-    """The split pins the unit it bucketed on; the final merge's EMF record carries it in its
-    ``decision`` metadata (what the judge groups by)."""
+def _switchback_doc() -> dict[str, Any]:
+    """Two-phase for every (collection, day) unit."""
     doc = _doc()
     doc["final-merge-path"]["switchback"] = {"window_seconds": 86400}
     doc["final-merge-path"]["rules"] = {
@@ -222,7 +219,15 @@ def test_a_switchback_unit_reaches_the_emf_record(
             "conditions": [{"action": "KEY_LESS_THAN_VALUE", "key": "bucket", "value": 10000}],
         }
     }
-    _set(flags_store, doc)
+    return doc
+
+
+def test_a_switchback_unit_reaches_the_emf_record(
+    app: bootstrap.App, tmp_path: Path, flags_store: MemoryStore
+) -> None:
+    """The split pins the unit it bucketed on; the final merge's EMF record carries it in its
+    ``decision`` metadata (what the judge groups by)."""
+    _set(flags_store, _switchback_doc())
     split = lambda_handler({**_event(app, tmp_path, "sb"), "operation": "split_into_chunks"})
     unit = split["routing"]["unit"]
     assert split["routing"]["path"] == "two_phase" and re.fullmatch(r"words@\d+", unit)
@@ -231,3 +236,33 @@ def test_a_switchback_unit_reaches_the_emf_record(
     (blob,) = [b for b in _emf(tmp_path) if b.get("batch_id") == "sb" and "decision" in b]
     assert blob["MergePath"] == "two_phase"
     assert blob["decision"]["unit"] == unit and blob["decision"]["pinned"] is True
+
+
+def test_a_failed_merge_is_counted_in_its_switchback_unit(
+    app: bootstrap.App, tmp_path: Path, flags_store: MemoryStore
+) -> None:
+    """A failed merge's record carries the decision it ran under, as a success's does, so the
+    judge reads the failure into its unit's ``MergeErrors``."""
+    _set(flags_store, _switchback_doc())
+    run_execution(_event(app, tmp_path, "sb-ok"))  # words: publishes
+    delta = upload_delta(app.blobs, app.engine, Database.LINES, "sb-bad-0",
+                         synth.records(7, 4, DIM, "sb-bad-"), workdir=tmp_path)  # fmt: skip
+    event = {"batch_id": "sb-bad", "database": "lines", "delta_results": [delta]}
+    split = lambda_handler({**event, "operation": "split_into_chunks"})
+    unit = split["routing"]["unit"]
+    assert split["routing"]["path"] == "two_phase" and re.fullmatch(r"lines@\d+", unit)
+    missing = [{"chunk_index": 0, "intermediate_key": "intermediate/sb-bad/chunk-9/"}]
+    with pytest.raises(Exception, match="sb-bad"):  # its chunk never ran: the merge raises
+        lambda_handler({**split, "operation": "final_merge", "chunk_results": missing})
+
+    records = EmfFileSource(tmp_path / "emf.jsonl", namespace=app.metrics.namespace).records()
+    (failed,) = [r for r in records if r.values.get("MergeErrors") == 1.0]
+    assert (failed.path, failed.metadata["batch_id"]) == (MergePath.TWO_PHASE, "sb-bad")
+    assert failed.metadata["decision"] == {**split["routing"], "pinned": True}
+    assert unit_of(failed) == unit
+    samples = collect(records)
+    words = next(unit_of(r) for r in records if r.metadata.get("batch_id") == "sb-ok")
+    assert words is not None and words.startswith("words@")
+    # by unit (sorted): lines@… failed its one merge, words@… did not
+    assert samples.unit_candidate["MergeErrors"].tolist() == [1.0, 0.0]
+    assert samples.n_candidate == 2 and not samples.mixed_units

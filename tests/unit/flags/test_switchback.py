@@ -7,6 +7,7 @@ covered, unchanged, by the rest of this package's tests.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.exception import ErrorCode
+from openfeature.flag_evaluation import FlagResolutionDetails
 
 from flags import bootstrap, resolve_pinned
 from flags.bucketing import bucket_of, unit_key, window_of
-from flags.client import FlagClient
+from flags.client import FlagClient, clear_domains, open_domain
 from flags.compiled import CompiledFlag, compile_document
 from flags.decision import PathDecision
 from flags.document import FlagDocumentError, rollout_rule, validate_document
@@ -159,6 +161,41 @@ def test_accepted_switchback_fields(value: dict[str, Any]) -> None:
     doc = make_doc(final_merge_path={**path_feature(), SWITCHBACK_FIELD: value})
     assert validate_document(doc) is doc
     assert compiled(doc).switchback is not None
+
+
+@pytest.mark.parametrize(
+    ("flag", "feature", "fragment"),
+    [
+        ("final-merge-kill-switch", kill(False), "a kill switch must act on every execution"),
+        ("chunk-size-words", {"default": 15, "boolean_type": False}, "only 'final-merge-path'"),
+        ("chunk-size-lines", {"default": 25, "boolean_type": False}, "only 'final-merge-path'"),
+        ("group-size", {"default": 20, "boolean_type": False}, "only 'final-merge-path'"),
+        ("single-chunk-fast-path", {"default": False}, "only 'final-merge-path'"),
+    ],
+)
+def test_a_switchback_is_refused_on_every_flag_read_but_the_path(
+    flag: str, feature: dict[str, Any], fragment: str
+) -> None:
+    # a well-formed field, and a percentage rule it would randomize per window
+    flipped = not feature["default"] if isinstance(feature["default"], bool) else 7
+    rule = rollout_rule(50, flipped)
+    feature = {**feature, "rules": {"r": rule}, SWITCHBACK_FIELD: switchback(60)}
+    doc = make_doc(**{flag.replace("-", "_"): feature})
+    with pytest.raises(FlagDocumentError, match=fragment) as info:
+        validate_document(doc)
+    assert f"flag {flag!r}: switchback is not allowed on this flag" in str(info.value)
+    with pytest.raises(FlagDocumentError):
+        MemoryStore(make_doc()).save(doc, None)  # a store cannot write it either
+    del feature[SWITCHBACK_FIELD]
+    assert validate_document(doc) is doc  # the same flag without it is served
+
+
+def test_a_flag_snapmerge_does_not_read_may_still_carry_a_switchback() -> None:
+    doc = make_doc(other_flag={"default": False, SWITCHBACK_FIELD: switchback(60)})
+    assert validate_document(doc) is doc  # served as it is, like any unknown flag
+    doc["other-flag"][SWITCHBACK_FIELD] = {}
+    with pytest.raises(FlagDocumentError, match="window_seconds"):
+        validate_document(doc)  # and its field still has the one shape
 
 
 def test_a_bad_switchback_document_is_refused_by_the_provider_and_legacy_serves() -> None:
@@ -395,6 +432,47 @@ def test_a_non_string_unit_is_refused(bad: object) -> None:
     event = {**PathDecision(MergePath.TWO_PHASE, "two_phase", "SPLIT").to_event(), "unit": bad}
     with pytest.raises(InvalidEventError, match="unit"):
         PathDecision.from_event(event)
+
+
+def test_an_empty_unit_is_refused_as_malformed_state() -> None:
+    # "" is a string, but no unit key is empty: a decision naming it would read as a unit in the
+    # execution's state and as none to the judge (rollout.samples.unit_of)
+    event = {**PathDecision(MergePath.TWO_PHASE, "two_phase", "SPLIT").to_event(), "unit": ""}
+    with pytest.raises(InvalidEventError, match="empty unit"):
+        PathDecision.from_event(event)
+
+
+def test_a_decision_pinned_with_an_empty_unit_fails_closed_to_legacy() -> None:
+    client = bootstrap(MemoryStore(sb_doc(100)), wall_clock=WallClock())
+    pinned = {**decide(client).to_event(), "unit": ""}
+    assert pinned["path"] == "two_phase"
+    d = resolve_pinned({"batch_id": "b-1", "database": "words", "routing": pinned}, client)
+    assert (d.path, d.reason, d.pinned, d.unit) == (MergePath.LEGACY, "ERROR", True, None)
+    assert "empty unit" in (d.error or "")
+    assert client.counters()["pinned_decision_invalid"] == 1  # like any malformed pinned field
+
+
+class EmptyUnitProvider(DocumentProvider):
+    """A provider whose path evaluations name the unit ``""`` (ours never does)."""
+
+    def resolve_string_details(
+        self, flag_key: str, default_value: str, evaluation_context: EvaluationContext | None = None
+    ) -> FlagResolutionDetails[str]:
+        got = super().resolve_string_details(flag_key, default_value, evaluation_context)
+        return replace(got, flag_metadata={**got.flag_metadata, "unit": ""})
+
+
+def test_a_provider_naming_an_empty_unit_named_none_and_the_decision_stays_pinnable() -> None:
+    provider = EmptyUnitProvider(MemoryStore(make_doc(final_merge_path=path_feature("two_phase"))))
+    try:
+        client = FlagClient(provider, open_domain(provider, "test-empty-unit"))
+        d = decide(client)
+        assert (d.path, d.unit, d.error) == (MergePath.TWO_PHASE, None, None)
+        event = {"batch_id": "b-1", "database": "words", "routing": d.to_event()}
+        later = resolve_pinned(event, client)  # the next step takes it as it was pinned
+        assert (later.path, later.pinned, later.unit) == (MergePath.TWO_PHASE, True, None)
+    finally:
+        clear_domains()
 
 
 def test_a_pinned_decision_keeps_its_unit_across_the_window_boundary() -> None:

@@ -19,7 +19,8 @@ from legacy.final_merge import LegacyFinalMerge
 from legacy.merge_under_lease import merge_under_lease
 from rollout.metric_names import DEFAULT_NAMESPACE, MetricName, Unit, phase_metric
 from rollout.metrics import MergeMetrics
-from rollout.sources import EmfFileSource
+from rollout.samples import unit_of
+from rollout.sources import EmfFileSource, parse_emf
 from snapmerge import synth
 from snapmerge.adapters.memory import MemoryBlobStore
 from snapmerge.adapters.memory_index import MemoryIndex
@@ -33,6 +34,7 @@ from snapmerge.domain import (
     MergePath,
     VersionId,
 )
+from snapmerge.errors import InvalidEventError
 from snapmerge.merging import MergeKit
 from snapmerge.seeding import seed_snapshot
 from snapmerge.transfer import upload_directory
@@ -142,6 +144,26 @@ def test_errors_flag_errors_and_replays(metrics: MergeMetrics) -> None:
     flag = blobs[("legacy", "unknown")]
     assert flag["FlagErrors"] == [1.0] and flag["flag_key"] == "final-merge-path"
     assert blobs[("legacy", "words")]["replayed"] is True
+
+
+def test_a_failed_merge_records_its_decision_and_one_before_any_decision_names_no_unit(
+    metrics: MergeMetrics,
+) -> None:
+    decision = {"path": "two_phase", "variant": "two_phase", "unit": "lines@20454"}
+    metrics.record_error(
+        MergePath.TWO_PHASE, "lines", RuntimeError("boom"), batch_id="b", decision=decision
+    )
+    metrics.record_error(MergePath.LEGACY, "words", InvalidEventError("bad event"), batch_id="c")
+    blobs = {b["batch_id"]: b for b in metrics.flush()}
+    assert blobs["b"]["decision"] == decision  # as a success records it (IDS: metadata)
+    assert not IDS & {d for dims in dimensions(blobs["b"]) for d in dims}
+    records = {r.metadata["batch_id"]: r for r in map(parse_emf, blobs.values())}
+    assert unit_of(records["b"]) == "lines@20454"
+    # no decision was made: still a valid record, of an error, in no unit
+    assert records["c"].values == {"MergeErrors": 1.0} and "decision" not in records["c"].metadata
+    assert unit_of(records["c"]) is None and records["c"].metadata["error_type"] == (
+        "InvalidEventError"
+    )
 
 
 def test_unknown_shadow_outcome_is_refused(metrics: MergeMetrics) -> None:
