@@ -8,9 +8,11 @@ two things in the document (docs/flags.md describes the format):
   rules of the flag (targeting a collection, say) are kept, in order, before it; a default of
   ``two_phase`` is set back to ``legacy`` so that P means P. Read back: the rule's threshold, or
   100 when the default is ``two_phase`` and there is no rule, else 0.
-* ``final-merge-kill-switch`` — its ``default``. Turning it on drops any rules it had, so the
-  switch is on for every execution; turning it off keeps them. Read back, a switch that is
-  missing or not ``false`` counts as on, as the flag clients treat it (fail safe).
+* ``final-merge-kill-switch`` — its ``default``. Turning it on drops any rules it had and any
+  ``switchback`` (which the stores refuse on the kill switch: a document stored before they did
+  must still take a rollback), so the switch is on for every execution; turning it off keeps
+  them. Read back, a switch that is missing or not ``false`` counts as on, as the flag clients
+  treat it (fail safe).
 
 Both change in one conditional save, so a rollback (0 % and the kill switch) is one write.
 """
@@ -25,7 +27,7 @@ from typing import Any, Final
 
 from flags.bucketing import percent_of
 from flags.document import rollout_rule
-from flags.keys import ContextKey, FlagKey
+from flags.keys import SWITCHBACK_FIELD, ContextKey, FlagKey
 from flags.store_aws import S3Store, SSMStore
 from flags.stores import (
     DEFAULT_DOCUMENT,
@@ -80,8 +82,9 @@ def with_rollout(doc: Mapping[str, Any], state: RolloutFlagState) -> dict[str, A
     out[key] = path
     kill = dict(out.get(FlagKey.KILL_SWITCH.value) or {})
     kill["default"] = state.kill_switch
-    if state.kill_switch:
-        kill.pop("rules", None)
+    if state.kill_switch:  # on for everyone: with no rules left a switchback means nothing,
+        kill.pop("rules", None)  # and kept it would make the store refuse the rollback
+        kill.pop(SWITCHBACK_FIELD, None)
     out[FlagKey.KILL_SWITCH.value] = kill
     return out
 

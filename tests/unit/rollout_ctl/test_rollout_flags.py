@@ -103,3 +103,31 @@ def test_store_selection(tmp_path: Path) -> None:
     assert isinstance(chosen, FileStore) and chosen.path == tmp_path / "f.json"
     named = open_flag_store(FlagStoreSpec(FlagStoreKind.FILE, "x/flags.json"), cwd=tmp_path)
     assert isinstance(named, FileStore) and named.path.exists()
+
+
+def _stored_before_the_switchback_rule(percent: float) -> dict[str, Any]:
+    """A document written when a switchback on the kill switch was still accepted: the switch
+    off with a (dormant) switchback, the rollout at ``percent``."""
+    doc = with_rollout(default_doc(), RolloutFlagState(percent, False))
+    doc["final-merge-kill-switch"]["switchback"] = {"window_seconds": 60}
+    return doc
+
+
+def test_a_rollback_lands_on_a_document_stored_with_a_switchback_on_the_kill_switch() -> None:
+    # the flag store refuses this document now, so the controller's rollback is the one write
+    # that must still land: turning the switch on drops its rules and its switchback alike
+    store = MemoryStore(_stored_before_the_switchback_rule(50))
+    assert set_flags(DocumentFlagWriter(store), 0.0, True, "rollback") is True
+    doc = store.load()[0]
+    assert doc["final-merge-kill-switch"] == {"default": True}
+    validate_document(doc)  # served again: the switch acts
+    assert rollout_state_of(doc) == RolloutFlagState(0.0, True)
+
+
+def test_an_advance_over_a_switchback_on_the_kill_switch_is_refused_naming_it() -> None:
+    # turning the switch off keeps its rules; a switchback would re-randomize them per window,
+    # so the controller does not drop it silently: the write is refused and says why
+    store = MemoryStore(_stored_before_the_switchback_rule(5))
+    with pytest.raises(FlagWriteRefusedError, match="'final-merge-kill-switch': switchback"):
+        set_flags(DocumentFlagWriter(store), 25.0, None, "advance")
+    assert rollout_state_of(store.load()[0]).percent == 5.0
