@@ -44,7 +44,11 @@ def _log_decision(decision: PathDecision, event: dict[str, Any], step: str) -> N
 
 
 def _flag_errors(app: bootstrap.App, decision: PathDecision, event: dict[str, Any]) -> None:
-    if decision.error:
+    """Count the decision's flag error, once per execution: a pinned decision's error was
+    counted by the step that pinned it (the split); only an error of this step is new."""
+    pinned = event.get("routing")
+    earlier = pinned.get("error") if isinstance(pinned, dict) else None
+    if decision.error and decision.error != earlier:
         app.metrics.record_flag_error(
             "final-merge-path",
             decision.error,
@@ -74,7 +78,10 @@ def _split(app: bootstrap.App, event: dict[str, Any], context: Any) -> dict[str,
         execution_id=event.get("execution_id"),
     )
     _log_decision(decision, event, "split_into_chunks")
-    _flag_errors(app, decision, event)
+    try:  # the split's own record: left pending, it joined a later merge's in this process
+        _flag_errors(app, decision, event)
+    finally:
+        app.metrics.flush()
     out["routing"] = decision.to_event()
     out["execution_id"] = event.get("execution_id")
     return out

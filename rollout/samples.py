@@ -129,6 +129,11 @@ def _checks(base: Sequence[MetricRecord], cand: Sequence[MetricRecord]) -> dict[
     return out
 
 
+def _flag_only(rec: MetricRecord) -> bool:
+    """A step's record of a flag error alone (the split's): not an execution of either path."""
+    return set(rec.values) == {MetricName.FLAG_ERRORS.value}
+
+
 def collect(
     records: Sequence[MetricRecord],
     *,
@@ -136,7 +141,7 @@ def collect(
     candidate: MergePath = MergePath.TWO_PHASE,
     baseline: MergePath = MergePath.LEGACY,
 ) -> Samples:
-    live = [r for r in records if not r.metadata.get("replayed")]
+    live = [r for r in records if not r.metadata.get("replayed") and not _flag_only(r)]
     cand = [r for r in live if r.path == candidate]
     base = [r for r in live if r.path == baseline]
     runs = [r for r in cand if not r.metadata.get("dry_run")]

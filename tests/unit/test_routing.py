@@ -266,3 +266,46 @@ def test_a_failed_merge_is_counted_in_its_switchback_unit(
     # by unit (sorted): lines@… failed its one merge, words@… did not
     assert samples.unit_candidate["MergeErrors"].tolist() == [1.0, 0.0]
     assert samples.n_candidate == 2 and not samples.mixed_units
+
+
+def test_a_flag_error_at_split_is_one_record_of_its_own_and_no_execution(
+    app: bootstrap.App, tmp_path: Path, flags_store: MemoryStore
+) -> None:
+    """The split counts its flag error in a record written at the split, counted once for the
+    execution (the final merge reuses the pinned decision and does not count it again), and the
+    judge does not read that record as an execution of the fail-closed path."""
+    flags_reset()
+    flags_store.raw = {"final-merge-path": {"default": "warp-speed", "boolean_type": False}}
+    app.flags = flags_bootstrap(flags_store)  # a cold container: no good document ever loaded
+    split = lambda_handler({**_event(app, tmp_path, "fe"), "operation": "split_into_chunks"})
+    assert split["routing"]["path"] == "legacy" and split["routing"]["error"]
+    (at_split,) = [b for b in _emf(tmp_path) if "FlagErrors" in b]  # written by the split
+    assert at_split["FlagErrors"] == [1.0] and "FinalMergeDuration" not in at_split
+
+    chunks = [lambda_handler({**c, "operation": "process_chunk"}) for c in split["chunks"]]
+    final = {**split, "operation": "final_merge", "chunk_results": chunks}
+    assert lambda_handler(final)["merge_path"] == "legacy"
+    blobs = _emf(tmp_path)
+    assert sum(b.get("FlagErrors", [0.0])[0] for b in blobs) == 1.0  # not again at the merge
+    (merged,) = [b for b in blobs if "FinalMergeDuration" in b]
+    assert merged["batch_id"] == "fe" and "FlagErrors" not in merged
+
+    records = EmfFileSource(tmp_path / "emf.jsonl", namespace=app.metrics.namespace).records()
+    assert len(records) == 2
+    assert collect(records).n_baseline == 1  # the merge, not the split's flag record
+
+
+def test_a_new_flag_error_at_the_final_merge_is_counted(
+    app: bootstrap.App, tmp_path: Path, flags_store: MemoryStore
+) -> None:
+    """A pinned decision that cannot be used fails closed at the final merge: that error is the
+    merge step's own, and counted in its record."""
+    split = lambda_handler({**_event(app, tmp_path, "np"), "operation": "split_into_chunks"})
+    chunks = [lambda_handler({**c, "operation": "process_chunk"}) for c in split["chunks"]]
+    broken = {**split["routing"], "unit": ""}  # malformed pinned state
+    out = lambda_handler(
+        {**split, "routing": broken, "operation": "final_merge", "chunk_results": chunks}
+    )
+    assert out["merge_path"] == "legacy"
+    (merged,) = [b for b in _emf(tmp_path) if "FinalMergeDuration" in b]
+    assert merged["FlagErrors"] == [1.0] and "empty unit" in merged["flag_error"]
